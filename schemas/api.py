@@ -1,0 +1,27 @@
+"""REST bodies shared by the daemon and the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable machine-readable ``code`` and a human ``message``."""
+
+    code: str
+    message: str
+    detail: Any = None
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class Version(BaseModel):
+    specklab: str
+    python: str
+    numpy: str
+    torch: str | None
+    samna: str

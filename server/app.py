@@ -1,0 +1,47 @@
+"""The app factory and its lifespan, which owns start-up and shutdown of every subsystem."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .api import ROUTERS
+from .errors import install_error_handlers
+from .settings import Settings, load_settings
+
+log = logging.getLogger("specklab.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        log.info("starting", extra={"data_dir": str(settings.data_dir)})
+        yield
+        log.info("stopped")
+
+    app = FastAPI(
+        title="specklab",
+        summary="A shared, remote lab for SynSense Speck / DYNAP-CNN devkits.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specklab")
+    except PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,54 @@
+"""The daemon's subcommands of the ``specklab`` command.
+
+Imported by the client's CLI only when the server extra is installed; keeps module-level
+imports to the standard library so ``specklab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the specklab daemon")
+    serve.add_argument("--config", type=Path, help="TOML settings file (or SPECKLAB_CONFIG)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8765)")
+    serve.add_argument("--data-dir", type=Path, help="where models, recordings and the db live")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["json", "text"])
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure_logging
+    from .settings import load_settings
+
+    settings = load_settings(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        # Compression costs 8-50x on event frames (spec section 7); frames are already packed.
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=64 * 1024 * 1024,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    return 0
