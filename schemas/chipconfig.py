@@ -101,7 +101,9 @@ class CNNLayer(_Document):
         if self.neurons_initial_value is not None:
             shape = np.asarray(self.neurons_initial_value).shape
             if shape != self.neuron_shape:
-                raise ValueError(f"neurons_initial_value has shape {shape}, expected {self.neuron_shape}")
+                raise ValueError(
+                    f"neurons_initial_value has shape {shape}, expected {self.neuron_shape}"
+                )
         return self
 
     @property

@@ -200,7 +200,9 @@ def _field(body: dict[str, Any], name: str, types: type | tuple[type, ...], requ
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         value = None  # msgpack bools are ints to isinstance; refuse them where ints are asked
     if not isinstance(value, types):
-        expected = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+        expected = (
+            types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+        )
         raise FrameError(
             "malformed", f"{body['type']} frame field {name!r} must be {expected}, got {value!r}"
         )
@@ -239,7 +241,9 @@ def _decode_control(body: dict[str, Any]) -> ControlFrame:
 
 def _decode_error(body: dict[str, Any]) -> ErrorFrame:
     fatal = _field(body, "fatal", bool, required=False) or False
-    return ErrorFrame(code=_field(body, "code", str), message=_field(body, "message", str), fatal=fatal)
+    return ErrorFrame(
+        code=_field(body, "code", str), message=_field(body, "message", str), fatal=fatal
+    )
 
 
 def _decode_stats(body: dict[str, Any]) -> StatsFrame:

@@ -30,9 +30,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
         detail = [{k: err[k] for k in ("loc", "msg", "type")} for err in exc.errors()]
         body = ErrorBody(code="invalid_request", message="; ".join(problems), detail=detail)
         return _response(422, body)
