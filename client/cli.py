@@ -1,4 +1,4 @@
-"""The ``specklab`` command: client commands always, daemon commands when the server is installed."""
+"""The ``specklab`` command: client commands, plus the daemon's when the server is installed."""
 
 from __future__ import annotations
 
