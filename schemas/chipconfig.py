@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .events import DVS_LAYER
+
 CHIP_CONFIG_FORMAT = "specklab.chip-config"
 CHIP_CONFIG_VERSION = 1
 NUM_CORES = 9
@@ -231,3 +233,27 @@ class ChipConfig(_Document):
 
     def core(self, layer: int) -> int:
         return self.core_of_layer[self.resolve_layer(layer)]
+
+    def spikes_to_cores(self, spikes: np.ndarray) -> np.ndarray:
+        """Input spikes with ``core`` filled from their model ``layer`` (a copy; checks layers)."""
+        lookup = np.full(256, 255, dtype=np.uint8)
+        for entry in self.inputs:
+            lookup[entry] = self.core_of_layer[entry]
+        cores = lookup[spikes["layer"]]
+        bad = cores == 255
+        if bad.any():
+            layer = int(spikes["layer"][bad][0])
+            raise ValueError(
+                f"model layer {layer} takes no input spikes; inputs are layers {self.inputs}"
+            )
+        out = spikes.copy()
+        out["core"] = cores
+        return out
+
+    def spikes_to_layers(self, spikes: np.ndarray) -> np.ndarray:
+        """Fill ``layer`` of output spikes from their ``core`` (in place, and returned)."""
+        lookup = np.full(256, DVS_LAYER, dtype=np.uint8)
+        for core, layer in self.layer_of_core.items():
+            lookup[core] = layer
+        spikes["layer"] = lookup[spikes["core"]]
+        return spikes
