@@ -50,5 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
         ws_max_size=64 * 1024 * 1024,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
+        return 130
     return 0

@@ -1,0 +1,39 @@
+"""The daemon as a real process: start, answer, stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .daemon import run_daemon
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_daemon_starts_answers_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    with run_daemon(tmp_path / "data") as daemon:
+        assert httpx.get(f"{daemon.url}/v1/health").json() == {"status": "ok"}
+        version = httpx.get(f"{daemon.url}/v1/version").json()
+        assert set(version) == {"specklab", "python", "numpy", "torch", "samna"}
+        assert httpx.get(f"{daemon.url}/docs").status_code == 200
+        assert "/v1/health" in httpx.get(f"{daemon.url}/openapi.json").json()["paths"]
+        assert daemon.stop(sig) in (0, -sig, 128 + sig)
+    assert "Application shutdown complete" in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
+def test_unknown_route_gets_a_json_error(tmp_path: Path) -> None:
+    with run_daemon(tmp_path / "data") as daemon:
+        response = httpx.get(f"{daemon.url}/v1/nothing-here")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+
+
+def test_config_file_and_environment_reach_the_daemon(tmp_path: Path) -> None:
+    config = tmp_path / "specklab.toml"
+    config.write_text('log_level = "debug"\n')
+    with run_daemon(tmp_path / "data", "--config", str(config)) as daemon:
+        assert httpx.get(f"{daemon.url}/v1/health").status_code == 200
+    assert "DEBUG" in daemon.log()

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from specklab.schemas import frames
+from specklab.schemas.events import DTYPES, SIGNATURES, SPIKE_DTYPE, EventKind, dvs_events, spikes
+from specklab.schemas.frames import (
+    ControlFrame,
+    EndFrame,
+    ErrorFrame,
+    EventsFrame,
+    FrameError,
+    StatsFrame,
+    decode,
+    encode,
+)
+
+
+def event_arrays(kind: EventKind) -> st.SearchStrategy[np.ndarray]:
+    return hnp.arrays(DTYPES[kind], st.integers(0, 300))
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_event_dtypes_are_packed_little_endian_and_small(kind: EventKind) -> None:
+    dtype = DTYPES[kind]
+    assert dtype.itemsize <= 16
+    assert dtype.itemsize == sum(dtype.fields[n][0].itemsize for n in dtype.names)
+    assert dtype.fields["t"][0] == np.dtype("<u8")
+    assert not dtype.hasobject
+
+
+@given(kind=st.sampled_from(list(EventKind)), data=st.data(), seq=st.none() | st.integers(0, 2**40))
+def test_events_round_trip(kind: EventKind, data: st.DataObject, seq: int | None) -> None:
+    events = data.draw(event_arrays(kind))
+    decoded = decode(encode(EventsFrame(kind, events, seq=seq)))
+    assert isinstance(decoded, EventsFrame)
+    assert decoded.kind is kind and decoded.seq == seq
+    assert decoded.events.dtype == DTYPES[kind]
+    np.testing.assert_array_equal(decoded.events, events)
+
+
+def test_decoding_events_does_not_copy_the_payload() -> None:
+    data = encode(
+        EventsFrame(EventKind.SPIKE, spikes(t=np.arange(1000), layer=0, feature=1, x=2, y=3))
+    )
+    events = decode(data).events
+    assert not events.flags.owndata  # a view over the bytes msgpack handed out
+
+
+def test_non_contiguous_events_are_encoded_correctly() -> None:
+    events = dvs_events(t=np.arange(10), x=np.arange(10), y=1, p=1)[::2]
+    np.testing.assert_array_equal(decode(encode(EventsFrame(EventKind.DVS, events))).events, events)
+
+
+simple_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    frame=st.one_of(
+        st.builds(
+            ControlFrame,
+            op=st.text(min_size=1, max_size=20),
+            args=st.dictionaries(st.text(max_size=8), simple_values, max_size=4),
+        ),
+        st.builds(
+            ErrorFrame,
+            code=st.text(max_size=20),
+            message=st.text(max_size=200),
+            fatal=st.booleans(),
+        ),
+        st.builds(
+            StatsFrame,
+            counters=st.dictionaries(
+                st.text(max_size=10), st.integers(0, 2**62) | st.floats(allow_nan=False), max_size=6
+            ),
+        ),
+        st.builds(
+            EndFrame,
+            seq=st.none() | st.integers(0, 2**40),
+            counts=st.dictionaries(st.text(max_size=8), st.integers(0, 2**40), max_size=3),
+        ),
+    )
+)
+def test_other_frames_round_trip(frame: frames.Frame) -> None:
+    assert decode(encode(frame)) == frame
+
+
+def _packed(body: object) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _events_body(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "v": 1,
+        "type": "events",
+        "kind": "spike",
+        "dtype": SIGNATURES[EventKind.SPIKE],
+        "bin": np.zeros(3, SPIKE_DTYPE).tobytes(),
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+MALFORMED = {
+    "not msgpack": (b"\xc1\xc1\xc1", "malformed"),
+    "truncated msgpack": (_packed(_events_body())[:-5], "malformed"),
+    "trailing bytes": (_packed(_events_body()) + b"\x00", "malformed"),
+    "a list, not a map": (_packed([1, "events"]), "malformed"),
+    "a bare integer": (_packed(7), "malformed"),
+    "empty": (b"", "malformed"),
+    "no version": (_packed({"type": "control", "op": "x"}), "unsupported_version"),
+    "future version": (_packed({"v": 2, "type": "control", "op": "x"}), "unsupported_version"),
+    "version as text": (_packed({"v": "1", "type": "control", "op": "x"}), "unsupported_version"),
+    "unknown type": (_packed({"v": 1, "type": "telepathy"}), "unknown_type"),
+    "type missing": (_packed({"v": 1}), "unknown_type"),
+    "unknown event kind": (_packed(_events_body(kind="gamma")), "bad_dtype"),
+    "wrong dtype signature": (_packed(_events_body(dtype="t<u4,x<u2")), "bad_dtype"),
+    "dtype of another kind": (_packed(_events_body(dtype=SIGNATURES[EventKind.DVS])), "bad_dtype"),
+    "payload not a multiple": (_packed(_events_body(bin=b"\x00" * 29)), "bad_payload"),
+    "payload missing": (_packed(_events_body(bin=None)), "malformed"),
+    "payload as text": (_packed(_events_body(bin="abc")), "malformed"),
+    "seq as text": (_packed(_events_body(seq="1")), "malformed"),
+    "seq as bool": (_packed(_events_body(seq=True)), "malformed"),
+    "control without op": (_packed({"v": 1, "type": "control"}), "malformed"),
+    "control args a list": (
+        _packed({"v": 1, "type": "control", "op": "x", "args": [1]}),
+        "malformed",
+    ),
+    "error without message": (_packed({"v": 1, "type": "error", "code": "x"}), "malformed"),
+    "stats counter text": (_packed({"v": 1, "type": "stats", "counters": {"a": "b"}}), "malformed"),
+    "non-string map key": (_packed({1: 1, "v": 1, "type": "end"}), "malformed"),
+    "ext type": (_packed({"v": 1, "type": "control", "op": msgpack.ExtType(5, b"x")}), "malformed"),
+    "timestamp ext": (
+        b"\x83\xa1v\x01\xa4type\xa7control\xa2op\xd6\xff\x00\x00\x00\x01",
+        "malformed",
+    ),
+}
+
+
+@pytest.mark.parametrize("data,code", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_frames_raise_one_typed_error(data: bytes, code: str) -> None:
+    with pytest.raises(FrameError) as raised:
+        decode(data)
+    assert raised.value.code == code
+    assert raised.value.message
+
+
+def test_text_messages_are_refused() -> None:
+    with pytest.raises(FrameError, match="binary"):
+        decode('{"v": 1}')  # type: ignore[arg-type]
+
+
+def test_oversized_frames_are_refused_before_parsing() -> None:
+    data = encode(EventsFrame(EventKind.SPIKE, np.zeros(100, SPIKE_DTYPE)))
+    with pytest.raises(FrameError) as raised:
+        decode(data, max_bytes=len(data) - 1)
+    assert raised.value.code == "too_large"
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        np.zeros(3, dtype=[("t", "<u8"), ("x", "<u2")]),
+        np.zeros(3, dtype=SPIKE_DTYPE.newbyteorder(">")),
+        np.zeros((2, 2), dtype=SPIKE_DTYPE),
+        np.zeros(3, dtype=object),
+        [1, 2, 3],
+    ],
+    ids=["other fields", "big endian", "2-d", "object", "list"],
+)
+def test_encoding_refuses_wrong_arrays(events: object) -> None:
+    with pytest.raises(FrameError):
+        encode(EventsFrame(EventKind.SPIKE, events))  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_frame_error(data: bytes) -> None:
+    with contextlib.suppress(FrameError):
+        decode(data)
