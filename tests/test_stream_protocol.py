@@ -1,0 +1,191 @@
+"""Both ends of the stream session, driven by feeding frames: no sockets, no event loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    READOUT_DTYPE,
+    SPIKE_DTYPE,
+    EventKind,
+    dvs_events,
+    spikes,
+)
+from specklab.schemas.frames import ControlFrame, EndFrame, EventsFrame, StatsFrame, encode
+from specklab.schemas.stream import (
+    BatchEnd,
+    ClientStream,
+    ControlRequest,
+    ForwardResult,
+    InputBatch,
+    Outputs,
+    Ready,
+    ServerStream,
+    Stats,
+    StreamError,
+    StreamMode,
+)
+
+from .chip_configs import guide_network
+
+
+@pytest.fixture(scope="module")
+def config():
+    return guide_network()
+
+
+@pytest.fixture
+def server(config) -> ServerStream:
+    stream = ServerStream(config, StreamMode.FORWARD, max_events_per_frame=4)
+    stream.start({"device": "virtual-speck2fdevkit:0"})
+    return stream
+
+
+def connect(server: ServerStream) -> ClientStream:
+    client = ClientStream()
+    [greeting] = server.data_to_send()
+    ready = client.receive_data(greeting)
+    assert isinstance(ready, Ready)
+    return client
+
+
+def test_greeting_describes_the_deployment(server: ServerStream) -> None:
+    client = connect(server)
+    assert client.info == {
+        "mode": "forward",
+        "layers": {"0": 0, "1": 3, "2": 5, "3": 6, "4": 1},
+        "inputs": [0],
+        "dvs_input": False,
+        "device": "virtual-speck2fdevkit:0",
+    }
+
+
+def test_input_spikes_reach_the_device_on_their_core(server: ServerStream) -> None:
+    client = connect(server)
+    seq = client.send_events("spike", spikes(t=[1, 2, 2], layer=0, feature=0, x=[0, 27, 5], y=3))
+    [message] = client.data_to_send()
+    [batch] = server.receive_data(message)
+    assert isinstance(batch, InputBatch) and batch.seq == seq == 0
+    assert batch.events["core"].tolist() == [0, 0, 0]
+    assert batch.events["x"].tolist() == [0, 27, 5]
+    assert server.counters.events_in == 3
+    assert server.data_to_send() == []
+
+
+def test_outputs_are_split_into_frames_and_closed_by_end(server: ServerStream) -> None:
+    client = connect(server)
+    out = np.zeros(10, SPIKE_DTYPE)
+    out["t"] = np.arange(10)
+    server.send_events(EventKind.SPIKE, out, seq=7)
+    server.send_end(7, {"spike": 10})
+    messages = server.data_to_send()
+    assert len(messages) == 4  # 4 + 4 + 2 events, then the end frame
+    result = ForwardResult(seq=7)
+    for message in messages[:-1]:
+        event = client.receive_data(message)
+        assert isinstance(event, Outputs) and event.seq == 7
+        result.add(event.kind, event.events)
+    assert client.receive_data(messages[-1]) == BatchEnd(7, {"spike": 10})
+    np.testing.assert_array_equal(result.events(EventKind.SPIKE), out)
+    assert len(result.events(EventKind.READOUT)) == 0
+
+
+BAD_INPUT = {
+    "not msgpack": (b"\x00\xff", "malformed"),
+    "unknown frame type": (b"\x82\xa1v\x01\xa4type\xa3foo", "unknown_type"),
+    "layer that takes no input": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=2, feature=0, x=0, y=0))),
+        "bad_input",
+    ),
+    "layer beyond the model": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=9, feature=0, x=0, y=0))),
+        "bad_input",
+    ),
+    "x out of range": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=28, y=0))),
+        "bad_input",
+    ),
+    "feature out of range": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=1, x=0, y=0))),
+        "bad_input",
+    ),
+    "events out of order": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=[5, 4], layer=0, feature=0, x=0, y=0))),
+        "bad_input",
+    ),
+    "dvs without a dvs layer": (
+        encode(EventsFrame(EventKind.DVS, dvs_events(t=0, x=0, y=0, p=0))),
+        "bad_input",
+    ),
+    "readout events as input": (
+        encode(EventsFrame(EventKind.READOUT, np.zeros(1, READOUT_DTYPE))),
+        "bad_input",
+    ),
+    "unknown control op": (encode(ControlFrame("self_destruct")), "unknown_op"),
+    "end frame from a client": (encode(EndFrame(1)), "unexpected_frame"),
+    "stats frame from a client": (encode(StatsFrame({"a": 1})), "unexpected_frame"),
+}
+
+
+@pytest.mark.parametrize("message,code", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_gets_a_non_fatal_error_and_the_session_goes_on(
+    server: ServerStream, message: bytes, code: str
+) -> None:
+    client = connect(server)
+    assert server.receive_data(message) == []
+    [reply] = server.data_to_send()
+    error = client.receive_data(reply)
+    assert isinstance(error, StreamError)
+    assert (error.code, error.fatal) == (code, False)
+    assert error.message
+    # the session still works
+    client.send_events("spike", spikes(t=0, layer=0, feature=0, x=1, y=1))
+    [batch] = server.receive_data(client.data_to_send()[0])
+    assert isinstance(batch, InputBatch)
+
+
+def test_error_message_names_the_offending_event(server: ServerStream) -> None:
+    client = connect(server)
+    client.send_events("spike", spikes(t=[0, 1, 2], layer=0, feature=0, x=[1, 40, 50], y=0))
+    server.receive_data(client.data_to_send()[0])
+    error = client.receive_data(server.data_to_send()[0])
+    assert isinstance(error, StreamError)
+    assert "event 1: x=40" in error.message and "x < 28" in error.message
+    assert "2 such events" in error.message
+
+
+def test_dvs_input_is_checked_against_the_sensor(config) -> None:
+    dvs_config = guide_network(dvs_input=True)
+    server = ServerStream(dvs_config, StreamMode.CONTINUOUS)
+    server.start({})
+    client = connect(server)
+    client.send_events("dvs", dvs_events(t=[0, 1], x=[0, 127], y=[127, 0], p=[0, 1]))
+    [batch] = server.receive_data(client.data_to_send()[0])
+    assert isinstance(batch, InputBatch) and batch.events.dtype == DVS_DTYPE
+    client.send_events("dvs", dvs_events(t=0, x=128, y=0, p=0))
+    assert server.receive_data(client.data_to_send()[0]) == []
+    assert "x=128" in client.receive_data(server.data_to_send()[0]).message
+    client.send_events("spike", spikes(t=0, layer=0, feature=0, x=0, y=0))
+    assert server.receive_data(client.data_to_send()[0]) == []
+    assert "takes no input spikes" in client.receive_data(server.data_to_send()[0]).message
+
+
+def test_control_requests_and_stats(server: ServerStream) -> None:
+    client = connect(server)
+    client.send_control("reset_states")
+    client.send_control("heartbeat")
+    requests = [server.receive_data(m)[0] for m in client.data_to_send()]
+    assert requests == [ControlRequest("reset_states", {}), ControlRequest("heartbeat", {})]
+    server.send_stats({"queue_depth": 3})
+    stats = client.receive_data(server.data_to_send()[0])
+    assert isinstance(stats, Stats)
+    assert stats.counters["frames_in"] == 2 and stats.counters["queue_depth"] == 3
+
+
+def test_fatal_errors_reach_the_client_as_fatal(server: ServerStream) -> None:
+    client = connect(server)
+    server.send_error("device_offline", "virtual-speck2fdevkit:0 was unplugged", fatal=True)
+    error = client.receive_data(server.data_to_send()[0])
+    assert isinstance(error, StreamError) and error.fatal and error.code == "device_offline"
