@@ -7,12 +7,13 @@ The config file is TOML, named by ``--config`` or ``SPECKLAB_CONFIG``. Settings 
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -32,15 +33,40 @@ class Settings(BaseSettings):
     database_url: str = ""
     log_level: LogLevel = "info"
     log_format: Literal["json", "text"] = "json"
+    #: Token of the admin created on first start; empty means generate one and print it once.
+    admin_token: SecretStr = SecretStr("")
+    #: This daemon's name in a lab of several hosts sharing one database.
+    host_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: The URL clients reach this daemon at (told to clients of other hosts); empty: host:port.
+    public_url: str = ""
+    booking_max_minutes: int = Field(default=240, ge=1)
+    booking_daily_quota_minutes: int = Field(default=480, ge=1)
+    #: A lease without a heartbeat for this long (plus the grace) ends its booking early.
+    lease_timeout_s: float = Field(default=60.0, gt=0)
+    lease_grace_s: float = Field(default=15.0, ge=0)
+    #: A booking whose owner never started a lease is released this long after its start.
+    booking_claim_grace_s: float = Field(default=300.0, ge=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < 20:
+            raise ValueError("admin_token must have 20 characters or more (empty: generate one)")
+        return value
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'specklab.db'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,81 @@
+"""Engine and sessions for SQLite (one host) and PostgreSQL (a lab of several hosts).
+
+Writes on SQLite are serialized with ``BEGIN IMMEDIATE``: a write session takes the database's
+write lock at its first statement, so a check-then-insert (the booking overlap check, quotas)
+cannot interleave with another writer. Read sessions use a plain deferred ``BEGIN`` and never
+block under WAL. On PostgreSQL both kinds are ordinary transactions; what must not race is
+guaranteed by constraints (the bookings exclusion constraint) and row locks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_WRITE = "specklab_write"
+#: How long a SQLite writer waits for the lock before failing ("database is locked").
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """Route plain ``postgresql://`` URLs to psycopg 3, the driver specklab installs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            # Request threads (anyio's pool has 40) each hold at most two short sessions.
+            kwargs.update(pool_size=10, max_overflow=30)
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self.write_engine: Engine = self.engine.execution_options(**{_WRITE: True})
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """A session for reading (it may write, but on SQLite without taking the lock first)."""
+        return self._read()
+
+    def write_session(self) -> Session:
+        """A session whose transactions hold SQLite's write lock from their first statement."""
+        return self._write()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite would defer it otherwise).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    immediate = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,150 @@
+"""ORM tables. The schema changes only through migrations (``migrations/versions``); a test
+checks that the migrations produce exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .types import UtcDateTime, utcnow
+
+
+class BookingState(StrEnum):
+    """What the table stores; the public status also needs the clock (``booking_status``)."""
+
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+    PREEMPTED = "preempted"
+    EXPIRED = "expired"
+
+
+_STATE_LIST = ", ".join(f"'{state}'" for state in BookingState)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar = {datetime: UtcDateTime()}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    #: sha256 of the whole token, hex: the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Booking(Base):
+    """A device held by one user for ``[starts_at, ends_at)``.
+
+    ``device_id`` is a plain string, not a foreign key: bookings outlive a device going offline.
+    Two active bookings of one device never overlap: PostgreSQL enforces it with an exclusion
+    constraint, SQLite with triggers (both created in the migration).
+    """
+
+    __tablename__ = "bookings"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="window"),
+        CheckConstraint(f"state IN ({_STATE_LIST})", name="state"),
+        Index(None, "device_id", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), default=BookingState.ACTIVE)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    #: Last heartbeat of the owner's interactive session; ``None`` until the first one.
+    lease_renewed_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Host(Base):
+    """A daemon of the lab: where clients reach the devices it serves."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    last_seen_at: Mapped[datetime]
+
+
+class DeviceRecord(Base):
+    """A device as the lab knows it, upserted by the daemon that serves it."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    device_type: Mapped[str] = mapped_column(String(64))
+    host_name: Mapped[str] = mapped_column(ForeignKey("hosts.name"), index=True)
+    #: False once the serving daemon no longer sees the device (unplugged).
+    present: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime]
+
+    host: Mapped[Host] = relationship(lazy="joined")
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    #: Kept as text so the entry still reads right after the user is gone.
+    actor_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    host_name: Mapped[str] = mapped_column(String(128))
+
+
+def is_booking_overlap(error: IntegrityError) -> bool:
+    """Whether a flush failed on the database's no-overlap rule (see the first migration)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate == "23P01" or "booking_overlap" in str(error.orig)
