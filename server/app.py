@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from .api import ROUTERS
+from .api import PUBLIC_ROUTERS, ROUTERS
+from .auth.dependencies import require_user
+from .booking.lifespan import accounts_and_bookings
 from .errors import install_error_handlers
 from .settings import Settings, load_settings
 
@@ -22,7 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting", extra={"data_dir": str(settings.data_dir)})
-        yield
+        async with accounts_and_bookings(app, settings):
+            yield
         log.info("stopped")
 
     app = FastAPI(
@@ -33,8 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in ROUTERS:
+    for router in PUBLIC_ROUTERS:
         app.include_router(router)
+    for router in ROUTERS:
+        # Protected at inclusion, so a new router cannot be forgotten (WebSockets included).
+        app.include_router(router, dependencies=[Depends(require_user)])
     return app
 
 

@@ -13,10 +13,19 @@ from specklab.schemas.api import ErrorBody
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = ErrorBody(code=code, message=message, detail=detail)
+        #: E.g. ``WWW-Authenticate`` on a 401.
+        self.headers = headers
 
 
 def _response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -26,7 +35,7 @@ def _response(status: int, body: ErrorBody, headers: dict[str, str] | None = Non
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _response(exc.status, exc.body)
+        return _response(exc.status, exc.body, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

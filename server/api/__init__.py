@@ -2,6 +2,9 @@
 
 from fastapi import APIRouter
 
-from . import meta
+from . import audit, bookings, meta, tokens, users
 
-ROUTERS: list[APIRouter] = [meta.router]
+#: Routers anyone may call: health and version.
+PUBLIC_ROUTERS: list[APIRouter] = [meta.router]
+#: Every other router; the app includes these behind a valid token (``auth.require_user``).
+ROUTERS: list[APIRouter] = [users.router, tokens.router, bookings.router, audit.router]

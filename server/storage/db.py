@@ -9,14 +9,16 @@ guaranteed by constraints (the bookings exclusion constraint) and row locks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 _WRITE = "specklab_write"
+_AFTER_COMMIT = "specklab_after_commit"
 #: How long a SQLite writer waits for the lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -30,8 +32,10 @@ def normalize_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, host_name: str = "") -> None:
+        """``host_name`` names this daemon in what its sessions write (``session.info``)."""
         self.url = normalize_url(url)
+        self.host_name = host_name
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -47,8 +51,12 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         self.write_engine: Engine = self.engine.execution_options(**{_WRITE: True})
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        info = {"host_name": host_name}
+        self._read = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False, info=info)
+        for factory in (self._read, self._write):
+            event.listen(factory, "after_commit", _run_after_commit)
+            event.listen(factory, "after_transaction_end", _forget_after_rollback)
 
     def session(self) -> Session:
         """A session for reading (it may write, but on SQLite without taking the lock first)."""
@@ -79,3 +87,22 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Connection) -> None:
     immediate = connection.get_execution_options().get(_WRITE, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the session's transaction has committed; never if it rolls back.
+
+    For effects outside the database that must not run for a change that did not happen, such
+    as telling live sessions that their booking ended.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, []):
+        callback()
+
+
+def _forget_after_rollback(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)

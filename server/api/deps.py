@@ -1,0 +1,50 @@
+"""``Annotated`` dependency aliases for route signatures (FastAPI full-stack-template style).
+
+::
+
+    @router.post("/things")
+    def create(body: ThingCreate, session: SessionDep, user: WriterUser) -> ThingPublic: ...
+
+Every router but ``meta`` already requires a valid token (the app adds ``require_user`` when it
+includes them); ``CurrentUser`` hands the caller to the handler, ``WriterUser`` refuses
+observers, ``AdminUser`` refuses everyone but admins.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
+
+from ..auth.dependencies import get_db, get_session, require_admin, require_user, require_writer
+from ..auth.principal import Principal
+from ..booking.events import BookingEvents
+from ..booking.service import BookingPolicy
+from ..settings import Settings
+from ..storage import Database
+
+
+def _settings(conn: HTTPConnection) -> Settings:
+    return conn.app.state.settings
+
+
+def _policy(conn: HTTPConnection) -> BookingPolicy:
+    return conn.app.state.booking_policy
+
+
+def _events(conn: HTTPConnection) -> BookingEvents:
+    return conn.app.state.booking_events
+
+
+#: Closed when the handler returns, before the response is sent (no lock outlives a handler).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+#: For WebSocket handlers: open short sessions (``db.session()``) instead of holding one.
+DatabaseDep = Annotated[Database, Depends(get_db)]
+CurrentUser = Annotated[Principal, Depends(require_user)]
+WriterUser = Annotated[Principal, Depends(require_writer)]
+AdminUser = Annotated[Principal, Depends(require_admin)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PolicyDep = Annotated[BookingPolicy, Depends(_policy)]
+EventsDep = Annotated[BookingEvents, Depends(_events)]

@@ -1,0 +1,24 @@
+"""Who a request acts for: a plain value, safe to keep across threads and WebSocket lifetimes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specklab.schemas.accounts import Role
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: int
+    name: str
+    role: Role
+    #: The API token the request came with.
+    token_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is not Role.OBSERVER

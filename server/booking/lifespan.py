@@ -1,0 +1,82 @@
+"""Start-up and shutdown of the database, accounts and bookings (called from the app's lifespan).
+
+At start: migrate the database, create the first admin, put the shared objects on ``app.state``
+(``db``, ``auth``, ``booking_policy``, ``booking_events``), check in as a host and start the
+sweeper. At shutdown: stop the sweeper, take this host's devices offline, close the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from specklab.schemas.booking import BookingSummary
+
+from ..auth.accounts import Authenticator
+from ..auth.bootstrap import ensure_admin
+from ..settings import Settings
+from ..storage import Database, upgrade, utcnow
+from . import lab
+from .events import BookingEvents
+from .service import BookingPolicy
+from .sweeper import Sweeper
+
+
+def local_devices(app: FastAPI) -> list[lab.LocalDevice]:
+    """This daemon's devices, from the device manager (none before it has started)."""
+    manager = getattr(app.state, "devices", None)
+    if manager is None:
+        return []
+    return [
+        lab.LocalDevice(state.description.id, state.description.type, state.online)
+        for state in manager.states()
+    ]
+
+
+async def device_booking(db: Database, device_id: str) -> BookingSummary | None:
+    """The running booking of ``device_id``, for device listings."""
+
+    def lookup() -> BookingSummary | None:
+        with db.session() as session:
+            running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
+            return lab.summary(running[device_id]) if device_id in running else None
+
+    return await anyio.to_thread.run_sync(lookup)
+
+
+@asynccontextmanager
+async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    db = Database(settings.effective_database_url, host_name=settings.host_name)
+    await anyio.to_thread.run_sync(upgrade, db)
+    await anyio.to_thread.run_sync(ensure_admin, db, settings)
+    policy = BookingPolicy.from_settings(settings)
+    events = BookingEvents()
+    app.state.db = db
+    app.state.auth = Authenticator(db)
+    app.state.booking_policy = policy
+    app.state.booking_events = events
+    sweeper = Sweeper(
+        db=db,
+        policy=policy,
+        events=events,
+        host_name=settings.host_name,
+        url=settings.effective_public_url,
+        interval_s=settings.sweep_interval_s,
+        local_devices=lambda: local_devices(app),
+    )
+    # Check in before serving, so this host's devices are bookable from the first request.
+    await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
+    task = asyncio.create_task(sweeper.run(), name="booking-sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await anyio.to_thread.run_sync(sweeper.withdraw)
+        db.dispose()

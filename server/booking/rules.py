@@ -1,0 +1,152 @@
+"""Booking rules as pure functions over plain data: no database, no clock of their own.
+
+Windows are half-open, ``[start, end)``: a booking ending at 10:00 and one starting at 10:00 do
+not overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from specklab.schemas.booking import BookingStatus
+
+#: What an early end of an active booking turns its status into.
+_ENDED_STATES = {
+    "cancelled": BookingStatus.CANCELLED,
+    "released": BookingStatus.RELEASED,
+    "preempted": BookingStatus.PREEMPTED,
+    "expired": BookingStatus.EXPIRED,
+}
+
+
+class BookingRuleError(Exception):
+    """A request the rules refuse; ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    def overlaps(self, other: Window) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+def held_window(starts_at: datetime, ends_at: datetime, ended_at: datetime | None) -> Window | None:
+    """The time a booking actually held its device: cut short by an early end, None if never."""
+    end = min(ends_at, ended_at) if ended_at is not None else ends_at
+    return Window(starts_at, end) if end > starts_at else None
+
+
+def booking_status(state: str, window: Window, now: datetime) -> BookingStatus:
+    if state != "active":
+        return _ENDED_STATES[state]
+    if now < window.start:
+        return BookingStatus.UPCOMING
+    return BookingStatus.RUNNING if now < window.end else BookingStatus.FINISHED
+
+
+def check_window(window: Window, *, now: datetime, max_length: timedelta) -> None:
+    if window.end <= now:
+        raise BookingRuleError("invalid_window", f"the window ends in the past ({window.end})")
+    if window.length > max_length:
+        minutes = int(max_length.total_seconds() // 60)
+        raise BookingRuleError(
+            "booking_too_long",
+            f"a booking may last at most {minutes} minutes",
+            {"max_minutes": minutes},
+        )
+
+
+def next_free(busy: Iterable[Window], *, after: datetime, length: timedelta) -> datetime:
+    """The earliest start at or after ``after`` where ``length`` fits between ``busy`` windows."""
+    start = after
+    for window in sorted(busy, key=lambda w: w.start):
+        if window.end <= start:
+            continue
+        if window.start >= start + length:
+            break
+        start = window.end
+    return start
+
+
+def free_until(busy: Iterable[Window], *, after: datetime) -> datetime | None:
+    """The start of the first busy window at or after ``after`` (None: free for ever)."""
+    starts = [w.start for w in busy if w.start >= after]
+    return min(starts, default=None)
+
+
+def earliest_slot(
+    busy_by_device: Mapping[str, Iterable[Window]], *, after: datetime, length: timedelta
+) -> tuple[str, datetime]:
+    """The device free soonest for ``length`` (ties: the first id in sorted order)."""
+    if not busy_by_device:
+        raise ValueError("no candidate device")
+    return min(
+        (
+            (device, next_free(busy, after=after, length=length))
+            for device, busy in busy_by_device.items()
+        ),
+        key=lambda pair: (pair[1], pair[0]),
+    )
+
+
+def _days(window: Window) -> Iterable[tuple[date, Window]]:
+    """``window`` split at UTC midnights."""
+    start = window.start
+    while start < window.end:
+        day = start.astimezone(UTC).date()
+        midnight = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+        end = min(midnight, window.end)
+        yield day, Window(start, end)
+        start = end
+
+
+def check_quota(existing: Iterable[Window], new: Window, *, per_day: timedelta) -> None:
+    """Refuse ``new`` if it takes a user's booked time on any UTC day past ``per_day``."""
+    used: dict[date, timedelta] = {}
+    for window in existing:
+        for day, part in _days(window):
+            used[day] = used.get(day, timedelta()) + part.length
+    for day, part in _days(new):
+        total = used.get(day, timedelta()) + part.length
+        if total > per_day:
+            quota = int(per_day.total_seconds() // 60)
+            already = int(used.get(day, timedelta()).total_seconds() // 60)
+            raise BookingRuleError(
+                "quota_exceeded",
+                f"this would book {int(total.total_seconds() // 60)} minutes on {day} (UTC); "
+                f"the daily quota is {quota} minutes and {already} are booked already",
+                {"day": day.isoformat(), "quota_minutes": quota, "used_minutes": already},
+            )
+
+
+def lease_deadline(
+    *,
+    starts_at: datetime,
+    renewed_at: datetime | None,
+    timeout: timedelta,
+    grace: timedelta,
+    claim_grace: timedelta,
+) -> datetime:
+    """When an active booking is ended for want of a heartbeat.
+
+    A lease lapses ``timeout + grace`` after its last heartbeat; a booking whose owner never
+    started one is released ``claim_grace`` after its start.
+    """
+    if renewed_at is None:
+        return starts_at + claim_grace
+    return renewed_at + timeout + grace

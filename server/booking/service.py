@@ -1,0 +1,523 @@
+"""Bookings and leases in the database: keyword-only functions that take the session.
+
+Functions that change something add an audit entry and leave the commit to the caller; live
+notifications (``BookingEvents``) go out only once that commit has happened. Two active bookings
+of one device never overlap: the database refuses it (see the first migration), so the
+functions here only translate that refusal into a 409 that says when the device is next free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from specklab.schemas.booking import (
+    BookingCreate,
+    BookingExtend,
+    BookingPublic,
+    BookingStatus,
+    ConflictDetail,
+    LeasePublic,
+)
+
+from ..auth.ownership import visible_to
+from ..auth.principal import Principal
+from ..errors import ApiError
+from ..settings import Settings
+from ..storage import on_commit, utcnow
+from ..storage.audit import audit
+from ..storage.tables import Booking, BookingState, User, is_booking_overlap
+from . import lab, rules
+from .events import BookingEvent, BookingEvents, EventKind
+from .rules import BookingRuleError, Window
+
+#: A booking by device type that loses its slot to a concurrent request looks again this often.
+_TYPE_ATTEMPTS = 5
+_OPEN = (BookingStatus.UPCOMING, BookingStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class BookingPolicy:
+    max_length: timedelta
+    daily_quota: timedelta
+    lease_timeout: timedelta
+    lease_grace: timedelta
+    claim_grace: timedelta
+    #: A host silent this long has its devices shown offline.
+    host_stale_after: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BookingPolicy:
+        return cls(
+            max_length=timedelta(minutes=settings.booking_max_minutes),
+            daily_quota=timedelta(minutes=settings.booking_daily_quota_minutes),
+            lease_timeout=timedelta(seconds=settings.lease_timeout_s),
+            lease_grace=timedelta(seconds=settings.lease_grace_s),
+            claim_grace=timedelta(seconds=settings.booking_claim_grace_s),
+            host_stale_after=lab.host_stale_after(settings.sweep_interval_s),
+        )
+
+    def lease_deadline(self, booking: Booking) -> datetime:
+        return rules.lease_deadline(
+            starts_at=booking.starts_at,
+            renewed_at=booking.lease_renewed_at,
+            timeout=self.lease_timeout,
+            grace=self.lease_grace,
+            claim_grace=self.claim_grace,
+        )
+
+
+def window_of(booking: Booking) -> Window:
+    return Window(booking.starts_at, booking.ends_at)
+
+
+def status_of(booking: Booking, now: datetime) -> BookingStatus:
+    return rules.booking_status(booking.state, window_of(booking), now)
+
+
+def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) -> BookingPublic:
+    return BookingPublic(
+        id=booking.id,
+        device_id=booking.device_id,
+        user_id=booking.user_id,
+        user_name=booking.user.name,
+        starts_at=booking.starts_at,
+        ends_at=booking.ends_at,
+        status=status_of(booking, now),
+        created_at=booking.created_at,
+        ended_at=booking.ended_at,
+        lease_expires_at=policy.lease_deadline(booking) if booking.lease_renewed_at else None,
+    )
+
+
+def _rule_error(error: BookingRuleError) -> ApiError:
+    status = 409 if error.code == "quota_exceeded" else 422
+    return ApiError(status, error.code, error.message, error.detail)
+
+
+def _busy(
+    session: Session, device_ids: Iterable[str], *, after: datetime, exclude: int | None = None
+) -> dict[str, list[Window]]:
+    """Active bookings' windows per device, those ending after ``after``."""
+    busy: dict[str, list[Window]] = {device_id: [] for device_id in device_ids}
+    query = select(Booking.device_id, Booking.starts_at, Booking.ends_at).where(
+        Booking.state == BookingState.ACTIVE,
+        Booking.device_id.in_(list(busy)),
+        Booking.ends_at > after,
+    )
+    if exclude is not None:
+        query = query.where(Booking.id != exclude)
+    for device_id, starts_at, ends_at in session.execute(query):
+        busy[device_id].append(Window(starts_at, ends_at))
+    return busy
+
+
+def _conflict(
+    session: Session, device_id: str, wanted: Window, *, exclude: int | None = None
+) -> ApiError:
+    busy = _busy(session, [device_id], after=wanted.start, exclude=exclude)[device_id]
+    free_at = rules.next_free(busy, after=wanted.start, length=wanted.length)
+    until = rules.free_until(busy, after=wanted.start) if exclude is not None else None
+    minutes = int(wanted.length.total_seconds() // 60)
+    return ApiError(
+        409,
+        "booking_conflict",
+        f"{device_id} is booked during that time; it is next free for {minutes} minutes "
+        f"at {free_at.isoformat()}",
+        ConflictDetail(device_id=device_id, next_free=free_at, free_until=until).model_dump(
+            mode="json"
+        ),
+    )
+
+
+def _check_quota(
+    session: Session,
+    *,
+    user_id: int,
+    window: Window,
+    policy: BookingPolicy,
+    exclude: int | None = None,
+) -> None:
+    # One user's bookings are made one at a time (a no-op on SQLite, whose writes are serial),
+    # so two concurrent requests cannot both fit under the quota.
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    first = datetime.combine(window.start.astimezone(UTC).date(), time(), tzinfo=UTC)
+    last = datetime.combine(
+        window.end.astimezone(UTC).date() + timedelta(days=1), time(), tzinfo=UTC
+    )
+    query = select(Booking).where(
+        Booking.user_id == user_id,
+        Booking.state != BookingState.CANCELLED,
+        Booking.starts_at < last,
+        Booking.ends_at > first,
+    )
+    if exclude is not None:
+        query = query.where(Booking.id != exclude)
+    held = [rules.held_window(b.starts_at, b.ends_at, b.ended_at) for b in session.scalars(query)]
+    try:
+        rules.check_quota([w for w in held if w], window, per_day=policy.daily_quota)
+    except BookingRuleError as error:
+        raise _rule_error(error) from None
+
+
+def _requested_window(request: BookingCreate, now: datetime) -> Window:
+    # A start a moment in the past (clock skew, a slow request) means "now".
+    start = max(request.starts_at or now, now)
+    if request.ends_at is not None:
+        if request.ends_at <= start:
+            raise ApiError(422, "invalid_window", f"the window ends before it starts ({start})")
+        return Window(start, request.ends_at)
+    assert request.minutes is not None
+    return Window(start, start + timedelta(minutes=request.minutes))
+
+
+def _candidates(
+    session: Session, request: BookingCreate, policy: BookingPolicy, now: datetime
+) -> list[str]:
+    if request.device_id is not None:
+        if lab.find_device(session, request.device_id) is None:
+            raise ApiError(404, "device_not_found", f"no device {request.device_id!r} in this lab")
+        return [request.device_id]
+    online = [
+        device.id
+        for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
+        if device.device_type == request.device_type and device.online
+    ]
+    if not online:
+        raise ApiError(
+            404, "device_not_found", f"no online device of type {request.device_type!r} in this lab"
+        )
+    return online
+
+
+def create_booking(
+    session: Session,
+    *,
+    user: Principal,
+    request: BookingCreate,
+    policy: BookingPolicy,
+    now: datetime | None = None,
+) -> Booking:
+    """Book a device for a window, or the earliest slot of any online device of a type."""
+    now = now or utcnow()
+    window = _requested_window(request, now)
+    try:
+        rules.check_window(window, now=now, max_length=policy.max_length)
+    except BookingRuleError as error:
+        raise _rule_error(error) from None
+    candidates = _candidates(session, request, policy, now)
+    for _ in range(_TYPE_ATTEMPTS):
+        device_id = candidates[0]
+        if request.device_type is not None:
+            busy = _busy(session, candidates, after=window.start)
+            device_id, start = rules.earliest_slot(busy, after=window.start, length=window.length)
+            window = Window(start, start + window.length)
+        if not user.is_admin:
+            _check_quota(session, user_id=user.id, window=window, policy=policy)
+        booking = Booking(
+            user_id=user.id,
+            device_id=device_id,
+            starts_at=window.start,
+            ends_at=window.end,
+            state=BookingState.ACTIVE,
+        )
+        try:
+            with session.begin_nested():
+                session.add(booking)
+        except IntegrityError as error:
+            if not is_booking_overlap(error):
+                raise
+            if request.device_id is not None:
+                raise _conflict(session, device_id, window) from None
+            continue
+        audit(
+            session,
+            user,
+            "booking.create",
+            f"booking:{booking.id}",
+            {
+                "device_id": device_id,
+                "starts_at": window.start.isoformat(),
+                "ends_at": window.end.isoformat(),
+            },
+        )
+        return booking
+    raise ApiError(
+        409,
+        "booking_conflict",
+        f"other requests kept taking the free slots of {request.device_type!r} devices; try again",
+    )
+
+
+def list_bookings(
+    session: Session,
+    *,
+    user: Principal,
+    now: datetime,
+    device_id: str | None = None,
+    user_id: int | None = None,
+    current: bool = False,
+    limit: int = 200,
+) -> Sequence[Booking]:
+    """Newest first; ``current`` keeps upcoming and running bookings only."""
+    query = visible_to(select(Booking), Booking.user_id, user)
+    if device_id is not None:
+        query = query.where(Booking.device_id == device_id)
+    if user_id is not None:
+        query = query.where(Booking.user_id == user_id)
+    if current:
+        query = query.where(Booking.state == BookingState.ACTIVE, Booking.ends_at > now)
+    return session.scalars(
+        query.order_by(Booking.starts_at.desc(), Booking.id.desc()).limit(limit)
+    ).all()
+
+
+def _end(
+    session: Session,
+    booking: Booking,
+    *,
+    state: BookingState,
+    actor: Principal | None,
+    now: datetime,
+    events: BookingEvents,
+    detail: dict[str, str] | None = None,
+) -> None:
+    booking.state, booking.ended_at = state, now
+    action = {
+        BookingState.CANCELLED: "booking.cancel",
+        BookingState.RELEASED: "booking.release",
+        BookingState.PREEMPTED: "booking.preempt",
+        BookingState.EXPIRED: "booking.expire",
+    }[state]
+    audit(
+        session,
+        actor,
+        action,
+        f"booking:{booking.id}",
+        {"device_id": booking.device_id, **(detail or {})},
+    )
+    kind: EventKind = "preempted" if state is BookingState.PREEMPTED else "ended"
+    event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, state.value, now)
+    on_commit(session, lambda: events.publish(event))
+
+
+def _require_open(booking: Booking, now: datetime) -> BookingStatus:
+    status = status_of(booking, now)
+    if status not in _OPEN:
+        raise ApiError(409, "booking_over", f"booking {booking.id} is {status} already")
+    return status
+
+
+def cancel_booking(
+    session: Session,
+    *,
+    booking: Booking,
+    actor: Principal,
+    events: BookingEvents,
+    now: datetime | None = None,
+) -> Booking:
+    """Cancel an upcoming booking, or release a running one (the device is free at once)."""
+    now = now or utcnow()
+    status = _require_open(booking, now)
+    state = BookingState.CANCELLED if status is BookingStatus.UPCOMING else BookingState.RELEASED
+    _end(session, booking, state=state, actor=actor, now=now, events=events)
+    return booking
+
+
+def preempt_booking(
+    session: Session,
+    *,
+    booking: Booking,
+    actor: Principal,
+    reason: str,
+    events: BookingEvents,
+    now: datetime | None = None,
+) -> Booking:
+    """End someone's booking now (admins); its live sessions are told ``preempted``."""
+    now = now or utcnow()
+    _require_open(booking, now)
+    _end(
+        session,
+        booking,
+        state=BookingState.PREEMPTED,
+        actor=actor,
+        now=now,
+        events=events,
+        detail={"reason": reason},
+    )
+    return booking
+
+
+def extend_booking(
+    session: Session,
+    *,
+    booking: Booking,
+    actor: Principal,
+    request: BookingExtend,
+    policy: BookingPolicy,
+    events: BookingEvents,
+    now: datetime | None = None,
+) -> Booking:
+    """Move the end later if the device is free until then."""
+    now = now or utcnow()
+    _require_open(booking, now)
+    old_end = booking.ends_at
+    new_end = request.ends_at or old_end + timedelta(minutes=request.minutes or 0)
+    if new_end <= old_end:
+        raise ApiError(422, "invalid_window", f"the new end must be after {old_end.isoformat()}")
+    try:
+        rules.check_window(
+            Window(booking.starts_at, new_end), now=now, max_length=policy.max_length
+        )
+    except BookingRuleError as error:
+        raise _rule_error(error) from None
+    added = Window(old_end, new_end)
+    if not actor.is_admin:
+        _check_quota(session, user_id=booking.user_id, window=added, policy=policy)
+    try:
+        with session.begin_nested():
+            booking.ends_at = new_end
+    except IntegrityError as error:
+        if not is_booking_overlap(error):
+            raise
+        raise _conflict(session, booking.device_id, added, exclude=booking.id) from None
+    audit(
+        session,
+        actor,
+        "booking.extend",
+        f"booking:{booking.id}",
+        {"device_id": booking.device_id, "ends_at": new_end.isoformat()},
+    )
+    event = BookingEvent(
+        "extended", booking.id, booking.device_id, booking.user_id, "extended", new_end
+    )
+    on_commit(session, lambda: events.publish(event))
+    return booking
+
+
+def renew_lease(
+    session: Session,
+    *,
+    booking: Booking,
+    user: Principal,
+    policy: BookingPolicy,
+    now: datetime | None = None,
+) -> LeasePublic:
+    """A heartbeat of the owner's session: the first one starts the lease."""
+    now = now or utcnow()
+    if booking.user_id != user.id:
+        raise ApiError(
+            403, "not_your_booking", f"only {booking.user.name} holds booking {booking.id}'s lease"
+        )
+    status = status_of(booking, now)
+    if status is not BookingStatus.RUNNING:
+        raise ApiError(
+            409,
+            "booking_not_running",
+            f"booking {booking.id} is {status}: a lease is held while the booking runs "
+            f"({booking.starts_at.isoformat()} to {booking.ends_at.isoformat()})",
+        )
+    if booking.lease_renewed_at is None:
+        audit(
+            session, user, "lease.start", f"booking:{booking.id}", {"device_id": booking.device_id}
+        )
+    booking.lease_renewed_at = now
+    return LeasePublic(
+        booking_id=booking.id, renewed_at=now, expires_at=policy.lease_deadline(booking)
+    )
+
+
+def require_active_booking(
+    session: Session, user: Principal, device_id: str, *, now: datetime | None = None
+) -> Booking:
+    """The running booking that lets ``user`` deploy to or stream from ``device_id``.
+
+    403 ``read_only`` for observers; 409 ``not_booked`` when nobody holds the device now, 409
+    ``device_booked`` when someone else does (both with ``detail.next_free``).
+    """
+    now = now or utcnow()
+    if not user.can_write:
+        raise ApiError(403, "read_only", "observers cannot use devices")
+    running = lab.current_bookings(session, now=now, device_ids=[device_id]).get(device_id)
+    if running is not None and running.user_id == user.id:
+        return running
+    busy = _busy(session, [device_id], after=now)[device_id]
+    detail = {
+        "device_id": device_id,
+        "next_free": rules.next_free(busy, after=now, length=timedelta(minutes=1)).isoformat(),
+    }
+    if running is None:
+        raise ApiError(
+            409,
+            "not_booked",
+            f"{device_id} is not booked by you now: book it first (POST /v1/bookings)",
+            detail,
+        )
+    raise ApiError(
+        409,
+        "device_booked",
+        f"{device_id} is booked by {running.user.name} until {running.ends_at.isoformat()}",
+        detail,
+    )
+
+
+def sweep_leases(
+    session: Session, *, policy: BookingPolicy, events: BookingEvents, now: datetime | None = None
+) -> list[Booking]:
+    """End running bookings whose lease lapsed (or was never started in time)."""
+    now = now or utcnow()
+    running = session.scalars(
+        select(Booking)
+        .where(
+            Booking.state == BookingState.ACTIVE, Booking.starts_at <= now, Booking.ends_at > now
+        )
+        # Daemons of one lab sweep the same table: each row is ended by one of them.
+        .with_for_update(skip_locked=True)
+    ).all()
+    expired = [booking for booking in running if policy.lease_deadline(booking) <= now]
+    for booking in expired:
+        reason = "no heartbeat" if booking.lease_renewed_at else "lease never started"
+        _end(
+            session,
+            booking,
+            state=BookingState.EXPIRED,
+            actor=None,
+            now=now,
+            events=events,
+            detail={"reason": reason},
+        )
+    return expired
+
+
+def ended_between(session: Session, *, since: datetime, now: datetime) -> list[BookingEvent]:
+    """Bookings that ended in ``(since, now]``, early or at their end, as events."""
+    early = session.scalars(
+        select(Booking).where(
+            Booking.state != BookingState.ACTIVE, Booking.ended_at > since, Booking.ended_at <= now
+        )
+    )
+    events = [
+        BookingEvent(
+            "preempted" if b.state == BookingState.PREEMPTED else "ended",
+            b.id,
+            b.device_id,
+            b.user_id,
+            b.state,
+            b.ended_at or now,
+        )
+        for b in early
+    ]
+    finished = session.scalars(
+        select(Booking).where(
+            Booking.state == BookingState.ACTIVE, Booking.ends_at > since, Booking.ends_at <= now
+        )
+    )
+    events += [
+        BookingEvent("ended", b.id, b.device_id, b.user_id, "finished", b.ends_at) for b in finished
+    ]
+    return events
