@@ -1,0 +1,124 @@
+"""Checks and bookkeeping on event arrays that both device implementations share."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
+
+from .base import DeviceOutput
+from .errors import DeviceStateError, InvalidEvents
+
+_NO_LIMIT = -1
+
+
+def input_spikes(config: ChipConfig | None, spikes: np.ndarray | None) -> np.ndarray:
+    """Spikes checked against the applied configuration: a known core, in its input shape."""
+    spikes = _as_events(spikes, SPIKE_DTYPE, EventKind.SPIKE)
+    if len(spikes) == 0:
+        return spikes
+    if config is None:
+        raise DeviceStateError("apply a configuration before sending events")
+    # Per-core limits as lookup tables, so the check is a few vectorised gathers.
+    features = np.full(256, _NO_LIMIT, dtype=np.int64)
+    width = np.full(256, _NO_LIMIT, dtype=np.int64)
+    height = np.full(256, _NO_LIMIT, dtype=np.int64)
+    for core, layer in config.cnn_layers.items():
+        shape = layer.dimensions.input_shape
+        features[core], width[core], height[core] = shape.feature_count, shape.size.x, shape.size.y
+    cores = spikes["core"]
+    unknown = features[cores] == _NO_LIMIT
+    if unknown.any():
+        index = int(np.flatnonzero(unknown)[0])
+        raise InvalidEvents(
+            f"spike {index} addresses core {int(cores[index])}, which the configuration does "
+            f"not use (cores {sorted(config.cnn_layers)})"
+        )
+    for name, limit in (("feature", features), ("x", width), ("y", height)):
+        bad = spikes[name] >= limit[cores]
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            core = int(cores[index])
+            raise InvalidEvents(
+                f"spike {index} has {name}={int(spikes[name][index])}, but core {core} takes "
+                f"{name} < {int(limit[core])}"
+            )
+    return spikes
+
+
+def input_dvs(config: ChipConfig | None, dvs: np.ndarray | None) -> np.ndarray:
+    """DVS events checked against the configuration's DVS layer."""
+    dvs = _as_events(dvs, DVS_DTYPE, EventKind.DVS)
+    if len(dvs) == 0:
+        return dvs
+    if config is None:
+        raise DeviceStateError("apply a configuration before sending events")
+    if config.dvs_layer is None:
+        raise InvalidEvents("DVS events need a configuration with a DVS layer")
+    size = config.dvs_layer.input_size
+    for name, limit in (("x", size.x), ("y", size.y), ("p", 2)):
+        bad = dvs[name] >= limit
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise InvalidEvents(
+                f"DVS event {index} has {name}={int(dvs[name][index])}, the DVS layer takes "
+                f"{name} < {limit}"
+            )
+    return dvs
+
+
+def _as_events(events: np.ndarray | None, dtype: np.dtype, kind: EventKind) -> np.ndarray:
+    if events is None:
+        return np.zeros(0, dtype=dtype)
+    if not isinstance(events, np.ndarray) or events.dtype != dtype or events.ndim != 1:
+        got = getattr(events, "dtype", type(events).__name__)
+        raise InvalidEvents(f"{kind.value} events must be a 1-d array of {SIGNATURES[kind]}: {got}")
+    return events
+
+
+def batch_origin(spikes: np.ndarray, dvs: np.ndarray) -> int:
+    """The earliest timestamp of a batch: forward shifts inputs so that it becomes 0."""
+    starts = [int(a["t"].min()) for a in (spikes, dvs) if len(a)]
+    return min(starts) if starts else 0
+
+
+def batch_end(spikes: np.ndarray, dvs: np.ndarray) -> int:
+    ends = [int(a["t"].max()) for a in (spikes, dvs) if len(a)]
+    return max(ends) if ends else 0
+
+
+def shifted(events: np.ndarray, delta: int) -> np.ndarray:
+    """A copy with ``delta`` added to every timestamp (negative deltas must not underflow)."""
+    out = events.copy()
+    if delta >= 0:
+        out["t"] += np.uint64(delta)
+    else:
+        out["t"] -= np.uint64(-delta)
+    return out
+
+
+def output(
+    config: ChipConfig | None,
+    spikes: np.ndarray,
+    dvs: np.ndarray,
+    readout: np.ndarray,
+    *,
+    shift: int = 0,
+    complete: bool = True,
+) -> DeviceOutput:
+    """Outputs with model layers filled in and timestamps moved by ``shift``."""
+    spikes = shifted(spikes, shift) if shift else spikes.copy()
+    if config is not None:
+        config.spikes_to_layers(spikes)
+    else:
+        spikes["layer"] = 255
+    if shift:
+        dvs, readout = shifted(dvs, shift), shifted(readout, shift)
+    return DeviceOutput(spikes=spikes, dvs=dvs, readout=readout, complete=complete)
+
+
+def summary(is_open: bool, config: ChipConfig | None, sensor: bool) -> str:
+    """One line for a device's health: open or not, network, sensor."""
+    network = "no network" if config is None else f"{len(config.cnn_layers)} cores configured"
+    return f"{'open' if is_open else 'closed'}, {network}, sensor {'on' if sensor else 'off'}"
