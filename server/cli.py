@@ -21,6 +21,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.set_defaults(handler=_serve)
 
+    from .auth.admin_cli import register as register_admin
+
+    register_admin(commands)
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn

@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+# Database fixtures (SQLite always, PostgreSQL with SPECKLAB_TEST_POSTGRES_URL) for every module.
+from .db_fixtures import database_url, db  # noqa: F401
+from .lab_client import lab  # noqa: F401
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--hardware", action="store_true", help="run tests that need a real devkit")

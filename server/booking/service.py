@@ -477,7 +477,7 @@ def sweep_leases(
             Booking.state == BookingState.ACTIVE, Booking.starts_at <= now, Booking.ends_at > now
         )
         # Daemons of one lab sweep the same table: each row is ended by one of them.
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Booking)
     ).all()
     expired = [booking for booking in running if policy.lease_deadline(booking) <= now]
     for booking in expired:

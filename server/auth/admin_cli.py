@@ -1,0 +1,121 @@
+"""``specklab admin``: users and tokens, straight on the database of the configured data dir.
+
+For the first admin token, a lost one, or scripting a lab's accounts without a running daemon.
+Module-level imports stay in the standard library (the CLI must start fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+_ROLES = ("admin", "user", "observer")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    admin = commands.add_parser("admin", help="manage users and API tokens (on the database)")
+    admin.add_argument("--config", type=Path, help="TOML settings file (or SPECKLAB_CONFIG)")
+    admin.add_argument("--data-dir", type=Path, help="the daemon's data dir (its SQLite db)")
+    admin.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+
+    create_user = actions.add_parser("create-user", help="add a user")
+    create_user.add_argument("name")
+    create_user.add_argument("--role", choices=_ROLES, default="user")
+    actions.add_parser("list-users", help="list users")
+
+    create_token = actions.add_parser("create-token", help="issue a token; prints it once")
+    create_token.add_argument("user", help="user name")
+    create_token.add_argument("--name", default="cli", help="what the token is for")
+    lifetime = create_token.add_mutually_exclusive_group()
+    lifetime.add_argument("--expires-days", type=int, default=90)
+    lifetime.add_argument("--never-expires", action="store_true")
+
+    list_tokens = actions.add_parser("list-tokens", help="list tokens (never their secrets)")
+    list_tokens.add_argument("user", nargs="?", help="only this user's")
+    revoke = actions.add_parser("revoke-token", help="revoke a token by id")
+    revoke.add_argument("token_id", type=int)
+    admin.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import ApiError
+    from ..settings import load_settings
+    from ..storage import Database, upgrade
+
+    settings = load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url)
+    db = Database(settings.effective_database_url, host_name=settings.host_name)
+    try:
+        upgrade(db)
+        with db.write_session() as session:
+            _ACTIONS[args.admin_command](session, args)
+            session.commit()
+    except ApiError as error:
+        print(f"specklab admin: {error.body.message}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    return 0
+
+
+def _create_user(session: Any, args: argparse.Namespace) -> None:
+    from specklab.schemas.accounts import Role
+
+    from .accounts import create_user
+
+    user = create_user(session, name=args.name, role=Role(args.role), actor=None)
+    print(f"created user {user.name} ({user.role})")
+
+
+def _list_users(session: Any, args: argparse.Namespace) -> None:
+    from .accounts import list_users
+
+    for user in list_users(session):
+        print(f"{user.id}\t{user.name}\t{user.role}")
+
+
+def _create_token(session: Any, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from .accounts import get_user, issue_token
+
+    user = get_user(session, name=args.user)
+    lifetime = None if args.never_expires else timedelta(days=args.expires_days)
+    token, secret = issue_token(session, user=user, name=args.name, expires_in=lifetime, actor=None)
+    session.flush()
+    expiry = token.expires_at.isoformat() if token.expires_at else "never"
+    print(f"token {token.id} for {user.name} (expires {expiry}); shown once:", file=sys.stderr)
+    print(secret)
+
+
+def _list_tokens(session: Any, args: argparse.Namespace) -> None:
+    from .accounts import get_user, list_tokens
+
+    user_id = get_user(session, name=args.user).id if args.user else None
+    for token in list_tokens(session, user_id=user_id):
+        expires = token.expires_at.isoformat() if token.expires_at else "never"
+        state = "revoked" if token.revoked_at else "active"
+        print(f"{token.id}\t{token.user.name}\t{token.name}\t{token.prefix}...\t{expires}\t{state}")
+
+
+def _revoke_token(session: Any, args: argparse.Namespace) -> None:
+    from ..errors import ApiError
+    from ..storage.tables import ApiToken
+    from .accounts import revoke_token
+
+    token = session.get(ApiToken, args.token_id)
+    if token is None:
+        raise ApiError(404, "token_not_found", f"no token {args.token_id}")
+    revoke_token(session, token=token, actor=None)
+    print(f"revoked token {token.id} ({token.user.name}, {token.name})")
+
+
+_ACTIONS = {
+    "create-user": _create_user,
+    "list-users": _list_users,
+    "create-token": _create_token,
+    "list-tokens": _list_tokens,
+    "revoke-token": _revoke_token,
+}

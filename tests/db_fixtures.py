@@ -1,0 +1,96 @@
+"""Database backends for tests: every DB-using test runs on SQLite, and on PostgreSQL too when
+``SPECKLAB_TEST_POSTGRES_URL`` names a server (``.ci/postgres.sh`` starts a throwaway one).
+
+Each PostgreSQL test gets a database of its own, created from that URL and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from specklab.server.booking import lab
+from specklab.server.storage import Database, normalize_url, upgrade, utcnow
+
+POSTGRES_ENV = "SPECKLAB_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+@contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``server_url``; dropped on exit."""
+    name = f"specklab_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield (
+                make_url(normalize_url(server_url))
+                .set(database=name)
+                .render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def backend_url(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'specklab.db'}"
+        return
+    server = postgres_url()
+    if server is None:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
+    with fresh_postgres_database(server) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database, once per backend."""
+    with backend_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database, once per backend."""
+    database = Database(database_url, host_name="test-host")
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def add_devices(
+    db: Database, *devices: tuple[str, str], host: str = "bench", now: datetime | None = None
+) -> None:
+    """Put devices (id, type) in the lab as served by a live ``host``."""
+    now = now or utcnow()
+    with db.write_session() as session:
+        lab.check_in(session, name=host, url=f"http://{host}.invalid:8765", now=now)
+        lab.sync_devices(
+            session,
+            host_name=host,
+            devices=[
+                lab.LocalDevice(device_id, device_type, True) for device_id, device_type in devices
+            ],
+            now=now,
+            stale_after=lab.host_stale_after(5.0),
+        )
+        session.commit()

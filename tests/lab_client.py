@@ -1,0 +1,74 @@
+"""An in-process daemon (the ASGI app with its lifespan) on a test database, with helpers to
+make users and tokens through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from specklab.server.app import create_app
+from specklab.server.settings import Settings
+from specklab.server.storage import Database
+
+ADMIN_TOKEN = "spk_test-admin-token-0123456789"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Lab:
+    app: FastAPI
+    client: TestClient
+
+    @property
+    def db(self) -> Database:
+        return self.app.state.db
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return bearer(ADMIN_TOKEN)
+
+    def add_user(self, name: str, role: str = "user") -> tuple[int, str]:
+        """A new user and a token of theirs: (user id, token)."""
+        response = self.client.post(
+            "/v1/users", json={"name": name, "role": role}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        user_id = response.json()["id"]
+        response = self.client.post(
+            "/v1/tokens", json={"name": "test", "user_id": user_id}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        return user_id, response.json()["token"]
+
+
+@contextmanager
+def running_lab(data_dir: Path, database_url: str, **settings: Any) -> Iterator[Lab]:
+    options: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "host_name": "test-host",
+        "public_url": "http://test-host:8765",
+        # The tests put their devices in the lab themselves (``db_fixtures.add_devices``).
+        "virtual": [],
+        **settings,
+    }
+    app = create_app(Settings(**options))
+    with TestClient(app) as client:
+        yield Lab(app, client)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, database_url: str) -> Iterator[Lab]:
+    with running_lab(tmp_path / "data", database_url) as running:
+        yield running

@@ -1,0 +1,159 @@
+"""The database layer on both backends: migrations, the no-overlap rule, times, commit hooks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from specklab.server.storage import Database, normalize_url, on_commit, upgrade, utcnow
+from specklab.server.storage.migrate import current_revision, head_revision
+from specklab.server.storage.tables import Base, Booking, BookingState, User, is_booking_overlap
+
+
+def test_migrations_build_exactly_the_tables(db: Database) -> None:
+    assert current_revision(db) == head_revision()
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_upgrade_twice_is_harmless(db: Database) -> None:
+    upgrade(db)
+    assert current_revision(db) == head_revision()
+
+
+def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
+    """Daemons of one lab may start together against one database."""
+    errors: list[BaseException] = []
+    databases = [Database(database_url) for _ in range(3)]
+
+    def start(database: Database) -> None:
+        try:
+            upgrade(database)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert current_revision(databases[0]) == head_revision()
+    for database in databases:
+        database.dispose()
+
+
+def _user(db: Database) -> int:
+    with db.write_session() as session:
+        user = User(name="u", role="user")
+        session.add(user)
+        session.commit()
+        return user.id
+
+
+def _booking(user_id: int, device: str, start: datetime, minutes: int, **extra: object) -> Booking:
+    return Booking(
+        user_id=user_id,
+        device_id=device,
+        starts_at=start,
+        ends_at=start + timedelta(minutes=minutes),
+        **extra,
+    )
+
+
+def test_the_database_refuses_overlapping_active_bookings(db: Database) -> None:
+    user_id = _user(db)
+    start = datetime(2030, 5, 1, 12, tzinfo=UTC)
+    with db.write_session() as session:
+        session.add(_booking(user_id, "d:0", start, 60))
+        session.commit()
+        session.add(_booking(user_id, "d:0", start + timedelta(minutes=59), 60))
+        with pytest.raises(IntegrityError) as caught:
+            session.commit()
+        assert is_booking_overlap(caught.value)
+        session.rollback()
+        # Back to back, another device, or an inactive booking: all fine.
+        session.add(_booking(user_id, "d:0", start + timedelta(minutes=60), 60))
+        session.add(_booking(user_id, "d:1", start, 60))
+        session.add(_booking(user_id, "d:0", start, 60, state=BookingState.CANCELLED))
+        session.commit()
+
+
+def test_the_database_refuses_an_extension_into_another_booking(db: Database) -> None:
+    user_id = _user(db)
+    start = datetime(2030, 5, 1, 12, tzinfo=UTC)
+    with db.write_session() as session:
+        first = _booking(user_id, "d:0", start, 60)
+        session.add_all([first, _booking(user_id, "d:0", start + timedelta(minutes=90), 60)])
+        session.commit()
+        first.ends_at = start + timedelta(minutes=91)
+        with pytest.raises(IntegrityError) as caught:
+            session.commit()
+        assert is_booking_overlap(caught.value)
+
+
+def test_times_come_back_aware_utc_and_naive_ones_are_refused(db: Database) -> None:
+    user_id = _user(db)
+    local = datetime(2030, 5, 1, 14, 0, 0, 123456, tzinfo=UTC).astimezone(
+        datetime.now().astimezone().tzinfo
+    )
+    with db.write_session() as session:
+        session.add(_booking(user_id, "d:0", local, 10))
+        session.commit()
+    with db.session() as session:
+        stored = session.scalars(select(Booking)).one()
+        assert stored.starts_at == local and stored.starts_at.tzinfo is UTC
+    with db.write_session() as session:
+        session.add(_booking(user_id, "d:1", datetime(2030, 5, 1), 10))
+        with pytest.raises(Exception, match="aware datetime"):
+            session.commit()
+
+
+def test_on_commit_runs_after_commit_only(db: Database) -> None:
+    calls: list[str] = []
+    with db.write_session() as session:
+        session.add(User(name="a", role="user"))
+        on_commit(session, lambda: calls.append("committed"))
+        session.rollback()
+        session.add(User(name="b", role="user"))
+        on_commit(session, lambda: calls.append("second"))
+        assert calls == []
+        session.commit()
+    assert calls == ["second"]
+
+
+def test_audit_entries_name_the_host(db: Database) -> None:
+    from specklab.server.storage.audit import SYSTEM_ACTOR, audit
+    from specklab.server.storage.tables import AuditEntry
+
+    with db.write_session() as session:
+        audit(session, None, "device.deploy", "device:d:0", {"model": "m"})
+        session.commit()
+    with db.session() as session:
+        entry = session.scalars(select(AuditEntry)).one()
+    assert (entry.actor_name, entry.host_name, entry.detail) == (
+        SYSTEM_ACTOR,
+        "test-host",
+        {"model": "m"},
+    )
+    assert utcnow() - entry.at < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgres://u@h:5433/db", "postgresql+psycopg://u@h:5433/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_postgres_urls_use_psycopg3(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
