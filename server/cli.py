@@ -19,6 +19,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["json", "text"])
+    serve.add_argument(
+        "--virtual",
+        action="append",
+        metavar="TYPE=COUNT",
+        help="serve virtual devkits, e.g. speck2fdevkit=2 (repeatable; 'none' for none; default: "
+        "one speck2fdevkit when no real device is found)",
+    )
     serve.set_defaults(handler=_serve)
 
     from .auth.admin_cli import register as register_admin
@@ -41,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         log_level=args.log_level,
         log_format=args.log_format,
+        virtual=args.virtual,
     )
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(

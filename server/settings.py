@@ -10,11 +10,11 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -47,11 +47,36 @@ class Settings(BaseSettings):
     #: A booking whose owner never started a lease is released this long after its start.
     booking_claim_grace_s: float = Field(default=300.0, ge=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    #: Virtual devkits to serve, e.g. ["speck2fdevkit=2"] (env: comma-separated). Unset: one
+    #: Speck 2F devkit when no real device is found at start; [] (or "none"): none.
+    virtual: Annotated[list[str] | None, NoDecode] = None
+    #: How often to look for devices plugged in or out.
+    device_rescan_s: float = Field(default=2.0, gt=0)
+    #: The first (lazy, threaded) import of samna may take this long before scans go on without.
+    samna_import_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("virtual", mode="before")
+    @classmethod
+    def _virtual_specs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if isinstance(value, list) and [str(v).lower() for v in value] == ["none"]:
+            return []
+        return value
+
+    @field_validator("virtual")
+    @classmethod
+    def _virtual_known(cls, value: list[str] | None) -> list[str] | None:
+        from .devices.naming import parse_virtual_spec
+
+        for spec in value or []:
+            parse_virtual_spec(spec)
+        return value
 
     @field_validator("admin_token")
     @classmethod

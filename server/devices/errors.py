@@ -1,4 +1,5 @@
-"""Device errors. Each has a stable ``code`` that the API and the stream layer pass on as is.
+"""Device errors. Each has a stable ``code`` that the API and the stream layer pass on as is,
+and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.message)``).
 
 ::
 
@@ -12,8 +13,7 @@
     ├── DeviceStateError    the call makes no sense now (no configuration applied, closed ...)
     ├── ConfigRejected      the device (samna's validator) refused the configuration
     ├── InvalidEvents       input events that do not fit the applied configuration
-    ├── InvalidArgument     any other argument out of range (e.g. a neuron that does not exist)
-    └── SamnaUnavailable    samna is missing, the PyPI stub, or failed to import
+    └── InvalidArgument     any other argument out of range (e.g. a neuron that does not exist)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 class DeviceError(Exception):
     code = "device_error"
+    http_status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -29,43 +30,49 @@ class DeviceError(Exception):
 
 class DeviceNotFound(DeviceError):
     code = "device_not_found"
+    http_status = 404
 
 
 class DeviceOffline(DeviceError):
     code = "device_offline"
+    http_status = 409
 
 
 class DeviceBusy(DeviceError):
     code = "device_busy"
+    http_status = 409
 
 
 class DeviceUnsupported(DeviceError):
     code = "device_unsupported"
+    http_status = 422
 
 
 class DeviceTimeout(DeviceError):
     code = "device_timeout"
+    http_status = 504
 
 
 class DeviceIOError(DeviceError):
     code = "device_io_error"
+    http_status = 502
 
 
 class DeviceStateError(DeviceError):
     code = "device_state"
+    http_status = 409
 
 
 class ConfigRejected(DeviceError):
     code = "config_rejected"
+    http_status = 422
 
 
 class InvalidEvents(DeviceError):
     code = "invalid_events"
-
-
-class SamnaUnavailable(DeviceError):
-    code = "samna_unavailable"
+    http_status = 422
 
 
 class InvalidArgument(DeviceError):
     code = "invalid_argument"
+    http_status = 422

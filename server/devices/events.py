@@ -1,4 +1,4 @@
-"""Checks and bookkeeping on event arrays that both device implementations share."""
+"""Checks and bookkeeping that both device implementations share, mostly on event arrays."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
 
-from .base import DeviceOutput
-from .errors import DeviceStateError, InvalidEvents
+from .base import DeviceDescription, DeviceOutput
+from .errors import ConfigRejected, DeviceStateError, InvalidEvents
 
 _NO_LIMIT = -1
+
+
+def check_chip(description: DeviceDescription, config: ChipConfig) -> None:
+    if config.chip != description.chip:
+        raise ConfigRejected(
+            f"the configuration is for {config.chip}, {description.id} carries a {description.chip}"
+        )
 
 
 def input_spikes(config: ChipConfig | None, spikes: np.ndarray | None) -> np.ndarray:

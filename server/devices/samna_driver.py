@@ -146,11 +146,7 @@ class SamnaDevkit:
 
     def apply(self, config: ChipConfig) -> None:
         self._require_open()
-        if config.chip != self._description.chip:
-            raise ConfigRejected(
-                f"the configuration is for {config.chip}, {self._description.id} carries a "
-                f"{self._description.chip}"
-            )
+        ev.check_chip(self._description, config)
         self._write_config(config)
         self._config = config
 

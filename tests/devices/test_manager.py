@@ -1,0 +1,381 @@
+"""The device manager: names, enumeration through samna (the double), hot-plug, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.server.devices.base import Device, DeviceDescription, DeviceHealth, DeviceOutput
+from specklab.server.devices.errors import (
+    DeviceBusy,
+    DeviceError,
+    DeviceIOError,
+    DeviceNotFound,
+    DeviceOffline,
+    DeviceStateError,
+    DeviceTimeout,
+    DeviceUnsupported,
+)
+from specklab.server.devices.manager import DeviceEvent, DeviceManager
+from specklab.server.devices.naming import parse_device_id, parse_virtual_spec
+from specklab.server.devices.samna_loader import SamnaLoader
+from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
+
+from .networks import tiny_network
+
+
+class FakeDevice:
+    """A device that records which thread ran each call; ``behave`` changes single calls."""
+
+    def __init__(self, description: DeviceDescription) -> None:
+        self.description = description
+        self.calls: list[tuple[str, str]] = []
+        self.behave: dict[str, Callable[[], Any]] = {}
+
+    def _call(self, name: str) -> Any:
+        self.calls.append((name, threading.current_thread().name))
+        action = self.behave.get(name)
+        return action() if action is not None else None
+
+    def open(self) -> None:
+        self._call("open")
+
+    def close(self) -> None:
+        self._call("close")
+
+    def apply(self, config: ChipConfig) -> None:
+        self._call("apply")
+
+    def clear(self) -> None:
+        self._call("clear")
+
+    def reset_states(self) -> None:
+        self._call("reset_states")
+
+    def write(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> None:
+        self._call("write")
+
+    def forward(
+        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
+    ) -> DeviceOutput:
+        self._call("forward")
+        return DeviceOutput()
+
+    def read(self, timeout: float) -> DeviceOutput:
+        self._call("read")
+        return DeviceOutput()
+
+    def start_stopwatch(self) -> None:
+        self._call("start_stopwatch")
+
+    def stop_stopwatch(self) -> None:
+        self._call("stop_stopwatch")
+
+    def reset_stopwatch(self) -> None:
+        self._call("reset_stopwatch")
+
+    def set_sensor(self, enabled: bool) -> None:
+        self._call("set_sensor")
+
+    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
+        return self._call("read_neuron") or 0
+
+    def health(self) -> DeviceHealth:
+        self._call("health")
+        return DeviceHealth(ok=True, detail="fake")
+
+
+def _double_loader() -> SamnaLoader:
+    """A loader that finds the double as the installed samna."""
+    return SamnaLoader(timeout_s=5.0, probe=lambda: SamnaStatus(SamnaState.INSTALLED, "double"))
+
+
+async def _manager(samna: ModuleType, **options: Any) -> DeviceManager:
+    fakes: dict[str, FakeDevice] = {}
+
+    def fake(description: DeviceDescription) -> Device:
+        fakes[description.id] = FakeDevice(description)
+        return fakes[description.id]
+
+    options.setdefault("virtual", [])
+    manager = DeviceManager(host="lab-1", samna=_double_loader(), virtual_factory=fake, **options)
+    manager.fakes = fakes  # type: ignore[attr-defined]
+    await manager.start()
+    return manager
+
+
+@pytest.fixture
+async def stop_later() -> AsyncIterator[list[DeviceManager]]:
+    managers: list[DeviceManager] = []
+    yield managers
+    for manager in managers:
+        await manager.stop()
+
+
+def test_ids_and_virtual_specs() -> None:
+    assert str(parse_device_id("speck2fdevkit:0")) == "speck2fdevkit:0"
+    virtual = parse_device_id("virtual-speck2edevkit:3")
+    assert (virtual.type, virtual.index, virtual.virtual) == ("speck2edevkit", 3, True)
+    for bad in ("speck2fdevkit", "nonsense:0", "virtual-speck2fdevkit:x", "SPECK2FDEVKIT:0"):
+        with pytest.raises(ValueError, match="not a device id"):
+            parse_device_id(bad)
+    assert parse_virtual_spec("speck2fdevkit=2") == ("speck2fdevkit", 2)
+    assert parse_virtual_spec(" speck2edevkit ") == ("speck2edevkit", 1)
+    with pytest.raises(ValueError, match="davis346"):
+        parse_virtual_spec("davis346=1")
+    with pytest.raises(ValueError, match="TYPE=COUNT"):
+        parse_virtual_spec("speck2fdevkit=two")
+
+
+async def test_real_devices_are_named_in_usb_order(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    info = samna.device.DeviceInfo
+    samna.STATE.devices = [
+        info("Speck2fDevKit", "B", 1, 9),
+        info("Speck2fDevKit", "A", 1, 3),
+        info("Speck2fDevKit", "C", 0, 12),
+        info("Speck2eDevKit", "E", 2, 1),
+        info("Davis 346", "D", 3, 1),
+        info("Toaster 9000", "T", 3, 2),
+    ]
+    manager = await _manager(samna, virtual=None)
+    stop_later.append(manager)
+    states = {s.description.id: s for s in manager.states()}
+    assert list(states) == [
+        "davis346:0",
+        "speck2edevkit:0",
+        "speck2fdevkit:0",
+        "speck2fdevkit:1",
+        "speck2fdevkit:2",
+    ]
+    serials = [states[f"speck2fdevkit:{i}"].description.serial_number for i in range(3)]
+    assert serials == ["C", "A", "B"]  # (bus, address): (0, 12) < (1, 3) < (1, 9)
+    first = states["speck2fdevkit:0"].description
+    assert (first.usb_bus, first.usb_address, first.chip, first.host) == (0, 12, "speck2f", "lab-1")
+    assert first.logic_version == "3" and not first.virtual
+    assert states["davis346:0"].description.chip is None
+    assert all(s.online and not s.busy for s in states.values())
+    # A real device was found, so no default virtual devkit.
+    assert not any(s.description.virtual for s in manager.states())
+    assert manager.samna_report().state.value == "loaded"
+
+
+async def test_default_and_configured_virtual_devkits(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    default = await _manager(samna, virtual=None)
+    stop_later.append(default)
+    assert [s.description.id for s in default.states()] == ["virtual-speck2fdevkit:0"]
+    virtual = default.states()[0].description
+    assert (virtual.virtual, virtual.chip, virtual.serial_number, virtual.usb_bus) == (
+        True,
+        "speck2f",
+        None,
+        None,
+    )
+    configured = await _manager(samna, virtual=["speck2edevkit=2", "speck2fdevkit"])
+    stop_later.append(configured)
+    assert [s.description.id for s in configured.states()] == [
+        "virtual-speck2edevkit:0",
+        "virtual-speck2edevkit:1",
+        "virtual-speck2fdevkit:0",
+    ]
+    none = await _manager(samna, virtual=[])
+    stop_later.append(none)
+    assert none.states() == []
+
+
+async def test_calls_run_on_the_device_thread_with_timeouts(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    manager = await _manager(samna, virtual=["speck2fdevkit=1"])
+    stop_later.append(manager)
+    device_id = "virtual-speck2fdevkit:0"
+    fake: FakeDevice = manager.fakes[device_id]  # type: ignore[attr-defined]
+    session = await manager.open_session(device_id, owner="alice")
+    assert manager.state(device_id).busy and manager.state(device_id).owner == "alice"
+    await session.apply(tiny_network())
+    await session.forward(np.zeros(0, dtype=[("t", "<u8")]))
+    await session.read(0.01)
+    assert await session.health() == DeviceHealth(ok=True, detail="fake")
+    threads = {thread for _, thread in fake.calls}
+    assert threads == {f"device {device_id}"}
+    assert threading.current_thread().name not in threads
+
+    fake.behave["read_neuron"] = lambda: time.sleep(0.5) or 7
+    with pytest.raises(DeviceTimeout, match="read_neuron"):
+        await session.read_neuron(0, 0, 0, 0, timeout=0.05)
+    assert await session.read_neuron(0, 0, 0, 0, timeout=2.0) == 7  # queued behind the slow one
+
+    with pytest.raises(DeviceBusy, match="alice"):
+        await manager.open_session(device_id, owner="bob")
+    await session.close()
+    assert [name for name, _ in fake.calls[-2:]] == ["clear", "close"]
+    assert not manager.state(device_id).busy
+    with pytest.raises(DeviceStateError, match="closed"):
+        await session.read(0.01)
+    again = await manager.open_session(device_id, owner="bob")
+    await again.close()
+
+
+async def test_open_session_errors(samna: ModuleType, stop_later: list[DeviceManager]) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Davis 346", "D", 3, 1)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    with pytest.raises(DeviceNotFound, match="speck2fdevkit:7"):
+        await manager.open_session("speck2fdevkit:7", owner="a")
+    with pytest.raises(DeviceUnsupported, match="davis346"):
+        await manager.open_session("davis346:0", owner="a")
+    samna.STATE.unplug("D")
+    await manager.rescan()
+    with pytest.raises(DeviceOffline, match="unplugged"):
+        await manager.open_session("davis346:0", owner="a")
+
+
+async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    info = samna.device.DeviceInfo
+    samna.STATE.devices = [info("Speck2fDevKit", "A", 1, 3), info("Speck2fDevKit", "B", 1, 5)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    seen: list[DeviceEvent] = []
+    unsubscribe = manager.subscribe(seen.append)
+    only_a: list[DeviceEvent] = []
+    manager.subscribe(only_a.append, device_id="speck2fdevkit:0")
+    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    await session.apply(tiny_network())
+    ended: list[DeviceError | None] = []
+    session.on_end(ended.append)
+
+    samna.STATE.unplug("A")
+    await manager.rescan()
+    state = manager.state("speck2fdevkit:0")
+    assert not state.online and not state.busy and "unplugged" in (state.detail or "")
+    assert session.ended.is_set()
+    assert isinstance(session.end_error, DeviceOffline)
+    assert "speck2fdevkit:0" in session.end_error.message
+    assert "went offline" in session.end_error.message
+    assert ended == [session.end_error]
+    with pytest.raises(DeviceOffline):
+        await session.read(0.01)
+    assert seen == [DeviceEvent("speck2fdevkit:0", False, state.detail)]
+    assert only_a == seen
+    await asyncio.sleep(0.05)  # the dead handle is released on its thread
+    assert "close_device" in samna.STATE.names()
+
+    # A new device takes the lowest free index; the old id stays with the old device.
+    samna.STATE.devices.append(info("Speck2fDevKit", "C", 1, 1))
+    await manager.rescan()
+    assert manager.state("speck2fdevkit:2").description.serial_number == "C"
+    assert not manager.state("speck2fdevkit:0").online
+    # Plugged back in at another address: same id, online again.
+    samna.STATE.devices.append(info("Speck2fDevKit", "A", 1, 8))
+    await manager.rescan()
+    back = manager.state("speck2fdevkit:0")
+    assert back.online and back.description.usb_address == 8 and back.detail is None
+    assert seen[-2:] == [
+        DeviceEvent("speck2fdevkit:2", True),
+        DeviceEvent("speck2fdevkit:0", True),
+    ]
+    unsubscribe()
+    samna.STATE.unplug("B")
+    await manager.rescan()
+    assert len(seen) == 3 and not manager.state("speck2fdevkit:1").online
+    fresh = await manager.open_session("speck2fdevkit:0", owner="bob")
+    await fresh.apply(tiny_network())
+    await fresh.close()
+
+
+async def test_device_vanishing_mid_session_is_caught_by_the_failing_call(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    await session.apply(tiny_network())
+    await session.start_stopwatch()
+    events: list[DeviceEvent] = []
+    manager.subscribe(events.append)
+    samna.STATE.unplug("A")  # no rescan: the next read from the sink fails
+    with pytest.raises(DeviceOffline, match="speck2fdevkit:0 went offline"):
+        await session.read(0.01)
+    assert await session.wait_ended() is session.end_error
+    assert isinstance(session.end_error, DeviceOffline)
+    assert "disconnected" in session.end_error.message
+    assert not manager.state("speck2fdevkit:0").online
+    assert [e.online for e in events] == [False]
+    await manager.rescan()  # still gone: nothing new to say
+    assert len(events) == 1
+
+
+async def test_re_plugged_between_scans_is_noticed(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 6)]
+    await manager.rescan()
+    assert isinstance(session.end_error, DeviceOffline)
+    assert "re-plugged" in session.end_error.message
+    state = manager.state("speck2fdevkit:0")
+    assert state.online and state.description.usb_address == 6
+
+
+async def test_failed_scan_keeps_the_devices_and_is_reported(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    samna.STATE.enumeration_error = RuntimeError("usb stack busy")
+    await manager.rescan()
+    assert manager.state("speck2fdevkit:0").online
+    assert "usb stack busy" in (manager.samna_report().detail or "")
+
+
+async def test_periodic_rescan_and_stop(samna: ModuleType) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = DeviceManager(host="h", virtual=[], samna=_double_loader())
+    await manager.start(rescan_interval_s=0.02)
+    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    samna.STATE.unplug("A")
+    await asyncio.wait_for(session.wait_ended(), 2.0)
+    assert not manager.state("speck2fdevkit:0").online
+    await manager.stop()
+    assert samna.STATE.names().count("get_all_devices") >= 2
+
+
+async def test_stop_ends_sessions(samna: ModuleType) -> None:
+    manager = await _manager(samna, virtual=["speck2fdevkit=1"])
+    session = await manager.open_session("virtual-speck2fdevkit:0", owner="alice")
+    await manager.stop()
+    assert isinstance(session.end_error, DeviceOffline)
+    assert "shutting down" in session.end_error.message
+    fake: FakeDevice = manager.fakes["virtual-speck2fdevkit:0"]  # type: ignore[attr-defined]
+    assert fake.calls[-1][0] == "close"
+
+
+async def test_open_failure_marks_the_device_offline(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    samna.STATE.devices = []  # open_device answers None for an unlisted device
+    with pytest.raises(DeviceIOError, match="could not open"):
+        await manager.open_session("speck2fdevkit:0", owner="alice")
+    state = manager.state("speck2fdevkit:0")
+    assert not state.online and not state.busy
