@@ -17,8 +17,8 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
-        return self.role is Role.ADMIN
+        return self.role == Role.ADMIN
 
     @property
     def can_write(self) -> bool:
-        return self.role is not Role.OBSERVER
+        return self.role != Role.OBSERVER

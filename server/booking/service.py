@@ -166,14 +166,12 @@ def _check_quota(
 
 
 def _requested_window(request: BookingCreate, now: datetime) -> Window:
-    # A start a moment in the past (clock skew, a slow request) means "now".
-    start = max(request.starts_at or now, now)
-    if request.ends_at is not None:
-        if request.ends_at <= start:
-            raise ApiError(422, "invalid_window", f"the window ends before it starts ({start})")
-        return Window(start, request.ends_at)
-    assert request.minutes is not None
-    return Window(start, start + timedelta(minutes=request.minutes))
+    start = request.starts_at or now
+    end = request.ends_at or start + timedelta(minutes=request.minutes or 0)
+    if end <= now:
+        raise ApiError(422, "invalid_window", f"the window ends in the past ({end.isoformat()})")
+    # What has passed of a window (clock skew, a slow request) cannot be booked any more.
+    return Window(max(start, now), end)
 
 
 def _candidates(

@@ -1,0 +1,315 @@
+"""Bookings through the REST API, on both backends: conflicts, limits, cancel, extend,
+preemption with live notification, leases, the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from specklab.schemas.accounts import Role
+from specklab.server.auth.principal import Principal
+from specklab.server.booking.events import BookingEvents
+from specklab.server.booking.service import require_active_booking
+from specklab.server.errors import ApiError
+from specklab.server.storage import utcnow
+from specklab.server.storage.tables import Booking
+
+from .db_fixtures import add_devices
+from .lab_client import Lab, bearer, running_lab
+
+DEVICE = "speck2fdevkit:0"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.fixture
+def users(lab: Lab) -> dict[str, dict[str, str]]:
+    add_devices(lab.db, (DEVICE, "speck2fdevkit"), ("speck2fdevkit:1", "speck2fdevkit"))
+    return {name: bearer(lab.add_user(name)[1]) for name in ("alice", "bob")}
+
+
+def book(lab: Lab, headers: dict[str, str], **body: object) -> dict:
+    response = lab.client.post("/v1/bookings", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_two_users_one_device_the_loser_learns_when_it_is_free(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    alice = book(lab, users["alice"], device_id=DEVICE, minutes=30)
+    assert (alice["status"], alice["user_name"]) == ("running", "alice")
+    response = lab.client.post(
+        "/v1/bookings", json={"device_id": DEVICE, "minutes": 20}, headers=users["bob"]
+    )
+    assert response.status_code == 409
+    error = response.json()
+    assert error["code"] == "booking_conflict"
+    assert when(error["detail"]["next_free"]) == when(alice["ends_at"])
+    bob = book(
+        lab, users["bob"], device_id=DEVICE, starts_at=error["detail"]["next_free"], minutes=20
+    )
+    assert bob["status"] == "upcoming"
+    # Each sees only their own bookings; the admin sees both.
+    mine = lab.client.get("/v1/bookings", headers=users["bob"]).json()
+    assert [b["id"] for b in mine] == [bob["id"]]
+    everyone = lab.client.get("/v1/bookings", params={"device_id": DEVICE}, headers=lab.admin)
+    assert {b["id"] for b in everyone.json()} == {alice["id"], bob["id"]}
+
+
+def test_a_window_and_the_next_free_slot_of_a_type(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    start = utcnow() + timedelta(hours=2)
+    first = book(
+        lab,
+        users["alice"],
+        device_id=DEVICE,
+        starts_at=iso(start),
+        ends_at=iso(start + timedelta(minutes=45)),
+    )
+    assert when(first["ends_at"]) - when(first["starts_at"]) == timedelta(minutes=45)
+    book(lab, users["alice"], device_id="speck2fdevkit:1", starts_at=iso(start), minutes=30)
+    # Both devices are busy from `start`: the one free soonest (device 1, after 30 min) wins.
+    picked = book(lab, users["bob"], device_type="speck2fdevkit", starts_at=iso(start), minutes=15)
+    assert picked["device_id"] == "speck2fdevkit:1"
+    assert when(picked["starts_at"]) == start + timedelta(minutes=30)
+    unknown = lab.client.post(
+        "/v1/bookings", json={"device_type": "speck2edevkit", "minutes": 5}, headers=users["bob"]
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "device_not_found")
+    missing = lab.client.post(
+        "/v1/bookings", json={"device_id": "nope:0", "minutes": 5}, headers=users["bob"]
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "device_not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"minutes": 5},
+        {"device_id": DEVICE, "device_type": "speck2fdevkit", "minutes": 5},
+        {"device_id": DEVICE},
+        {"device_id": DEVICE, "minutes": 0},
+        {"device_id": DEVICE, "minutes": 5, "ends_at": "2030-01-01T00:00:00Z"},
+        {"device_id": DEVICE, "minutes": 5, "starts_at": "2030-01-01T00:00:00"},  # naive
+    ],
+)
+def test_malformed_requests_are_refused(
+    lab: Lab, users: dict[str, dict[str, str]], body: dict
+) -> None:
+    response = lab.client.post("/v1/bookings", json=body, headers=users["alice"])
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
+def test_a_window_in_the_past_is_refused(lab: Lab, users: dict[str, dict[str, str]]) -> None:
+    past = utcnow() - timedelta(hours=1)
+    response = lab.client.post(
+        "/v1/bookings",
+        json={"device_id": DEVICE, "starts_at": iso(past), "minutes": 10},
+        headers=users["alice"],
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_window")
+
+
+def test_cancel_release_and_extend(lab: Lab, users: dict[str, dict[str, str]]) -> None:
+    alice = book(lab, users["alice"], device_id=DEVICE, minutes=30)
+    later = when(alice["ends_at"]) + timedelta(minutes=10)
+    bob = book(lab, users["bob"], device_id=DEVICE, starts_at=iso(later), minutes=10)
+
+    extended = lab.client.post(
+        f"/v1/bookings/{alice['id']}/extend", json={"minutes": 10}, headers=users["alice"]
+    )
+    assert extended.status_code == 200
+    assert when(extended.json()["ends_at"]) == later
+    blocked = lab.client.post(
+        f"/v1/bookings/{alice['id']}/extend", json={"minutes": 1}, headers=users["alice"]
+    )
+    assert (blocked.status_code, blocked.json()["code"]) == (409, "booking_conflict")
+    assert when(blocked.json()["detail"]["free_until"]) == later
+
+    cancelled = lab.client.delete(f"/v1/bookings/{bob['id']}", headers=users["bob"])
+    assert cancelled.json()["status"] == "cancelled"
+    released = lab.client.delete(f"/v1/bookings/{alice['id']}", headers=users["alice"])
+    assert released.json()["status"] == "released"
+    again = lab.client.delete(f"/v1/bookings/{alice['id']}", headers=users["alice"])
+    assert (again.status_code, again.json()["code"]) == (409, "booking_over")
+    # The device is free at once.
+    assert book(lab, users["bob"], device_id=DEVICE, minutes=5)["status"] == "running"
+
+
+def test_length_and_daily_quota(tmp_path: Path, database_url: str) -> None:
+    with running_lab(
+        tmp_path, database_url, booking_max_minutes=60, booking_daily_quota_minutes=90
+    ) as lab:
+        add_devices(lab.db, (DEVICE, "speck2fdevkit"))
+        alice = bearer(lab.add_user("alice")[1])
+        # Tomorrow noon (UTC), so that the whole day's quota is free.
+        noon = (utcnow() + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+        too_long = lab.client.post(
+            "/v1/bookings",
+            json={"device_id": DEVICE, "starts_at": iso(noon), "minutes": 61},
+            headers=alice,
+        )
+        assert (too_long.status_code, too_long.json()["code"]) == (422, "booking_too_long")
+        book(lab, alice, device_id=DEVICE, starts_at=iso(noon), minutes=60)
+        over = lab.client.post(
+            "/v1/bookings",
+            json={"device_id": DEVICE, "starts_at": iso(noon + timedelta(hours=2)), "minutes": 31},
+            headers=alice,
+        )
+        assert (over.status_code, over.json()["code"]) == (409, "quota_exceeded")
+        assert over.json()["detail"] == {
+            "day": noon.date().isoformat(),
+            "quota_minutes": 90,
+            "used_minutes": 60,
+        }
+        book(lab, alice, device_id=DEVICE, starts_at=iso(noon + timedelta(hours=2)), minutes=30)
+        # Admins are not held to the quota.
+        book(lab, lab.admin, device_id=DEVICE, starts_at=iso(noon + timedelta(hours=4)), minutes=60)
+        book(lab, lab.admin, device_id=DEVICE, starts_at=iso(noon + timedelta(hours=6)), minutes=60)
+
+
+async def _next_event(events: BookingEvents, device_id: str, trigger) -> object:
+    async with events.subscribe(device_id) as subscription:
+        await asyncio.to_thread(trigger)
+        return await asyncio.wait_for(subscription.get(), timeout=10)
+
+
+def test_admin_preemption_tells_live_sessions(lab: Lab, users: dict[str, dict[str, str]]) -> None:
+    alice = book(lab, users["alice"], device_id=DEVICE, minutes=30)
+    refused = lab.client.post(f"/v1/bookings/{alice['id']}/preempt", headers=users["bob"])
+    assert (refused.status_code, refused.json()["code"]) == (403, "admin_only")
+
+    def preempt() -> None:
+        response = lab.client.post(
+            f"/v1/bookings/{alice['id']}/preempt", json={"reason": "demo"}, headers=lab.admin
+        )
+        assert response.json()["status"] == "preempted"
+
+    event = asyncio.run(_next_event(lab.app.state.booking_events, DEVICE, preempt))
+    assert (event.kind, event.booking_id, event.reason) == ("preempted", alice["id"], "preempted")
+    entries = lab.client.get("/v1/audit", params={"action": "booking."}, headers=lab.admin).json()
+    assert [(e["action"], e["actor_name"]) for e in entries][:2] == [
+        ("booking.preempt", "admin"),
+        ("booking.create", "alice"),
+    ]
+    assert entries[0]["detail"] == {"device_id": DEVICE, "reason": "demo"}
+
+
+def test_heartbeats_and_the_active_booking_check(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    upcoming = book(
+        lab,
+        users["alice"],
+        device_id=DEVICE,
+        starts_at=iso(utcnow() + timedelta(hours=1)),
+        minutes=5,
+    )
+    early = lab.client.post(f"/v1/bookings/{upcoming['id']}/heartbeat", headers=users["alice"])
+    assert (early.status_code, early.json()["code"]) == (409, "booking_not_running")
+
+    running = book(lab, users["alice"], device_id=DEVICE, minutes=10)
+    lease = lab.client.post(f"/v1/bookings/{running['id']}/heartbeat", headers=users["alice"])
+    assert lease.status_code == 200
+    assert when(lease.json()["expires_at"]) > when(lease.json()["renewed_at"])
+    other = lab.client.post(f"/v1/bookings/{running['id']}/heartbeat", headers=users["bob"])
+    assert other.status_code == 404
+
+    alice_id = lab.client.get("/v1/users/me", headers=users["alice"]).json()["id"]
+    bob_id = lab.client.get("/v1/users/me", headers=users["bob"]).json()["id"]
+    with lab.db.session() as session:
+        held = require_active_booking(session, Principal(alice_id, "alice", Role.USER), DEVICE)
+        assert held.id == running["id"]
+        cases = [
+            (Principal(bob_id, "bob", Role.USER), DEVICE, 409, "device_booked"),
+            (Principal(bob_id, "bob", Role.OBSERVER), DEVICE, 403, "read_only"),
+            (Principal(alice_id, "alice", Role.USER), "speck2fdevkit:1", 409, "not_booked"),
+        ]
+        for principal, device, status, code in cases:
+            with pytest.raises(ApiError) as refused:
+                require_active_booking(session, principal, device)
+            assert (refused.value.status, refused.value.body.code) == (status, code)
+        assert refused.value.body.detail["next_free"]
+
+
+@pytest.fixture
+def fast_leases(tmp_path: Path, database_url: str) -> Iterator[Lab]:
+    with running_lab(
+        tmp_path,
+        database_url,
+        lease_timeout_s=0.4,
+        lease_grace_s=0.2,
+        booking_claim_grace_s=1.5,
+        sweep_interval_s=0.1,
+    ) as lab:
+        add_devices(lab.db, (DEVICE, "speck2fdevkit"))
+        yield lab
+
+
+def _wait_status(
+    lab: Lab, headers: dict[str, str], booking_id: int, status: str, timeout: float = 10
+) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if lab.client.get(f"/v1/bookings/{booking_id}", headers=headers).json()["status"] == status:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"booking {booking_id} not {status} after {timeout}s")
+
+
+def test_an_abandoned_lease_frees_the_device(fast_leases: Lab) -> None:
+    lab = fast_leases
+    alice, bob = (bearer(lab.add_user(name)[1]) for name in ("alice", "bob"))
+    booking = book(lab, alice, device_id=DEVICE, minutes=30)
+
+    def beat_then_leave() -> None:
+        # Heartbeats keep the lease for longer than its timeout...
+        for _ in range(12):
+            response = lab.client.post(f"/v1/bookings/{booking['id']}/heartbeat", headers=alice)
+            assert response.status_code == 200, response.text
+            time.sleep(0.1)
+
+    event = asyncio.run(
+        _next_event(
+            lab.app.state.booking_events,
+            DEVICE,
+            lambda: (beat_then_leave(), _wait_status(lab, alice, booking["id"], "expired")),
+        )
+    )
+    # ... and the silence after them ends it: the device is free, the session was told.
+    assert (event.kind, event.booking_id, event.reason) == ("ended", booking["id"], "expired")
+    assert book(lab, bob, device_id=DEVICE, minutes=5)["status"] == "running"
+    expiry = lab.client.get(
+        "/v1/audit", params={"action": "booking.expire"}, headers=lab.admin
+    ).json()
+    assert expiry[0]["actor_name"] == "specklab"
+    assert expiry[0]["detail"] == {"device_id": DEVICE, "reason": "no heartbeat"}
+
+
+def test_a_booking_never_claimed_is_swept_after_its_grace_only(fast_leases: Lab) -> None:
+    lab = fast_leases
+    alice = bearer(lab.add_user("alice")[1])
+    booking = book(lab, alice, device_id=DEVICE, minutes=30)
+    time.sleep(0.6)  # past the lease timeout and grace, within the claim grace
+    assert (
+        lab.client.get(f"/v1/bookings/{booking['id']}", headers=alice).json()["status"] == "running"
+    )
+    waited = _wait_status(lab, alice, booking["id"], "expired")
+    with lab.db.session() as session:
+        stored = session.get(Booking, booking["id"])
+        assert stored is not None and stored.ended_at is not None
+        assert stored.ended_at - stored.starts_at >= timedelta(seconds=1.5)
+    assert waited < 5
