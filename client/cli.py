@@ -7,12 +7,15 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+from ._commands import register as register_client_commands
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specklab", description="A shared, remote lab for SynSense Speck devkits."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_client_commands(commands)
     if _server_installed():
         from specklab.server.cli import register
 

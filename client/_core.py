@@ -1,0 +1,247 @@
+"""The part of the client that needs no I/O: requests, auth, timeouts, errors, parsing.
+
+Every API call is written once here as an *operation*: a generator that yields the requests it
+needs (:class:`Call`) and receives each response, then returns the parsed result.
+:class:`~specklab.client.Client` and :class:`~specklab.client.AsyncClient` only own the loops
+that send those requests, blocking or awaiting.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import threading
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from tqdm import tqdm
+
+from specklab.schemas.api import ErrorBody
+
+from ._errors import ClientClosed, ProtocolError, Timeout, TransportError, api_error
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+#: Default seconds to wait for the daemon (connect, and each read).
+DEFAULT_TIMEOUT = 30.0
+#: Uploads wait this long for the daemon's compiler.
+COMPILE_TIMEOUT = 600.0
+#: Chunk size of uploads and downloads (and of their progress bars).
+CHUNK_BYTES = 1 << 18
+
+
+@dataclass
+class Call:
+    """One request of an operation."""
+
+    request: httpx.Request
+    #: Write a successful response's body here as it arrives instead of keeping it in memory.
+    sink: IO[bytes] | None = None
+    progress: tqdm | None = None
+
+    def write(self, chunk: bytes) -> None:
+        assert self.sink is not None
+        self.sink.write(chunk)
+        if self.progress is not None:
+            self.progress.update(len(chunk))
+
+
+#: An operation: yields calls, receives their responses, returns its result.
+Op = Generator[Call, httpx.Response, T]
+
+
+def resolve_url(url: str | None) -> str:
+    url = url or os.environ.get("SPECKLAB_URL") or DEFAULT_URL
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"the daemon's URL must be http(s)://host[:port][/prefix], got {url!r}")
+    return url.rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    return token or os.environ.get("SPECKLAB_TOKEN") or None
+
+
+@functools.cache
+def _adapter(result: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(result)
+
+
+def progress_bar(total: float | None, description: str, enabled: bool, unit: str = "B") -> tqdm:
+    """A tqdm bar on stderr; a disabled one when ``enabled`` is false (it then costs nothing)."""
+    scaled = unit == "B"
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=unit,
+        unit_scale=scaled,
+        unit_divisor=1024 if scaled else 1000,
+        disable=not enabled,
+        leave=False,
+    )
+
+
+class _ProgressReader(io.BytesIO):
+    """Upload content that advances a progress bar as httpx reads it."""
+
+    def __init__(self, content: bytes, bar: tqdm) -> None:
+        super().__init__(content)
+        self._bar = bar
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self._bar.update(len(chunk))
+        return chunk
+
+
+@contextmanager
+def ticking(seconds: float, description: str, enabled: bool) -> Iterator[None]:
+    """A progress bar that fills with wall time while a long request runs (e.g. a recording)."""
+    if not enabled:
+        yield
+        return
+    done = threading.Event()
+    bar = progress_bar(round(seconds, 1), description, True, unit="s")
+
+    def tick() -> None:
+        start = time.monotonic()
+        while not done.wait(0.1):
+            bar.n = round(min(time.monotonic() - start, seconds), 1)
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="specklab-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
+
+
+@contextmanager
+def translated_transport_errors(url: str) -> Iterator[None]:
+    """httpx's errors as this package's, at the one boundary where they occur."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise Timeout(f"the daemon at {url} did not answer in time ({exc!r})") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"cannot reach the daemon at {url}: {exc}") from exc
+
+
+class BaseClient:
+    """Builds requests (URL, auth, timeouts) and turns responses into results or errors."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = resolve_url(url)
+        self.token = resolve_token(token)
+        self.timeout = httpx.Timeout(timeout)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "specklab-client"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def websocket_url(self, path: str, **params: str) -> str:
+        url = httpx.URL(self.url + path, params=params or None)
+        return str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws"))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Request:
+        if isinstance(json, BaseModel):
+            # Unset fields take the daemon's defaults; an explicit None (e.g. "never expires")
+            # is sent as null.
+            json = json.model_dump(mode="json", exclude_unset=True)
+        read_timeout = self.timeout if timeout is None else httpx.Timeout(timeout)
+        return httpx.Request(
+            method,
+            self.url + path,
+            headers=self.headers,
+            json=json,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            files=files,
+            data=data,
+            extensions={"timeout": read_timeout.as_dict()},
+        )
+
+    def check(self, response: httpx.Response) -> None:
+        """Raise the typed error of an error response."""
+        if response.is_success:
+            return
+        try:
+            body = ErrorBody.model_validate_json(response.content)
+        except ValidationError:
+            text = response.text.strip()[:300] or response.reason_phrase
+            body = ErrorBody(code=f"http_{response.status_code}", message=text)
+        raise api_error(response.status_code, body)
+
+    def parse(self, response: httpx.Response, result: type[T] | Any) -> T:
+        self.check(response)
+        if result is None:
+            return None  # type: ignore[return-value]
+        try:
+            return _adapter(result).validate_json(response.content)
+        except ValidationError as exc:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise ProtocolError(f"unexpected answer to {where}: {exc}") from exc
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Call:
+        return Call(self.request(method, path, **kwargs))
+
+    def fetch(self, method: str, path: str, result: Any, **kwargs: Any) -> Op[Any]:
+        """The operation of one request whose answer is ``result`` (a type; None for no body)."""
+        response = yield self.call(method, path, **kwargs)
+        return self.parse(response, result)
+
+    def upload(
+        self, path: str, filename: str, content: bytes, fields: dict[str, str], progress: bool
+    ) -> Call:
+        bar = progress_bar(len(content), f"upload {filename}", progress)
+        files = {"file": (filename, _ProgressReader(content, bar), "application/octet-stream")}
+        request = self.request("POST", path, files=files, data=fields, timeout=COMPILE_TIMEOUT)
+        return Call(request, progress=bar)
+
+    def download(self, path: str, sink: IO[bytes], description: str, progress: bool) -> Op[None]:
+        """Stream a file to ``sink``."""
+        bar = progress_bar(None, description, progress)
+        try:
+            response = yield Call(self.request("GET", path), sink=sink, progress=bar)
+        finally:
+            bar.close()
+        self.check(response)
+
+    def download_array(self, path: str, description: str, progress: bool) -> Op[np.ndarray]:
+        """Fetch a ``.npy`` file as an array (never unpickling)."""
+        buffer = io.BytesIO()
+        yield from self.download(path, buffer, description, progress)
+        buffer.seek(0)
+        try:
+            return np.load(buffer, allow_pickle=False)
+        except ValueError as exc:
+            raise ProtocolError(f"{path} is not a readable .npy event file: {exc}") from exc
+
+
+def closed_error(what: str) -> ClientClosed:
+    return ClientClosed(f"this {what} is closed; create a new one to go on")

@@ -1,0 +1,169 @@
+"""Every error the client raises, as one tree. Third-party errors are translated at the edge.
+
+::
+
+    SpecklabError
+    ├── ClientClosed            the client (or a stream) was closed and cannot be used again
+    ├── TransportError          the daemon could not be reached or the connection broke
+    │   └── Timeout             the daemon did not answer in time
+    ├── ProtocolError           the daemon sent something this client cannot read (bad frame)
+    ├── StreamError             an ``error`` frame on an event stream (``fatal`` ends the stream)
+    └── ApiError                an error response: ``status``, ``code``, ``message``, ``detail``
+        ├── AuthenticationError 401: no token, or an unknown, expired or revoked one
+        ├── PermissionDenied    403: the token's user may not do this
+        ├── NotFound            404: no such device, model, booking or recording
+        ├── Conflict            409: the request clashes with the state of things
+        │   └── BookingConflict the slot is taken, or the device is not yours now; ``next_free``
+        ├── InvalidRequest      400 / 413 / 422: the request itself is wrong
+        │   └── ModelDoesNotFit 422 ``model_does_not_fit``: the compile ``report`` says why
+        ├── DeviceError         the device failed or cannot serve now (``device_*`` codes)
+        │   ├── DeviceOffline   ``device_offline``: unplugged or vanished
+        │   └── DeviceBusy      ``device_busy``: another session holds it
+        └── ServerError         5xx: the daemon failed; its log says more
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from specklab.schemas.api import ErrorBody
+from specklab.schemas.booking import ConflictDetail
+from specklab.schemas.compile import CompileReport
+
+
+class SpecklabError(Exception):
+    """Base of every error this package raises."""
+
+
+class ClientClosed(SpecklabError):
+    pass
+
+
+class TransportError(SpecklabError):
+    pass
+
+
+class Timeout(TransportError):
+    pass
+
+
+class ProtocolError(SpecklabError):
+    pass
+
+
+class StreamError(SpecklabError):
+    """An ``error`` frame. A fatal one (booking ended, device unplugged) closed the stream."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool) -> None:
+        super().__init__(f"{message} [{code}{', fatal' if fatal else ''}]")
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+class ApiError(SpecklabError):
+    """An error response of the REST API; ``message`` is the daemon's own words."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(f"{message} [{status} {code}]")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+class AuthenticationError(ApiError):
+    pass
+
+
+class PermissionDenied(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class BookingConflict(Conflict):
+    """The slot is taken (``booking_conflict``), or the device is someone else's now
+    (``device_booked``) or nobody's (``not_booked``). ``next_free`` is when it can be had."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(status, code, message, detail)
+        try:
+            conflict: ConflictDetail | None = ConflictDetail.model_validate(detail)
+        except ValidationError:
+            conflict = None
+        self.device_id: str | None = conflict.device_id if conflict else None
+        self.next_free: datetime | None = conflict.next_free if conflict else None
+        #: For an extension: the latest end the booking can be extended to.
+        self.free_until: datetime | None = conflict.free_until if conflict else None
+
+
+class InvalidRequest(ApiError):
+    pass
+
+
+class ModelDoesNotFit(InvalidRequest):
+    """The compiler could not fit the model on the chip; ``report`` says why (see
+    :func:`~specklab.client.report_table`)."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(status, code, message, detail)
+        try:
+            self.report: CompileReport | None = CompileReport.model_validate(detail)
+        except ValidationError:
+            self.report = None
+
+
+class DeviceError(ApiError):
+    pass
+
+
+class DeviceOffline(DeviceError):
+    pass
+
+
+class DeviceBusy(DeviceError):
+    pass
+
+
+class ServerError(ApiError):
+    pass
+
+
+_BY_CODE: dict[str, type[ApiError]] = {
+    "booking_conflict": BookingConflict,
+    "device_booked": BookingConflict,
+    "not_booked": BookingConflict,
+    "model_does_not_fit": ModelDoesNotFit,
+    "device_offline": DeviceOffline,
+    "device_busy": DeviceBusy,
+    "device_not_found": NotFound,
+}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+}
+
+
+def api_error(status: int, body: ErrorBody) -> ApiError:
+    """The typed exception for an error response."""
+    cls = _BY_CODE.get(body.code)
+    if cls is None and body.code.startswith("device_"):
+        cls = DeviceError
+    if cls is None:
+        cls = _BY_STATUS.get(status, ServerError if status >= 500 else ApiError)
+    return cls(status, body.code, body.message, body.detail)

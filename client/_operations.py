@@ -1,0 +1,280 @@
+"""Every REST call of the API, written once as an operation (see :mod:`._core`)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal
+from urllib.parse import quote
+
+import numpy as np
+
+from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
+from specklab.schemas.accounts import UserPublic as User
+from specklab.schemas.api import Health, Version
+from specklab.schemas.booking import (
+    BookingCreate,
+    BookingExtend,
+    BookingPreempt,
+    BookingPublic,
+    LeasePublic,
+)
+from specklab.schemas.deploy import Deployment, DeploymentRequest
+from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
+from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
+
+from ._core import BaseClient, Op, ticking
+
+#: The two files a recording can be downloaded as.
+RecordingFormat = Literal["npy", "aedat4"]
+
+
+def _segment(value: str | int) -> str:
+    """A path segment; device ids hold ``:``, which is fine in a path."""
+    return quote(str(value), safe=":")
+
+
+def _id(value: Any) -> str:
+    """The id of a resource object (a booking, model, recording...) or the id itself."""
+    return _segment(getattr(value, "id", value))
+
+
+def device_id(device: Any) -> str:
+    """A device's id from the id itself, a device listing entry or a deployment."""
+    for attribute in ("id", "device_id"):
+        value = getattr(device, attribute, None)
+        if isinstance(value, str):
+            return value
+    if isinstance(device, str):
+        return device
+    raise TypeError(f"a device is its id (e.g. 'speck2fdevkit:0'), got {type(device).__name__}")
+
+
+class Operations(BaseClient):
+    """Operations on the daemon; ``Client`` runs them blocking, ``AsyncClient`` awaiting."""
+
+    def health(self) -> Op[Health]:
+        """The daemon's liveness (needs no token)."""
+        return self.fetch("GET", "/v1/health", Health)
+
+    def version(self) -> Op[Version]:
+        """Versions of the daemon and of what it runs on (needs no token)."""
+        return self.fetch("GET", "/v1/version", Version)
+
+    # Accounts.
+    def me(self) -> Op[User]:
+        """The user the token belongs to."""
+        return self.fetch("GET", "/v1/users/me", User)
+
+    def users(self) -> Op[list[User]]:
+        """Every user (admins only)."""
+        return self.fetch("GET", "/v1/users", list[User])
+
+    def create_user(self, name: str, role: Role | str = Role.USER) -> Op[User]:
+        """Create a user (admins only); give it a token with :meth:`create_token`."""
+        body = UserCreate(name=name, role=Role(role))
+        return self.fetch("POST", "/v1/users", User, json=body)
+
+    def tokens(self, *, user_id: int | None = None) -> Op[list[TokenPublic]]:
+        """The caller's API tokens (admins: another user's); never the secrets."""
+        return self.fetch("GET", "/v1/tokens", list[TokenPublic], params={"user_id": user_id})
+
+    def create_token(
+        self, name: str, *, expires_in_days: int | None = 90, user_id: int | None = None
+    ) -> Op[TokenCreated]:
+        """A new API token; its secret (``.token``) is shown in this answer only."""
+        body = TokenCreate(name=name, expires_in_days=expires_in_days, user_id=user_id)
+        return self.fetch("POST", "/v1/tokens", TokenCreated, json=body)
+
+    def revoke_token(self, token: Any) -> Op[TokenPublic]:
+        return self.fetch("DELETE", f"/v1/tokens/{_id(token)}", TokenPublic)
+
+    # Devices.
+    def device_list(self) -> Op[DeviceList]:
+        """Every device with its status and booking, and the host's samna state."""
+        return self.fetch("GET", "/v1/devices", DeviceList)
+
+    def devices(self) -> Op[list[DevicePublic]]:
+        """Every device the lab knows, with its status and current booking."""
+        listing = yield from self.device_list()
+        return listing.devices
+
+    def device(self, device: Any) -> Op[DevicePublic]:
+        return self.fetch("GET", f"/v1/devices/{_segment(device_id(device))}", DevicePublic)
+
+    def device_types(self) -> Op[list[DeviceType]]:
+        """The guide's ``device_types``: every type name and its samna name."""
+        return self.fetch("GET", "/v1/device-types", list[DeviceType])
+
+    def supported_devices(self) -> Op[list[str]]:
+        """The device types that can take a network (the guide's ``supported_devices``)."""
+        types = yield from self.device_types()
+        return [t.type for t in types if t.supported]
+
+    # Bookings.
+    def create_booking(
+        self,
+        target: Any,
+        *,
+        minutes: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Op[BookingPublic]:
+        """Book a device (an id such as ``speck2fdevkit:0``) or any device of a type
+        (``speck2fdevkit``) for ``minutes`` or until ``end``, from ``start`` (default now)."""
+        name = target if isinstance(target, str) else device_id(target)
+        by = {"device_id": name} if ":" in name else {"device_type": name}
+        body = BookingCreate(**by, minutes=minutes, starts_at=start, ends_at=end)
+        return self.fetch("POST", "/v1/bookings", BookingPublic, json=body)
+
+    def bookings(
+        self, *, device: Any = None, user_id: int | None = None, current: bool = False
+    ) -> Op[list[BookingPublic]]:
+        """Your bookings (admins: everyone's), newest first; ``current`` keeps upcoming and
+        running ones."""
+        params = {
+            "device_id": None if device is None else device_id(device),
+            "user_id": user_id,
+            "current": "true" if current else None,
+        }
+        return self.fetch("GET", "/v1/bookings", list[BookingPublic], params=params)
+
+    def booking(self, booking: Any) -> Op[BookingPublic]:
+        return self.fetch("GET", f"/v1/bookings/{_id(booking)}", BookingPublic)
+
+    def cancel(self, booking: Any) -> Op[BookingPublic]:
+        """Cancel a booking that has not started, or release one that runs."""
+        return self.fetch("DELETE", f"/v1/bookings/{_id(booking)}", BookingPublic)
+
+    def extend(
+        self, booking: Any, *, minutes: int | None = None, end: datetime | None = None
+    ) -> Op[BookingPublic]:
+        """Move a booking's end later by ``minutes``, or to ``end``."""
+        body = BookingExtend(minutes=minutes, ends_at=end)
+        return self.fetch("POST", f"/v1/bookings/{_id(booking)}/extend", BookingPublic, json=body)
+
+    def heartbeat(self, booking: Any) -> Op[LeasePublic]:
+        """Renew the lease of a running booking (``book`` does this for you)."""
+        return self.fetch("POST", f"/v1/bookings/{_id(booking)}/heartbeat", LeasePublic)
+
+    def preempt(self, booking: Any, reason: str = "") -> Op[BookingPublic]:
+        """End someone's booking early (admins only)."""
+        body = BookingPreempt(reason=reason)
+        return self.fetch("POST", f"/v1/bookings/{_id(booking)}/preempt", BookingPublic, json=body)
+
+    # Deployments.
+    def deploy(
+        self,
+        model: Any,
+        device: Any,
+        *,
+        chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto",
+        monitor_layers: list[int | Literal["dvs"]] | Literal["all"] | None = None,
+        config_patch: dict[str, Any] | None = None,
+        slow_clock_hz: float | None = None,
+    ) -> Op[Deployment]:
+        body = DeploymentRequest(
+            model_id=str(getattr(model, "id", model)),
+            chip_layers_ordering=chip_layers_ordering,
+            monitor_layers=[-1] if monitor_layers is None else monitor_layers,
+            config_patch=config_patch,
+            slow_clock_hz=slow_clock_hz,
+        )
+        path = f"/v1/devices/{_segment(device_id(device))}/deployment"
+        return self.fetch("POST", path, Deployment, json=body)
+
+    def deployment(self, device: Any) -> Op[Deployment]:
+        """What runs on a device now."""
+        path = f"/v1/devices/{_segment(device_id(device))}/deployment"
+        return self.fetch("GET", path, Deployment)
+
+    def undeploy(self, device: Any) -> Op[None]:
+        path = f"/v1/devices/{_segment(device_id(device))}/deployment"
+        return self.fetch("DELETE", path, None)
+
+    def reset_states(self, device: Any) -> Op[None]:
+        """Set every neuron of the deployed network back to its initial state."""
+        path = f"/v1/devices/{_segment(device_id(device))}/reset-states"
+        return self.fetch("POST", path, None)
+
+    # Recordings.
+    def record(
+        self,
+        device: Any,
+        duration_s: float,
+        *,
+        source: RecordingSource = "dvs",
+        name: str = "",
+        progress: bool = False,
+    ) -> Op[Recording]:
+        """Record ``duration_s`` seconds of a device's events on the daemon; returns when done."""
+        body = RecordingRequest(
+            device_id=device_id(device), duration_s=duration_s, source=source, name=name
+        )
+        wait = duration_s + (self.timeout.read or 0.0)
+        with ticking(duration_s, f"record {body.device_id}", progress):
+            response = yield self.call("POST", "/v1/recordings", json=body, timeout=wait)
+        return self.parse(response, Recording)
+
+    def record_dvs(
+        self, device: Any, duration_s: float, *, progress: bool = False
+    ) -> Op[np.ndarray]:
+        """Record the sensor's events for ``duration_s`` seconds and fetch them as an array."""
+        recording = yield from self.record(device, duration_s, source="dvs", progress=progress)
+        return (yield from self.recording_events(recording))
+
+    def recordings(self) -> Op[list[Recording]]:
+        return self.fetch("GET", "/v1/recordings", list[Recording])
+
+    def recording(self, recording: Any) -> Op[Recording]:
+        return self.fetch("GET", f"/v1/recordings/{_id(recording)}", Recording)
+
+    def delete_recording(self, recording: Any) -> Op[None]:
+        return self.fetch("DELETE", f"/v1/recordings/{_id(recording)}", None)
+
+    def recording_events(self, recording: Any, *, progress: bool = False) -> Op[np.ndarray]:
+        """A recording's events as an array of the schemas' dtypes."""
+        path = f"/v1/recordings/{_id(recording)}/events.npy"
+        return self.download_array(path, f"recording {_id(recording)}", progress)
+
+    def download_recording(
+        self,
+        recording: Any,
+        destination: str | os.PathLike[str] | IO[bytes],
+        *,
+        format: RecordingFormat | None = None,
+        progress: bool = False,
+    ) -> Op[None]:
+        """Save a recording's events as ``.npy`` or AEDAT 4 (``format``, else from the file
+        name's suffix) to a path or a binary file object. A path is written whole or not at all.
+        """
+        if format is None:
+            name = str(getattr(destination, "name", destination))
+            format = "aedat4" if name.endswith(".aedat4") else "npy"
+        if format not in ("npy", "aedat4"):
+            raise ValueError(f"recordings download as 'npy' or 'aedat4', not {format!r}")
+        path = f"/v1/recordings/{_id(recording)}/events.{format}"
+        description = f"recording {_id(recording)}.{format}"
+        if not isinstance(destination, str | os.PathLike):
+            yield from self.download(path, destination, description, progress)
+            return
+        target = Path(destination)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("wb") as sink:
+                yield from self.download(path, sink, description, progress)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def replay(self, recording: Any, device: Any, *, speed: float = 1.0) -> Op[Any]:
+        """Play a recording into a device's deployed network."""
+        body = ReplayRequest(device_id=device_id(device), speed=speed)
+        return self.fetch("POST", f"/v1/recordings/{_id(recording)}/replay", Any, json=body)
+
+
+def lease_interval(lease: LeasePublic) -> float:
+    """Seconds between heartbeats: a third of the lease, so two may fail before it lapses."""
+    length: timedelta = lease.expires_at - lease.renewed_at
+    return max(length.total_seconds() / 3, 0.5)

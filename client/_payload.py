@@ -1,0 +1,101 @@
+"""Turn what users hand to ``upload``/``compile`` into the bytes of a model file.
+
+torch and nir are never imported here unless the caller already did: a ``torch.nn.Module``
+or a NIR graph can only exist if its library is loaded, so ``sys.modules`` tells.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    filename: str
+    content: bytes
+
+
+#: What ``upload`` accepts: a path, the bytes of a file, a torch.nn.Module or a NIR graph.
+ModelSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Any
+
+
+def model_file(
+    model: ModelSource, *, input_shape: tuple[int, ...] | None, name: str | None
+) -> ModelFile:
+    if isinstance(model, bytes | bytearray | memoryview):
+        content = bytes(model)
+        return ModelFile(name or f"model{_suffix(content)}", content)
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no model file at {path}")
+        return ModelFile(name or path.name, path.read_bytes())
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        if input_shape is None:
+            raise ValueError("a torch module needs input_shape (C, H, W) to be exported")
+        content, suffix = _export_module(model, input_shape)
+        return ModelFile(name or f"{type(model).__name__}{suffix}", content)
+    nir = sys.modules.get("nir")
+    if nir is not None and isinstance(model, nir.NIRNode):
+        buffer = io.BytesIO()
+        nir.write(buffer, model)
+        return ModelFile(name or "model.nir", buffer.getvalue())
+    raise TypeError(
+        "a model is a path, the bytes of a TorchScript / .pt2 / NIR file, a torch.nn.Module or "
+        f"a nir graph; got {type(model).__name__}"
+    )
+
+
+def _suffix(content: bytes) -> str:
+    """A file name suffix for the daemon's format detection, from the content's signature."""
+    if content.startswith(b"\x89HDF\r\n\x1a\n"):
+        return ".nir"
+    if zipfile.is_zipfile(io.BytesIO(content)):
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = archive.namelist()
+        # torch.export archives name their format; TorchScript archives hold code/ and data.pkl.
+        if any(n == "archive_format" or n.endswith("/archive_format") for n in names):
+            return ".pt2"
+        return ".pt"
+    return ".bin"
+
+
+def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, str]:
+    """A module as a ``torch.export`` archive, or TorchScript when export cannot capture it."""
+    import torch
+
+    example = (torch.zeros(1, *input_shape),)
+
+    def exported(buffer: io.BytesIO) -> None:
+        torch.export.save(torch.export.export(module, example), buffer)
+
+    def traced(buffer: io.BytesIO) -> None:
+        torch.jit.save(torch.jit.trace(module, example), buffer)
+
+    def scripted(buffer: io.BytesIO) -> None:
+        torch.jit.save(torch.jit.script(module), buffer)
+
+    attempts = (("torch.export", exported, ".pt2"), ("torch.jit.trace", traced, ".pt"))
+    attempts += (("torch.jit.script", scripted, ".pt"),)
+    failures = []
+    training = module.training
+    module.eval()
+    try:
+        for method, save, suffix in attempts:
+            buffer = io.BytesIO()
+            try:
+                save(buffer)
+            except Exception as exc:  # each exporter fails its own way on models it cannot capture
+                failures.append(f"{method}: {exc}")
+                continue
+            return buffer.getvalue(), suffix
+    finally:
+        module.train(training)
+    raise ValueError("cannot export the module; " + "; ".join(failures))

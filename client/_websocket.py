@@ -1,0 +1,62 @@
+"""What both stream adapters share about the ``websockets`` library: options and its errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from specklab.schemas.api import ErrorBody
+from specklab.schemas.frames import MAX_FRAME_BYTES
+
+from ._errors import ApiError, SpecklabError, StreamError, Timeout, TransportError, api_error
+
+#: Seconds to wait for the WebSocket handshake.
+OPEN_TIMEOUT = 30.0
+
+
+def connect_options(headers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "additional_headers": headers,
+        # permessage-deflate costs 8-50x on event frames, which are packed arrays already.
+        "compression": None,
+        "max_size": MAX_FRAME_BYTES,
+        "open_timeout": OPEN_TIMEOUT,
+    }
+
+
+def _error_body(text: str, fallback_code: str) -> ErrorBody:
+    try:
+        return ErrorBody.model_validate(json.loads(text))
+    except ValueError:
+        return ErrorBody(code=fallback_code, message=text or "no reason given")
+
+
+def connect_error(exc: Exception, url: str) -> SpecklabError:
+    """A failed handshake as this package's error: refusals by the daemon become ApiErrors."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        body = exc.response.body.decode(errors="replace") if exc.response.body else ""
+        return api_error(status, _error_body(body, f"http_{status}"))
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"no WebSocket handshake with {url} within {OPEN_TIMEOUT} s")
+    if isinstance(exc, InvalidHandshake | OSError):
+        return TransportError(f"cannot open a stream to {url}: {exc}")
+    raise exc
+
+
+def closed_error(exc: ConnectionClosed, failure: StreamError | None) -> SpecklabError:
+    """Why an unexpectedly closed stream ended.
+
+    A daemon that refuses a stream after accepting it closes with code ``4000 + HTTP status``
+    and the JSON error body (or a plain message) as the reason.
+    """
+    if failure is not None:
+        return failure
+    close = exc.rcvd
+    if close is not None and 4000 <= close.code < 5000:
+        status = close.code - 4000
+        error: ApiError = api_error(status, _error_body(close.reason, f"ws_{close.code}"))
+        return error
+    return TransportError(f"the stream broke: {exc}")
