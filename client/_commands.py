@@ -21,11 +21,21 @@ if TYPE_CHECKING:
 Handler = Callable[["Client", argparse.Namespace], Any]
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def _common_options(nested: bool) -> argparse.ArgumentParser:
+    """``--url``, ``--token`` and ``--json``; accepted after an action too (``token list
+    --json``), where they must not reset what was given before it."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the daemon (default: SPECKLAB_URL or http://127.0.0.1:8765)")
-    common.add_argument("--token", help="API token (default: SPECKLAB_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    keep = {"default": argparse.SUPPRESS} if nested else {}
+    url_help = "the daemon (default: SPECKLAB_URL or http://127.0.0.1:8765)"
+    common.add_argument("--url", help=url_help, **keep)
+    common.add_argument("--token", help="API token (default: SPECKLAB_TOKEN)", **keep)
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table", **keep)
+    return common
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    common = _common_options(nested=False)
+    nested = [_common_options(nested=True)]
 
     def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, parents=[common], help=help, description=help)
@@ -102,25 +112,29 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     recordings = command("recordings", _recordings, "list, download, replay or delete recordings")
     actions = recordings.add_subparsers(dest="action", metavar="ACTION")
-    download = actions.add_parser("download", help="save a recording (.npy or .aedat4)")
+    download = actions.add_parser(
+        "download", parents=nested, help="save a recording (.npy or .aedat4)"
+    )
     download.add_argument("recording_id")
     download.add_argument("out", type=Path)
-    replay = actions.add_parser("replay", help="play a recording into a device")
+    replay = actions.add_parser("replay", parents=nested, help="play a recording into a device")
     replay.add_argument("recording_id")
     replay.add_argument("device")
     replay.add_argument("--speed", type=float, default=1.0)
-    delete = actions.add_parser("delete", help="delete a recording")
+    delete = actions.add_parser("delete", parents=nested, help="delete a recording")
     delete.add_argument("recording_id")
 
     token = command("token", _token, "show who you are, or list, create and revoke API tokens")
     actions = token.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("list", help="your tokens (never their secrets)")
-    create = actions.add_parser("create", help="a new token; its secret is shown once")
+    actions.add_parser("list", parents=nested, help="your tokens (never their secrets)")
+    create = actions.add_parser(
+        "create", parents=nested, help="a new token; its secret is shown once"
+    )
     create.add_argument("name")
     lifetime = create.add_mutually_exclusive_group()
     lifetime.add_argument("--days", type=int, default=90)
     lifetime.add_argument("--never-expires", action="store_true")
-    revoke = actions.add_parser("revoke", help="revoke a token")
+    revoke = actions.add_parser("revoke", parents=nested, help="revoke a token")
     revoke.add_argument("token_id", type=int)
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,10 +80,12 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
         torch.export.save(torch.export.export(module, example), buffer)
 
     def traced(buffer: io.BytesIO) -> None:
-        torch.jit.save(torch.jit.trace(module, example), buffer)
+        with _quiet_deprecation():
+            torch.jit.save(torch.jit.trace(module, example), buffer)
 
     def scripted(buffer: io.BytesIO) -> None:
-        torch.jit.save(torch.jit.script(module), buffer)
+        with _quiet_deprecation():
+            torch.jit.save(torch.jit.script(module), buffer)
 
     attempts = (("torch.export", exported, ".pt2"), ("torch.jit.trace", traced, ".pt"))
     attempts += (("torch.jit.script", scripted, ".pt"),)
@@ -99,3 +104,11 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
     finally:
         module.train(training)
     raise ValueError("cannot export the module; " + "; ".join(failures))
+
+
+@contextmanager
+def _quiet_deprecation() -> Iterator[None]:
+    """TorchScript is deprecated, and a fallback here on purpose; its tracer warnings stay."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
