@@ -38,6 +38,7 @@ from ._events import (
     to_raster,
     to_spikes,
 )
+from ._remote import RemoteModel
 from ._report import report_table
 from ._stream import BatchOutput
 
@@ -65,6 +66,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ProtocolError",
+    "RemoteModel",
     "ServerError",
     "SpecklabError",
     "Spike",

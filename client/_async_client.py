@@ -30,7 +30,7 @@ from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
 from ._core import DEFAULT_TIMEOUT, Call, Op, closed_error, translated_transport_errors
-from ._errors import SpecklabError, StreamError, TransportError
+from ._errors import Conflict, SpecklabError, StreamError, TransportError
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
     CLOSED,
@@ -179,6 +179,12 @@ class AsyncClient:
     extend = _awaiting(Operations.extend)
     heartbeat = _awaiting(Operations.heartbeat)
     preempt = _awaiting(Operations.preempt)
+    upload = _awaiting(Operations.upload)
+    compile = _awaiting(Operations.compile)
+    models = _awaiting(Operations.models)
+    model = _awaiting(Operations.model)
+    delete_model = _awaiting(Operations.delete_model)
+    model_config = _awaiting(Operations.model_config)
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)
@@ -526,8 +532,13 @@ class AsyncBooking(_AsyncResource):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._release and self.lost is None and not self.client._closed:
-            self.booking = await self.client.cancel(self.booking)
+        if self._release and not self.client._closed:
+            try:
+                self.booking = await self.client.cancel(self.booking)
+            except Conflict as exc:
+                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
+                    raise
+                self.booking = await self.client.booking(self.booking)
 
     async def refresh(self) -> BookingPublic:
         self.booking = await self.client.booking(self.booking)

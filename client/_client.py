@@ -21,7 +21,7 @@ from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
 from ._core import DEFAULT_TIMEOUT, Op, closed_error, translated_transport_errors
-from ._errors import SpecklabError, StreamError, TransportError
+from ._errors import Conflict, SpecklabError, StreamError, TransportError
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
     CLOSED,
@@ -141,6 +141,12 @@ class Client:
     extend = _blocking(Operations.extend)
     heartbeat = _blocking(Operations.heartbeat)
     preempt = _blocking(Operations.preempt)
+    upload = _blocking(Operations.upload)
+    compile = _blocking(Operations.compile)
+    models = _blocking(Operations.models)
+    model = _blocking(Operations.model)
+    delete_model = _blocking(Operations.delete_model)
+    model_config = _blocking(Operations.model_config)
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)
@@ -506,8 +512,13 @@ class Booking:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._release and self.lost is None and not self.client._closed:
-            self.booking = self.client.cancel(self.booking)
+        if self._release and not self.client._closed:
+            try:
+                self.booking = self.client.cancel(self.booking)
+            except Conflict as exc:
+                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
+                    raise
+                self.booking = self.client.booking(self.booking)
 
     def refresh(self) -> BookingPublic:
         self.booking = self.client.booking(self.booking)

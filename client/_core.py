@@ -215,7 +215,7 @@ class BaseClient:
         response = yield self.call(method, path, **kwargs)
         return self.parse(response, result)
 
-    def upload(
+    def upload_call(
         self, path: str, filename: str, content: bytes, fields: dict[str, str], progress: bool
     ) -> Call:
         bar = progress_bar(len(content), f"upload {filename}", progress)

@@ -9,6 +9,7 @@ from typing import IO, Any, Literal
 from urllib.parse import quote
 
 import numpy as np
+from pydantic import BaseModel
 
 from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
 from specklab.schemas.accounts import UserPublic as User
@@ -20,11 +21,17 @@ from specklab.schemas.booking import (
     BookingPublic,
     LeasePublic,
 )
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.compile import CompileOptions
 from specklab.schemas.deploy import Deployment, DeploymentRequest
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
+from specklab.schemas.models import ModelInfo
+from specklab.schemas.patch import ConfigPatch
 from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
 
 from ._core import BaseClient, Op, ticking
+from ._payload import ModelSource, model_file
+from ._remote import RemoteModel
 
 #: The two files a recording can be downloaded as.
 RecordingFormat = Literal["npy", "aedat4"]
@@ -163,6 +170,69 @@ class Operations(BaseClient):
         body = BookingPreempt(reason=reason)
         return self.fetch("POST", f"/v1/bookings/{_id(booking)}/preempt", BookingPublic, json=body)
 
+    # Models.
+    def upload(
+        self,
+        model: ModelSource,
+        *,
+        options: CompileOptions | dict[str, Any],
+        name: str | None = None,
+        progress: bool = False,
+    ) -> Op[RemoteModel]:
+        """Upload a model and compile it with ``options`` (``CompileOptions`` or its fields);
+        ``name`` defaults to the file's name.
+
+        ``model``: a path or the bytes of a TorchScript, ``.pt2`` or NIR file, a
+        ``torch.nn.Module`` (exported here, with ``options.input_shape``) or a NIR graph.
+        """
+        options = CompileOptions.model_validate(options)
+        file = model_file(model, input_shape=options.input_shape)
+        fields = {"options": options.model_dump_json(exclude_unset=True)}
+        if name:
+            fields["name"] = name
+        call = self.upload_call("/v1/models", file.filename, file.content, fields, progress)
+        try:
+            response = yield call
+        finally:
+            if call.progress is not None:
+                call.progress.close()
+        return RemoteModel(self.parse(response, ModelInfo))
+
+    def compile(
+        self,
+        model: ModelSource,
+        input_shape: tuple[int, int, int],
+        *,
+        name: str | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> Op[RemoteModel]:
+        """Compile a model for the chip, as the guide's ``DynapcnnNetwork(...)`` does.
+
+        ``options`` are ``CompileOptions`` fields: ``spike_threshold``, ``min_v_mem``,
+        ``add_spiking_output``, ``dvs_input``, ``discretize``, ``chip``,
+        ``chip_layers_ordering``, ``readout`` ... A model that does not fit raises
+        :class:`~specklab.client.ModelDoesNotFit` with the compiler's report.
+        """
+        body = CompileOptions(input_shape=input_shape, **options)
+        return self.upload(model, options=body, name=name, progress=progress)
+
+    def models(self) -> Op[list[RemoteModel]]:
+        """Your models (admins: everyone's)."""
+        infos = yield from self.fetch("GET", "/v1/models", list[ModelInfo])
+        return [RemoteModel(info) for info in infos]
+
+    def model(self, model: Any) -> Op[RemoteModel]:
+        info = yield from self.fetch("GET", f"/v1/models/{_id(model)}", ModelInfo)
+        return RemoteModel(info)
+
+    def delete_model(self, model: Any) -> Op[None]:
+        return self.fetch("DELETE", f"/v1/models/{_id(model)}", None)
+
+    def model_config(self, model: Any) -> Op[ChipConfig]:
+        """The chip configuration the compiler made of a model."""
+        return self.fetch("GET", f"/v1/models/{_id(model)}/config", ChipConfig)
+
     # Deployments.
     def deploy(
         self,
@@ -171,9 +241,11 @@ class Operations(BaseClient):
         *,
         chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto",
         monitor_layers: list[int | Literal["dvs"]] | Literal["all"] | None = None,
-        config_patch: dict[str, Any] | None = None,
+        config_patch: ConfigPatch | dict[str, Any] | None = None,
         slow_clock_hz: float | None = None,
     ) -> Op[Deployment]:
+        if isinstance(config_patch, BaseModel):
+            config_patch = config_patch.model_dump(mode="json", exclude_unset=True)
         body = DeploymentRequest(
             model_id=str(getattr(model, "id", model)),
             chip_layers_ordering=chip_layers_ordering,

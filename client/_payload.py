@@ -28,28 +28,27 @@ class ModelFile:
 ModelSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Any
 
 
-def model_file(
-    model: ModelSource, *, input_shape: tuple[int, ...] | None, name: str | None
-) -> ModelFile:
+def model_file(model: ModelSource, *, input_shape: tuple[int, ...] | None = None) -> ModelFile:
+    """The model's file; its name's suffix tells the daemon the format."""
     if isinstance(model, bytes | bytearray | memoryview):
         content = bytes(model)
-        return ModelFile(name or f"model{_suffix(content)}", content)
+        return ModelFile(f"model{_suffix(content)}", content)
     if isinstance(model, str | os.PathLike):
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no model file at {path}")
-        return ModelFile(name or path.name, path.read_bytes())
+        return ModelFile(path.name, path.read_bytes())
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         if input_shape is None:
             raise ValueError("a torch module needs input_shape (C, H, W) to be exported")
         content, suffix = _export_module(model, input_shape)
-        return ModelFile(name or f"{type(model).__name__}{suffix}", content)
+        return ModelFile(f"{type(model).__name__}{suffix}", content)
     nir = sys.modules.get("nir")
     if nir is not None and isinstance(model, nir.NIRNode):
         buffer = io.BytesIO()
         nir.write(buffer, model)
-        return ModelFile(name or "model.nir", buffer.getvalue())
+        return ModelFile("model.nir", buffer.getvalue())
     raise TypeError(
         "a model is a path, the bytes of a TorchScript / .pt2 / NIR file, a torch.nn.Module or "
         f"a nir graph; got {type(model).__name__}"

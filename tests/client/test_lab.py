@@ -159,4 +159,5 @@ def test_an_admin_preempts_and_the_lease_notices(admin: Client, client: Client) 
         while booking.lost is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert booking.lost is not None and "preempted" in str(booking.lost)
+    assert booking.booking.status is BookingStatus.PREEMPTED
     assert client.booking(booking.id).status is BookingStatus.PREEMPTED

@@ -32,7 +32,7 @@ class DataDependent(nn.Module):
 
 def test_a_module_is_exported_to_a_pt2_archive_and_keeps_its_mode() -> None:
     module = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU()).train()
-    file = model_file(module, input_shape=(1, 8, 8), name=None)
+    file = model_file(module, input_shape=(1, 8, 8))
     assert file.filename == "Sequential.pt2"
     names = zipfile.ZipFile(io.BytesIO(file.content)).namelist()
     assert any(n.endswith("archive_format") for n in names)
@@ -43,14 +43,14 @@ def test_a_module_is_exported_to_a_pt2_archive_and_keeps_its_mode() -> None:
 
 
 def test_modules_export_cannot_capture_fall_back_to_torchscript() -> None:
-    file = model_file(DataDependent(), input_shape=(1, 5, 5), name="dd")
-    assert file.filename == "dd"
+    file = model_file(DataDependent(), input_shape=(1, 5, 5))
+    assert file.filename == "DataDependent.pt"
     assert torch.jit.load(io.BytesIO(file.content))(torch.ones(1, 1, 5, 5)).shape == (1, 2, 3, 3)
 
 
 def test_a_module_needs_an_input_shape() -> None:
     with pytest.raises(ValueError, match="input_shape"):
-        model_file(nn.ReLU(), input_shape=None, name=None)
+        model_file(nn.ReLU())
 
 
 def test_a_nir_graph_is_written_to_hdf5_bytes() -> None:
@@ -66,7 +66,7 @@ def test_a_nir_graph_is_written_to_hdf5_bytes() -> None:
             bias=np.zeros(2),
         )
     )
-    file = model_file(graph, input_shape=None, name=None)
+    file = model_file(graph)
     assert file.filename == "model.nir"
     assert file.content.startswith(b"\x89HDF\r\n\x1a\n")
 
@@ -77,24 +77,22 @@ def test_paths_and_bytes_keep_their_content_and_get_a_telling_name(tmp_path: Pat
     scripted = buffer.getvalue()
     path = tmp_path / "relu.pt"
     path.write_bytes(scripted)
-    assert model_file(path, input_shape=None, name=None).filename == "relu.pt"
-    assert model_file(str(path), input_shape=None, name=None).content == scripted
-    assert model_file(scripted, input_shape=None, name=None).filename == "model.pt"
-    assert model_file(bytearray(b"\x89HDF\r\n\x1a\n..."), input_shape=None, name=None).filename == (
-        "model.nir"
-    )
-    assert model_file(b"garbage", input_shape=None, name=None).filename == "model.bin"
+    assert model_file(path).filename == "relu.pt"
+    assert model_file(str(path)).content == scripted
+    assert model_file(scripted).filename == "model.pt"
+    assert model_file(bytearray(b"\x89HDF\r\n\x1a\n...")).filename == ("model.nir")
+    assert model_file(b"garbage").filename == "model.bin"
     with pytest.raises(FileNotFoundError, match="no model file"):
-        model_file(tmp_path / "missing.pt", input_shape=None, name=None)
+        model_file(tmp_path / "missing.pt")
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
-        model_file(42, input_shape=None, name=None)
+        model_file(42)
 
 
 def test_the_client_never_imports_torch_or_nir_itself() -> None:
     code = (
         "import sys\n"
         "from specklab.client._payload import model_file\n"
-        "model_file(b'\\x89HDF\\r\\n\\x1a\\n', input_shape=None, name=None)\n"
+        "model_file(b'\\x89HDF\\r\\n\\x1a\\n')\n"
         "print(sorted({'torch', 'nir', 'h5py'} & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
