@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     #: The first (lazy, threaded) import of samna may take this long before scans go on without.
     samna_import_timeout_s: float = Field(default=60.0, gt=0)
 
+    #: Compile worker processes (each holds torch: about 0.75 GiB).
+    compile_workers: int = Field(default=1, ge=1, le=16)
+    #: Largest model upload accepted.
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:

@@ -1,0 +1,39 @@
+"""REST bodies of deployments: a compiled model put on a device (the guide's ``hw_model.to``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class DeploymentRequest(BaseModel):
+    model_id: str
+    #: "auto", a list of cores (one per model layer), or a model layer -> core map.
+    chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto"
+    #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = last),
+    #: "dvs" for the DVS layer's output, or "all".
+    monitor_layers: list[int | Literal["dvs"]] | Literal["all"] = Field(
+        default_factory=lambda: [-1]
+    )
+    #: A declarative configuration patch (see ``specklab.schemas.patch``), applied last.
+    config_patch: dict | None = None
+    #: Slow clock (leak and readout ticks) in Hz; None keeps the model's setting.
+    slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
+
+
+class Deployment(BaseModel):
+    device_id: str
+    model_id: str
+    owner: str
+    deployed_at: datetime
+    #: Model layer -> core, as applied.
+    layers: dict[int, int]
+    #: Model layers that take input spikes.
+    inputs: list[int]
+    #: Model layers whose spikes leave the chip.
+    monitored: list[int]
+    dvs_input: bool
+    dvs_monitored: bool
+    summary: str
