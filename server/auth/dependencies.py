@@ -8,9 +8,11 @@ without asking; on a WebSocket a refusal is an HTTP 401/403 answer to the handsh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from typing import Annotated
 
+import anyio
 from fastapi import Depends
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
@@ -48,12 +50,33 @@ def get_db(conn: HTTPConnection) -> Database:
     return conn.app.state.db
 
 
-def get_session(conn: HTTPConnection) -> Iterator[Session]:
+#: Requests that may write, in flight at once: each may wait on a lock (SQLite's write lock, a
+#: row lock) while holding a request thread, and the request holding the lock may need a free
+#: thread to finish (serializing its response); this bound keeps threads free for it.
+MAX_WRITE_REQUESTS = 16
+
+
+class SessionLimits:
+    """Per app (anyio limiters belong to one event loop): made in the lifespan."""
+
+    def __init__(self) -> None:
+        self.writers = anyio.CapacityLimiter(MAX_WRITE_REQUESTS)
+        # Closing never waits for a request thread (see MAX_WRITE_REQUESTS).
+        self.closers = anyio.CapacityLimiter(8)
+
+
+async def get_session(conn: HTTPConnection) -> AsyncIterator[Session]:
     """One session per request; a request that may write holds SQLite's write lock from its
     first statement to its commit (see ``storage.db``)."""
     db: Database = conn.app.state.db
-    with db.write_session() if is_write(conn) else db.session() as session:
-        yield session
+    limits: SessionLimits = conn.app.state.session_limits
+    write = is_write(conn)
+    async with limits.writers if write else nullcontext():
+        session = db.write_session() if write else db.session()
+        try:
+            yield session
+        finally:
+            await anyio.to_thread.run_sync(session.close, limiter=limits.closers)
 
 
 def require_user(conn: HTTPConnection) -> Principal:

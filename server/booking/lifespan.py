@@ -19,6 +19,7 @@ from specklab.schemas.booking import BookingSummary
 
 from ..auth.accounts import Authenticator
 from ..auth.bootstrap import ensure_admin
+from ..auth.dependencies import SessionLimits
 from ..settings import Settings
 from ..storage import Database, upgrade, utcnow
 from . import lab
@@ -58,6 +59,7 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
     events = BookingEvents()
     app.state.db = db
     app.state.auth = Authenticator(db)
+    app.state.session_limits = SessionLimits()
     app.state.booking_policy = policy
     app.state.booking_events = events
     sweeper = Sweeper(

@@ -218,7 +218,8 @@ def create_booking(
         if not user.is_admin:
             _check_quota(session, user_id=user.id, window=window, policy=policy)
         booking = Booking(
-            user_id=user.id,
+            # The owner loaded now, in the transaction: the response shows their name.
+            user=session.get_one(User, user.id),
             device_id=device_id,
             starts_at=window.start,
             ends_at=window.end,

@@ -43,9 +43,8 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False}
-        else:
-            # Request threads (anyio's pool has 40) each hold at most two short sessions.
-            kwargs.update(pool_size=10, max_overflow=30)
+        # Request threads (anyio's pool has 40) each hold at most one connection at a time.
+        kwargs.update(pool_size=10, max_overflow=40)
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
