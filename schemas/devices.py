@@ -41,6 +41,8 @@ class DevicePublic(BaseModel):
     logic_version: str | None = None
     #: The daemon's host name.
     host: str
+    #: Where clients reach that daemon: deploy to and stream from the device there.
+    url: str | None = None
     booking: BookingSummary | None = None
     #: Why the device is offline.
     detail: str | None = None

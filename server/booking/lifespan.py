@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI
-
-from specklab.schemas.booking import BookingSummary
 
 from ..auth.accounts import Authenticator
 from ..auth.bootstrap import ensure_admin
 from ..auth.dependencies import SessionLimits
 from ..settings import Settings
-from ..storage import Database, upgrade, utcnow
+from ..storage import Database, upgrade
 from . import lab
+from .devices_view import device_booking
 from .events import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
@@ -37,17 +37,6 @@ def local_devices(app: FastAPI) -> list[lab.LocalDevice]:
         lab.LocalDevice(state.description.id, state.description.type, state.online)
         for state in manager.states()
     ]
-
-
-async def device_booking(db: Database, device_id: str) -> BookingSummary | None:
-    """The running booking of ``device_id``, for device listings."""
-
-    def lookup() -> BookingSummary | None:
-        with db.session() as session:
-            running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
-            return lab.summary(running[device_id]) if device_id in running else None
-
-    return await anyio.to_thread.run_sync(lookup)
 
 
 @asynccontextmanager
@@ -71,6 +60,9 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
         interval_s=settings.sweep_interval_s,
         local_devices=lambda: local_devices(app),
     )
+    manager = getattr(app.state, "devices", None)
+    if manager is not None:
+        manager.booking_lookup = partial(device_booking, db)
     # Check in before serving, so this host's devices are bookable from the first request.
     await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
     task = asyncio.create_task(sweeper.run(), name="booking-sweeper")

@@ -1,0 +1,70 @@
+"""What device listings take from the lab: the running booking of a device, and the devices
+that other hosts of the lab serve (from the shared database).
+
+``GET /v1/devices`` shows this host's live devices (the device manager knows them best),
+followed by every other host's devices, each with the URL of the daemon that serves it: deploy
+and stream there.
+"""
+
+from __future__ import annotations
+
+import anyio
+from starlette.datastructures import State
+
+from specklab.schemas.booking import BookingSummary
+from specklab.schemas.devices import DevicePublic, DeviceStatus
+
+from ..chips import SUPPORTED_DEVICES
+from ..devices.naming import VIRTUAL_PREFIX
+from ..storage import Database, utcnow
+from . import lab
+
+
+async def device_booking(db: Database, device_id: str) -> BookingSummary | None:
+    """The running booking of ``device_id``, if any."""
+
+    def lookup() -> BookingSummary | None:
+        with db.session() as session:
+            running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
+            return lab.summary(running[device_id]) if device_id in running else None
+
+    return await anyio.to_thread.run_sync(lookup)
+
+
+def _public(device: lab.LabDevice) -> DevicePublic:
+    if not device.online:
+        status = DeviceStatus.OFFLINE
+    else:
+        status = DeviceStatus.BOOKED if device.booking else DeviceStatus.FREE
+    chip = SUPPORTED_DEVICES.get(device.device_type)
+    return DevicePublic(
+        id=device.id,
+        type=device.device_type,
+        chip=chip,
+        virtual=device.id.startswith(VIRTUAL_PREFIX),
+        supported=chip is not None,
+        status=status,
+        host=device.host_name,
+        url=device.url,
+        booking=device.booking,
+    )
+
+
+async def lab_device_list(state: State, local: list[DevicePublic]) -> list[DevicePublic]:
+    """``local`` (this host's devices, given this host's URL) and the other hosts' devices."""
+    settings = state.settings
+    policy = state.booking_policy
+    db: Database = state.db
+
+    def remote() -> list[DevicePublic]:
+        with db.session() as session:
+            devices = lab.lab_devices(session, now=utcnow(), stale_after=policy.host_stale_after)
+        return [_public(d) for d in devices if d.host_name != settings.host_name]
+
+    here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
+    return here + await anyio.to_thread.run_sync(remote)
+
+
+async def lab_device(state: State, device_id: str) -> DevicePublic | None:
+    """A device another host of the lab serves, or None."""
+    return next((d for d in await lab_device_list(state, []) if d.id == device_id), None)
