@@ -31,6 +31,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     from .auth.admin_cli import register as register_admin
 
     register_admin(commands)
+    _register_compile(commands)
+
+
+def _register_compile(commands: argparse._SubParsersAction) -> None:
+    compile_ = commands.add_parser(
+        "compile",
+        help="compile a model for a Speck chip, offline (exit 0 fits, 1 does not, 2 unreadable)",
+    )
+    compile_.add_argument("model", type=Path, help="TorchScript, torch.export (.pt2) or NIR file")
+    compile_.add_argument("--input-shape", required=True, metavar="C,H,W")
+    compile_.add_argument("--chip", choices=["speck2e", "speck2f"], default="speck2f")
+    compile_.add_argument("--dvs-input", action="store_true", help="input comes from the DVS")
+    compile_.add_argument("--chip-layers-ordering", metavar="CORES", help="e.g. 0,3,5,6,1")
+    compile_.add_argument("--no-spiking-output", action="store_true")
+    compile_.add_argument("--spike-threshold", type=float, default=1.0)
+    compile_.add_argument("--min-v-mem", default="-1.0", help="a number, or 'none'")
+    compile_.add_argument("--no-discretize", action="store_true", help="weights are integers")
+    compile_.add_argument("--json", action="store_true", help="print the report as JSON")
+    compile_.add_argument("--weights", type=Path, metavar="OUT.npz", help="write int weights")
+    compile_.set_defaults(handler=_compile)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .compiler.command import run
+
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

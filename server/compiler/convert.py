@@ -530,12 +530,15 @@ class _Converter:
                 node,
                 SEQUENCE_RULE,
             )
-        following = ", ".join(self.nodes[r].describe() for r in readers) or "nothing"
+        if not readers:
+            fail(IllegalSequence, "its values are never used", node, SEQUENCE_RULE)
+        spiking = [r for r in readers if isinstance(self.nodes[r].op, ReLU | IntegrateFire)]
+        culprit = next((r for r in readers if r not in spiking), readers[-1])
         fail(
             IllegalSequence,
-            f"a weight layer must be followed by exactly one spiking layer (ReLU/IF), "
-            f"here by {following}",
-            node,
+            f"reads {node.describe()}; a weight layer must be followed by exactly one spiking "
+            "layer (ReLU/IF) and nothing else",
+            self.nodes[culprit],
             SEQUENCE_RULE,
         )
 

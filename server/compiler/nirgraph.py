@@ -10,6 +10,7 @@ pipeline, whose exporter writes its subtract-reset neurons as ``IF``): see ``con
 
 from __future__ import annotations
 
+import heapq
 import io
 from typing import Any
 
@@ -98,17 +99,26 @@ def _flatten(graph: Any, prefix: str = "") -> tuple[dict[str, Any], list[tuple[s
 
 def _order(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
     """Topological order, ties broken by the file's node order (deterministic)."""
-    pending = {name: sum(1 for _, t in edges if t == name) for name in names}
+    position = {name: i for i, name in enumerate(names)}
+    pending = dict.fromkeys(names, 0)
+    targets: dict[str, list[str]] = {name: [] for name in names}
+    for source, target in edges:
+        if source in targets and target in pending:
+            pending[target] += 1
+            targets[source].append(target)
+    ready = [position[name] for name, count in pending.items() if count == 0]
+    heapq.heapify(ready)
     ordered: list[str] = []
-    while pending:
-        ready = next((n for n in names if pending.get(n) == 0), None)
-        if ready is None:
-            raise UnsupportedLayer(f"the NIR graph has a cycle through {sorted(pending)}")
-        ordered.append(ready)
-        del pending[ready]
-        for source, target in edges:
-            if source == ready and target in pending:
-                pending[target] -= 1
+    while ready:
+        name = names[heapq.heappop(ready)]
+        ordered.append(name)
+        for target in targets[name]:
+            pending[target] -= 1
+            if pending[target] == 0:
+                heapq.heappush(ready, position[target])
+    if len(ordered) != len(names):
+        cycle = sorted(set(names) - set(ordered))
+        raise UnsupportedLayer(f"the NIR graph has a cycle through {cycle}")
     return ordered
 
 
@@ -176,9 +186,13 @@ def from_nir(graph: Any) -> LayerGraph:
     out.input_shape = tuple(shape)
     value: dict[str, int] = {}
     outputs: list[int] = []
+    incoming: dict[str, list[str]] = {name: [] for name in nodes}
+    for source, target in edges:
+        if target in incoming:
+            incoming[target].append(source)
     for name in _order(list(nodes), edges):
         node = nodes[name]
-        sources = [value[s] for s, t in edges if t == name and s in value]
+        sources = [value[s] for s in incoming[name] if s in value]
         if name == top_inputs[0]:
             value[name] = GRAPH_INPUT
             continue

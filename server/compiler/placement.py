@@ -151,6 +151,7 @@ def _cores(cores: list[int]) -> str:
 def suggestions(
     needs: list[Need], fits: list[list[int]], conflict: list[int], chip: Chip
 ) -> list[str]:
+    """Concrete fixes: per conflicting layer, the smallest shrink that opens other cores."""
     found: list[str] = []
     if len(needs) > chip.num_cores:
         found.append(
@@ -159,29 +160,28 @@ def suggestions(
         )
     for layer in conflict:
         need = needs[layer]
-        for memory, cores in _core_classes(chip):
-            if set(cores) <= set(fits[layer]):
+        others = [
+            (m, cores) for m, cores in _core_classes(chip) if not set(cores) <= set(fits[layer])
+        ]
+        for field, what in (("c_out", "output channels"), ("c_in", "input channels")):
+            current = need.c_out if field == "c_out" else need.c_in
+            options = [(_largest(need, m, field), m, cores) for m, cores in others]
+            count, memory, cores = max(options, key=lambda o: o[0], default=(0, None, []))
+            if memory is None or count == 0:
                 continue
-            capacity = f"kernel {memory.kernel}, neuron {memory.neuron}"
-            c_out = _largest(need, memory, "c_out")
-            if c_out:
-                found.append(
-                    f"layer {layer}: with at most {c_out} output channels (now {need.c_out}) "
-                    f"it would fit {_cores(cores)} ({capacity})"
-                )
-            c_in = _largest(need, memory, "c_in")
-            if c_in:
-                found.append(
-                    f"layer {layer}: with at most {c_in} input channels (now {need.c_in}, the "
-                    f"previous layer's outputs) it would fit {_cores(cores)} ({capacity})"
-                )
-            per_channel = neuron_memory(1, need.height, need.width)
-            if not c_out and per_channel > memory.neuron:
-                found.append(
-                    f"layer {layer}: its {need.height}x{need.width} output map alone needs "
-                    f"{per_channel} neuron entries per channel, more than {_cores(cores)} have "
-                    f"({memory.neuron}): shrink the map (stride, pooling) to use them"
-                )
+            origin = ", the previous layer's outputs" if field == "c_in" else ""
+            found.append(
+                f"layer {layer}: with at most {count} {what} (now {current}{origin}) it would "
+                f"fit {_cores(cores)} (kernel {memory.kernel}, neuron {memory.neuron})"
+            )
+        largest_map = max((m.neuron for m, _ in others), default=0)
+        per_channel = neuron_memory(1, need.height, need.width)
+        if others and per_channel > largest_map:
+            found.append(
+                f"layer {layer}: its {need.height}x{need.width} output map alone needs "
+                f"{per_channel} neuron entries per channel, more than any other core has "
+                f"({largest_map}): shrink the map (stride, pooling)"
+            )
     return found
 
 

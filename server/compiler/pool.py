@@ -126,14 +126,14 @@ class _Worker:
             self._receive(time.monotonic() + self.limits.startup_seconds)
             self.ready = True
 
-    def call(self, message: dict[str, Any]) -> dict[str, Any]:
+    def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
         assert self.process.stdin is not None
         try:
             write_message(self.process.stdin, message)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise _WorkerGone(self.process.wait()) from exc
-        return self._receive(time.monotonic() + self.limits.timeout_seconds)
+        return self._receive(time.monotonic() + timeout)
 
     def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(OSError):
@@ -203,8 +203,14 @@ class CompilerPool:
             for worker in taken:
                 self._idle.put(worker)
 
-    def compile(self, source: bytes, options: CompileOptions) -> CompileResult:
-        """Compile an upload in a worker. Raises a :class:`~.errors.CompileError`."""
+    def compile(
+        self, source: bytes, options: CompileOptions, *, timeout: float | None = None
+    ) -> CompileResult:
+        """Compile an upload in a worker. Raises a :class:`~.errors.CompileError`.
+
+        ``timeout`` (seconds) overrides the limits' ``timeout_seconds`` for this compile.
+        """
+        timeout = self.limits.timeout_seconds if timeout is None else timeout
         if self._closed:
             raise RuntimeError("the compiler pool is closed")
         check_upload_size(len(source), self.limits.archive)
@@ -214,12 +220,11 @@ class CompilerPool:
             worker = self._idle.get()
         request = {"op": "compile", "data": source, "options": options.model_dump_json()}
         try:
-            reply = worker.call(request)
+            reply = worker.call(request, timeout)
         except _Deadline:
             self._retire(worker, kill=True)
             raise CompileTimeout(
-                f"compiling took longer than {self.limits.timeout_seconds:g} s; the worker was "
-                "stopped"
+                f"compiling took longer than {timeout:g} s; the worker was stopped"
             ) from None
         except _WorkerGone as gone:
             self._retire(worker, kill=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
@@ -63,18 +64,20 @@ _PASS_THROUGH = {"prim::NumToTensor", "aten::ScalarImplicit", "prim::unchecked_c
 
 
 def load_torchscript(data: bytes) -> LayerGraph:
-    try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except Exception as exc:  # torch raises RuntimeError, ValueError, ... for bad archives
-        message = f"the TorchScript archive cannot be loaded: {_first_line(exc)}"
-        raise CorruptArchive(message) from exc
-    module.eval()
-    try:
-        frozen = torch.jit.freeze(module, optimize_numerics=False)
-    except Exception as exc:
-        raise UnsupportedLayer(
-            f"the TorchScript module cannot be frozen for reading: {_first_line(exc)}"
-        ) from exc
+    with warnings.catch_warnings():
+        # torch deprecates TorchScript in favour of torch.export; users still upload it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError, ValueError, ... for bad archives
+            message = f"the TorchScript archive cannot be loaded: {_first_line(exc)}"
+            raise CorruptArchive(message) from exc
+        module.eval()
+        try:
+            frozen = torch.jit.freeze(module, optimize_numerics=False)
+        except Exception as exc:
+            message = f"the TorchScript module cannot be frozen for reading: {_first_line(exc)}"
+            raise UnsupportedLayer(message) from exc
     return _Reader().read(frozen.graph)
 
 
