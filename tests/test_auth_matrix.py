@@ -22,6 +22,7 @@ from starlette.testclient import WebSocketDenialResponse
 
 from specklab.server import app as app_module
 from specklab.server.api import meta
+from specklab.server.api.deps import CurrentUser
 from specklab.server.auth.dependencies import require_admin
 from specklab.server.storage import utcnow
 from specklab.server.storage.tables import ApiToken
@@ -226,9 +227,9 @@ def test_routes_added_later_are_protected_too(
         return {"ok": "yes"}
 
     @probe.websocket("/stream")
-    async def stream(websocket: WebSocket) -> None:
+    async def stream(websocket: WebSocket, user: CurrentUser) -> None:
         await websocket.accept()
-        await websocket.send_text("hello")
+        await websocket.send_text(f"hello {user.name}")
         await websocket.close()
 
     monkeypatch.setattr(app_module, "ROUTERS", [*app_module.ROUTERS, probe])
@@ -248,4 +249,4 @@ def test_routes_added_later_are_protected_too(
             lambda: lab.client.websocket_connect(f"/v1/probe/stream?token={ADMIN_TOKEN}"),
         ):
             with connect() as websocket:
-                assert websocket.receive_text() == "hello"
+                assert websocket.receive_text() == "hello admin"
