@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,8 +28,8 @@ from specklab.server.auth.dependencies import require_admin
 from specklab.server.storage import utcnow
 from specklab.server.storage.tables import ApiToken
 
-from .db_fixtures import add_devices
-from .lab_client import Lab, bearer
+from .db_fixtures import BACKENDS, add_devices, backend_url
+from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
 
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PUBLIC = {route.path for route in meta.router.routes}
@@ -71,7 +72,15 @@ class Callers:
     owned: dict[str, str]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module", params=BACKENDS)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab per backend for the whole module: the calls below change nothing."""
+    directory = tmp_path_factory.mktemp("matrix")
+    with backend_url(request.param, directory) as url, running_lab(directory / "data", url) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
 def callers(lab: Lab) -> Callers:
     _, alice = lab.add_user("alice")
     _, bob = lab.add_user("bob")
@@ -216,9 +225,8 @@ def test_other_users_resources_are_not_found(lab: Lab, callers: Callers) -> None
 
 
 def test_routes_added_later_are_protected_too(
-    tmp_path: pytest.TempPathFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from .lab_client import ADMIN_TOKEN, running_lab
 
     probe = APIRouter(prefix="/v1/probe")
 
@@ -233,7 +241,7 @@ def test_routes_added_later_are_protected_too(
         await websocket.close()
 
     monkeypatch.setattr(app_module, "ROUTERS", [*app_module.ROUTERS, probe])
-    with running_lab(tmp_path / "data", database_url) as lab:  # type: ignore[operator]
+    with running_lab(tmp_path / "data", database_url) as lab:
         assert lab.client.get("/v1/probe/thing").status_code == 401
         assert lab.client.get("/v1/probe/thing", headers=lab.admin).json() == {"ok": "yes"}
         with (
