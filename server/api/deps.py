@@ -40,7 +40,8 @@ def _events(conn: HTTPConnection) -> BookingEvents:
 
 #: Closed when the handler returns, before the response is sent (no lock outlives a handler).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-#: For WebSocket handlers: open short sessions (``db.session()``) instead of holding one.
+#: For WebSocket handlers: open short sessions instead of holding one for the connection
+#: (``db.session()`` to read, ``db.write_session()`` to write: it takes SQLite's lock first).
 DatabaseDep = Annotated[Database, Depends(get_db)]
 CurrentUser = Annotated[Principal, Depends(require_user)]
 WriterUser = Annotated[Principal, Depends(require_writer)]
