@@ -7,9 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .patch import ConfigPatch
+
 
 class DeploymentRequest(BaseModel):
-    model_id: str
+    model_id: int
     #: "auto", a list of cores (one per model layer), or a model layer -> core map.
     chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto"
     #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = last),
@@ -17,15 +19,16 @@ class DeploymentRequest(BaseModel):
     monitor_layers: list[int | Literal["dvs"]] | Literal["all"] = Field(
         default_factory=lambda: [-1]
     )
-    #: A declarative configuration patch (see ``specklab.schemas.patch``), applied last.
-    config_patch: dict | None = None
+    #: A declarative configuration patch, applied last (the guide's ``config_modifier``).
+    config_patch: ConfigPatch | None = None
     #: Slow clock (leak and readout ticks) in Hz; None keeps the model's setting.
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class Deployment(BaseModel):
     device_id: str
-    model_id: str
+    #: None for the DVS layer alone, set up for a DVS stream or recording without a model.
+    model_id: int | None
     owner: str
     deployed_at: datetime
     #: Model layer -> core, as applied.

@@ -21,7 +21,7 @@ class RecordingRequest(BaseModel):
 
 
 class Recording(BaseModel):
-    id: str
+    id: int
     name: str
     owner: str
     device_id: str

@@ -51,6 +51,13 @@ class StreamMode(StrEnum):
 CLIENT_OPS: Final = frozenset({"heartbeat", "reset_states", "start_sensor", "stop_sensor", "stats"})
 #: Largest number of events the server puts in one frame (about 1.8 MB of spikes).
 MAX_EVENTS_PER_FRAME: Final = 1 << 17
+#: WebSocket close code of a session the server ended (the fatal error frame says why).
+CLOSE_ENDED: Final = 4410
+
+
+def refusal_close_code(http_status: int) -> int:
+    """WebSocket close code of a stream refused at its start: 4000 + the HTTP status."""
+    return 4000 + http_status
 
 
 class StreamError(Exception):

@@ -11,7 +11,11 @@ from fastapi import Depends, FastAPI
 from .api import PUBLIC_ROUTERS, ROUTERS
 from .auth.dependencies import require_user
 from .booking.lifespan import accounts_and_bookings
+from .deployments.lifespan import deployments
+from .devices.lifespan import device_manager
 from .errors import install_error_handlers
+from .models.lifespan import model_store
+from .recordings.lifespan import recording_store
 from .settings import Settings, load_settings
 
 log = logging.getLogger("specklab.server")
@@ -24,7 +28,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting", extra={"data_dir": str(settings.data_dir)})
-        async with accounts_and_bookings(app, settings):
+        # Devices first: the booking sweeper records them from its first check-in.
+        async with (
+            device_manager(app, settings),
+            accounts_and_bookings(app, settings),
+            model_store(app, settings),
+            deployments(app),
+            recording_store(app, settings),
+        ):
             yield
         log.info("stopped")
 

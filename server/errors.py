@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from specklab.schemas.api import ErrorBody
 
+from .devices.errors import DeviceError
+
 
 class ApiError(Exception):
     def __init__(
@@ -36,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _response(exc.status, exc.body, exc.headers)
+
+    @app.exception_handler(DeviceError)
+    async def _device_error(request: Request, exc: DeviceError) -> JSONResponse:
+        return _response(exc.http_status, ErrorBody(code=exc.code, message=exc.message))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

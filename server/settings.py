@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     #: Compile worker processes (each holds torch: about 0.75 GiB).
     compile_workers: int = Field(default=1, ge=1, le=16)
+    #: A recording stops once it holds this many events (20 M DVS events: 260 MB).
+    max_recording_events: int = Field(default=20_000_000, ge=1)
     #: Largest model upload accepted.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
 

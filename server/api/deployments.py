@@ -1,0 +1,45 @@
+"""Deployments: put a compiled model on a booked device, show it, clear it, reset its states."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.requests import HTTPConnection
+
+from specklab.schemas.deploy import Deployment, DeploymentRequest
+
+from ..deployments import Deployments
+from .deps import CurrentUser, WriterUser
+
+router = APIRouter(prefix="/v1/devices/{device_id}", tags=["deployments"])
+
+
+def _deployments(conn: HTTPConnection) -> Deployments:
+    return conn.app.state.deployments
+
+
+DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
+
+
+@router.post("/deployment", status_code=201, response_model=Deployment)
+async def deploy(
+    device_id: str, request: DeploymentRequest, user: WriterUser, deployments: DeploymentsDep
+) -> Deployment:
+    return await deployments.deploy(user, device_id, request)
+
+
+@router.get("/deployment", response_model=Deployment)
+def get_deployment(device_id: str, user: CurrentUser, deployments: DeploymentsDep) -> Deployment:
+    return deployments.hub(user, device_id).deployment
+
+
+@router.delete("/deployment", status_code=204)
+async def remove_deployment(device_id: str, user: WriterUser, deployments: DeploymentsDep) -> None:
+    await deployments.remove(user, device_id)
+
+
+@router.post("/reset-states", status_code=204)
+async def reset_states(device_id: str, user: WriterUser, deployments: DeploymentsDep) -> None:
+    hub = await deployments.hub_for_use(user, device_id)
+    await hub.reset_states()

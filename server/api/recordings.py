@@ -1,0 +1,79 @@
+"""Recordings: record a device for N seconds, list, download (.npy, .aedat4), delete, replay."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, Response
+from starlette.requests import HTTPConnection
+
+from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
+
+from ..recordings import RecordingService
+from .deps import CurrentUser, WriterUser
+
+router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
+
+
+def _recordings(conn: HTTPConnection) -> RecordingService:
+    return conn.app.state.recordings
+
+
+RecordingsDep = Annotated[RecordingService, Depends(_recordings)]
+
+
+@router.post("", status_code=201, response_model=Recording)
+async def record(
+    request: RecordingRequest, user: WriterUser, recordings: RecordingsDep
+) -> Recording:
+    """Record for ``duration_s`` seconds; answers when the recording is stored."""
+    return await recordings.record(user, request)
+
+
+@router.get("", response_model=list[Recording])
+async def list_recordings(user: CurrentUser, recordings: RecordingsDep) -> list[Recording]:
+    return await recordings.list(user)
+
+
+@router.get("/{recording_id}", response_model=Recording)
+async def get_recording(
+    recording_id: int, user: CurrentUser, recordings: RecordingsDep
+) -> Recording:
+    return await recordings.get(user, recording_id)
+
+
+@router.get("/{recording_id}/events.npy", response_class=Response)
+async def download_npy(recording_id: int, user: CurrentUser, recordings: RecordingsDep) -> Response:
+    events = await recordings.events(user, recording_id)
+    buffer = io.BytesIO()
+    np.save(buffer, events, allow_pickle=False)
+    return Response(
+        buffer.getvalue(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="recording-{recording_id}.npy"'},
+    )
+
+
+@router.get("/{recording_id}/events.aedat4", response_class=FileResponse)
+async def download_aedat4(
+    recording_id: int, user: CurrentUser, recordings: RecordingsDep
+) -> FileResponse:
+    path = await recordings.aedat4(user, recording_id)
+    return FileResponse(path, filename=f"recording-{recording_id}.aedat4")
+
+
+@router.delete("/{recording_id}", status_code=204)
+async def delete_recording(recording_id: int, user: WriterUser, recordings: RecordingsDep) -> None:
+    await recordings.delete(user, recording_id)
+
+
+@router.post("/{recording_id}/replay", status_code=202)
+async def replay(
+    recording_id: int, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
+) -> dict[str, int]:
+    """Start replaying a DVS recording into a deployment's DVS layer; outputs come out on the
+    device's continuous stream."""
+    return {"events": await recordings.replay(user, recording_id, request)}

@@ -1,0 +1,194 @@
+"""One deployment's live I/O: the device session, the deployed configuration, and the
+consumers of what comes out of the chip.
+
+Outputs reach consumers (continuous streams, DVS streams, recordings) through
+:class:`OutputSubscription` queues, each bounded by a number of events. The pump that reads
+the device runs only while someone subscribes. **Overflow policy: drop.** When a consumer
+falls behind by more than its bound, newer outputs are dropped for that consumer only and
+counted in ``dropped``, which stream stats frames report; the device and the other consumers
+never wait for a slow reader, and the daemon's memory stays bounded.
+
+A forward batch takes the device exclusively: the pump pauses while it runs, and the batch's
+outputs go to its caller only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.deploy import Deployment
+
+from ..devices.base import DeviceOutput
+from ..devices.errors import DeviceError
+from ..devices.manager import DeviceSession
+
+log = logging.getLogger("specklab.deployments")
+
+#: Events a consumer may fall behind by before its outputs are dropped (about 14 MB of spikes).
+DEFAULT_BACKLOG_EVENTS = 1 << 20
+#: How long one pump read waits for outputs: the continuous streams' flush interval.
+PUMP_INTERVAL_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class EndReason:
+    """Why a deployment ended while consumers were attached: their fatal error frame."""
+
+    code: str
+    message: str
+
+
+class OutputSubscription:
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self.dropped = 0
+        self.queued_events = 0
+        self._queue: asyncio.Queue[DeviceOutput | EndReason] = asyncio.Queue()
+
+    def _offer(self, output: DeviceOutput) -> None:
+        if self.queued_events + output.count > self.max_events:
+            self.dropped += output.count
+            return
+        self.queued_events += output.count
+        self._queue.put_nowait(output)
+
+    def _end(self, reason: EndReason) -> None:
+        self._queue.put_nowait(reason)
+
+    async def get(self) -> DeviceOutput | EndReason:
+        item = await self._queue.get()
+        if isinstance(item, DeviceOutput):
+            self.queued_events -= item.count
+        return item
+
+
+class DeviceHub:
+    def __init__(
+        self,
+        session: DeviceSession,
+        config: ChipConfig,
+        deployment: Deployment,
+        *,
+        booking_id: int,
+        user_id: int,
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.deployment = deployment
+        self.booking_id = booking_id
+        self.user_id = user_id
+        self.end_reason: EndReason | None = None
+        self.ended_event = asyncio.Event()
+        self._device_lock = asyncio.Lock()
+        self._subscriptions: set[OutputSubscription] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._sensor_users = 0
+
+    @property
+    def device_id(self) -> str:
+        return self.session.device_id
+
+    @property
+    def ended(self) -> bool:
+        return self.end_reason is not None
+
+    # ----- device calls -----
+
+    async def forward(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> DeviceOutput:
+        async with self._device_lock:
+            return await self.session.forward(spikes, dvs)
+
+    async def write(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> None:
+        await self.session.write(spikes, dvs)
+
+    async def reset_states(self) -> None:
+        async with self._device_lock:
+            await self.session.reset_states()
+
+    async def restart_stopwatch(self) -> None:
+        """Continuous streams time their inputs from their own start."""
+        async with self._device_lock:
+            await self.session.reset_stopwatch()
+            await self.session.start_stopwatch()
+
+    async def reapply(self, config: ChipConfig) -> None:
+        """Write a changed configuration (neuron states start again from their initial values)."""
+        async with self._device_lock:
+            await self.session.apply(config)
+            self.config = config
+
+    @contextlib.asynccontextmanager
+    async def sensor(self) -> AsyncIterator[None]:
+        """The DVS sensor is on while any user holds it."""
+        self._sensor_users += 1
+        if self._sensor_users == 1:
+            await self.session.set_sensor(True)
+        try:
+            yield
+        finally:
+            self._sensor_users -= 1
+            if self._sensor_users == 0 and not self.ended:
+                with contextlib.suppress(DeviceError):
+                    await self.session.set_sensor(False)
+
+    # ----- outputs -----
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, max_events: int = DEFAULT_BACKLOG_EVENTS
+    ) -> AsyncIterator[OutputSubscription]:
+        subscription = OutputSubscription(max_events)
+        if self.end_reason is not None:
+            subscription._end(self.end_reason)
+        self._subscriptions.add(subscription)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run_pump(), name=f"pump {self.device_id}")
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    async def _run_pump(self) -> None:
+        while self._subscriptions and not self.ended:
+            try:
+                async with self._device_lock:
+                    output = await self.session.read(PUMP_INTERVAL_S)
+            except DeviceError as exc:
+                await self.end(EndReason(exc.code, exc.message))
+                return
+            if output.count:
+                for subscription in list(self._subscriptions):
+                    subscription._offer(output)
+
+    # ----- the end -----
+
+    async def end(self, reason: EndReason | None = None) -> None:
+        """Tell consumers (with ``reason``), stop the pump, release the device. Idempotent."""
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason or EndReason("deployment_removed", "the deployment was removed")
+        self.ended_event.set()
+        for subscription in list(self._subscriptions):
+            subscription._end(self.end_reason)
+        if self._pump is not None and self._pump is not asyncio.current_task():
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        try:
+            await self.session.close()
+        except DeviceError as exc:
+            log.warning("releasing %s failed: %s", self.device_id, exc.message)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "consumers": len(self._subscriptions),
+            "queued_events": sum(s.queued_events for s in self._subscriptions),
+            "dropped": sum(s.dropped for s in self._subscriptions),
+        }

@@ -1,0 +1,26 @@
+"""Start-up and shutdown of deployments: at shutdown every device is released."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .registry import Deployments
+
+
+@asynccontextmanager
+async def deployments(app: FastAPI) -> AsyncIterator[None]:
+    registry = Deployments(
+        devices=app.state.devices,
+        db=app.state.db,
+        booking_events=app.state.booking_events,
+        policy=app.state.booking_policy,
+        models=app.state.models,
+    )
+    app.state.deployments = registry
+    try:
+        yield
+    finally:
+        await registry.close()

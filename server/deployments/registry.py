@@ -1,0 +1,290 @@
+"""Deployments: the guide's ``hw_model.to(device, ...)`` as a service.
+
+A deployment puts a user's compiled model on a device they have booked, and lives until it is
+removed, its booking ends or is preempted, or the device goes away; whichever happens, the
+device is released (cleared) and every stream on it gets a fatal error frame saying why.
+Deployments live in the daemon's memory: after a restart devices start empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+from sqlalchemy.orm import Session
+
+from specklab.schemas.chipconfig import ChipConfig, DVSLayer
+from specklab.schemas.compile import CompileOptions
+from specklab.schemas.deploy import Deployment, DeploymentRequest
+from specklab.schemas.patch import ConfigPatch, PatchError, apply_patch
+
+from ..auth.principal import Principal
+from ..booking.events import BookingEvents
+from ..booking.service import BookingPolicy, renew_lease, require_active_booking
+from ..devices.errors import DeviceError
+from ..devices.manager import DeviceManager
+from ..errors import ApiError
+from ..models import ModelService
+from ..storage import Database, utcnow
+from ..storage.audit import audit
+from ..storage.tables import Booking
+from .hub import DeviceHub, EndReason
+
+log = logging.getLogger("specklab.deployments")
+T = TypeVar("T")
+
+
+def monitoring_patch(
+    config: ChipConfig, monitor_layers: list[int | Literal["dvs"]] | Literal["all"]
+) -> ConfigPatch:
+    """The guide's ``monitor_layers`` as a patch; "all" is every layer and the DVS layer."""
+    if monitor_layers == "all":
+        everything: list[int | Literal["dvs"]] = list(range(len(config.layers)))
+        if config.dvs_layer is not None:
+            everything.append("dvs")
+        return ConfigPatch(monitor_layers=everything)
+    return ConfigPatch(monitor_layers=monitor_layers)
+
+
+def deployed_config(config: ChipConfig, request: DeploymentRequest) -> ChipConfig:
+    """The compiled configuration with the request's monitors, slow clock and patch applied."""
+    try:
+        config = apply_patch(config, monitoring_patch(config, request.monitor_layers))
+        if request.slow_clock_hz is not None:
+            config = apply_patch(config, ConfigPatch(slow_clock_hz=request.slow_clock_hz))
+        if request.config_patch is not None:
+            config = apply_patch(config, request.config_patch)
+    except PatchError as exc:
+        raise ApiError(422, "invalid_patch", str(exc), detail={"loc": exc.loc}) from exc
+    return config
+
+
+def with_dvs_monitor(config: ChipConfig, *, raw: bool) -> ChipConfig:
+    """``config`` with a DVS layer whose output leaves the chip: the sensor's raw events, or the
+    layer's pre-processed ones."""
+    out = config.model_copy()
+    out.dvs_layer = (config.dvs_layer or DVSLayer()).model_copy()
+    if raw:
+        out.dvs_layer.raw_monitor_enable = True
+    else:
+        out.dvs_layer.monitor_enable = True
+    return out
+
+
+def describe(
+    device_id: str, model_id: int | None, model_name: str, owner: str, config: ChipConfig
+) -> Deployment:
+    monitored = [p.layer for p in config.layers if config.cnn_layers[p.core].monitor_enable]
+    dvs = config.dvs_layer
+    layers = {p.layer: p.core for p in config.layers}
+    summary = (
+        f"model {model_id} ({model_name}) on {device_id}: "
+        + ", ".join(f"layer {layer} -> core {core}" for layer, core in layers.items())
+        + f"; monitoring layers {monitored}"
+        + (" and the DVS layer" if dvs and dvs.monitor_enable else "")
+    )
+    return Deployment(
+        device_id=device_id,
+        model_id=model_id,
+        owner=owner,
+        deployed_at=utcnow(),
+        layers=layers,
+        inputs=list(config.inputs),
+        monitored=monitored,
+        dvs_input=bool(dvs and dvs.destinations),
+        dvs_monitored=bool(dvs and dvs.monitor_enable),
+        summary=summary,
+    )
+
+
+class Deployments:
+    def __init__(
+        self,
+        *,
+        devices: DeviceManager,
+        db: Database,
+        booking_events: BookingEvents,
+        policy: BookingPolicy,
+        models: ModelService,
+    ) -> None:
+        self.devices = devices
+        self.db = db
+        self.booking_events = booking_events
+        self.policy = policy
+        self.models = models
+        self._hubs: dict[str, DeviceHub] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+
+    async def _in_db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
+        def run() -> T:
+            with self.db.write_session() if write else self.db.session() as session:
+                return work(session)
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def require_booking(self, user: Principal, device_id: str) -> Booking:
+        self.devices.state(device_id)  # DeviceNotFound for unknown ids
+        return await self._in_db(lambda s: require_active_booking(s, user, device_id))
+
+    async def deploy(
+        self, user: Principal, device_id: str, request: DeploymentRequest
+    ) -> Deployment:
+        booking = await self.require_booking(user, device_id)
+        record = await self._in_db(lambda s: self.models.get(s, user, request.model_id))
+        options = CompileOptions.model_validate(record.options).model_copy(
+            update={"chip_layers_ordering": request.chip_layers_ordering}
+        )
+        compiled = await self.models.config(record, options)
+        config = deployed_config(compiled, request)
+        description = describe(device_id, record.id, record.name, user.name, config)
+        hub = await self._install(user, booking, config, description)
+        await self._audit(user, "device.deploy", device_id, {"model_id": record.id})
+        log.info("deployed", extra={"device": device_id, "model": record.id, "user": user.name})
+        return hub.deployment
+
+    @contextlib.asynccontextmanager
+    async def sensor_hub(
+        self, user: Principal, device_id: str, *, raw: bool
+    ) -> AsyncIterator[DeviceHub]:
+        """A deployment whose DVS layer's output (``raw``: the sensor's own events) leaves the
+        chip: the user's deployment, re-applied with that monitor if it lacked it (neuron
+        states restart), or for as long as the block runs, the DVS layer alone."""
+        booking = await self.require_booking(user, device_id)
+        hub = self._hubs.get(device_id)
+        if hub is not None and not hub.ended and hub.booking_id == booking.id:
+            wanted = with_dvs_monitor(hub.config, raw=raw)
+            if wanted != hub.config:
+                await self._reapply(hub, wanted)
+            yield hub
+            return
+        config = with_dvs_monitor(ChipConfig(), raw=raw)
+        description = describe(device_id, None, "the DVS layer alone", user.name, config)
+        hub = await self._install(user, booking, config, description)
+        try:
+            yield hub
+        finally:
+            async with self._lock:
+                await self._end(hub, EndReason("deployment_removed", "the DVS session ended"))
+
+    async def _reapply(self, hub: DeviceHub, config: ChipConfig) -> None:
+        await hub.reapply(config)
+        dvs = config.dvs_layer
+        hub.deployment = hub.deployment.model_copy(
+            update={"dvs_monitored": bool(dvs and dvs.monitor_enable)}
+        )
+
+    async def _install(
+        self, user: Principal, booking: Booking, config: ChipConfig, deployment: Deployment
+    ) -> DeviceHub:
+        """Open the device for ``user``, write ``config``, and watch the booking and device."""
+        device_id = deployment.device_id
+        async with self._lock:
+            previous = self._hubs.pop(device_id, None)
+            if previous is not None:
+                await self._end(previous, EndReason("redeployed", "a new model was deployed"))
+            session = await self.devices.open_session(device_id, owner=user.name)
+            try:
+                await session.apply(config)
+            except DeviceError:
+                await session.close()
+                raise
+            hub = DeviceHub(session, config, deployment, booking_id=booking.id, user_id=user.id)
+            self._hubs[device_id] = hub
+            session.on_end(lambda error: self._device_gone(hub, error))
+            self._watchers[device_id] = asyncio.create_task(
+                self._watch_booking(hub), name=f"booking watch {device_id}"
+            )
+        return hub
+
+    async def heartbeat(self, user: Principal, hub: DeviceHub) -> None:
+        """Renew the lease of the booking a stream runs under."""
+
+        def renew(session: Session) -> None:
+            booking = session.get(Booking, hub.booking_id)
+            if booking is None:
+                raise ApiError(404, "booking_not_found", f"no booking {hub.booking_id}")
+            renew_lease(session, booking=booking, user=user, policy=self.policy)
+            session.commit()
+
+        await self._in_db(renew, write=True)
+
+    def hub(self, user: Principal, device_id: str) -> DeviceHub:
+        """The live deployment of ``device_id``, if ``user`` may see it (owner or admin)."""
+        hub = self._hubs.get(device_id)
+        if hub is None or hub.ended or not (user.is_admin or hub.user_id == user.id):
+            self.devices.state(device_id)  # unknown devices answer device_not_found
+            raise ApiError(404, "not_deployed", f"nothing is deployed on {device_id}")
+        return hub
+
+    async def hub_for_use(self, user: Principal, device_id: str) -> DeviceHub:
+        """The deployment ``user`` may stream from: theirs, under their running booking."""
+        booking = await self.require_booking(user, device_id)
+        hub = self._hubs.get(device_id)
+        if hub is None or hub.ended or hub.booking_id != booking.id:
+            raise ApiError(
+                409,
+                "not_deployed",
+                f"nothing is deployed on {device_id} in your booking: "
+                f"deploy a model first (POST /v1/devices/{device_id}/deployment)",
+            )
+        return hub
+
+    async def remove(self, user: Principal, device_id: str) -> None:
+        hub = self.hub(user, device_id)
+        if not user.can_write:
+            raise ApiError(403, "read_only", "observers cannot change deployments")
+        async with self._lock:
+            if self._hubs.get(device_id) is hub:
+                del self._hubs[device_id]
+            await self._end(hub, EndReason("deployment_removed", "the deployment was removed"))
+        await self._audit(user, "device.undeploy", device_id, {})
+
+    async def close(self) -> None:
+        for hub in list(self._hubs.values()):
+            await self._end(hub, EndReason("daemon_stopping", "the daemon is shutting down"))
+        self._hubs.clear()
+
+    async def _end(self, hub: DeviceHub, reason: EndReason) -> None:
+        watcher = self._watchers.pop(hub.device_id, None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+        await hub.end(reason)
+        if self._hubs.get(hub.device_id) is hub:
+            del self._hubs[hub.device_id]
+
+    def _device_gone(self, hub: DeviceHub, error: DeviceError | None) -> None:
+        if error is None or hub.ended:
+            return
+        reason = EndReason(error.code, error.message)
+        asyncio.get_running_loop().create_task(self._end(hub, reason))
+
+    async def _watch_booking(self, hub: DeviceHub) -> None:
+        async with self.booking_events.subscribe(hub.device_id) as events:
+            async for event in events:
+                if event.booking_id != hub.booking_id or event.kind == "extended":
+                    continue
+                if event.kind == "preempted":
+                    reason = EndReason(
+                        "booking_preempted",
+                        f"booking {event.booking_id} of {hub.device_id} was preempted by an admin",
+                    )
+                else:
+                    reason = EndReason(
+                        "booking_ended", f"booking {event.booking_id} ended ({event.reason})"
+                    )
+                await self._end(hub, reason)
+                return
+
+    async def _audit(
+        self, user: Principal, action: str, device_id: str, detail: dict[str, Any]
+    ) -> None:
+        def write(session: Session) -> None:
+            audit(session, user, action, f"device:{device_id}", detail)
+            session.commit()
+
+        await self._in_db(write, write=True)

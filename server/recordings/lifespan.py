@@ -1,0 +1,22 @@
+"""Start-up of the recording store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..settings import Settings
+from .service import RecordingService
+
+
+@asynccontextmanager
+async def recording_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    app.state.recordings = RecordingService(
+        root=settings.data_dir / "recordings",
+        db=app.state.db,
+        deployments=app.state.deployments,
+        max_events=settings.max_recording_events,
+    )
+    yield
