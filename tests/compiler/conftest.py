@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+from torch import nn
 
 from specklab.server.compiler import ArchiveLimits, CompilerPool, WorkerLimits
 from specklab.server.compiler.samples import (
@@ -16,16 +17,36 @@ from specklab.server.compiler.samples import (
 TEST_UPLOAD_LIMIT = 4 * 1024 * 1024
 
 
+_WRITERS: dict[str, Callable[[nn.Module], bytes]] = {
+    "script": torchscript_bytes,
+    "trace": lambda model: torchscript_bytes(model, trace=True),
+    "export": export_bytes,
+    "nir": nir_bytes,
+}
+
+
+class _GuideFiles(Mapping[str, bytes]):
+    """The guide's network in every format, each written on first use (export takes seconds)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] = {}
+
+    def __getitem__(self, kind: str) -> bytes:
+        if kind not in self._files:
+            self._files[kind] = _WRITERS[kind](guide_network())
+        return self._files[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WRITERS)
+
+    def __len__(self) -> int:
+        return len(_WRITERS)
+
+
 @pytest.fixture(scope="session")
-def guide_files() -> dict[str, bytes]:
-    """The guide's network in every format: script, trace, export, NIR."""
-    model = guide_network()
-    return {
-        "script": torchscript_bytes(model),
-        "trace": torchscript_bytes(model, trace=True),
-        "export": export_bytes(model),
-        "nir": nir_bytes(model),
-    }
+def guide_files() -> Mapping[str, bytes]:
+    """The guide's network as script, trace, export and NIR files."""
+    return _GuideFiles()
 
 
 @pytest.fixture(scope="session")

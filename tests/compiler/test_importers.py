@@ -4,6 +4,7 @@ recover their attributes from the graph; format detection reads content, not nam
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 import nir
 import numpy as np
@@ -34,7 +35,9 @@ LIMITS = ArchiveLimits()
 
 
 @pytest.mark.parametrize("kind", ["script", "trace", "export", "nir"])
-def test_guide_network_imports_from_every_format(guide_files: dict[str, bytes], kind: str) -> None:
+def test_guide_network_imports_from_every_format(
+    guide_files: Mapping[str, bytes], kind: str
+) -> None:
     graph = import_model(guide_files[kind], LIMITS)
     ops = [node.op for node in graph.nodes]
     expected = [IntegrateFire if (kind == "nir" and t is ReLU) else t for t in GUIDE_OPS]
@@ -184,7 +187,7 @@ def test_nir_neurons_the_chip_lacks_are_unsupported() -> None:
     ],
 )
 def test_format_is_detected_by_content(
-    guide_files: dict[str, bytes], kind: str, expected: str
+    guide_files: Mapping[str, bytes], kind: str, expected: str
 ) -> None:
     assert detect_format(guide_files[kind]) == expected
 
@@ -203,7 +206,7 @@ def test_other_content_is_an_unknown_format(data: bytes) -> None:
 
 
 @pytest.mark.parametrize("kind", ["script", "export", "nir"])
-def test_truncated_files_are_corrupt_archives(guide_files: dict[str, bytes], kind: str) -> None:
+def test_truncated_files_are_corrupt_archives(guide_files: Mapping[str, bytes], kind: str) -> None:
     data = guide_files[kind]
     with pytest.raises(CorruptArchive):
         import_model(data[: len(data) // 2], LIMITS)

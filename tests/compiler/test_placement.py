@@ -4,6 +4,7 @@ orderings, and reports that explain a failure."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}  # spec section 5
 
 
 def test_the_guide_network_is_placed_as_the_vendor_places_it(
-    guide_files: dict[str, bytes],
+    guide_files: Mapping[str, bytes],
 ) -> None:
     result = compile_graph(import_model(guide_files["trace"], ArchiveLimits()), options())
     assert result.report.placement is not None
@@ -90,7 +91,7 @@ def test_a_failed_placement_explains_itself() -> None:
     assert "only fit cores 5, 6" in caught.value.message
 
 
-def test_an_explicit_ordering_is_used_when_it_fits(guide_files: dict[str, bytes]) -> None:
+def test_an_explicit_ordering_is_used_when_it_fits(guide_files: Mapping[str, bytes]) -> None:
     graph = import_model(guide_files["script"], ArchiveLimits())
     ordering = [1, 4, 6, 5, 0]
     by_list = compile_graph(graph, options(chip_layers_ordering=ordering))
@@ -109,7 +110,7 @@ def test_an_explicit_ordering_is_used_when_it_fits(guide_files: dict[str, bytes]
     ],
 )
 def test_an_explicit_ordering_is_checked(
-    guide_files: dict[str, bytes], ordering: list[int], message: str
+    guide_files: Mapping[str, bytes], ordering: list[int], message: str
 ) -> None:
     graph = import_model(guide_files["script"], ArchiveLimits())
     with pytest.raises(PlacementFailed) as caught:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 import torch
@@ -134,7 +136,7 @@ def test_without_discretize_an_average_pool_explains_the_fraction() -> None:
         compile_graph(graph, options((1, 12, 12), discretize=False, min_v_mem=-1.0))
 
 
-def test_guide_network_quantizes_every_weight_into_8_bits(guide_files: dict[str, bytes]) -> None:
+def test_guide_network_quantizes_every_weight_into_8_bits(guide_files: Mapping[str, bytes]) -> None:
     from specklab.server.compiler.archive import ArchiveLimits
     from specklab.server.compiler.pipeline import import_model
 

@@ -9,6 +9,7 @@ import pickle
 import signal
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,13 @@ from .graphs import options
 GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}
 
 
-def _assert_works(pool: CompilerPool, guide_files: dict[str, bytes]) -> None:
+def _assert_works(pool: CompilerPool, guide_files: Mapping[str, bytes]) -> None:
     result = pool.compile(guide_files["trace"], options())
     assert result.report.ok and result.report.placement.mapping == GUIDE_PLACEMENT
 
 
 def test_the_three_formats_compile_identically(
-    pool: CompilerPool, guide_files: dict[str, bytes]
+    pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
     results = {kind: pool.compile(data, options()) for kind, data in guide_files.items()}
     documents = [result.config_json for result in results.values()]
@@ -88,7 +89,7 @@ def _zip_bomb() -> bytes:
     return out.getvalue()
 
 
-def _bad_upload(case: str, guide: dict[str, bytes], marker: Path) -> tuple[bytes, type]:
+def _bad_upload(case: str, guide: Mapping[str, bytes], marker: Path) -> tuple[bytes, type]:
     script = guide["script"]
     payload = pickle.dumps(_Payload(marker), protocol=4 if "STACK" in case else 2)
     if case.startswith("pickle payload"):
@@ -132,7 +133,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_uploads_get_typed_errors_and_the_pool_keeps_working(
-    pool: CompilerPool, guide_files: dict[str, bytes], tmp_path: Path, case: str
+    pool: CompilerPool, guide_files: Mapping[str, bytes], tmp_path: Path, case: str
 ) -> None:
     marker = tmp_path / "pwned"
     data, error = _bad_upload(case, guide_files, marker)
@@ -143,7 +144,7 @@ def test_bad_uploads_get_typed_errors_and_the_pool_keeps_working(
     _assert_works(pool, guide_files)
 
 
-def test_the_unpacked_size_limit_is_enforced(guide_files: dict[str, bytes]) -> None:
+def test_the_unpacked_size_limit_is_enforced(guide_files: Mapping[str, bytes]) -> None:
     small = ArchiveLimits(max_unpacked_bytes=100_000)
     with pytest.raises(ArchiveBomb, match="unpacks to"):
         check_archive(guide_files["script"], "torchscript", small)
@@ -157,7 +158,7 @@ def _limits(pid: int) -> dict[str, str]:
 
 
 def test_workers_run_under_resource_limits(
-    pool: CompilerPool, guide_files: dict[str, bytes]
+    pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
     _assert_works(pool, guide_files)
     [pid] = pool.pids
@@ -168,7 +169,9 @@ def test_workers_run_under_resource_limits(
     assert limits["Max cpu time"] != "unlimited"  # moved up by the budget at each compile
 
 
-def test_a_timed_out_worker_is_replaced(pool: CompilerPool, guide_files: dict[str, bytes]) -> None:
+def test_a_timed_out_worker_is_replaced(
+    pool: CompilerPool, guide_files: Mapping[str, bytes]
+) -> None:
     before = pool.pids
     with pytest.raises(CompileTimeout):
         pool.compile(guide_files["export"], options(), timeout=0.0001)
@@ -177,7 +180,7 @@ def test_a_timed_out_worker_is_replaced(pool: CompilerPool, guide_files: dict[st
 
 
 def test_a_worker_killed_while_idle_is_replaced(
-    pool: CompilerPool, guide_files: dict[str, bytes]
+    pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
     _assert_works(pool, guide_files)
     [pid] = pool.pids
@@ -198,7 +201,7 @@ def _state(pid: int) -> str:
 
 
 def test_model_errors_carry_their_report_across_the_process_boundary(
-    pool: CompilerPool, guide_files: dict[str, bytes]
+    pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
     with pytest.raises(CompileError) as caught:
         pool.compile(guide_files["script"], options(chip_layers_ordering=[0, 1, 2, 3, 4]))
