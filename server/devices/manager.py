@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
 
 from ..chips import SUPPORTED_DEVICES
 from .base import Device, DeviceDescription, DeviceHealth, DeviceOutput
@@ -169,8 +168,7 @@ class DeviceSession:
         call's timeout defaults to the batch's duration plus ``settle_s`` plus 30 s.
         """
         if timeout is None:
-            span = _span_us(spikes, SPIKE_DTYPE) + _span_us(dvs, DVS_DTYPE)
-            timeout = span / 1e6 + settle_s + 30.0
+            timeout = _span_s(spikes, dvs) + settle_s + 30.0
         return await self.call(
             lambda d: d.forward(spikes, dvs, timeout=settle_s), timeout=timeout, what="forward"
         )
@@ -245,10 +243,16 @@ def _release(driver: Device) -> None:
         driver.close()
 
 
-def _span_us(events: np.ndarray | None, dtype: np.dtype) -> int:
-    if events is None or len(events) == 0 or events.dtype != dtype:
-        return 0
-    return int(events["t"].max()) - int(events["t"].min())
+def _span_s(*batches: np.ndarray | None) -> float:
+    """Seconds from a batch's first to its last event (0 for what is not an event array)."""
+    times = [
+        b["t"]
+        for b in batches
+        if b is not None and len(b) and b.dtype.names and "t" in b.dtype.names
+    ]
+    if not times:
+        return 0.0
+    return (max(int(t.max()) for t in times) - min(int(t.min()) for t in times)) / 1e6
 
 
 class DeviceManager:

@@ -1,0 +1,68 @@
+"""Devices: the list with status, one device, and the device types the guide names."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.requests import HTTPConnection
+
+from specklab.schemas.api import ErrorBody
+from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
+
+from ..booking.devices_view import lab_device, lab_device_list
+from ..chips import DEVICE_TYPES, SUPPORTED_DEVICES
+from ..devices.errors import DeviceError
+from ..devices.manager import DeviceManager
+from ..devices.views import device_public, samna_info
+from ..errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["devices"])
+
+
+def _manager(conn: HTTPConnection) -> DeviceManager:
+    return conn.app.state.devices
+
+
+ManagerDep = Annotated[DeviceManager, Depends(_manager)]
+
+
+def api_error(exc: DeviceError) -> ApiError:
+    """A device error as the API answers it."""
+    return ApiError(exc.http_status, exc.code, exc.message)
+
+
+@router.get("/devices", response_model=DeviceList)
+async def list_devices(conn: HTTPConnection, manager: ManagerDep) -> DeviceList:
+    """This host's devices, then those other hosts of the lab serve (each with its ``url``)."""
+    devices = [await device_public(manager, state) for state in manager.states()]
+    devices = await lab_device_list(conn.app.state, devices)
+    return DeviceList(devices=devices, samna=samna_info(manager))
+
+
+@router.get(
+    "/devices/{device_id}", response_model=DevicePublic, responses={404: {"model": ErrorBody}}
+)
+async def get_device(conn: HTTPConnection, device_id: str, manager: ManagerDep) -> DevicePublic:
+    try:
+        state = manager.state(device_id)
+    except DeviceError as exc:
+        remote = await lab_device(conn.app.state, device_id)
+        if remote is None:
+            raise api_error(exc) from None
+        return remote
+    local = await device_public(manager, state)
+    return local.model_copy(update={"url": conn.app.state.settings.effective_public_url})
+
+
+@router.get("/device-types", response_model=list[DeviceType])
+async def device_types() -> list[DeviceType]:
+    return [
+        DeviceType(
+            type=name,
+            samna_name=samna_name,
+            supported=name in SUPPORTED_DEVICES,
+            chip=SUPPORTED_DEVICES.get(name),
+        )
+        for name, samna_name in DEVICE_TYPES.items()
+    ]

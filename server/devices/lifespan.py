@@ -1,0 +1,29 @@
+"""Start-up and shutdown of the device manager (called from the app's lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..settings import Settings
+from .manager import DeviceManager
+from .samna_loader import SamnaLoader
+
+
+@asynccontextmanager
+async def device_manager(app: FastAPI, settings: Settings) -> AsyncIterator[DeviceManager]:
+    """First scan (samna imported off the loop if it is the real one), virtual devkits,
+    periodic rescans; ``app.state.devices`` holds the manager while the app runs."""
+    manager = DeviceManager(
+        host=settings.host_name,
+        virtual=settings.virtual,
+        samna=SamnaLoader(timeout_s=settings.samna_import_timeout_s),
+    )
+    await manager.start(rescan_interval_s=settings.device_rescan_s)
+    app.state.devices = manager
+    try:
+        yield manager
+    finally:
+        await manager.stop()

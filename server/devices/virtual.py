@@ -1,0 +1,346 @@
+"""The virtual devkit: the simulator behind the :class:`~.base.Device` interface.
+
+Batch mode (``forward``) is exact: the inputs run through the simulator at once, shifted to start
+at 0 like on the devkit, and everything they cause comes back (no quiet period is needed).
+
+Continuous mode is paced like the devkit's stopwatch: a written event enters the chip when the
+stopwatch reaches its timestamp (at once if that is past), and every :meth:`VirtualDevkit.read`
+first runs the chip up to the stopwatch's current time, slow-clock ticks and sensor included.
+
+Two things differ from the simulator's own view of DVS input, to match the chip: events written
+by the host always enter the DVS layer (``pass_sensor_events`` only gates the sensor, as the
+vendor documents), and only sensor events appear on the raw monitor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
+
+from ..simulator import ChipSimulator, SimulatorError
+from . import events as ev
+from .base import DeviceDescription, DeviceHealth, DeviceOutput
+from .errors import ConfigRejected, DeviceStateError, InvalidArgument
+
+#: Events per second of the virtual DVS sensor when it is on.
+DEFAULT_SENSOR_RATE_HZ = 20_000.0
+
+
+class _Stopwatch:
+    """Microseconds since the last reset, counting only while running."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._running = False
+        self._base_us = 0
+        self._since = clock()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def now_us(self) -> int:
+        if not self._running:
+            return self._base_us
+        return self._base_us + int((self._clock() - self._since) * 1e6)
+
+    def start(self) -> None:
+        if not self._running:
+            self._since = self._clock()
+            self._running = True
+
+    def stop(self) -> None:
+        self._base_us = self.now_us()
+        self._running = False
+
+    def set(self, t_us: int) -> None:
+        self._base_us = t_us
+        self._since = self._clock()
+
+
+class VirtualDevkit:
+    def __init__(
+        self,
+        description: DeviceDescription,
+        *,
+        sensor_rate_hz: float = DEFAULT_SENSOR_RATE_HZ,
+        seed: int = 0,
+        poll_s: float = 0.002,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if description.chip is None:
+            raise DeviceStateError(f"{description.id} cannot take a network")
+        self._description = description
+        self._sensor_rate_hz = sensor_rate_hz
+        self._seed = seed
+        self._poll_s = poll_s
+        self._clock = clock
+        self._sleep = sleep
+        self._watch = _Stopwatch(clock)
+        self._open = False
+        self._config: ChipConfig | None = None
+        self._sim: ChipSimulator | None = None
+        self._sensor: Any = None  # the simulator's SyntheticSensor, made when first switched on
+        self._sensor_on = False
+        #: Written inputs the stopwatch has not reached yet, sorted by t.
+        self._queued_spikes = np.zeros(0, dtype=SPIKE_DTYPE)
+        self._queued_dvs = np.zeros(0, dtype=DVS_DTYPE)
+        #: Stopwatch time at which the simulator's clock read 0.
+        self._epoch_us = 0
+        #: Stopwatch time up to which the chip has run.
+        self._done_us = 0
+        self._out_spikes: list[np.ndarray] = []
+        self._out_dvs: list[np.ndarray] = []
+        self._out_readout: list[np.ndarray] = []
+        self._events_out = 0
+
+    @property
+    def description(self) -> DeviceDescription:
+        return self._description
+
+    # ----- life cycle -----
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._unload()
+        self._sensor_on = False
+        self._watch.stop()
+        self._open = False
+
+    # ----- configuration -----
+
+    def apply(self, config: ChipConfig) -> None:
+        self._require_open()
+        ev.check_chip(self._description, config)
+        try:
+            simulator = ChipSimulator(_as_simulated(config), slow_clock_hz=config.slow_clock_hz)
+        except SimulatorError as exc:
+            raise ConfigRejected(f"the virtual chip refused the configuration: {exc}") from None
+        self._unload()
+        self._config, self._sim = config, simulator
+        self._epoch_us = self._done_us = self._watch.now_us()
+
+    def clear(self) -> None:
+        self._require_open()
+        self._unload()
+
+    def reset_states(self) -> None:
+        self._require_open()
+        if self._sim is not None:
+            self._catch_up()
+            self._sim.reset_states()
+
+    def set_sensor(self, enabled: bool) -> None:
+        self._require_open()
+        self._catch_up()
+        if enabled and self._sensor is None:
+            from ..simulator import SyntheticSensor
+
+            self._sensor = SyntheticSensor(rate_hz=self._sensor_rate_hz, seed=self._seed)
+        self._sensor_on = enabled
+
+    # ----- events -----
+
+    def write(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> None:
+        self._require_open()
+        spikes = ev.input_spikes(self._config, spikes)
+        dvs = ev.input_dvs(self._config, dvs)
+        if len(spikes):
+            self._queued_spikes = _merged(self._queued_spikes, spikes)
+        if len(dvs):
+            self._queued_dvs = _merged(self._queued_dvs, dvs)
+
+    def forward(
+        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
+    ) -> DeviceOutput:
+        """Exact: ``timeout`` is not needed (the simulator knows when the batch is done)."""
+        self._require_open()
+        spikes = ev.input_spikes(self._config, spikes)
+        dvs = ev.input_dvs(self._config, dvs)
+        simulator = self._loaded()
+        origin = ev.batch_origin(spikes, dvs)
+        last_us = ev.batch_end(spikes, dvs) - origin
+        # As on the devkit: queued input and unread output are dropped, the stopwatch restarts.
+        self._drop_io()
+        simulator.reset_clock()
+        self._epoch_us = 0
+        self._watch.set(0)
+        spikes_out, dvs_out, readout = self._run(
+            ev.shifted(spikes, -origin), ev.shifted(dvs, -origin), 0, last_us + 1
+        )
+        # The stopwatch stands just past the batch and runs on, as the devkit's does.
+        self._done_us = last_us + 1
+        self._watch.set(self._done_us)
+        self._watch.start()
+        return ev.output(self._config, spikes_out, dvs_out, readout, shift=origin)
+
+    def read(self, timeout: float) -> DeviceOutput:
+        self._require_open()
+        deadline = self._clock() + timeout
+        while True:
+            self._catch_up()
+            now = self._clock()
+            if self._out_spikes or self._out_dvs or self._out_readout or now >= deadline:
+                break
+            self._sleep(min(self._poll_s, deadline - now))
+        spikes = _joined(self._out_spikes, SPIKE_DTYPE)
+        dvs = _joined(self._out_dvs, DVS_DTYPE)
+        readout = _joined(self._out_readout, READOUT_DTYPE)
+        self._out_spikes, self._out_dvs, self._out_readout = [], [], []
+        return ev.output(self._config, spikes, dvs, readout)
+
+    def start_stopwatch(self) -> None:
+        self._require_open()
+        self._watch.start()
+
+    def stop_stopwatch(self) -> None:
+        self._require_open()
+        self._catch_up()
+        self._watch.stop()
+
+    def reset_stopwatch(self) -> None:
+        self._require_open()
+        self._catch_up()
+        self._watch.set(0)
+        self._epoch_us = self._done_us = 0
+        if self._sim is not None:
+            self._sim.reset_clock()
+
+    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
+        self._require_open()
+        simulator = self._loaded()
+        self._catch_up()
+        try:
+            return simulator.read_neuron(core, feature, y, x)
+        except SimulatorError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    def health(self) -> DeviceHealth:
+        counters = {"events_out": self._events_out, "queued_inputs": self._queued_count()}
+        if self._sim is not None:
+            counters.update(self._sim.counters)
+        return DeviceHealth(
+            ok=True, detail=ev.summary(self._open, self._config, self._sensor_on), counters=counters
+        )
+
+    # ----- the chip's time -----
+
+    def _catch_up(self) -> None:
+        """Run the chip up to the stopwatch's current time."""
+        if self._sim is None:
+            return
+        now = self._watch.now_us()
+        spikes, self._queued_spikes = _due(self._queued_spikes, now)
+        dvs, self._queued_dvs = _due(self._queued_dvs, now)
+        start = self._done_us
+        if now < start and not (len(spikes) or len(dvs)):
+            return  # no time has passed and nothing is due
+        self._done_us = max(start, now + 1)
+        spikes_out, dvs_out, readout = self._run(
+            ev.shifted(_clamped(spikes, self._epoch_us), -self._epoch_us),
+            ev.shifted(_clamped(dvs, self._epoch_us), -self._epoch_us),
+            start - self._epoch_us,
+            self._done_us - self._epoch_us,
+        )
+        self._keep(
+            ev.shifted(spikes_out, self._epoch_us),
+            ev.shifted(dvs_out, self._epoch_us),
+            ev.shifted(readout, self._epoch_us),
+        )
+
+    def _run(
+        self, spikes: np.ndarray, dvs: np.ndarray, t0_us: int, t1_us: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host inputs plus the sensor's events in [t0, t1) (simulator time), then ticks to t1."""
+        simulator = self._loaded()
+        sensed = np.zeros(0, dtype=DVS_DTYPE)
+        layer = self._config.dvs_layer if self._config is not None else None
+        if self._sensor_on and self._sensor is not None and layer is not None and t1_us > t0_us:
+            sensed = self._sensor.events(t0_us, t1_us)
+        raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
+        if layer is not None and layer.pass_sensor_events and len(sensed):
+            dvs = _merged(dvs, sensed)
+        out = simulator.run(spikes, dvs)
+        ticks = simulator.advance_to(max(t1_us - 1, 0))
+        spikes_out = np.concatenate([out.spikes, ticks.spikes])
+        readout = np.concatenate([out.readout, ticks.readout])
+        self._events_out += len(spikes_out) + len(raw) + len(readout)
+        return spikes_out, raw.copy(), readout
+
+    def _keep(self, spikes: np.ndarray, dvs: np.ndarray, readout: np.ndarray) -> None:
+        if len(spikes):
+            self._out_spikes.append(spikes)
+        if len(dvs):
+            self._out_dvs.append(dvs)
+        if len(readout):
+            self._out_readout.append(readout)
+
+    # ----- helpers -----
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise DeviceStateError(f"{self._description.id} is not open")
+
+    def _loaded(self) -> ChipSimulator:
+        if self._sim is None:
+            raise DeviceStateError("apply a configuration first")
+        return self._sim
+
+    def _unload(self) -> None:
+        self._config = None
+        self._sim = None
+        self._drop_io()
+
+    def _drop_io(self) -> None:
+        self._queued_spikes = self._queued_spikes[:0]
+        self._queued_dvs = self._queued_dvs[:0]
+        self._out_spikes, self._out_dvs, self._out_readout = [], [], []
+
+    def _queued_count(self) -> int:
+        return len(self._queued_spikes) + len(self._queued_dvs)
+
+
+def _as_simulated(config: ChipConfig) -> ChipConfig:
+    """The configuration the simulator runs: its DVS input is what the host writes, which the
+    chip passes whatever ``pass_sensor_events`` says and does not raw-monitor; the sensor is
+    gated here instead."""
+    if config.dvs_layer is None:
+        return config
+    copy = config.model_copy(deep=True)
+    assert copy.dvs_layer is not None
+    copy.dvs_layer.pass_sensor_events = True
+    copy.dvs_layer.raw_monitor_enable = False
+    return copy
+
+
+def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    both = np.concatenate([a, b])
+    return both[np.argsort(both["t"], kind="stable")]
+
+
+def _due(queue: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a t-sorted queue into (t <= now, the rest)."""
+    split = int(np.searchsorted(queue["t"], np.uint64(now_us), side="right"))
+    return queue[:split], queue[split:]
+
+
+def _clamped(events: np.ndarray, floor_us: int) -> np.ndarray:
+    """Events before ``floor_us`` moved to it (they are past: the chip takes them at once)."""
+    if len(events) == 0 or int(events["t"].min()) >= floor_us:
+        return events
+    out = events.copy()
+    out["t"] = np.maximum(out["t"], np.uint64(floor_us))
+    return out
+
+
+def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)

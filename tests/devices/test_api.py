@@ -1,0 +1,130 @@
+"""REST: /v1/devices and /v1/device-types, on the app with its lifespan (in process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from specklab.schemas.booking import BookingSummary
+from specklab.schemas.devices import DeviceList, DevicePublic
+from specklab.server.chips import DEVICE_TYPES
+from specklab.server.devices.manager import DeviceManager
+
+from ..lab_client import Lab, running_lab
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Any]:
+    labs = []
+
+    def make(**settings: Any) -> Lab:
+        context = running_lab(tmp_path / "data", f"sqlite:///{tmp_path / 'lab.db'}", **settings)
+        labs.append(context)
+        return context.__enter__()
+
+    yield make
+    for context in reversed(labs):
+        context.__exit__(None, None, None)
+
+
+def _devices(lab: Lab) -> DeviceList:
+    response = lab.client.get("/v1/devices", headers=lab.admin)
+    assert response.status_code == 200, response.text
+    return DeviceList.model_validate(response.json())
+
+
+def test_virtual_devkits_are_listed_free(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=2"])
+    listing = _devices(lab)
+    assert [d.id for d in listing.devices] == ["virtual-speck2fdevkit:0", "virtual-speck2fdevkit:1"]
+    first = listing.devices[0]
+    assert (first.type, first.chip, first.virtual, first.supported) == (
+        "speck2fdevkit",
+        "speck2f",
+        True,
+        True,
+    )
+    assert (first.status, first.usb, first.serial_number, first.booking) == (
+        "free",
+        None,
+        None,
+        None,
+    )
+    assert first.host == "test-host"
+    assert listing.samna.state == "not installed"
+    one = lab.client.get("/v1/devices/virtual-speck2fdevkit:1", headers=lab.admin)
+    assert one.status_code == 200
+    assert DevicePublic.model_validate(one.json()).id == "virtual-speck2fdevkit:1"
+
+
+def test_unknown_device_is_a_404_error_body(make_lab: Any) -> None:
+    lab = make_lab(virtual=[])
+    response = lab.client.get("/v1/devices/speck2fdevkit:0", headers=lab.admin)
+    assert response.status_code == 404
+    assert response.json()["code"] == "device_not_found"
+    assert "speck2fdevkit:0" in response.json()["message"]
+    assert lab.client.get("/v1/devices", headers={}).status_code == 401
+
+
+def test_device_types_are_the_guides(make_lab: Any) -> None:
+    lab = make_lab(virtual=[])
+    types = lab.client.get("/v1/device-types", headers=lab.admin).json()
+    assert {t["type"]: t["samna_name"] for t in types} == DEVICE_TYPES
+    supported = {t["type"]: (t["supported"], t["chip"]) for t in types}
+    assert supported["speck2fdevkit"] == (True, "speck2f")
+    assert supported["speck2e"] == (True, "speck2e")
+    assert supported["dvxplorer"] == (False, None)
+    assert sum(s for s, _ in supported.values()) == 4
+
+
+def test_status_follows_sessions_and_bookings(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2edevkit=1"])
+    manager: DeviceManager = lab.app.state.devices
+    device_id = "virtual-speck2edevkit:0"
+    portal = lab.client.portal
+    assert portal is not None
+    booking = BookingSummary(
+        id=7,
+        user_name="alice",
+        starts_at=datetime.now(UTC),
+        ends_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+
+    async def booked(asked: str) -> BookingSummary | None:
+        return booking if asked == device_id else None
+
+    manager.booking_lookup = booked
+    shown = _devices(lab).devices[0]
+    assert (shown.status, shown.booking) == ("booked", booking)
+    session = portal.call(partial(manager.open_session, device_id, owner="alice"))
+    assert _devices(lab).devices[0].status == "busy"
+    portal.call(session.close)
+    manager.booking_lookup = None
+    assert _devices(lab).devices[0].status == "free"
+
+
+def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: ModuleType) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "SER1", 2, 7, 5)]
+    lab = make_lab(virtual=None, device_rescan_s=0.05)
+    listing = _devices(lab)
+    assert listing.samna.state == "loaded"
+    assert [d.id for d in listing.devices] == ["speck2fdevkit:0"]  # no default virtual devkit
+    real = listing.devices[0]
+    assert (real.virtual, real.serial_number, real.logic_version) == (False, "SER1", "5")
+    assert (real.usb.bus, real.usb.address) == (2, 7)  # type: ignore[union-attr]
+    assert real.status == "free"
+
+    samna.STATE.unplug("SER1")
+    deadline = time.monotonic() + 5
+    while _devices(lab).devices[0].status != "offline":
+        assert time.monotonic() < deadline, "the rescan never noticed the unplugged device"
+        time.sleep(0.02)
+    gone = _devices(lab).devices[0]
+    assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
