@@ -240,17 +240,19 @@ class AsyncClient:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
         mode = StreamMode(mode)
         path = f"/v1/devices/{device_id(device)}/stream"
-        return _Opening(self._open(path, {"mode": mode.value}, Session(mode), greet=True))
+        return _Opening(self._open(path, {"mode": mode.value}, Session(mode)))
 
-    def dvs_stream(self, device: Any, *, raw: bool = False) -> _Opening[AsyncEventStream]:
-        """The device sensor's live DVS events; iterate the stream to get arrays."""
+    def dvs_stream(self, device: Any, *, raw: bool = True) -> _Opening[AsyncEventStream]:
+        """The sensor's live events, on a booked device: iterate the stream for arrays.
+
+        ``raw``: DVS events as the sensor sends them; otherwise the DVS layer's output
+        (pooled, cropped, mirrored as deployed) as spikes of core 13.
+        """
         path = f"/v1/devices/{device_id(device)}/dvs"
         params = {"raw": "true" if raw else "false"}
-        return _Opening(self._open(path, params, Session(None), greet=False))
+        return _Opening(self._open(path, params, Session(None)))
 
-    async def _open(
-        self, path: str, params: dict[str, str], session: Session, greet: bool
-    ) -> AsyncEventStream:
+    async def _open(self, path: str, params: dict[str, str], session: Session) -> AsyncEventStream:
         self._check_open()
         url = self._core.websocket_url(path, **params)
         try:
@@ -259,12 +261,11 @@ class AsyncClient:
             raise connect_error(exc, url) from exc
         stream = AsyncEventStream(connection, session, on_close=self._streams.discard)
         self._streams.add(stream)
-        if greet:
-            try:
-                await stream._run(session.greet())
-            except BaseException:
-                await stream.aclose()
-                raise
+        try:
+            await stream._run(session.greet())
+        except BaseException:
+            await stream.aclose()
+            raise
         return stream
 
 

@@ -192,16 +192,18 @@ class Client:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
         mode = StreamMode(mode)
         path = f"/v1/devices/{device_id(device)}/stream"
-        return self._open(path, {"mode": mode.value}, Session(mode), greet=True)
+        return self._open(path, {"mode": mode.value}, Session(mode))
 
-    def dvs_stream(self, device: Any, *, raw: bool = False) -> EventStream:
-        """The device sensor's live DVS events; iterate the stream to get arrays."""
+    def dvs_stream(self, device: Any, *, raw: bool = True) -> EventStream:
+        """The sensor's live events, on a booked device: iterate the stream for arrays.
+
+        ``raw``: DVS events as the sensor sends them; otherwise the DVS layer's output
+        (pooled, cropped, mirrored as deployed) as spikes of core 13.
+        """
         path = f"/v1/devices/{device_id(device)}/dvs"
-        return self._open(path, {"raw": "true" if raw else "false"}, Session(None), greet=False)
+        return self._open(path, {"raw": "true" if raw else "false"}, Session(None))
 
-    def _open(
-        self, path: str, params: dict[str, str], session: Session, greet: bool
-    ) -> EventStream:
+    def _open(self, path: str, params: dict[str, str], session: Session) -> EventStream:
         self._check_open()
         url = self._core.websocket_url(path, **params)
         try:
@@ -210,12 +212,11 @@ class Client:
             raise connect_error(exc, url) from exc
         stream = EventStream(connection, session, on_close=self._streams.discard)
         self._streams.add(stream)
-        if greet:
-            try:
-                stream._run(session.greet())
-            except BaseException:
-                stream.close()
-                raise
+        try:
+            stream._run(session.greet())
+        except BaseException:
+            stream.close()
+            raise
         return stream
 
 

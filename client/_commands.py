@@ -165,6 +165,9 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
         except ModelDoesNotFit as error:
             if error.report is not None:
                 print(report_table(error.report), file=sys.stderr)
+            else:
+                for problem in error.problems:
+                    print(f"{problem.severity} {problem.code}: {problem.message}", file=sys.stderr)
             print(f"specklab: {error.message}", file=sys.stderr)
             return 1
         except SpecklabError as error:

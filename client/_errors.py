@@ -14,7 +14,7 @@
         ├── NotFound            404: no such device, model, booking or recording
         ├── Conflict            409: the request clashes with the state of things
         │   └── BookingConflict the slot is taken, or the device is not yours now; ``next_free``
-        ├── InvalidRequest      400 / 413 / 422: the request itself is wrong
+        ├── InvalidRequest      400 / 413 / 415 / 422: the request itself is wrong
         │   └── ModelDoesNotFit 422 ``model_does_not_fit``: the compile ``report`` says why
         ├── DeviceError         the device failed or cannot serve now (``device_*`` codes)
         │   ├── DeviceOffline   ``device_offline``: unplugged or vanished
@@ -27,11 +27,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.booking import ConflictDetail
-from specklab.schemas.compile import CompileReport
+from specklab.schemas.compile import CompileReport, Problem
 
 
 class SpecklabError(Exception):
@@ -112,15 +112,19 @@ class InvalidRequest(ApiError):
 
 
 class ModelDoesNotFit(InvalidRequest):
-    """The compiler could not fit the model on the chip; ``report`` says why (see
-    :func:`~specklab.client.report_table`)."""
+    """The compiler could not fit the model on the chip: ``problems`` say why, ``report`` (when
+    the compiler got that far) shows the whole network (:func:`~specklab.client.report_table`).
+    """
 
     def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
         super().__init__(status, code, message, detail)
-        try:
-            self.report: CompileReport | None = CompileReport.model_validate(detail)
-        except ValidationError:
-            self.report = None
+        # The daemon sends {reason, problems, report}; a bare report is read as well.
+        wrapped = detail if isinstance(detail, dict) and "report" in detail else {"report": detail}
+        #: The compiler's reason code (e.g. ``hardware_limit``), when the daemon gives one.
+        self.reason: str | None = wrapped.get("reason")
+        self.report: CompileReport | None = _parsed(CompileReport, wrapped["report"])
+        problems = _parsed(list[Problem], wrapped.get("problems"))
+        self.problems: list[Problem] = problems or (self.report.problems if self.report else [])
 
 
 class DeviceError(ApiError):
@@ -139,6 +143,14 @@ class ServerError(ApiError):
     pass
 
 
+def _parsed(model: Any, value: Any) -> Any:
+    """``value`` as ``model``, or None when it is missing or not of that shape."""
+    try:
+        return None if value is None else TypeAdapter(model).validate_python(value)
+    except ValidationError:
+        return None
+
+
 _BY_CODE: dict[str, type[ApiError]] = {
     "booking_conflict": BookingConflict,
     "device_booked": BookingConflict,
@@ -155,6 +167,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     404: NotFound,
     409: Conflict,
     413: InvalidRequest,
+    415: InvalidRequest,
     422: InvalidRequest,
 }
 

@@ -340,10 +340,13 @@ class Operations(BaseClient):
         finally:
             partial.unlink(missing_ok=True)
 
-    def replay(self, recording: Any, device: Any, *, speed: float = 1.0) -> Op[Any]:
-        """Play a recording into a device's deployed network."""
+    def replay(self, recording: Any, device: Any, *, speed: float = 1.0) -> Op[int]:
+        """Start playing a DVS recording into the DVS layer of a device's deployment; the
+        outputs come out on the device's continuous stream. Returns the number of events."""
         body = ReplayRequest(device_id=device_id(device), speed=speed)
-        return self.fetch("POST", f"/v1/recordings/{_id(recording)}/replay", Any, json=body)
+        path = f"/v1/recordings/{_id(recording)}/replay"
+        answer = yield from self.fetch("POST", path, dict[str, int], json=body)
+        return answer["events"]
 
 
 def lease_interval(lease: LeasePublic) -> float:

@@ -10,6 +10,7 @@ closed), ``Pull`` the next input batch from the user's source (:data:`EXHAUSTED`
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -109,7 +110,8 @@ class Session:
         self._pending: dict[int, ForwardResult] = {}
         self._finished: dict[int, BatchOutput] = {}
         self._outputs: deque[np.ndarray] = deque()
-        self._stats: deque[dict[str, int | float]] = deque()
+        #: The daemon also sends stats on its own (every second); only the latest is kept.
+        self._stats: deque[dict[str, int | float]] = deque(maxlen=1)
 
     @property
     def info(self) -> Mapping[str, Any]:
@@ -197,7 +199,15 @@ class Session:
         data = yield Receive(GREETING_TIMEOUT)
         if data is None:
             raise ProtocolError(f"the daemon sent no greeting within {GREETING_TIMEOUT} s")
-        self.receive(data)
+        try:
+            self.receive(data)
+        except StreamError as error:
+            if not error.fatal:
+                raise
+            # A refusal: the close that follows carries the HTTP status, and the driver raises
+            # the matching ApiError when it reads it.
+            yield Receive(GREETING_TIMEOUT)
+            raise
         if self.protocol.info is None:
             raise ProtocolError("the daemon's first message on the stream was not 'ready'")
         return self.info
@@ -247,11 +257,17 @@ class Session:
         return count
 
     def outputs(self, idle: float | None) -> StreamOp[None]:
-        """Emit output arrays as they come; stop after ``idle`` quiet seconds or at close."""
+        """Emit output arrays as they come; stop after ``idle`` seconds without outputs (stats
+        frames do not count) or when the daemon closes the stream."""
+        last_output = time.monotonic()
         while True:
             while self._outputs:
                 yield Emit(self._outputs.popleft())
-            data = yield Receive(idle)
+                last_output = time.monotonic()
+            wait = None if idle is None else idle - (time.monotonic() - last_output)
+            if wait is not None and wait <= 0:
+                return
+            data = yield Receive(wait)
             if data is None or (data is CLOSED and self.failure is None):
                 return
             self.receive(data)

@@ -9,8 +9,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.frames import MAX_FRAME_BYTES
+from specklab.schemas.stream import CLOSE_ENDED
 
-from ._errors import ApiError, SpecklabError, StreamError, Timeout, TransportError, api_error
+from ._errors import SpecklabError, StreamError, Timeout, TransportError, api_error
 
 #: Seconds to wait for the WebSocket handshake.
 OPEN_TIMEOUT = 30.0
@@ -47,16 +48,23 @@ def connect_error(exc: Exception, url: str) -> SpecklabError:
 
 
 def closed_error(exc: ConnectionClosed, failure: StreamError | None) -> SpecklabError:
-    """Why an unexpectedly closed stream ended.
+    """Why a stream closed under us.
 
-    A daemon that refuses a stream after accepting it closes with code ``4000 + HTTP status``
-    and the JSON error body (or a plain message) as the reason.
+    A stream the daemon refuses at its start (no booking, no deployment, unknown device) gets a
+    fatal error frame, then the close code ``4000 + HTTP status``: that becomes the ApiError
+    the same refusal gets over REST. A stream the daemon ends (booking over, device unplugged)
+    closes with :data:`CLOSE_ENDED` after its fatal frame, which is the error.
     """
+    close = exc.rcvd
+    if close is not None and 4000 <= close.code < 5000 and close.code != CLOSE_ENDED:
+        status = close.code - 4000
+        if failure is not None:
+            body = ErrorBody(code=failure.code, message=failure.message)
+        else:
+            body = ErrorBody(code=close.reason or f"ws_{close.code}", message=str(exc))
+        return api_error(status, body)
     if failure is not None:
         return failure
-    close = exc.rcvd
-    if close is not None and 4000 <= close.code < 5000:
-        status = close.code - 4000
-        error: ApiError = api_error(status, _error_body(close.reason, f"ws_{close.code}"))
-        return error
+    if close is not None and close.code == CLOSE_ENDED:
+        return StreamError(close.reason or "ended", "the daemon ended the stream", fatal=True)
     return TransportError(f"the stream broke: {exc}")

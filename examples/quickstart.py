@@ -36,6 +36,18 @@ def guide_network() -> nn.Sequential:
     )
 
 
+def random_weights(ann: nn.Sequential, seed: int) -> None:
+    """torch's default initialisation, nudged positive: untrained zero-mean weights let the
+    activity die out before the last layer, and the example wants something to print."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for layer in ann:
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                layer.reset_parameters()
+                fan_in = layer.weight[0].numel()
+                layer.weight.add_(0.1 / fan_in**0.5)
+
+
 def input_spikes(seed: int, count: int = 4000, duration_us: int = 100_000) -> list[Spike]:
     """Random input spikes on the 28x28 input, as the guide's list of ``Spike`` objects."""
     rng = np.random.default_rng(seed)
@@ -55,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    torch.manual_seed(args.seed)
     ann = guide_network()
+    random_weights(ann, args.seed)  # the guide loads trained weights here
 
     with Client(args.url, args.token) as lab:
         # The guide's from_model(..., add_spiking_output=True) and

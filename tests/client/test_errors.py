@@ -37,6 +37,7 @@ from specklab.schemas.compile import CompileReport, Problem
         (409, "booking_conflict", BookingConflict),
         (409, "device_booked", BookingConflict),
         (413, "too_large", InvalidRequest),
+        (415, "unknown_format", InvalidRequest),
         (422, "invalid_request", InvalidRequest),
         (422, "model_does_not_fit", ModelDoesNotFit),
         (503, "device_offline", DeviceOffline),
@@ -81,6 +82,18 @@ def test_model_does_not_fit_is_an_invalid_request_with_the_report() -> None:
     assert isinstance(error, InvalidRequest)
     assert error.report == report
     assert "error too_many_layers: 10 layers > 9" in report_table(error.report)
+
+
+def test_model_does_not_fit_reads_the_daemons_reason_problems_and_report() -> None:
+    problem = Problem(severity="error", code="kernel_too_large", message="17 > 16", layer=0)
+    detail = {
+        "reason": "hardware_limit",
+        "problems": [problem.model_dump(mode="json")],
+        "report": None,
+    }
+    error = api_error(422, ErrorBody(code="model_does_not_fit", message="no", detail=detail))
+    assert isinstance(error, ModelDoesNotFit)
+    assert (error.reason, error.problems, error.report) == ("hardware_limit", [problem], None)
 
 
 def test_model_does_not_fit_with_an_unreadable_report_keeps_the_detail() -> None:
