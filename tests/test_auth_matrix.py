@@ -26,7 +26,7 @@ from specklab.server.api import meta
 from specklab.server.api.deps import CurrentUser
 from specklab.server.auth.dependencies import require_admin
 from specklab.server.storage import utcnow
-from specklab.server.storage.tables import ApiToken
+from specklab.server.storage.tables import ApiToken, ModelRecord, RecordingRecord
 
 from .db_fixtures import BACKENDS, add_devices, backend_url
 from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
@@ -38,7 +38,10 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 SHARED_PARAMETERS = {"device_id"}
 #: Bodies that pass validation, for routes on owned resources whose body has required fields
 #: (an invalid body answers 422 before ownership is looked at).
-VALID_BODIES: dict[str, dict[str, object]] = {"/v1/bookings/{booking_id}/extend": {"minutes": 5}}
+VALID_BODIES: dict[str, dict[str, object]] = {
+    "/v1/bookings/{booking_id}/extend": {"minutes": 5},
+    "/v1/recordings/{recording_id}/replay": {"device_id": "speck2fdevkit:0"},
+}
 
 
 def _alice_booking(lab: Lab, alice: dict[str, str]) -> str:
@@ -53,11 +56,49 @@ def _alice_token(lab: Lab, alice: dict[str, str]) -> str:
     return str(lab.client.get("/v1/tokens", headers=alice).json()[0]["id"])
 
 
+def _alice_row(table: type, **columns: object) -> Callable[[Lab, dict[str, str]], str]:
+    """A maker that writes alice's row straight into the database: ownership is all the
+    matrix looks at, so no compile or recording needs to run."""
+
+    def make(lab: Lab, alice: dict[str, str]) -> str:
+        user_id = lab.client.get("/v1/users/me", headers=alice).json()["id"]
+        with lab.db.write_session() as session:
+            row = table(user_id=user_id, **columns)
+            session.add(row)
+            session.commit()
+            return str(row.id)
+
+    return make
+
+
+_alice_model = _alice_row(
+    ModelRecord,
+    name="m",
+    sha256="0" * 64,
+    options_key="0" * 64,
+    options={"input_shape": [1, 28, 28]},
+    format="torchscript",
+    size_bytes=1,
+)
+_alice_recording = _alice_row(
+    RecordingRecord,
+    name="r",
+    device_id="speck2fdevkit:0",
+    source="dvs",
+    kind="dvs",
+    duration_s=1.0,
+    event_count=0,
+    size_bytes=0,
+)
+
+
 #: Path parameter -> how to make something of that kind that alice owns (returns its id). A
 #: router with a new kind of owned resource adds its maker here.
 OWNED: dict[str, Callable[[Lab, dict[str, str]], str]] = {
     "booking_id": _alice_booking,
     "token_id": _alice_token,
+    "model_id": _alice_model,
+    "recording_id": _alice_recording,
 }
 
 
