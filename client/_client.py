@@ -207,7 +207,8 @@ class Client:
         self._check_open()
         url = self._core.websocket_url(path, **params)
         try:
-            connection = connect(url, **connect_options(self._core.headers))
+            # Entered as the context manager websockets wants; EventStream.close() exits it.
+            connection = connect(url, **connect_options(self._core.headers)).__enter__()
         except Exception as exc:
             raise connect_error(exc, url) from exc
         stream = EventStream(connection, session, on_close=self._streams.discard)

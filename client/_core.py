@@ -75,15 +75,14 @@ def _adapter(result: Any) -> TypeAdapter[Any]:
     return TypeAdapter(result)
 
 
-def progress_bar(total: float | None, description: str, enabled: bool, unit: str = "B") -> tqdm:
-    """A tqdm bar on stderr; a disabled one when ``enabled`` is false (it then costs nothing)."""
-    scaled = unit == "B"
+def progress_bar(total: int | None, description: str, enabled: bool) -> tqdm:
+    """A byte-counting tqdm bar on stderr; a disabled one (it costs nothing) unless enabled."""
     return tqdm(
         total=total,
         desc=description,
-        unit=unit,
-        unit_scale=scaled,
-        unit_divisor=1024 if scaled else 1000,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
         disable=not enabled,
         leave=False,
     )
@@ -109,7 +108,12 @@ def ticking(seconds: float, description: str, enabled: bool) -> Iterator[None]:
         yield
         return
     done = threading.Event()
-    bar = progress_bar(round(seconds, 1), description, True, unit="s")
+    bar = tqdm(
+        total=round(seconds, 1),
+        desc=description,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s",
+        leave=False,
+    )
 
     def tick() -> None:
         start = time.monotonic()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from specklab.client import Client
+from specklab.client import Client, RemoteModel
 
 from ..daemon import Daemon, run_daemon
 
@@ -64,3 +66,47 @@ def account(admin: Client) -> Account:
 def client(account: Account) -> Iterator[Client]:
     with account.client() as client:
         yield client
+
+
+def all_ones_network() -> Any:
+    """Conv2d(1, 4, 3) with every weight 1, then ReLU, on 8x8 input: each input spike makes
+    every neuron whose 3x3 window covers it fire once, so outputs can be counted exactly."""
+    import torch
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.ReLU())
+    with torch.no_grad():
+        network[0].weight.fill_(1.0)
+    return network
+
+
+#: The input shape of :func:`all_ones_network`.
+ALL_ONES_SHAPE = (1, 8, 8)
+
+
+def all_ones_outputs(x: int, y: int) -> int:
+    """Output spikes of :func:`all_ones_network` for one input spike at (x, y)."""
+    positions = [min(c, 5) - max(c - 2, 0) + 1 for c in (x, y)]
+    return positions[0] * positions[1] * 4
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`all_ones_network` exported to a ``.pt2`` file, so client-only tests can use it."""
+    from specklab.client._payload import model_file
+
+    path = tmp_path_factory.mktemp("models") / "all_ones.pt2"
+    path.write_bytes(model_file(all_ones_network(), input_shape=ALL_ONES_SHAPE).content)
+    return path
+
+
+@pytest.fixture(scope="session")
+def streamer(admin: Client) -> Account:
+    """The user of the device tests, who owns :func:`remote_model`."""
+    return new_account(admin)
+
+
+@pytest.fixture(scope="session")
+def remote_model(streamer: Account, model_file: Path) -> RemoteModel:
+    """:func:`all_ones_network`, compiled once for the session."""
+    with streamer.client() as client:
+        return client.compile(model_file, input_shape=ALL_ONES_SHAPE)

@@ -1,0 +1,98 @@
+"""Recordings through the blocking client, against the real daemon."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from specklab.client import Booking, Client, HardwareModel, InvalidRequest, NotFound, RemoteModel
+from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind, spikes
+
+from .conftest import Account, all_ones_outputs
+
+GRID_OUTPUTS = sum(all_ones_outputs(x, y) for y in range(8) for x in range(8))
+
+
+@pytest.fixture
+def lab(streamer: Account) -> Iterator[Client]:
+    with streamer.client() as client:
+        yield client
+
+
+@pytest.fixture
+def booking(lab: Client) -> Iterator[Booking]:
+    with lab.book("speck2fdevkit", minutes=5) as booking:
+        yield booking
+
+
+@pytest.fixture
+def hw_model(lab: Client, booking: Booking, remote_model: RemoteModel) -> Iterator[HardwareModel]:
+    with lab.deploy(remote_model, booking.device_id) as model:
+        yield model
+
+
+def test_record_the_monitored_layer_while_a_stream_feeds_it(
+    lab: Client, hw_model: HardwareModel, tmp_path: Path
+) -> None:
+    ys, xs = np.divmod(np.arange(64), 8)
+    with hw_model.stream() as stream:
+
+        def feed() -> None:
+            time.sleep(0.1)  # the recording starts first
+            for i in range(4):
+                t = i * 50_000 + 10 * np.arange(64)
+                stream.send(spikes(t=t, layer=0, feature=0, x=xs, y=ys))
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        recording = lab.record(hw_model.device, 0.6, source="monitor", name="grid")
+        feeder.join()
+    assert (recording.name, recording.source, recording.kind) == ("grid", "monitor", "spike")
+    assert recording.event_count == 4 * GRID_OUTPUTS
+    assert recording.id in [r.id for r in lab.recordings()]
+    assert lab.recording(recording.id) == recording
+
+    events = lab.recording_events(recording, progress=True)
+    assert events.dtype == SPIKE_DTYPE and len(events) == recording.event_count
+    saved = tmp_path / "grid.npy"
+    lab.download_recording(recording, saved, progress=True)
+    assert np.array_equal(np.load(saved), events)
+
+    with pytest.raises(InvalidRequest, match="only DVS recordings"):
+        lab.download_recording(recording, tmp_path / "grid.aedat4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.npy"]  # nothing half-written
+    with pytest.raises(InvalidRequest, match="only DVS recordings"):
+        lab.replay(recording, hw_model.device)
+
+    lab.delete_recording(recording)
+    with pytest.raises(NotFound):
+        lab.recording(recording.id)
+
+
+def test_record_dvs_returns_the_sensors_events(
+    lab: Client, booking: Booking, tmp_path: Path
+) -> None:
+    events = lab.record_dvs(booking.device_id, 0.3, progress=True)
+    assert events.dtype == DVS_DTYPE and len(events) > 0
+    recording = next(r for r in lab.recordings() if r.source == "dvs")
+    assert recording.kind is EventKind.DVS and recording.event_count == len(events)
+    with (tmp_path / "dvs.aedat4").open("wb") as sink:
+        lab.download_recording(recording, sink, format="aedat4")
+    assert (tmp_path / "dvs.aedat4").read_bytes().startswith(b"#!AER-DAT4.0")
+
+
+def test_live_dvs_events_stream(lab: Client, booking: Booking) -> None:
+    with lab.dvs_stream(booking.device_id) as live:
+        assert live.info["raw"] is True
+        received = 0
+        for events in live.outputs(idle=2.0):
+            assert events.dtype == DVS_DTYPE
+            received += len(events)
+            if received >= 100:
+                break
+    assert received >= 100
