@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from specklab.client import Client, RemoteModel
+from specklab.client import Booking, Client, HardwareModel, RemoteModel
+from specklab.schemas.events import spikes
 
 from ..daemon import Daemon, run_daemon
 
@@ -20,8 +22,25 @@ VIRTUAL_DEVKITS = 3
 _names = itertools.count()
 
 
+def _compile_simulator() -> None:
+    """Fill numba's on-disk cache of the virtual devkit's kernels, in this process.
+
+    A cold compile takes about 20 s here, longer than the daemon's 10 s device-call timeout,
+    so on a fresh checkout the daemon's first device calls would time out; with the cache
+    filled, the daemon loads the kernels in well under a second.
+    """
+    from specklab.server.simulator import ChipSimulator
+
+    from ..chip_configs import guide_network
+
+    simulator = ChipSimulator(guide_network())
+    simulator.run(spikes(t=[0, 5], layer=0, core=0, feature=0, x=[0, 1], y=0))
+    simulator.advance_to(1000)
+
+
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    _compile_simulator()
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN,
         # Short leases so that the heartbeat thread has to beat within a test.
@@ -110,3 +129,33 @@ def remote_model(streamer: Account, model_file: Path) -> RemoteModel:
     """:func:`all_ones_network`, compiled once for the session."""
     with streamer.client() as client:
         return client.compile(model_file, input_shape=ALL_ONES_SHAPE)
+
+
+@pytest.fixture
+def lab(streamer: Account) -> Iterator[Client]:
+    """The device tests' user's client."""
+    with streamer.client() as client:
+        yield client
+
+
+@pytest.fixture
+def booking(lab: Client) -> Iterator[Booking]:
+    with lab.book("speck2fdevkit", minutes=5) as booking:
+        yield booking
+
+
+@pytest.fixture
+def hw_model(lab: Client, booking: Booking, remote_model: RemoteModel) -> Iterator[HardwareModel]:
+    """:func:`all_ones_network` deployed on the booked device."""
+    with lab.deploy(remote_model, booking.device_id) as model:
+        yield model
+
+
+def grid(t0: int = 0) -> np.ndarray:
+    """One input spike on every pixel of the 8x8 input, 10 us apart."""
+    ys, xs = np.divmod(np.arange(64), 8)
+    return spikes(t=t0 + 10 * np.arange(64), layer=0, feature=0, x=xs, y=ys)
+
+
+#: Output spikes of :func:`all_ones_network` for :func:`grid`.
+GRID_OUTPUTS = sum(all_ones_outputs(x, y) for y in range(8) for x in range(8))

@@ -4,49 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from specklab.client import Booking, Client, HardwareModel, InvalidRequest, NotFound, RemoteModel
-from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind, spikes
+from specklab.client import Booking, Client, HardwareModel, InvalidRequest, NotFound
+from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind
 
-from .conftest import Account, all_ones_outputs
-
-GRID_OUTPUTS = sum(all_ones_outputs(x, y) for y in range(8) for x in range(8))
-
-
-@pytest.fixture
-def lab(streamer: Account) -> Iterator[Client]:
-    with streamer.client() as client:
-        yield client
-
-
-@pytest.fixture
-def booking(lab: Client) -> Iterator[Booking]:
-    with lab.book("speck2fdevkit", minutes=5) as booking:
-        yield booking
-
-
-@pytest.fixture
-def hw_model(lab: Client, booking: Booking, remote_model: RemoteModel) -> Iterator[HardwareModel]:
-    with lab.deploy(remote_model, booking.device_id) as model:
-        yield model
+from .conftest import GRID_OUTPUTS, grid
 
 
 def test_record_the_monitored_layer_while_a_stream_feeds_it(
     lab: Client, hw_model: HardwareModel, tmp_path: Path
 ) -> None:
-    ys, xs = np.divmod(np.arange(64), 8)
     with hw_model.stream() as stream:
 
         def feed() -> None:
             time.sleep(0.1)  # the recording starts first
             for i in range(4):
-                t = i * 50_000 + 10 * np.arange(64)
-                stream.send(spikes(t=t, layer=0, feature=0, x=xs, y=ys))
+                stream.send(grid(i * 50_000))
 
         feeder = threading.Thread(target=feed)
         feeder.start()

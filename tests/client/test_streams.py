@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,6 @@ from specklab.client import (
     Conflict,
     HardwareModel,
     NotFound,
-    RemoteModel,
     Spike,
     StreamError,
     to_raster,
@@ -22,34 +19,7 @@ from specklab.client import (
 )
 from specklab.schemas.events import SPIKE_DTYPE, spikes
 
-from .conftest import Account, all_ones_outputs
-
-
-@pytest.fixture
-def lab(streamer: Account) -> Iterator[Client]:
-    with streamer.client() as client:
-        yield client
-
-
-@pytest.fixture
-def booking(lab: Client) -> Iterator[Booking]:
-    with lab.book("speck2fdevkit", minutes=5) as booking:
-        yield booking
-
-
-@pytest.fixture
-def hw_model(lab: Client, booking: Booking, remote_model: RemoteModel) -> Iterator[HardwareModel]:
-    with lab.deploy(remote_model, booking.device_id) as model:
-        yield model
-
-
-def grid(t0: int = 0) -> np.ndarray:
-    """One input spike on every pixel of the 8x8 input, 10 us apart."""
-    ys, xs = np.divmod(np.arange(64), 8)
-    return spikes(t=t0 + 10 * np.arange(64), layer=0, feature=0, x=xs, y=ys)
-
-
-GRID_OUTPUTS = sum(all_ones_outputs(x, y) for y in range(8) for x in range(8))
+from .conftest import GRID_OUTPUTS, all_ones_outputs, grid
 
 
 def test_deploy_then_call_the_model_like_the_guide(hw_model: HardwareModel) -> None:
