@@ -266,6 +266,9 @@ class VirtualDevkit:
         layer = self._config.dvs_layer if self._config is not None else None
         if self._sensor_on and self._sensor is not None and layer is not None and t1_us > t0_us:
             sensed = self._sensor.events(t0_us, t1_us)
+            # Only the part of the sensor the DVS layer takes (its input may be a crop of 128x128).
+            inside = (sensed["x"] < layer.input_size.x) & (sensed["y"] < layer.input_size.y)
+            sensed = sensed[inside]
         raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
         if layer is not None and layer.pass_sensor_events and len(sensed):
             dvs = _merged(dvs, sensed)

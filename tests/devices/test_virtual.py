@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -226,3 +229,59 @@ async def test_the_manager_runs_a_virtual_devkit_session() -> None:
     assert out.spikes["feature"].tolist() == [0]
     await session.close()
     await manager.stop()
+
+
+class TickingSensor:
+    """A sensor that sees one ON event at (1, 2) every 10 ms, and one outside a 4x4 crop."""
+
+    made: ClassVar[list[TickingSensor]] = []
+
+    def __init__(self, rate_hz: float, seed: int) -> None:
+        self.windows: list[tuple[int, int]] = []
+        TickingSensor.made.append(self)
+
+    def events(self, t0_us: int, t1_us: int) -> np.ndarray:
+        self.windows.append((t0_us, t1_us))
+        ticks = np.arange((t0_us + 9_999) // 10_000 * 10_000, t1_us, 10_000)
+        inside = dvs_events(t=ticks, x=1, y=2, p=1)
+        outside = dvs_events(t=ticks, x=100, y=2, p=1)
+        both = np.concatenate([inside, outside])
+        return both[np.argsort(both["t"], kind="stable")]
+
+
+@pytest.fixture
+def ticking_sensor(monkeypatch: pytest.MonkeyPatch) -> type[TickingSensor]:
+    from specklab.server import simulator
+
+    TickingSensor.made = []
+    monkeypatch.setattr(simulator, "SyntheticSensor", TickingSensor, raising=False)
+    return TickingSensor
+
+
+@pytest.mark.parametrize("pass_sensor_events", [True, False])
+def test_sensor_events_follow_the_switch_and_the_dvs_layer(
+    ticking_sensor: type[TickingSensor], pass_sensor_events: bool
+) -> None:
+    time = FakeTime()
+    devkit = _devkit(time)
+    devkit.apply(_with_dvs(pass_sensor_events=pass_sensor_events))
+    devkit.start_stopwatch()
+    assert devkit.read(0.05).count == 0  # the sensor is off
+    devkit.set_sensor(True)
+    outputs = [devkit.read(0.0)]
+    while time.now < 1000.2:
+        outputs.append(devkit.read(0.01))
+    raw = np.concatenate([out.dvs for out in outputs])
+    fired = np.concatenate([out.spikes for out in outputs])
+    # Raw monitor: every sensor event inside the DVS layer's input, each once, in time order.
+    assert len(raw) >= 14
+    assert set(raw["x"].tolist()) == {1} and set(raw["p"].tolist()) == {1}
+    assert np.all(np.diff(raw["t"].astype(np.int64)) == 10_000)
+    # Through the DVS layer into core 2 only when the layer passes sensor events.
+    assert (len(fired[fired["core"] == 2]) > 0) is pass_sensor_events
+    devkit.set_sensor(False)
+    devkit.read(0.0)
+    assert devkit.read(0.1).count == 0
+    windows = ticking_sensor.made[0].windows
+    assert all(a < b for a, b in windows)
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(windows))
