@@ -43,9 +43,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     _compile_simulator()
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN,
-        # Short leases so that the heartbeat thread has to beat within a test.
-        "SPECKLAB_LEASE_TIMEOUT_S": "3",
-        "SPECKLAB_LEASE_GRACE_S": "1",
+        # Short leases (2.5 s with the grace) so that heartbeats must flow within a test.
+        "SPECKLAB_LEASE_TIMEOUT_S": "2",
+        "SPECKLAB_LEASE_GRACE_S": "0.5",
         "SPECKLAB_SWEEP_INTERVAL_S": "0.5",
     }
     data = tmp_path_factory.mktemp("daemon")
@@ -85,6 +85,10 @@ def account(admin: Client) -> Account:
 def client(account: Account) -> Iterator[Client]:
     with account.client() as client:
         yield client
+
+
+#: Seconds after which a lease without heartbeats has lapsed, with some slack.
+LEASE_LAPSES_S = 3.5
 
 
 def all_ones_network() -> Any:

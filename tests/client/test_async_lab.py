@@ -16,7 +16,7 @@ from specklab.client import (
 from specklab.schemas.booking import BookingStatus
 
 from ..daemon import Daemon
-from .conftest import Account, new_account
+from .conftest import LEASE_LAPSES_S, Account, new_account
 
 
 async def test_calls_are_awaited_and_errors_typed(daemon: Daemon, account: Account) -> None:
@@ -49,7 +49,7 @@ async def test_async_booking_beats_and_releases(admin, account: Account) -> None
             assert booking.booking.status is BookingStatus.RUNNING
             with pytest.raises(BookingConflict):
                 await rival.create_booking(booking.device_id, minutes=5)
-            await asyncio.sleep(5)  # longer than the 3 s lease: the task must beat
+            await asyncio.sleep(LEASE_LAPSES_S)  # longer than a lease: the task must beat
             assert (await booking.refresh()).status is BookingStatus.RUNNING
             assert booking.lost is None
         assert booking.booking.status is BookingStatus.RELEASED

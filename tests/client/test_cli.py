@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from specklab.client.cli import main
 
-from .conftest import Account
+from .conftest import GRID_OUTPUTS, Account, grid
 
 
 def run(capsys: pytest.CaptureFixture[str], account: Account, *argv: str) -> tuple[int, str, str]:
@@ -87,3 +89,90 @@ def test_the_installed_command_reads_url_and_token_from_the_environment(account:
         check=True,
     )
     assert json.loads(out.stdout)["name"] == account.name
+
+
+def test_upload_deploy_stream_record_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], account: Account, model_file: Path, tmp_path: Path
+) -> None:
+    model = run_json(capsys, account, "upload", str(model_file), "--input-shape", "1,8,8")
+    assert model["report"]["ok"] and model["name"] == "all_ones.pt2"
+    code, out, _ = run(
+        capsys,
+        account,
+        "upload",
+        str(model_file),
+        "--input-shape",
+        "1,8,8",
+        "--report",
+        "--option",
+        "chip=speck2e",
+        "--name",
+        "ones-2e",
+    )
+    assert code == 0 and "ones-2e" in out and "fits on speck2e" in out
+    code, out, _ = run(capsys, account, "models")
+    assert code == 0 and "ones-2e" in out and "all_ones.pt2" in out
+
+    booking = run_json(capsys, account, "book", "speck2fdevkit", "--minutes", "5")
+    device = booking["device_id"]
+    deployment = run_json(capsys, account, "deploy", str(model["id"]), device, "--monitor", "-1")
+    assert deployment["monitored"] == [0]
+
+    np.save(tmp_path / "in.npy", grid())
+    for mode in ("forward", "continuous"):
+        out_path = tmp_path / f"out-{mode}.npy"
+        summary = run_json(
+            capsys,
+            account,
+            "stream",
+            device,
+            "--in",
+            str(tmp_path / "in.npy"),
+            "--out",
+            str(out_path),
+            "--mode",
+            mode,
+        )
+        assert summary["sent"] == 64 and summary["received"] == GRID_OUTPUTS
+        assert len(np.load(out_path)) == GRID_OUTPUTS
+
+    recording = run_json(
+        capsys,
+        account,
+        "record",
+        device,
+        "--duration",
+        "0.2",
+        "--source",
+        "monitor",
+        "--out",
+        str(tmp_path / "rec.npy"),
+    )
+    assert (tmp_path / "rec.npy").exists() and recording["kind"] == "spike"
+    code, out, _ = run(capsys, account, "recordings")
+    assert code == 0 and f"monitor of {device}" in out
+    code, _, _ = run(
+        capsys, account, "recordings", "download", str(recording["id"]), str(tmp_path / "r2.npy")
+    )
+    assert code == 0 and (tmp_path / "r2.npy").read_bytes() == (tmp_path / "rec.npy").read_bytes()
+    assert run_json(capsys, account, "recordings", "delete", str(recording["id"]))
+    assert run_json(capsys, account, "cancel", str(booking["id"]))[0]["status"] == "released"
+
+
+def test_a_model_that_does_not_fit_prints_the_report_and_exits_1(
+    capsys: pytest.CaptureFixture[str], account: Account, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    layers = [torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.ReLU())] * 10
+    path = tmp_path / "deep.pt2"
+    path.write_bytes(model_file_of(torch.nn.Sequential(*layers), (2, 8, 8)))
+    code, out, err = run(capsys, account, "upload", str(path), "--input-shape", "2,8,8")
+    assert code == 1 and out == ""
+    assert "does NOT fit" in err and "error too_many_layers" in err
+    assert "specklab: the network has 10 layers" in err
+
+
+def model_file_of(module: Any, shape: tuple[int, ...]) -> bytes:
+    from specklab.client._payload import model_file
+
+    return model_file(module, input_shape=shape).content

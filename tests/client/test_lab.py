@@ -20,7 +20,7 @@ from specklab.client import (
 from specklab.schemas.booking import BookingStatus
 
 from ..daemon import Daemon, free_port
-from .conftest import VIRTUAL_DEVKITS, Account, new_account
+from .conftest import LEASE_LAPSES_S, VIRTUAL_DEVKITS, Account, new_account
 
 
 def test_health_and_version_need_no_token(daemon: Daemon) -> None:
@@ -113,8 +113,8 @@ def test_book_holds_the_lease_and_releases_on_exit(client: Client) -> None:
     with client.book("speck2fdevkit", minutes=5) as booking:
         assert booking.booking.status is BookingStatus.RUNNING
         assert [b.id for b in client.bookings(current=True)] == [booking.id]
-        # The daemon's leases last 3 s here: without heartbeats the booking would expire.
-        time.sleep(6)
+        # Without heartbeats the booking would expire in this time.
+        time.sleep(LEASE_LAPSES_S)
         assert booking.refresh().status is BookingStatus.RUNNING
         assert booking.refresh().lease_expires_at is not None
         assert booking.lost is None

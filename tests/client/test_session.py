@@ -26,12 +26,14 @@ from specklab.schemas.stream import InputBatch, ServerStream, StreamMode
 
 from ..chip_configs import guide_network
 
+CONFIG = guide_network()
+
 
 class FakeDaemon:
     """A ServerStream whose 'device' answers each spike with a spike on the last layer."""
 
     def __init__(self, mode: StreamMode, max_events_per_frame: int = 2) -> None:
-        self.server = ServerStream(guide_network(), mode, max_events_per_frame=max_events_per_frame)
+        self.server = ServerStream(CONFIG, mode, max_events_per_frame=max_events_per_frame)
         self.server.start({"device": "virtual-speck2fdevkit:0"})
         self.inbox: deque[bytes] = deque(self.server.data_to_send())
         self.received: list[InputBatch] = []
