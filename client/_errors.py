@@ -39,19 +39,19 @@ class SpecklabError(Exception):
 
 
 class ClientClosed(SpecklabError):
-    pass
+    """The client, or a stream, was closed; make a new one."""
 
 
 class TransportError(SpecklabError):
-    pass
+    """The daemon could not be reached, or the connection broke."""
 
 
 class Timeout(TransportError):
-    pass
+    """The daemon did not answer in time."""
 
 
 class ProtocolError(SpecklabError):
-    pass
+    """The daemon sent something this client cannot read (a bad frame or body)."""
 
 
 class StreamError(SpecklabError):
@@ -76,19 +76,19 @@ class ApiError(SpecklabError):
 
 
 class AuthenticationError(ApiError):
-    pass
+    """401: no token, or an unknown, expired or revoked one."""
 
 
 class PermissionDenied(ApiError):
-    pass
+    """403: the token's user may not do this (not an admin, an observer ...)."""
 
 
 class NotFound(ApiError):
-    pass
+    """404: no such device, model, booking, recording or deployment."""
 
 
 class Conflict(ApiError):
-    pass
+    """409: the request clashes with the state of things (e.g. nothing deployed)."""
 
 
 class BookingConflict(Conflict):
@@ -108,7 +108,7 @@ class BookingConflict(Conflict):
 
 
 class InvalidRequest(ApiError):
-    pass
+    """400 / 413 / 415 / 422: the request itself is wrong; ``message`` says how."""
 
 
 class ModelDoesNotFit(InvalidRequest):
@@ -128,19 +128,19 @@ class ModelDoesNotFit(InvalidRequest):
 
 
 class DeviceError(ApiError):
-    pass
+    """The device failed or cannot serve now (a ``device_*`` code)."""
 
 
 class DeviceOffline(DeviceError):
-    pass
+    """The device is unplugged, or vanished."""
 
 
 class DeviceBusy(DeviceError):
-    pass
+    """Another session holds the device."""
 
 
 class ServerError(ApiError):
-    pass
+    """5xx: the daemon failed; its log says more."""
 
 
 def _parsed(model: Any, value: Any) -> Any:

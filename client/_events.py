@@ -191,6 +191,7 @@ def to_spikes(events: np.ndarray) -> list[Spike]:
 
 
 def to_dvs_events(events: np.ndarray) -> list[DvsEvent]:
+    """A DVS event array as a list of :class:`DvsEvent` objects."""
     if events.dtype != DVS_DTYPE:
         raise TypeError(f"expected a DVS event array, got dtype {events.dtype}")
     columns = [events[name].tolist() for name in ("x", "y", "p", "t")]

@@ -161,3 +161,13 @@ def test_an_admin_preempts_and_the_lease_notices(admin: Client, client: Client) 
         assert booking.lost is not None and "preempted" in str(booking.lost)
     assert booking.booking.status is BookingStatus.PREEMPTED
     assert client.booking(booking.id).status is BookingStatus.PREEMPTED
+
+
+def test_entering_a_future_booking_waits_for_its_start(client: Client) -> None:
+    start = datetime.now(UTC) + timedelta(seconds=1.5)
+    booking = client.book("speck2fdevkit", minutes=1, start=start)
+    assert booking.booking.status is BookingStatus.UPCOMING
+    with booking:
+        assert datetime.now(UTC) >= start
+        assert booking.refresh().status is BookingStatus.RUNNING
+    assert booking.booking.status is BookingStatus.RELEASED

@@ -1,0 +1,53 @@
+"""The package's public surface: a complete ``__all__``, and the same API sync and async."""
+
+from __future__ import annotations
+
+import inspect
+import types
+
+import specklab.client as client
+from specklab.client import (
+    AsyncClient,
+    AsyncEventStream,
+    AsyncHardwareModel,
+    Client,
+    EventStream,
+    HardwareModel,
+)
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(client).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert set(client.__all__) == public
+    # StreamMode is the schemas' enum, re-exported.
+    undocumented = [n for n in client.__all__ if not getattr(client, n).__doc__]
+    assert undocumented == ["StreamMode"]
+
+
+def _methods(cls: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in inspect.getmembers(cls, callable)
+        if not name.startswith("_")
+    }
+
+
+def test_async_classes_offer_the_blocking_ones_api_with_the_same_parameters() -> None:
+    pairs = [
+        (Client, AsyncClient),
+        (EventStream, AsyncEventStream),
+        (HardwareModel, AsyncHardwareModel),
+    ]
+    for blocking, awaiting in pairs:
+        sync_methods, async_methods = _methods(blocking), _methods(awaiting)
+        renamed = {"close": "aclose"}
+        for name, signature in sync_methods.items():
+            other = async_methods.get(renamed.get(name, name))
+            assert other is not None, f"{awaiting.__name__} lacks {name}"
+            # Async code sends in the background with its own task, not a thread.
+            wanted = [p for p in signature.parameters if p != "background"]
+            assert list(other.parameters) == wanted, name
