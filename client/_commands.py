@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -240,6 +241,8 @@ def _booking_rows(bookings: Sequence[Any]) -> str:
 
 
 def _book(client: Client, args: argparse.Namespace) -> None:
+    from ._errors import SpecklabError
+
     booking = client.book(args.target, minutes=args.minutes, start=args.start, end=args.until)
     _emit(args, booking.booking, lambda: _booking_rows([booking.booking]))
     if not args.hold:
@@ -247,13 +250,13 @@ def _book(client: Client, args: argparse.Namespace) -> None:
     print("holding the lease; Ctrl-C releases the booking", file=sys.stderr)
     with booking:
         try:
+            # Look now and then for a booking that ended under us (ran out, preempted).
             while booking.lost is None and booking.refresh().status in ("upcoming", "running"):
-                # Wake up now and then to notice a booking that ended (expired, preempted).
-                booking._stop.wait(5.0)
+                time.sleep(1.0)
         except KeyboardInterrupt:
             pass
-    if booking.lost is not None:
-        raise booking.lost
+    if booking.booking.status in ("preempted", "expired"):
+        raise booking.lost or SpecklabError(f"booking {booking.id} was {booking.booking.status}")
 
 
 def _bookings(client: Client, args: argparse.Namespace) -> None:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from specklab.client import Client
 from specklab.client.cli import main
 
-from .conftest import GRID_OUTPUTS, Account, grid
+from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, Account, grid
 
 
 def run(capsys: pytest.CaptureFixture[str], account: Account, *argv: str) -> tuple[int, str, str]:
@@ -176,3 +179,27 @@ def model_file_of(module: Any, shape: tuple[int, ...]) -> bytes:
     from specklab.client._payload import model_file
 
     return model_file(module, input_shape=shape).content
+
+
+def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
+    env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
+    command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
+    holder = subprocess.Popen(
+        [*command, "--minutes", "5", "--hold", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None
+        printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
+        booking_id = json.loads(printed)["id"]
+        time.sleep(LEASE_LAPSES_S)  # it outlives a lease only by beating
+        assert admin.booking(booking_id).status == "running"
+        admin.preempt(booking_id, reason="tests")
+        _, err = holder.communicate(timeout=30)
+    finally:
+        holder.kill()
+    assert holder.returncode == 1
+    assert "preempted" in err
