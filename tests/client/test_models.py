@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from specklab.client import Client, InvalidRequest, ModelDoesNotFit, NotFound, RemoteModel
@@ -68,3 +71,26 @@ def test_unreadable_files_and_bad_options_are_refused(client: Client) -> None:
 def test_other_users_models_are_not_found(client: Client, streamer: Account, remote_model) -> None:
     with pytest.raises(NotFound):
         client.model(remote_model.id)
+
+
+def test_compile_a_nir_graph(client: Client) -> None:
+    nir = pytest.importorskip("nir")
+    shape = (4, 6, 6)
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type={"input": np.array(ALL_ONES_SHAPE)}),
+        nir.Conv2d((8, 8), np.ones((4, 1, 3, 3)), 1, 0, 1, 1, np.zeros(4)),
+        nir.IF(r=np.ones(shape), v_threshold=np.ones(shape)),
+        nir.Output(output_type={"output": np.array(shape)}),
+    )
+    model = client.compile(graph, input_shape=ALL_ONES_SHAPE)
+    assert (model.name, model.format) == ("model.nir", "nir")
+    assert model.report.ok and [layer.output_shape for layer in model.report.layers] == [shape]
+
+
+def test_upload_a_torchscript_file(client: Client) -> None:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(all_ones_network(), torch.zeros(1, *ALL_ONES_SHAPE)), buffer)
+    model = client.upload(buffer.getvalue(), options={"input_shape": ALL_ONES_SHAPE})
+    assert (model.name, model.format) == ("model.pt", "torchscript") and model.report.ok

@@ -11,13 +11,16 @@ from specklab.client import (
     Client,
     Conflict,
     HardwareModel,
+    InvalidRequest,
     NotFound,
+    RemoteModel,
     Spike,
     StreamError,
     to_raster,
     to_spikes,
 )
 from specklab.schemas.events import SPIKE_DTYPE, spikes
+from specklab.schemas.patch import ConfigPatch, CorePatch
 
 from .conftest import GRID_OUTPUTS, all_ones_outputs, grid
 
@@ -109,3 +112,15 @@ def test_a_preempted_booking_ends_the_stream_with_a_fatal_error(
         hw_model(grid())
         hw_model(grid())  # the end may race with the first batch
     assert raised.value.fatal
+
+
+def test_deploy_with_a_config_patch(
+    lab: Client, booking: Booking, remote_model: RemoteModel
+) -> None:
+    halve = ConfigPatch(
+        layers={0: CorePatch(output_decimator_enable=True, output_decimator_interval=2)}
+    )
+    with lab.deploy(remote_model, booking.device_id, config_patch=halve) as hw_model:
+        assert len(hw_model(grid())) == GRID_OUTPUTS // 2
+    with pytest.raises(InvalidRequest, match=r"layers\.7"):
+        lab.deploy(remote_model, booking.device_id, config_patch={"layers": {7: {}}})
