@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
 
-from ..simulator import ChipSimulator, SimulatorError
+from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from . import events as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
 from .errors import ConfigRejected, DeviceStateError, InvalidArgument
@@ -87,7 +86,7 @@ class VirtualDevkit:
         self._open = False
         self._config: ChipConfig | None = None
         self._sim: ChipSimulator | None = None
-        self._sensor: Any = None  # the simulator's SyntheticSensor, made when first switched on
+        self._sensor: SyntheticSensor | None = None
         self._sensor_on = False
         #: Written inputs the stopwatch has not reached yet, sorted by t.
         self._queued_spikes = np.zeros(0, dtype=SPIKE_DTYPE)
@@ -143,8 +142,6 @@ class VirtualDevkit:
         self._require_open()
         self._catch_up()
         if enabled and self._sensor is None:
-            from ..simulator import SyntheticSensor
-
             self._sensor = SyntheticSensor(rate_hz=self._sensor_rate_hz, seed=self._seed)
         self._sensor_on = enabled
 

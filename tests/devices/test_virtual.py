@@ -251,10 +251,10 @@ class TickingSensor:
 
 @pytest.fixture
 def ticking_sensor(monkeypatch: pytest.MonkeyPatch) -> type[TickingSensor]:
-    from specklab.server import simulator
+    from specklab.server.devices import virtual
 
     TickingSensor.made = []
-    monkeypatch.setattr(simulator, "SyntheticSensor", TickingSensor, raising=False)
+    monkeypatch.setattr(virtual, "SyntheticSensor", TickingSensor)
     return TickingSensor
 
 
@@ -285,3 +285,21 @@ def test_sensor_events_follow_the_switch_and_the_dvs_layer(
     windows = ticking_sensor.made[0].windows
     assert all(a < b for a, b in windows)
     assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(windows))
+
+
+def test_the_synthetic_sensor_feeds_the_raw_monitor() -> None:
+    time = FakeTime()
+    devkit = _devkit(time)
+    config = _known_weights()
+    config.dvs_layer = DVSLayer(raw_monitor_enable=True, pass_sensor_events=False)
+    devkit.apply(config)
+    devkit.set_sensor(True)
+    devkit.start_stopwatch()
+    devkit.read(0.1)
+    raw = [devkit.read(0.001).dvs for _ in range(100)]
+    events = np.concatenate(raw)
+    # 20 k events/s for about 0.1 s, in time order, inside the 128x128 sensor.
+    assert 1000 < len(events) < 3000
+    assert np.all(np.diff(events["t"].astype(np.int64)) >= 0)
+    assert events["x"].max() < 128 and events["y"].max() < 128
+    assert set(np.unique(events["p"]).tolist()) <= {0, 1}
