@@ -79,3 +79,21 @@ def test_live_dvs_events_stream(lab: Client, booking: Booking) -> None:
             if received >= 100:
                 break
     assert received >= 100
+
+
+def test_replay_a_dvs_recording_into_a_dvs_input_network(lab: Client, booking: Booking) -> None:
+    torch = pytest.importorskip("torch")
+    network = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, bias=False), torch.nn.ReLU())
+    with torch.no_grad():
+        network[0].weight.fill_(1.0)
+    model = lab.compile(network, input_shape=(2, 16, 16), dvs_input=True)
+    assert model.report.dvs is not None and model.report.dvs.cut == (15, 15)
+    recording = lab.record(booking.device_id, 0.3)
+    with lab.deploy(model, booking.device_id) as hw_model, hw_model.stream() as stream:
+        assert stream.info["dvs_input"] is True
+        assert lab.replay(recording, booking.device_id, speed=2.0) == recording.event_count
+        replayed = sum(len(events) for events in stream.outputs(idle=1.0))
+    assert replayed > 0
+    # The same events, sent as one batch of DVS input.
+    events = lab.recording_events(recording)
+    assert len(hw_model.forward(events).spikes) > 0
