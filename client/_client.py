@@ -20,7 +20,7 @@ from specklab.schemas.booking import BookingPublic
 from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
-from ._core import DEFAULT_TIMEOUT, Op, closed_error, translated_transport_errors
+from ._core import DEFAULT_TIMEOUT, Call, Op, closed_error, translated_transport_errors
 from ._errors import Conflict, SpecklabError, StreamError, TransportError
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
@@ -109,7 +109,7 @@ class Client:
         finally:
             op.close()
 
-    def _download(self, call: Any) -> httpx.Response:
+    def _download(self, call: Call) -> httpx.Response:
         response = self._http.send(call.request, stream=True)
         try:
             if response.is_success:

@@ -34,8 +34,6 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_TIMEOUT = 30.0
 #: Uploads wait this long for the daemon's compiler.
 COMPILE_TIMEOUT = 600.0
-#: Chunk size of uploads and downloads (and of their progress bars).
-CHUNK_BYTES = 1 << 18
 
 
 @dataclass
