@@ -18,6 +18,7 @@ from specklab.client import (
     TransportError,
 )
 from specklab.schemas.booking import BookingStatus
+from specklab.schemas.devices import DeviceStatus
 
 from ..daemon import Daemon, free_port
 from .conftest import LEASE_LAPSES_S, VIRTUAL_DEVKITS, Account, new_account
@@ -113,6 +114,9 @@ def test_book_holds_the_lease_and_releases_on_exit(client: Client) -> None:
     with client.book("speck2fdevkit", minutes=5) as booking:
         assert booking.booking.status is BookingStatus.RUNNING
         assert [b.id for b in client.bookings(current=True)] == [booking.id]
+        device = client.device(booking.device_id)
+        assert device.status is DeviceStatus.BOOKED
+        assert device.booking is not None and device.booking.id == booking.id
         # Without heartbeats the booking would expire in this time.
         time.sleep(LEASE_LAPSES_S)
         assert booking.refresh().status is BookingStatus.RUNNING
