@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,10 @@ def _compile_simulator() -> None:
     simulator.advance_to(1000)
 
 
-@contextmanager
-def started_daemon(data: Path) -> Iterator[Daemon]:
-    """A daemon with :data:`VIRTUAL_DEVKITS` virtual devkits and the admin token."""
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The daemon of the whole client suite, with virtual devkits and a known admin token."""
+    _compile_simulator()
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN,
         # Short leases (2.5 s with the grace) so that heartbeats must flow within a test.
@@ -49,15 +49,8 @@ def started_daemon(data: Path) -> Iterator[Daemon]:
         "SPECKLAB_LEASE_GRACE_S": "0.5",
         "SPECKLAB_SWEEP_INTERVAL_S": "0.5",
     }
+    data = tmp_path_factory.mktemp("daemon")
     with run_daemon(data, "--virtual", f"speck2fdevkit={VIRTUAL_DEVKITS}", env=env) as daemon:
-        yield daemon
-
-
-@pytest.fixture(scope="session")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The daemon of the whole client suite."""
-    _compile_simulator()
-    with started_daemon(tmp_path_factory.mktemp("daemon")) as daemon:
         yield daemon
 
 

@@ -12,7 +12,7 @@ import pytest
 from specklab.client import Booking, Client, HardwareModel, InvalidRequest, NotFound
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind
 
-from .conftest import ADMIN_TOKEN, GRID_OUTPUTS, grid, started_daemon
+from .conftest import GRID_OUTPUTS, grid
 
 
 def test_record_the_monitored_layer_while_a_stream_feeds_it(
@@ -58,14 +58,10 @@ def test_record_dvs_returns_the_sensors_events(lab: Client, booking: Booking) ->
     assert recording.kind is EventKind.DVS and recording.event_count == len(events)
 
 
-def test_a_dvs_recording_downloads_as_aedat4(tmp_path: Path) -> None:
-    # A daemon of its own: this download has crashed the daemon process, which must not take
-    # the rest of the suite with it.
-    with started_daemon(tmp_path / "daemon") as daemon, Client(daemon.url, ADMIN_TOKEN) as lab:
-        with lab.book("speck2fdevkit", minutes=5) as booking:
-            recording = lab.record(booking.device_id, 0.2)
-        with (tmp_path / "dvs.aedat4").open("wb") as sink:
-            lab.download_recording(recording, sink, format="aedat4")
+def test_a_dvs_recording_downloads_as_aedat4(lab: Client, booking: Booking, tmp_path: Path) -> None:
+    recording = lab.record(booking.device_id, 0.2)
+    with (tmp_path / "dvs.aedat4").open("wb") as sink:
+        lab.download_recording(recording, sink, format="aedat4")
     assert (tmp_path / "dvs.aedat4").read_bytes().startswith(b"#!AER-DAT4.0")
 
 
