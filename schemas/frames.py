@@ -11,7 +11,7 @@ Frame layouts (all keys are strings)::
     events   {v, type: "events", kind: "spike"|"dvs"|"readout", dtype: str, bin: bytes, seq?: int}
     end      {v, type: "end", seq?: int, counts?: {str: int}}
     control  {v, type: "control", op: str, args?: {str: any}}
-    error    {v, type: "error", code: str, message: str, fatal?: bool}
+    error    {v, type: "error", code: str, message: str, fatal?: bool, detail?: any}
     stats    {v, type: "stats", counters: {str: int|float}}
 """
 
@@ -66,6 +66,8 @@ class ErrorFrame:
     code: str
     message: str
     fatal: bool = False
+    #: Plain data for programs, as in REST error bodies (e.g. ``next_free`` of a booking).
+    detail: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ def encode(frame: Frame) -> bytes:
         body = {"type": "control", "op": frame.op, "args": dict(frame.args)}
     elif isinstance(frame, ErrorFrame):
         body = {"type": "error", "code": frame.code, "message": frame.message, "fatal": frame.fatal}
+        if frame.detail is not None:
+            body["detail"] = frame.detail
     elif isinstance(frame, StatsFrame):
         body = {"type": "stats", "counters": dict(frame.counters)}
     else:
@@ -242,7 +246,10 @@ def _decode_control(body: dict[str, Any]) -> ControlFrame:
 def _decode_error(body: dict[str, Any]) -> ErrorFrame:
     fatal = _field(body, "fatal", bool, required=False) or False
     return ErrorFrame(
-        code=_field(body, "code", str), message=_field(body, "message", str), fatal=fatal
+        code=_field(body, "code", str),
+        message=_field(body, "message", str),
+        fatal=fatal,
+        detail=body.get("detail"),
     )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from .compile import CompileOptions, CompileReport
+from .compile import CompileOptions, CompileReport, Problem
 
 
 class ModelInfo(BaseModel):
@@ -20,3 +20,14 @@ class ModelInfo(BaseModel):
     created_at: datetime
     options: CompileOptions
     report: CompileReport
+
+
+class DoesNotFit(BaseModel):
+    """``detail`` of a 422 ``model_does_not_fit`` answer to an upload."""
+
+    #: The compiler's error code: ``no_placement``, ``hardware_limit``, ``unsupported_layer``...
+    reason: str
+    #: The problems that stop the model, each naming its layer and the rule it breaks.
+    problems: list[Problem]
+    #: The full report, placement table included (None when compiling stopped before it).
+    report: CompileReport | None

@@ -63,11 +63,12 @@ def refusal_close_code(http_status: int) -> int:
 class StreamError(Exception):
     """An error frame received by the client, raised where it matters."""
 
-    def __init__(self, code: str, message: str, fatal: bool) -> None:
+    def __init__(self, code: str, message: str, fatal: bool, detail: Any = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.fatal = fatal
+        self.detail = detail
 
 
 # What the server side hands its adapter.
@@ -311,7 +312,7 @@ class ClientStream(_Endpoint):
             return Stats(frame.counters)
         if isinstance(frame, ErrorFrame):
             self.counters.errors += 1
-            return StreamError(frame.code, frame.message, frame.fatal)
+            return StreamError(frame.code, frame.message, frame.fatal, frame.detail)
         if frame.op == "ready":
             self.info = frame.args
             return Ready(frame.args)

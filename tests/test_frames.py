@@ -80,6 +80,7 @@ simple_values = st.recursive(
             code=st.text(max_size=20),
             message=st.text(max_size=200),
             fatal=st.booleans(),
+            detail=simple_values,
         ),
         st.builds(
             StatsFrame,

@@ -163,6 +163,7 @@ def test_other_users_and_unbooked_devices_are_refused(lab: StreamLab, deployed: 
         error = ClientStream().receive_data(websocket.recv(timeout=30))
         assert isinstance(error, StreamError) and error.fatal
         assert error.code == "device_booked" and "ada" in error.message
+        assert error.detail["next_free"]
         with pytest.raises(ConnectionClosed) as closed:
             websocket.recv(timeout=30)
         assert closed.value.rcvd.code == refusal_close_code(409)

@@ -96,13 +96,15 @@ class _Connection:
 
 
 async def _refuse(websocket: WebSocket, exc: ApiError | DeviceError) -> None:
-    status, code, message = (
-        (exc.status, exc.body.code, exc.body.message)
-        if isinstance(exc, ApiError)
-        else (exc.http_status, exc.code, exc.message)
-    )
-    await websocket.send_bytes(encode(ErrorFrame(code, message, fatal=True)))
-    await websocket.close(code=refusal_close_code(status), reason=code)
+    if isinstance(exc, ApiError):
+        status, frame = (
+            exc.status,
+            ErrorFrame(exc.body.code, exc.body.message, True, exc.body.detail),
+        )
+    else:
+        status, frame = exc.http_status, ErrorFrame(exc.code, exc.message, fatal=True)
+    await websocket.send_bytes(encode(frame))
+    await websocket.close(code=refusal_close_code(status), reason=frame.code)
 
 
 async def _control(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions, CompileReport
-from specklab.schemas.models import ModelInfo
+from specklab.schemas.models import DoesNotFit, ModelInfo
 
 from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
@@ -170,7 +170,8 @@ class ModelService:
 
 def _api_error(exc: CompileError) -> ApiError:
     if isinstance(exc, ModelError):
-        report = exc.report.model_dump(mode="json") if exc.report else None
-        detail = {"reason": exc.code, "problems": [p.model_dump() for p in exc.problems]}
-        return ApiError(422, "model_does_not_fit", exc.message, detail={**detail, "report": report})
+        detail = DoesNotFit(reason=exc.code, problems=exc.problems, report=exc.report)
+        return ApiError(
+            422, "model_does_not_fit", exc.message, detail=detail.model_dump(mode="json")
+        )
     return ApiError(exc.http_status, exc.code, exc.message, detail=exc.detail)

@@ -29,7 +29,7 @@ from ..errors import ApiError
 from ..storage import Database
 from ..storage.audit import audit
 from ..storage.tables import RecordingRecord, User
-from .aedat import write_aedat4
+from .aedat import ExportFailed, export_aedat4
 
 T = TypeVar("T")
 
@@ -172,10 +172,10 @@ class RecordingService:
             )
         path = self.root / f"{recording_id}.aedat4"
         if not path.exists():
-            events = await self.events(user, recording_id)
-            partial = path.with_suffix(".partial")
-            await anyio.to_thread.run_sync(write_aedat4, events, partial)
-            partial.replace(path)
+            try:
+                await export_aedat4(self.npy_path(recording_id), path)
+            except ExportFailed as exc:
+                raise ApiError(500, "export_failed", str(exc)) from exc
         return path
 
     async def delete(self, user: Principal, recording_id: int) -> None:
