@@ -1,0 +1,21 @@
+"""The virtual devkit: a compiled, event-driven model of a Speck chip and a virtual DVS sensor.
+
+Semantics, order of processing and timing: docs/simulator.md.
+"""
+
+from .engine import ChipSimulator, SimOutput
+from .errors import SimulatorError
+from .pacing import Stopwatch, due_slices
+from .sensor import DvsSensor, Pattern, ReplaySensor, SyntheticSensor
+
+__all__ = [
+    "ChipSimulator",
+    "DvsSensor",
+    "Pattern",
+    "ReplaySensor",
+    "SimOutput",
+    "SimulatorError",
+    "Stopwatch",
+    "SyntheticSensor",
+    "due_slices",
+]

@@ -1,0 +1,683 @@
+"""The compiled event loop: every per-event step of the virtual chip, with no Python in it.
+
+All functions are numba ``njit(cache=True, nogil=True)``: compiled once per machine (cached
+next to this file) and run without the GIL, so a device thread does not block the daemon.
+The semantics are documented in ``docs/simulator.md``; the comments here say how, not what.
+
+Pending events live on one explicit stack of ``(core, feature, y, x)`` input events. The
+spikes one scan emits are pushed in emission order and the pushed segment is then reversed,
+so popping processes them in emission order, each with its whole downstream cascade before
+the next (depth first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from specklab.schemas.chipconfig import NUM_CORES
+from specklab.schemas.events import DVS_CORE
+
+from .packing import (
+    ACTIVE,
+    B_OFF,
+    CIN,
+    COUT,
+    DECIMATE,
+    DECIMATE_N,
+    DEST,
+    DVS_CUT_X,
+    DVS_CUT_Y,
+    DVS_IN_H,
+    DVS_IN_W,
+    DVS_MERGE,
+    DVS_MIRROR_X,
+    DVS_MIRROR_Y,
+    DVS_ORIGIN_X,
+    DVS_ORIGIN_Y,
+    DVS_PASS,
+    DVS_POOL_X,
+    DVS_POOL_Y,
+    DVS_RAW_MONITOR,
+    DVS_SWAP,
+    HIN,
+    HOUT,
+    KERNEL,
+    LEAK,
+    MONITOR,
+    N_DEST,
+    NEURONS,
+    PAD_X,
+    PAD_Y,
+    RETURN_TO_ZERO,
+    RF_NEURONS,
+    RO_CLASSES,
+    RO_CORE,
+    RO_ENABLE,
+    RO_MONITOR,
+    RO_STRIDE,
+    RO_THRESHOLD,
+    RO_WINDOW,
+    S_OFF,
+    STATE_MAX,
+    STRIDE_X,
+    STRIDE_Y,
+    THR_HIGH,
+    THR_LOW,
+    W_OFF,
+    WIN,
+    WOUT,
+)
+
+# Entries of the mutable counter vector ``dyn``.
+CLOCK = 0  # microseconds; every tick at or before it has run
+TICKS = 1  # slow-clock ticks run so far
+DROPPED_RANGE = 2  # destination events outside the destination core's input
+DROPPED_OVERFLOW = 3  # events dropped by the stack or cascade guard
+DECIMATOR = 4  # DECIMATOR + core: spikes counted by that core's output decimator
+DYN_ENTRIES = DECIMATOR + NUM_CORES
+
+NEVER = np.iinfo(np.int64).max
+
+#: Most events one input event's cascade may process (a guard against runaway recurrent
+#: networks, which would otherwise stall the device thread forever, as they stall the chip).
+MAX_CASCADE = 1 << 20
+
+
+@intrinsic
+def _borrowed(typingctx: Any, array: types.Array) -> tuple[Any, Callable[..., Any]]:
+    """The same array without its reference-counted owner, for use inside one call only.
+
+    numba increments and decrements (atomically) the owner's reference count of every array
+    handed to an inlined helper; on the per-event path that costs more than the event's
+    work. A borrowed view has no owner, so those operations compile away. The caller's
+    reference keeps the memory alive for the duration of the call.
+    """
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        source = context.make_array(signature.args[0])(context, builder, args[0])
+        view = context.make_array(signature.return_type)(context, builder)
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        view.nitems = source.nitems
+        view.itemsize = source.itemsize
+        view.data = source.data
+        view.shape = source.shape
+        view.strides = source.strides
+        return view._getvalue()
+
+    return array(array), codegen
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _grown(events: np.ndarray, filled: int, needed: int) -> np.ndarray:
+    """A larger event buffer holding the first ``filled`` events of ``events``."""
+    capacity = max(events.shape[0], 16)
+    while capacity < needed:
+        capacity *= 2
+    bigger = np.empty(capacity, dtype=events.dtype)
+    bigger[:filled] = events[:filled]
+    return bigger
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _reverse(stack: np.ndarray, lo: int, hi: int) -> None:
+    hi -= 1
+    while lo < hi:
+        for j in range(4):
+            stack[lo, j], stack[hi, j] = stack[hi, j], stack[lo, j]
+        lo += 1
+        hi -= 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _emit(
+    cores: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    stack: np.ndarray,
+    sp: int,
+    out: np.ndarray,
+    nout: int,
+    c: int,
+    f: int,
+    y: int,
+    x: int,
+    t: int,
+) -> tuple[int, int]:
+    """One spike leaves neuron (f, y, x) of core ``c``: decimator, monitor, readout, fan-out."""
+    if cores[c, DECIMATE]:
+        count = dyn[DECIMATOR + c] + 1
+        if count < cores[c, DECIMATE_N]:
+            dyn[DECIMATOR + c] = count
+            return nout, sp
+        dyn[DECIMATOR + c] = 0
+    if cores[c, MONITOR]:
+        spike = out[nout]
+        spike["t"] = t
+        spike["core"] = c
+        spike["feature"] = f
+        spike["x"] = x
+        spike["y"] = y
+        nout += 1
+    if readout[RO_ENABLE] and c == readout[RO_CORE]:
+        stride = readout[RO_STRIDE]
+        if f % stride == 0 and f // stride < readout[RO_CLASSES]:
+            ro_counts[f // stride] += 1
+    for d in range(cores[c, N_DEST]):
+        col = DEST + 3 * d
+        target = cores[c, col]
+        pooling = cores[c, col + 1]
+        ff = f + cores[c, col + 2]
+        yy = y // pooling
+        xx = x // pooling
+        if ff >= cores[target, CIN] or yy >= cores[target, HIN] or xx >= cores[target, WIN]:
+            dyn[DROPPED_RANGE] += 1
+        elif sp == stack.shape[0]:
+            dyn[DROPPED_OVERFLOW] += 1
+        else:
+            stack[sp, 0] = target
+            stack[sp, 1] = ff
+            stack[sp, 2] = yy
+            stack[sp, 3] = xx
+            sp += 1
+    return nout, sp
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _add_clamped(neurons: np.ndarray, inputs: np.ndarray, low: int) -> int:
+    """``neurons = max(min(neurons + inputs, STATE_MAX), low)``; returns the largest result.
+
+    Branch free on int32 slices, which is what lets LLVM vectorize it.
+    """
+    top = low
+    for i in range(neurons.shape[0]):
+        v = max(min(np.int32(neurons[i] + inputs[i]), np.int32(STATE_MAX)), low)
+        neurons[i] = v
+        top = max(top, v)
+    return top
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _fire(
+    cores: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    stack: np.ndarray,
+    sp: int,
+    out: np.ndarray,
+    nout: int,
+    neurons: np.ndarray,
+    c: int,
+    y: int,
+    x0: int,
+    t: int,
+) -> tuple[int, int]:
+    """Fire the neurons at or above threshold in ``neurons``, positions x0, x0 + 1, ... of row y.
+
+    Scans in (x, feature) order. The caller has already added the input and clamped at
+    threshold_low; with low < high (checked when packing) that equals clamping after firing.
+    """
+    high = np.int32(cores[c, THR_HIGH])
+    low = np.int32(cores[c, THR_LOW])
+    rtz = cores[c, RETURN_TO_ZERO]
+    cout = cores[c, COUT]
+    for x in range(neurons.shape[0] // cout):
+        block = neurons[x * cout : (x + 1) * cout]
+        # Counting is vectorized; the scalar scan then stops at the last neuron that fires.
+        remaining = _count_at_least(block, high)
+        f = 0
+        while remaining > 0:
+            v = block[f]
+            if v >= high:
+                remaining -= 1
+                nout, sp = _emit(
+                    cores, readout, dyn, ro_counts, stack, sp, out, nout, c, f, y, x0 + x, t
+                )
+                block[f] = max(np.int32(0) if rtz else np.int32(v - high), low)
+            f += 1
+    return nout, sp
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_at_least(values: np.ndarray, threshold: int) -> int:
+    count = 0
+    for i in range(values.shape[0]):
+        count += values[i] >= threshold
+    return count
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _integrate(
+    cores: np.ndarray,
+    weights: np.ndarray,
+    states: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    stack: np.ndarray,
+    sp: int,
+    out: np.ndarray,
+    nout: int,
+    c: int,
+    fin: int,
+    y: int,
+    x: int,
+    t: int,
+) -> tuple[int, int]:
+    """Add input event (fin, y, x) of core ``c`` to its receptive field, in (y, x, f) order.
+
+    Weights are stored with kx reversed, so with stride 1 the kernel row for consecutive
+    output columns is one contiguous slice, like the neurons it lands on.
+    """
+    k = cores[c, KERNEL]
+    sy = cores[c, STRIDE_Y]
+    sx = cores[c, STRIDE_X]
+    cout = cores[c, COUT]
+    wout = cores[c, WOUT]
+    high = np.int32(cores[c, THR_HIGH])
+    low = np.int32(cores[c, THR_LOW])
+    w_off = cores[c, W_OFF] + fin * k * k * cout
+    s_off = cores[c, S_OFF]
+    # Output rows oy with 0 <= y + pad - oy * stride < k (floor division rounds down).
+    ny = y + cores[c, PAD_Y]
+    nx = x + cores[c, PAD_X]
+    oy_lo = max(0, -((k - 1 - ny) // sy))
+    oy_hi = min(ny // sy, cores[c, HOUT] - 1)
+    ox_lo = max(0, -((k - 1 - nx) // sx))
+    ox_hi = min(nx // sx, wout - 1)
+    # Output columns handled per slice: all of them with stride 1, one at a time otherwise.
+    run = ox_hi - ox_lo + 1 if sx == 1 else 1
+    for oy in range(oy_lo, oy_hi + 1):
+        w_row = w_off + (ny - oy * sy) * k * cout
+        s_row = s_off + oy * wout * cout
+        for ox in range(ox_lo, ox_hi + 1, run):
+            wb = w_row + (k - 1 - nx + ox * sx) * cout
+            sb = s_row + ox * cout
+            neurons = states[sb : sb + run * cout]
+            if _add_clamped(neurons, weights[wb : wb + run * cout], low) >= high:
+                nout, sp = _fire(
+                    cores, readout, dyn, ro_counts, stack, sp, out, nout, neurons, c, oy, ox, t
+                )
+    return nout, sp
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _drain(
+    cores: np.ndarray,
+    weights: np.ndarray,
+    states: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    stack: np.ndarray,
+    sp: int,
+    out: np.ndarray,
+    nout: int,
+    t: int,
+    processed: int,
+) -> tuple[int, int, int]:
+    """Process pending events until the stack is empty (one input event's whole cascade).
+
+    Stops early when ``out`` might not hold the next event's spikes: the caller grows it and
+    calls again. Growing here would reassign the array in the hot loop, and numba then
+    reference-counts it on every event.
+    """
+    while sp > 0:
+        c = stack[sp - 1, 0]
+        if nout + cores[c, RF_NEURONS] > out.shape[0]:
+            return nout, sp, processed
+        if processed == MAX_CASCADE:
+            dyn[DROPPED_OVERFLOW] += sp
+            return nout, 0, processed
+        processed += 1
+        sp -= 1
+        first = sp
+        nout, sp = _integrate(
+            cores,
+            weights,
+            states,
+            readout,
+            dyn,
+            ro_counts,
+            stack,
+            sp,
+            out,
+            nout,
+            c,
+            stack[sp, 1],
+            stack[sp, 2],
+            stack[sp, 3],
+            t,
+        )
+        _reverse(stack, first, sp)
+    return nout, sp, processed
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _cascade(
+    cores: np.ndarray,
+    weights: np.ndarray,
+    states: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    stack: np.ndarray,
+    sp: int,
+    out: np.ndarray,
+    nout: int,
+    t: int,
+) -> tuple[np.ndarray, int]:
+    """Drain the stack (one event's whole cascade), growing ``out`` as needed."""
+    sink = _borrowed(out)
+    processed = 0
+    while True:
+        nout, sp, processed = _drain(
+            cores, weights, states, readout, dyn, ro_counts, stack, sp, sink, nout, t, processed
+        )
+        if sp == 0:
+            return out, nout
+        out = _grown(out, nout, nout + cores[stack[sp - 1, 0], RF_NEURONS])
+        sink = _borrowed(out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tick(
+    cores: np.ndarray,
+    weights: np.ndarray,
+    biases: np.ndarray,
+    states: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    ro_ring: np.ndarray,
+    stack: np.ndarray,
+    out: np.ndarray,
+    nout: int,
+    ro_out: np.ndarray,
+    nro: int,
+    t: int,
+) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """One slow-clock tick at time ``t``: leak every leaky core, then update the readout."""
+    sink = _borrowed(out)
+    for c in range(NUM_CORES):
+        if not (cores[c, ACTIVE] and cores[c, LEAK]):
+            continue
+        if nout + cores[c, NEURONS] > out.shape[0]:
+            out = _grown(out, nout, nout + cores[c, NEURONS])
+            sink = _borrowed(out)
+        cout = cores[c, COUT]
+        wout = cores[c, WOUT]
+        s_off = cores[c, S_OFF]
+        b_off = cores[c, B_OFF]
+        low = np.int32(cores[c, THR_LOW])
+        high = np.int32(cores[c, THR_HIGH])
+        bias = biases[b_off : b_off + cout]
+        sp = 0
+        for y in range(cores[c, HOUT]):
+            for x in range(wout):
+                sb = s_off + (y * wout + x) * cout
+                neurons = states[sb : sb + cout]
+                if _add_clamped(neurons, bias, low) >= high:
+                    nout, sp = _fire(
+                        cores, readout, dyn, ro_counts, stack, sp, sink, nout, neurons, c, y, x, t
+                    )
+        _reverse(stack, 0, sp)
+        out, nout = _cascade(
+            cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, t
+        )
+        sink = _borrowed(out)
+    if readout[RO_ENABLE]:
+        window = readout[RO_WINDOW]
+        classes = readout[RO_CLASSES]
+        row = dyn[TICKS] % window
+        best = 0
+        best_sum = -1
+        for k in range(classes):
+            ro_ring[row, k] = ro_counts[k]
+            ro_counts[k] = 0
+        for k in range(classes):
+            total = 0
+            for r in range(window):
+                total += ro_ring[r, k]
+            if total > best_sum:
+                best = k
+                best_sum = total
+        value = min(best_sum // window, 2**16 - 1)
+        if readout[RO_MONITOR] and value >= readout[RO_THRESHOLD]:
+            if nro == ro_out.shape[0]:
+                ro_out = _grown(ro_out, nro, nro + 1)
+            ro_out[nro]["t"] = t
+            ro_out[nro]["class_id"] = best
+            ro_out[nro]["value"] = value
+            nro += 1
+    dyn[TICKS] += 1
+    return out, nout, ro_out, nro
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _next_tick(dyn: np.ndarray, period: float) -> int:
+    """Time of the next slow-clock tick (tick n is at floor(n * period)); never without a clock."""
+    if period <= 0.0:
+        return NEVER
+    return np.int64(math.floor((dyn[TICKS] + 1) * period))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ticks_until(
+    cores: np.ndarray,
+    weights: np.ndarray,
+    biases: np.ndarray,
+    states: np.ndarray,
+    readout: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    ro_ring: np.ndarray,
+    stack: np.ndarray,
+    period: float,
+    out: np.ndarray,
+    nout: int,
+    ro_out: np.ndarray,
+    nro: int,
+    t: int,
+) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Run every slow-clock tick due at or before ``t``."""
+    while True:
+        due = _next_tick(dyn, period)
+        if due > t:
+            return out, nout, ro_out, nro
+        out, nout, ro_out, nro = _tick(
+            cores,
+            weights,
+            biases,
+            states,
+            readout,
+            dyn,
+            ro_counts,
+            ro_ring,
+            stack,
+            out,
+            nout,
+            ro_out,
+            nro,
+            due,
+        )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dvs_layer(dvs_params: np.ndarray, x: int, y: int, p: int) -> tuple[int, int, int]:
+    """DVS event -> (feature, y, x) out of the DVS layer, or feature -1 when cropped away."""
+    f = 0 if dvs_params[DVS_MERGE] else p
+    px = x // dvs_params[DVS_POOL_X]
+    py = y // dvs_params[DVS_POOL_Y]
+    ox = dvs_params[DVS_ORIGIN_X]
+    oy = dvs_params[DVS_ORIGIN_Y]
+    cx = dvs_params[DVS_CUT_X]
+    cy = dvs_params[DVS_CUT_Y]
+    if px < ox or px > cx or py < oy or py > cy:
+        return -1, 0, 0
+    xx = px - ox
+    yy = py - oy
+    if dvs_params[DVS_MIRROR_X]:
+        xx = cx - ox - xx
+    if dvs_params[DVS_MIRROR_Y]:
+        yy = cy - oy - yy
+    if dvs_params[DVS_SWAP]:
+        return f, xx, yy
+    return f, yy, xx
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run(
+    cores: np.ndarray,
+    dvs_params: np.ndarray,
+    readout: np.ndarray,
+    weights: np.ndarray,
+    biases: np.ndarray,
+    period: float,
+    states: np.ndarray,
+    dyn: np.ndarray,
+    ro_counts: np.ndarray,
+    ro_ring: np.ndarray,
+    stack: np.ndarray,
+    spikes: np.ndarray,
+    dvs: np.ndarray,
+    t_end: int,
+    out: np.ndarray,
+    ro_out: np.ndarray,
+    dvs_out: np.ndarray,
+) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray, int]:
+    """Process input spikes and DVS events (each sorted by t) merged by t, spikes first on ties.
+
+    Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
+    (possibly reallocated) and how many rows of each are filled.
+    """
+    cores = _borrowed(cores)
+    dvs_params = _borrowed(dvs_params)
+    readout = _borrowed(readout)
+    weights = _borrowed(weights)
+    biases = _borrowed(biases)
+    states = _borrowed(states)
+    dyn = _borrowed(dyn)
+    ro_counts = _borrowed(ro_counts)
+    ro_ring = _borrowed(ro_ring)
+    stack = _borrowed(stack)
+    spikes = _borrowed(spikes)
+    dvs = _borrowed(dvs)
+    # ``out`` owns the spike buffer returned to Python; ``sink`` is what the hot path writes.
+    sink = _borrowed(out)
+    nout = 0
+    nro = 0
+    ndvs = 0
+    i = 0
+    j = 0
+    n_spikes = spikes.shape[0]
+    n_dvs = dvs.shape[0]
+    next_tick = _next_tick(dyn, period)
+    while True:
+        more = i < n_spikes or j < n_dvs
+        take_spike = False
+        if more:
+            take_spike = j == n_dvs or (i < n_spikes and spikes[i]["t"] <= dvs[j]["t"])
+            t = np.int64(spikes[i]["t"]) if take_spike else np.int64(dvs[j]["t"])
+        else:
+            t = np.int64(t_end)  # after the last event: the ticks due by t_end
+        if t > dyn[CLOCK]:
+            if t >= next_tick:
+                out, nout, ro_out, nro = _ticks_until(
+                    cores,
+                    weights,
+                    biases,
+                    states,
+                    readout,
+                    dyn,
+                    ro_counts,
+                    ro_ring,
+                    stack,
+                    period,
+                    out,
+                    nout,
+                    ro_out,
+                    nro,
+                    t,
+                )
+                sink = _borrowed(out)
+                next_tick = _next_tick(dyn, period)
+            dyn[CLOCK] = t
+        if not more:
+            return out, nout, ro_out, nro, dvs_out, ndvs
+        now = dyn[CLOCK]
+        sp = 0
+        if take_spike:
+            spike = spikes[i]
+            i += 1
+            stack[0, 0] = spike["core"]
+            stack[0, 1] = spike["feature"]
+            stack[0, 2] = spike["y"]
+            stack[0, 3] = spike["x"]
+            sp = 1
+        else:
+            sensed = dvs[j]
+            j += 1
+            if dvs_params[DVS_RAW_MONITOR]:
+                if ndvs == dvs_out.shape[0]:
+                    dvs_out = _grown(dvs_out, ndvs, ndvs + 1)
+                raw = dvs_out[ndvs]
+                raw["t"] = now
+                raw["x"] = sensed["x"]
+                raw["y"] = sensed["y"]
+                raw["p"] = sensed["p"]
+                ndvs += 1
+            if dvs_params[DVS_PASS]:
+                f, y, x = _dvs_layer(
+                    dvs_params, np.int64(sensed["x"]), np.int64(sensed["y"]), np.int64(sensed["p"])
+                )
+                if f >= 0:
+                    if nout == sink.shape[0]:
+                        out = _grown(out, nout, nout + 1)
+                        sink = _borrowed(out)
+                    nout, sp = _emit(
+                        cores, readout, dyn, ro_counts, stack, 0, sink, nout, DVS_CORE, f, y, x, now
+                    )
+                    _reverse(stack, 0, sp)
+        out, nout = _cascade(
+            cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, now
+        )
+        sink = _borrowed(out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def first_bad_spike(cores: np.ndarray, spikes: np.ndarray) -> int:
+    """Index of the first input spike outside its core's input, or -1 when all fit."""
+    for i in range(spikes.shape[0]):
+        c = spikes[i]["core"]
+        if (
+            c >= NUM_CORES
+            or not cores[c, ACTIVE]
+            or spikes[i]["feature"] >= cores[c, CIN]
+            or spikes[i]["y"] >= cores[c, HIN]
+            or spikes[i]["x"] >= cores[c, WIN]
+        ):
+            return i
+    return -1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def first_bad_dvs(dvs_params: np.ndarray, dvs: np.ndarray) -> int:
+    """Index of the first DVS event outside the sensor or with polarity > 1, or -1."""
+    for i in range(dvs.shape[0]):
+        if (
+            dvs[i]["x"] >= dvs_params[DVS_IN_W]
+            or dvs[i]["y"] >= dvs_params[DVS_IN_H]
+            or dvs[i]["p"] > 1
+        ):
+            return i
+    return -1
