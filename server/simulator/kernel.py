@@ -85,6 +85,10 @@ DYN_ENTRIES = DECIMATOR + NUM_CORES
 
 NEVER = np.iinfo(np.int64).max
 
+#: Neurons scanned for spikes at a time: a row is skipped chunk by chunk with a vectorized
+#: maximum, and only a chunk holding a neuron at threshold is scanned neuron by neuron.
+SCAN_CHUNK = 32
+
 #: Most events one input event's cascade may process (a guard against runaway recurrent
 #: networks, which would otherwise stall the device thread forever, as they stall the chip).
 MAX_CASCADE = 1 << 20
@@ -230,29 +234,29 @@ def _fire(
     low = np.int32(cores[c, THR_LOW])
     rtz = cores[c, RETURN_TO_ZERO]
     cout = cores[c, COUT]
-    for x in range(neurons.shape[0] // cout):
-        block = neurons[x * cout : (x + 1) * cout]
-        # Counting is vectorized; the scalar scan then stops at the last neuron that fires.
-        remaining = _count_at_least(block, high)
-        f = 0
-        while remaining > 0:
-            v = block[f]
+    n = neurons.shape[0]
+    for start in range(0, n, SCAN_CHUNK):
+        chunk = neurons[start : min(start + SCAN_CHUNK, n)]
+        # A vectorized maximum skips the chunks where nothing fires.
+        if _largest(chunk, low) < high:
+            continue
+        for i in range(chunk.shape[0]):
+            v = chunk[i]
             if v >= high:
-                remaining -= 1
+                x, f = divmod(start + i, cout)
                 nout, sp = _emit(
                     cores, readout, dyn, ro_counts, stack, sp, out, nout, c, f, y, x0 + x, t
                 )
-                block[f] = max(np.int32(0) if rtz else np.int32(v - high), low)
-            f += 1
+                chunk[i] = max(np.int32(0) if rtz else np.int32(v - high), low)
     return nout, sp
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _count_at_least(values: np.ndarray, threshold: int) -> int:
-    count = 0
+def _largest(values: np.ndarray, floor: int) -> int:
+    top = floor
     for i in range(values.shape[0]):
-        count += values[i] >= threshold
-    return count
+        top = max(top, values[i])
+    return top
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
