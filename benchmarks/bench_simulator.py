@@ -1,0 +1,233 @@
+"""Virtual devkit engine throughput on the guide's network, against a time-stepped dense simulation.
+
+Prints one JSON object. The network is the vendor guide's LeNet (Conv2d(1,20,5)-ReLU-AvgPool2 /
+Conv2d(20,32,5)-ReLU-AvgPool2 / Conv2d(32,128,3)-ReLU-AvgPool2 / Flatten / Linear(128,500)-ReLU /
+Linear(500,10), no bias, input 1x28x28), converted and quantized here by hand the way the vendor
+does (spec sections 3-4: threshold 1, min_v_mem -1, AvgPool -> sum pooling with the destination's
+weights scaled by 1/k^2, one scale per core), placed {0:0, 1:3, 2:5, 3:6, 4:1}, last core
+monitored. It does not use the compiler.
+
+Float weights are random, ``N(mean, 1) / sqrt(fan_in)`` per layer; the means set how active the
+network is (a trained network's activity depends on its data, which random weights do not
+have). Two regimes are measured and their activity reported: "moderate" (each layer emits about
+one spike or fewer per input event) and "busy" (about three times as many spikes in the first
+layers). Input: uniformly random single-channel events on the 28x28 input with Poisson timing.
+
+The baseline is the vendor's kind of software simulation: dense and time-stepped (1 ms), one
+torch conv per layer per step with multi-spike integrate-and-fire (v += input; n = floor(v/thr)
+where v > 0; v -= n*thr; v = max(v, low)), one thread. Its cost grows with simulated time, the
+engine's with events, so the ratio depends on the input's event rate: two stream rates are
+measured. Rates are wall-clock, best of three runs from a fresh state, numba compile excluded.
+Goal: >= 2 M input events/s on one core (stretch 10 M).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specklab.schemas.chipconfig import (
+    XY,
+    ChipConfig,
+    CNNLayer,
+    Destination,
+    Dimensions,
+    LayerPlacement,
+    Shape,
+)
+from specklab.schemas.events import SPIKE_DTYPE
+from specklab.server.simulator import ChipSimulator
+
+#: (c_in, size_in, kernel, c_out, pooling after the layer) per converted layer.
+LENET = [
+    (1, 28, 5, 20, 2),
+    (20, 12, 5, 32, 2),
+    (32, 4, 3, 128, 2),
+    (128, 1, 1, 500, 1),
+    (500, 1, 1, 10, 1),
+]
+PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}
+REGIMES = {"moderate": (-0.25, 0.1, 0.2, 0.1, 0.3), "busy": (-0.1, 0.15, 0.15, 0.15, 0.15)}
+STREAM_RATES_HZ = (100_000, 1_000_000)
+GOAL, STRETCH = 2_000_000, 10_000_000
+
+Layers = list[tuple[np.ndarray, int]]
+
+
+def _scale(x: np.ndarray, bits: int) -> float:
+    """The vendor's per-tensor scale (spec section 4)."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo, hi = float(x.min()), float(x.max())
+    if abs(lo) <= abs(hi) * abs(low / high):
+        return abs(high / hi)
+    return abs(low / lo)
+
+
+def quantized_lenet(seed: int, means: tuple[float, ...]) -> Layers:
+    """Per layer: int weights ``[out, in, k, k]`` and threshold (threshold_low = -threshold)."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    rescale = 1.0
+    for (c_in, _, k, c_out, pooling), mean in zip(LENET, means, strict=True):
+        w = rng.normal(mean, 1.0, size=(c_out, c_in, k, k)) / np.sqrt(c_in * k * k)
+        w = (w * rescale).astype(np.float32)  # the previous AvgPool's 1/k^2
+        s = min(_scale(w, 8), _scale(np.array([-1.0, 1.0]), 16))
+        layers.append((np.round(w * s).astype(np.int64), round(s)))
+        rescale = 1.0 / pooling**2
+    return layers
+
+
+def chip_config(layers: Layers) -> ChipConfig:
+    cores = [PLACEMENT[i] for i in range(len(LENET))]
+    cnn = {}
+    for i, ((c_in, size, k, c_out, pooling), (w, thr)) in enumerate(
+        zip(LENET, layers, strict=True)
+    ):
+        last = i == len(LENET) - 1
+        cnn[cores[i]] = CNNLayer(
+            dimensions=Dimensions(
+                input_shape=Shape(size=XY(x=size, y=size), feature_count=c_in),
+                output_shape=Shape(size=XY(x=size - k + 1, y=size - k + 1), feature_count=c_out),
+                padding=XY(x=0, y=0),
+                stride=XY(x=1, y=1),
+                kernel_size=k,
+            ),
+            destinations=[] if last else [Destination(layer=cores[i + 1], pooling=pooling)],
+            weights=w.tolist(),
+            biases=[0] * c_out,
+            threshold_high=thr,
+            threshold_low=-thr,
+            monitor_enable=last,
+        )
+    return ChipConfig(
+        cnn_layers=cnn,
+        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
+        inputs=[0],
+    )
+
+
+def input_events(n: int, rate_hz: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    events = np.zeros(n, SPIKE_DTYPE)
+    events["t"] = np.cumsum(rng.exponential(1e6 / rate_hz, n)).astype(np.uint64)
+    events["x"] = rng.integers(0, 28, n)
+    events["y"] = rng.integers(0, 28, n)
+    return events
+
+
+def engine_rate(config: ChipConfig, events: np.ndarray) -> tuple[float, int]:
+    """Input events/s (best of three fresh runs) and spikes out of the monitored last core."""
+    ChipSimulator(config).run(events[:10])  # compile, or load the compiled code
+    best = float("inf")
+    for _ in range(3):
+        sim = ChipSimulator(config)
+        start = time.perf_counter()
+        out = sim.run(events)
+        best = min(best, time.perf_counter() - start)
+    return events.size / best, int(out.spikes.size)
+
+
+def _touched(coordinate: np.ndarray, size_out: int, k: int) -> np.ndarray:
+    """Output rows (or columns) one input at ``coordinate`` reaches (stride 1, no padding)."""
+    c = coordinate.astype(np.int64)
+    return np.minimum(c, size_out - 1) - np.maximum(0, c - k + 1) + 1
+
+
+def activity(config: ChipConfig, events: np.ndarray) -> dict[str, object]:
+    """Spikes per input event of every layer and synaptic operations per input event.
+
+    From a separate run with every core monitored (not timed).
+    """
+    monitored = config.model_copy(deep=True)
+    for layer in monitored.cnn_layers.values():
+        layer.monitor_enable = True
+    out = ChipSimulator(monitored).run(events).spikes
+    spikes_per_event, synops = [], 0
+    arriving_y, arriving_x = events["y"], events["x"]
+    for i, (_, size, k, c_out, pooling) in enumerate(LENET):
+        size_out = size - k + 1
+        touched = _touched(arriving_y, size_out, k) * _touched(arriving_x, size_out, k)
+        synops += int(touched.sum()) * c_out
+        emitted = out[out["layer"] == i]
+        spikes_per_event.append(round(emitted.size / events.size, 3))
+        arriving_y, arriving_x = emitted["y"] // pooling, emitted["x"] // pooling
+    return {
+        "spikes_per_input_event_by_layer": spikes_per_event,
+        "synaptic_ops_per_input_event": round(synops / events.size),
+    }
+
+
+def dense_rate(layers: Layers, events: np.ndarray) -> tuple[float, int, int]:
+    """Input events/s of the time-stepped simulation, its spikes out, and its step count."""
+    weights = [torch.tensor(w, dtype=torch.float32) for w, _ in layers]
+    step = (events["t"] // 1000).astype(np.int64)
+    steps = int(step[-1]) + 1
+    bounds = np.searchsorted(step, np.arange(steps + 1))
+    v: list[torch.Tensor | None] = [None] * len(layers)
+    spikes_out = 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(steps):
+            chunk = events[bounds[s] : bounds[s + 1]]
+            frame = np.zeros((1, 1, 28, 28), dtype=np.float32)
+            np.add.at(frame[0, 0], (chunk["y"], chunk["x"]), 1.0)
+            x = torch.from_numpy(frame)
+            for i, ((_, thr), weight) in enumerate(zip(layers, weights, strict=True)):
+                current = F.conv2d(x, weight)
+                v[i] = current if v[i] is None else v[i] + current
+                n = torch.floor(torch.clamp(v[i], min=0) / thr)
+                v[i] = torch.clamp(v[i] - n * thr, min=-thr)
+                pooling = LENET[i][4]
+                x = F.avg_pool2d(n, pooling, divisor_override=1) if pooling > 1 else n
+            spikes_out += int(x.sum())
+    return events.size / (time.perf_counter() - start), spikes_out, steps
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_SIM_EVENTS", 1_000_000))
+    torch.set_num_threads(1)
+    result: dict[str, object] = {
+        "benchmark": "simulator",
+        "network": "guide LeNet 1x28x28, placement {0:0,1:3,2:5,3:6,4:1}",
+        "input_events": n,
+        "load_average_before": round(os.getloadavg()[0], 2),
+        "goal_events_per_s": GOAL,
+        "stretch_events_per_s": STRETCH,
+        "regimes": {},
+    }
+    for regime, means in REGIMES.items():
+        layers = quantized_lenet(seed=0, means=means)
+        config = chip_config(layers)
+        entry: dict[str, object] = {"weight_means": means, "thresholds": [t for _, t in layers]}
+        for rate in STREAM_RATES_HZ:
+            events = input_events(n, rate, seed=1)
+            engine, engine_spikes = engine_rate(config, events)
+            dense, dense_spikes, steps = dense_rate(layers, events)
+            entry[f"stream_{rate}_events_per_s"] = {
+                "simulated_s": round(float(events["t"][-1]) / 1e6, 2),
+                "engine_events_per_s": round(engine),
+                "engine_spikes_out": engine_spikes,
+                "dense_1ms_steps": steps,
+                "dense_events_per_s": round(dense),
+                "dense_spikes_out": dense_spikes,
+                "engine_over_dense": round(engine / dense, 2),
+            }
+        entry.update(activity(config, events))
+        result["regimes"][regime] = entry
+    moderate = result["regimes"]["moderate"]
+    slowest = min(
+        moderate[f"stream_{r}_events_per_s"]["engine_events_per_s"] for r in STREAM_RATES_HZ
+    )
+    result["goal_met_moderate"] = slowest >= GOAL
+    result["stretch_met_moderate"] = slowest >= STRETCH
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
