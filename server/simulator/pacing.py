@@ -17,7 +17,10 @@ MAX_WAIT_S = 0.05
 
 
 class Stopwatch:
-    """Microseconds since :meth:`start`, on a monotonic clock (the devkit's stopwatch)."""
+    """Microseconds since creation or the last :meth:`start`, on a monotonic clock.
+
+    The devkit's stopwatch; ``clock_ns`` is replaceable for tests.
+    """
 
     def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._clock_ns = clock_ns

@@ -82,8 +82,8 @@ class SyntheticSensor(DvsSensor):
         self.rate_hz = rate_hz
         self.seed = seed
         self.noise_fraction = noise_fraction
-        phases = np.random.default_rng([seed, 2**32]).uniform(0, 2 * math.pi, 6)
-        self._phases = phases
+        #: Where the scene starts: the bar's first sweep, the dots' places on their paths.
+        self._phases = np.random.default_rng([seed, 2**32]).uniform(0, 2 * math.pi, 6)
 
     def events(self, t_start_us: int, t_end_us: int) -> np.ndarray:
         if t_start_us < 0 or t_end_us < t_start_us:
