@@ -99,7 +99,11 @@ def _bad_upload(case: str, guide: Mapping[str, bytes], marker: Path) -> tuple[by
         return _replace_entry(guide["export"], "sample_inputs/model.pt", sample), UnsafeArchive
     if case == "code run at load":
         code = b"class Conv2d(Module):\n  def __setstate__(self, state):\n    pass\n"
-        return _replace_entry(script, "conv.py", code), UnsafeArchive
+        # Conv2d's code file is conv.py, or conv/___torch_mangle_N.py when this process has
+        # scripted another Conv2d before (torch mangles the later class names).
+        with zipfile.ZipFile(io.BytesIO(script)) as archive:
+            conv = next(n for n in archive.namelist() if "/modules/conv" in n)
+        return _replace_entry(script, conv, code), UnsafeArchive
     if case == "zip bomb":
         return _zip_bomb(), ArchiveBomb
     if case == "truncated archive":
