@@ -49,7 +49,7 @@ def run_daemon(
     data_dir: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
-    startup_timeout: float = 60.0,
+    startup_timeout: float = 120.0,
     python_path: Sequence[Path] = (),
 ) -> Iterator[Daemon]:
     """Run ``specklab serve`` on a free port for the block; yields once /v1/health answers."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from ..settings import Settings
+from ..simulator.warmup import warm_up
 from .manager import DeviceManager
 from .samna_loader import SamnaLoader
+
+log = logging.getLogger("specklab.devices")
 
 
 @asynccontextmanager
@@ -22,6 +27,9 @@ async def device_manager(app: FastAPI, settings: Settings) -> AsyncIterator[Devi
         samna=SamnaLoader(timeout_s=settings.samna_import_timeout_s),
     )
     await manager.start(rescan_interval_s=settings.device_rescan_s)
+    if any(state.description.virtual for state in manager.states()):
+        log.info("loading the virtual devkit's compiled kernels (compiled once per install)")
+        await anyio.to_thread.run_sync(warm_up)
     app.state.devices = manager
     try:
         yield manager

@@ -5,7 +5,6 @@ Semantics, order of processing and timing: docs/simulator.md.
 
 from .engine import ChipSimulator, SimOutput
 from .errors import SimulatorError
-from .pacing import Stopwatch, due_slices
 from .sensor import DvsSensor, Pattern, ReplaySensor, SyntheticSensor
 
 __all__ = [
@@ -15,7 +14,5 @@ __all__ = [
     "ReplaySensor",
     "SimOutput",
     "SimulatorError",
-    "Stopwatch",
     "SyntheticSensor",
-    "due_slices",
 ]

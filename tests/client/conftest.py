@@ -22,26 +22,9 @@ VIRTUAL_DEVKITS = 3
 _names = itertools.count()
 
 
-def _compile_simulator() -> None:
-    """Fill numba's on-disk cache of the virtual devkit's kernels, in this process.
-
-    A cold compile takes about 20 s here, longer than the daemon's 10 s device-call timeout,
-    so on a fresh checkout the daemon's first device calls would time out; with the cache
-    filled, the daemon loads the kernels in well under a second.
-    """
-    from specklab.server.simulator import ChipSimulator
-
-    from ..chip_configs import guide_network
-
-    simulator = ChipSimulator(guide_network())
-    simulator.run(spikes(t=[0, 5], layer=0, core=0, feature=0, x=[0, 1], y=0))
-    simulator.advance_to(1000)
-
-
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """The daemon of the whole client suite, with virtual devkits and a known admin token."""
-    _compile_simulator()
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN,
         # Short leases (2.5 s with the grace) so that heartbeats must flow within a test.

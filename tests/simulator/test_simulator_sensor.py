@@ -1,8 +1,6 @@
-"""The virtual DVS sensor and the real-time pacing helper."""
+"""The virtual DVS sensor."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
@@ -14,9 +12,7 @@ from specklab.server.simulator import (
     Pattern,
     ReplaySensor,
     SimulatorError,
-    Stopwatch,
     SyntheticSensor,
-    due_slices,
 )
 
 from .handmade import chip, dvs_events
@@ -95,31 +91,3 @@ def test_sensor_events_drive_the_dvs_layer_and_raw_monitor() -> None:
     assert np.array_equal(out.dvs, events)  # a recording, the vendor's way
     assert out.spikes.size == events.size
     assert np.array_equal(out.spikes["x"], events["x"] // 4)
-
-
-def test_due_slices_release_events_as_the_stopwatch_reaches_them() -> None:
-    now = [0]
-    watch = Stopwatch(clock_ns=lambda: now[0])
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += int(seconds * 1e9)
-
-    t = np.array([0, 0, 10, 25, 200_000], dtype=np.uint64)
-    slices = list(due_slices(t, watch, sleep=sleep))
-    assert [t[s].tolist() for s in slices] == [[0, 0], [10], [25], [200_000]]
-    assert waits[:2] == [10e-6, 15e-6]
-    assert max(waits) <= 0.05  # long waits are cut so a stop is noticed
-
-
-def test_due_slices_give_past_events_at_once_and_stop_on_request() -> None:
-    t = np.array([5, 6, 2 * 10**6], dtype=np.uint64)
-    stop = threading.Event()
-    slices = due_slices(t, Stopwatch(clock_ns=lambda: 0), stop=stop)
-    stop.set()
-    assert list(slices) == []  # nothing was due; the stop ends the wait
-    now = [0]
-    watch = Stopwatch(clock_ns=lambda: now[0])
-    now[0] = 10**6  # 1 ms after the start: both early events are in the past
-    assert [t[s].tolist() for s in due_slices(t[:2], watch)] == [[5, 6]]

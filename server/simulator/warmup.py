@@ -1,0 +1,68 @@
+"""Compile every kernel ahead of the first device call.
+
+numba compiles on first use (15-30 s here) and caches the result on disk, after which loading
+takes about a second. A device call waiting for a cold compile would run into its timeout, so
+the daemon calls :func:`warm_up` at start-up: slow once per installation, fast ever after.
+"""
+
+from __future__ import annotations
+
+from specklab.schemas.chipconfig import (
+    XY,
+    ChipConfig,
+    CNNLayer,
+    Destination,
+    Dimensions,
+    DVSLayer,
+    LayerPlacement,
+    Readout,
+    Shape,
+)
+from specklab.schemas.events import dvs_events, spikes
+
+from .engine import ChipSimulator
+
+
+def _every_feature_config() -> ChipConfig:
+    """One core fed by the DVS layer, with leak, monitors and a readout on a slow clock."""
+    plane = XY(x=2, y=2)
+    core = CNNLayer(
+        dimensions=Dimensions(
+            input_shape=Shape(size=plane, feature_count=2),
+            output_shape=Shape(size=plane, feature_count=1),
+            padding=XY(x=0, y=0),
+            stride=XY(x=1, y=1),
+            kernel_size=1,
+        ),
+        weights=[[[[1]], [[1]]]],
+        biases=[1],
+        leak_enable=True,
+        threshold_high=1,
+        threshold_low=-1,
+        monitor_enable=True,
+        output_decimator_enable=True,
+    )
+    return ChipConfig(
+        cnn_layers={0: core},
+        dvs_layer=DVSLayer(
+            input_size=plane,
+            cut=XY(x=1, y=1),
+            destinations=[Destination(layer=0)],
+            monitor_enable=True,
+            raw_monitor_enable=True,
+        ),
+        readout=Readout(enable=True, input_core=0, num_classes=1),
+        layers=[LayerPlacement(layer=0, core=0)],
+        inputs=[0],
+        slow_clock_hz=1000.0,
+    )
+
+
+def warm_up() -> None:
+    simulator = ChipSimulator(_every_feature_config())
+    simulator.run(
+        spikes=spikes(t=[0, 1], layer=0, core=0, feature=[0, 1], x=[0, 1], y=[1, 0]),
+        dvs=dvs_events(t=[2, 3], x=[0, 1], y=[1, 1], p=[0, 1]),
+    )
+    simulator.advance_to(5_000)
+    simulator.reset_states()
