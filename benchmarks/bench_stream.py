@@ -42,8 +42,12 @@ PASSTHROUGH, GUIDE = DEVICES[:4], DEVICES[4]
 WS_OPTIONS = {"compression": None, "max_size": 256 * 1024 * 1024, "open_timeout": 60}
 
 
+#: The pass-through deployment: the DVS layer's output monitored, its route to the core off.
+PASSTHROUGH_PATCH = {"dvs": {"destinations": {"0": {"enable": False}}}}
+
+
 def passthrough_model() -> bytes:
-    """DVS in, pooled 2x2 by the DVS layer, one 1x1 conv whose neurons barely fire."""
+    """DVS in, pooled 2x2 by the DVS layer, then one 1x1 conv (switched off by the patch)."""
     model = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(2, 1, 1, bias=False), nn.ReLU())
     with torch.no_grad():
         model[1].weight.fill_(0.01)

@@ -65,6 +65,10 @@ class MirrorPatch(_Patch):
     y: bool | None = None
 
 
+class DestinationPatch(_Patch):
+    enable: bool | None = None
+
+
 class DVSPatch(_Patch):
     merge: bool | None = None
     pooling: PoolingPatch | None = None
@@ -77,6 +81,10 @@ class DVSPatch(_Patch):
     pass_sensor_events: bool | None = None
     monitor_enable: bool | None = None
     raw_monitor_enable: bool | None = None
+    #: Per destination (0 or 1): route the DVS layer's events to its core, or not.
+    destinations: dict[Annotated[int, Field(ge=0, lt=2)], DestinationPatch] = Field(
+        default_factory=dict
+    )
 
 
 class ReadoutPatch(_Patch):
@@ -187,6 +195,13 @@ def _patch_dvs(config: ChipConfig, patch: DVSPatch) -> None:
             xy.x, xy.y = value.x, value.y
     if patch.mirror is not None:
         _set(layer.mirror, patch.mirror)
+    for index, destination in patch.destinations.items():
+        if index >= len(layer.destinations):
+            raise PatchError(
+                f"dvs.destinations.{index}",
+                f"the DVS layer has {len(layer.destinations)} destination(s)",
+            )
+        _set(layer.destinations[index], destination)
     pooled = (layer.input_size.x // layer.pooling.x, layer.input_size.y // layer.pooling.y)
     for axis, size in zip("xy", pooled, strict=True):
         first, last = getattr(layer.origin, axis), getattr(layer.cut, axis)

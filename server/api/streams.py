@@ -331,14 +331,15 @@ async def _stream_dvs(
                 spikes = output.spikes[output.spikes["core"] == DVS_CORE]
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
-            async with hub.sensor(), hub.subscribe() as subscription:
-                conn.subscription = subscription
+            async with hub.sensor():
                 await hub.restart_stopwatch()
-                await _run_until_first_done(
-                    _receive_loop(conn, refuse_input, heartbeat),
-                    _output_loop(conn, select),
-                    _end_watch(conn),
-                )
+                async with hub.subscribe() as subscription:
+                    conn.subscription = subscription
+                    await _run_until_first_done(
+                        _receive_loop(conn, refuse_input, heartbeat),
+                        _output_loop(conn, select),
+                        _end_watch(conn),
+                    )
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

@@ -112,11 +112,20 @@ class DeviceHub:
         async with self._device_lock:
             await self.session.reset_states()
 
-    async def restart_stopwatch(self) -> None:
-        """Continuous streams time their inputs from their own start."""
+    async def restart_stopwatch(self, *, only_if_alone: bool = True) -> bool:
+        """Restart the device's time at 0, so that continuous streams, recordings and replays
+        time their events from their own start. While others consume the device's output, the
+        stopwatch runs on (their times must not jump back) unless ``only_if_alone`` is off.
+        Outputs nobody read yet carry the old times and are dropped. Returns whether it
+        restarted."""
         async with self._device_lock:
+            if self._subscriptions and only_if_alone:
+                return False
             await self.session.reset_stopwatch()
             await self.session.start_stopwatch()
+            if not self._subscriptions:
+                await self.session.read(0.0)
+            return True
 
     async def reapply(self, config: ChipConfig) -> None:
         """Write a changed configuration (neuron states start again from their initial values)."""

@@ -74,12 +74,10 @@ class RecordingService:
         """Events of ``kind`` that leave ``hub`` for ``duration_s``, timed from the start."""
         parts: list[np.ndarray] = []
         count = 0
-        # Alone on the device, the stopwatch can restart so times count from the recording's
+        # Alone on the device, the stopwatch restarts so times count from the recording's
         # start; next to other consumers it runs on and times are shifted instead.
-        alone = hub.stats()["consumers"] == 0
+        restarted = await hub.restart_stopwatch()
         async with hub.subscribe(max_events=self.max_events) as subscription:
-            if alone:
-                await hub.restart_stopwatch()
             started = time.monotonic()
             while (remaining := duration_s - (time.monotonic() - started)) > 0:
                 events = await _next_events(subscription, kind, remaining)
@@ -92,7 +90,7 @@ class RecordingService:
             elapsed = min(duration_s, time.monotonic() - started)
         events = np.concatenate(parts) if parts else np.zeros(0, DTYPES[kind])
         events = events[: self.max_events]
-        if not alone and len(events):
+        if not restarted and len(events):
             events["t"] -= events["t"][0]
         return events, elapsed
 
@@ -211,7 +209,7 @@ class RecordingService:
         events = await self.events(user, recording_id)
         events = events.copy()
         events["t"] = (events["t"] / request.speed).astype(events["t"].dtype)
-        await hub.restart_stopwatch()
+        await hub.restart_stopwatch(only_if_alone=False)
         await hub.write(None, events)
         return len(events)
 

@@ -91,6 +91,7 @@ def test_dvs_and_readout_patches() -> None:
                 "mirror_diagonal": True,
                 "pass_sensor_events": False,
                 "raw_monitor_enable": True,
+                "destinations": {"0": {"enable": False}},
             },
             "readout": {"average_window": 16, "threshold": 3},
         }
@@ -110,6 +111,8 @@ def test_dvs_and_readout_patches() -> None:
         True,
         True,
     )
+    assert [(d.layer, d.enable) for d in dvs.destinations] == [(2, False)]
+    assert config.dvs_layer is not None and config.dvs_layer.destinations[0].enable
     assert not patched.cnn_layers[2].monitor_enable
     assert patched.readout is not None
     assert (patched.readout.average_window, patched.readout.threshold) == (16, 3)
@@ -125,6 +128,7 @@ def test_dvs_and_readout_patches() -> None:
         ({"dvs": {"cut": {"x": 64, "y": 10}}}, "dvs.cut.x"),
         ({"dvs": {"pooling": {"x": 4, "y": 4}}}, "dvs.cut.x"),  # the old cut no longer fits
         ({"dvs": {"origin": {"x": 0, "y": 70}, "cut": {"x": 5, "y": 60}}}, "dvs.origin.y"),
+        ({"dvs": {"destinations": {"1": {"enable": True}}}}, "dvs.destinations.1"),
     ],
 )
 def test_patches_that_do_not_fit_the_network_are_named(document: dict, loc: str) -> None:
