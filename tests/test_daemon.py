@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from .daemon import run_daemon
+from .samna_stub import PYPI_STUB, write_samna_dist
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -37,3 +38,13 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path: Path) -> None:
     with run_daemon(tmp_path / "data", "--config", str(config)) as daemon:
         assert httpx.get(f"{daemon.url}/v1/health").status_code == 200
     assert "DEBUG" in daemon.log()
+
+
+def test_version_reports_the_pypi_samna_stub_without_importing_it(tmp_path: Path) -> None:
+    marker = tmp_path / "imported"
+    site = tmp_path / "site"
+    write_samna_dist(site, PYPI_STUB.format(marker=str(marker)), "0.48.6")
+    with run_daemon(tmp_path / "data", python_path=[site]) as daemon:
+        version = httpx.get(f"{daemon.url}/v1/version").json()
+        assert version["samna"] == "PyPI stub present, real package not installed"
+    assert not marker.exists()

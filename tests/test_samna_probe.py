@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .samna_stub import PYPI_STUB, write_samna_dist
+
 PROBE = (
     "from specklab.server.devices.samna_probe import probe_samna; import sys; "
     "print(probe_samna().describe()); print('samna' in sys.modules)"
@@ -21,16 +23,6 @@ def _probe(site: Path | None) -> list[str]:
     return out.stdout.split("\n")[:2]
 
 
-def _write_dist(site: Path, init_source: str, version: str) -> Path:
-    package = site / "samna"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(init_source)
-    info = site / f"samna-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: samna\nVersion: {version}\n")
-    return package
-
-
 def test_not_installed() -> None:
     if subprocess.run(
         [sys.executable, "-c", "import importlib.util as u; exit(u.find_spec('samna') is None)"]
@@ -42,14 +34,13 @@ def test_not_installed() -> None:
 
 def test_pypi_stub_is_recognised_without_importing_it(tmp_path: Path) -> None:
     marker = tmp_path / "imported"
-    stub = f"PYPI_SAMNA = True\nopen({str(marker)!r}, 'w').close()\nraise SystemExit('installs')\n"
-    _write_dist(tmp_path / "site", stub, "0.48.6")
+    write_samna_dist(tmp_path / "site", PYPI_STUB.format(marker=str(marker)), "0.48.6")
     assert _probe(tmp_path / "site") == ["PyPI stub present, real package not installed", "False"]
     assert not marker.exists()
 
 
 def test_real_package_reports_its_version_without_being_imported(tmp_path: Path) -> None:
     marker = tmp_path / "imported"
-    _write_dist(tmp_path / "site", f"open({str(marker)!r}, 'w').close()\n", "0.48.6")
+    write_samna_dist(tmp_path / "site", f"open({str(marker)!r}, 'w').close()\n", "0.48.6")
     assert _probe(tmp_path / "site") == ["0.48.6", "False"]
     assert not marker.exists()
