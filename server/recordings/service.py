@@ -89,9 +89,10 @@ class RecordingService:
                     break
             elapsed = min(duration_s, time.monotonic() - started)
         events = np.concatenate(parts) if parts else np.zeros(0, DTYPES[kind])
-        events = events[: self.max_events]
         if not restarted and len(events):
             events["t"] -= events["t"][0]
+        # The device's clock and this loop's differ by a read: keep the recording's window.
+        events = events[events["t"] < int(elapsed * 1e6)][: self.max_events]
         return events, elapsed
 
     async def _store(
