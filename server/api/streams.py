@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, WebSocket
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
@@ -37,7 +38,7 @@ from specklab.schemas.stream import (
 
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
-from ..deployments.hub import DeviceOutput
+from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError
 from ..errors import ApiError
 from .deps import CurrentUser
@@ -49,7 +50,7 @@ router = APIRouter(prefix="/v1/devices/{device_id}", tags=["streams"])
 CONTINUOUS_FRAME_EVENTS = 64 * 1024 // SPIKE_DTYPE.itemsize
 STATS_INTERVAL_S = 1.0
 
-OutputSelector = Callable[[DeviceOutput], list[tuple[EventKind, object]]]
+OutputSelector = Callable[[DeviceOutput], list[tuple[EventKind, np.ndarray]]]
 
 
 def _deployments(conn: HTTPConnection) -> Deployments:
@@ -161,7 +162,7 @@ async def _output_loop(conn: _Connection, select: OutputSelector) -> None:
         if isinstance(item, EndReason):
             return
         for kind, events in select(item):
-            conn.stream.send_events(kind, events)  # type: ignore[arg-type]
+            conn.stream.send_events(kind, events)
         await conn.flush()
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_INTERVAL_S
@@ -204,8 +205,8 @@ async def _reported(websocket: WebSocket, device_id: str) -> AsyncIterator[None]
             await websocket.close(code=1011, reason="internal_error")
 
 
-def _monitored_outputs(output: DeviceOutput) -> list[tuple[EventKind, object]]:
-    parts: list[tuple[EventKind, object]] = []
+def _monitored_outputs(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
+    parts: list[tuple[EventKind, np.ndarray]] = []
     for kind, events in (
         (EventKind.SPIKE, output.spikes),
         (EventKind.READOUT, output.readout),
@@ -261,8 +262,8 @@ async def _stream_events(
         output = await hub.forward(spikes, dvs)
         counts: dict[str, int] = {}
         for kind, events in _monitored_outputs(output):
-            stream.send_events(kind, events, batch.seq)  # type: ignore[arg-type]
-            counts[kind.value] = len(events)  # type: ignore[arg-type]
+            stream.send_events(kind, events, batch.seq)
+            counts[kind.value] = len(events)
         counts["complete"] = int(output.complete)
         stream.send_end(batch.seq, counts)
 
@@ -325,7 +326,7 @@ async def _stream_dvs(
                     "a DVS stream only carries the sensor's events out; send input on /stream",
                 )
 
-            def select(output: DeviceOutput) -> list[tuple[EventKind, object]]:
+            def select(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
                 if raw:
                     return [(EventKind.DVS, output.dvs)] if len(output.dvs) else []
                 spikes = output.spikes[output.spikes["core"] == DVS_CORE]

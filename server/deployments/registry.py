@@ -118,6 +118,7 @@ class Deployments:
         self.models = models
         self._hubs: dict[str, DeviceHub] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._endings: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
     async def _in_db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
@@ -261,7 +262,10 @@ class Deployments:
         if error is None or hub.ended:
             return
         reason = EndReason(error.code, error.message)
-        asyncio.get_running_loop().create_task(self._end(hub, reason))
+        # The loop keeps only weak references to tasks: hold this one until it is done.
+        task = asyncio.get_running_loop().create_task(self._end(hub, reason))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     async def _watch_booking(self, hub: DeviceHub) -> None:
         async with self.booking_events.subscribe(hub.device_id) as events:
