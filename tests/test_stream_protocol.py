@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from specklab.schemas.events import (
     DVS_DTYPE,
@@ -189,3 +192,29 @@ def test_fatal_errors_reach_the_client_as_fatal(server: ServerStream) -> None:
     server.send_error("device_offline", "virtual-speck2fdevkit:0 was unplugged", fatal=True)
     error = client.receive_data(server.data_to_send()[0])
     assert isinstance(error, StreamError) and error.fatal and error.code == "device_offline"
+
+
+frame_like = st.dictionaries(
+    st.sampled_from(["v", "type", "kind", "dtype", "bin", "seq", "op", "args", "code"]),
+    st.one_of(
+        st.integers(-2, 3),
+        st.sampled_from(["events", "control", "end", "stats", "spike", "dvs", "readout", "stats"]),
+        st.binary(max_size=64),
+        st.dictionaries(st.text(max_size=4), st.integers(-(2**31), 2**31), max_size=2),
+    ),
+    max_size=7,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.binary(max_size=120) | frame_like.map(lambda body: msgpack.packb(body)))
+def test_fuzzed_messages_never_break_the_server_session(config, message: bytes) -> None:
+    server = ServerStream(config, StreamMode.FORWARD)
+    requests = server.receive_data(message)
+    replies = server.data_to_send()
+    if requests:  # a well-formed request: nothing to complain about
+        assert replies == []
+    else:
+        [reply] = replies
+        error = ClientStream().receive_data(reply)
+        assert isinstance(error, StreamError) and not error.fatal and error.message

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from specklab.schemas.events import DVS_DTYPE, EventKind, dvs_events, spikes
@@ -256,3 +259,34 @@ def test_recording_needs_a_booking(lab: StreamLab, deployed: dict) -> None:
         response = http.post("/v1/recordings", json={"device_id": DEVICE, "duration_s": 1})
         assert response.status_code == 409
         assert response.json()["code"] == "device_booked"
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    message=st.binary(max_size=200)
+    | st.dictionaries(
+        st.sampled_from(["v", "type", "kind", "dtype", "bin", "seq", "op"]),
+        st.integers(0, 3)
+        | st.sampled_from(["events", "control", "spike", "dvs"])
+        | st.binary(max_size=40),
+        max_size=6,
+    ).map(lambda body: msgpack.packb(body))
+)
+def test_fuzzed_frames_through_the_endpoint_leave_the_stream_working(
+    lab: StreamLab, deployed: dict, message: bytes
+) -> None:
+    with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream") as websocket:
+        client = open_stream(websocket)
+        websocket.send(message)
+        reply = client.receive_data(websocket.recv(timeout=60))
+        assert isinstance(reply, StreamError | Outputs | BatchEnd), reply
+        assert not isinstance(reply, StreamError) or not reply.fatal
+        if not isinstance(reply, StreamError):  # it was a valid batch: read to its end
+            while not isinstance(reply, BatchEnd):
+                reply = client.receive_data(websocket.recv(timeout=60))
+        result, _ = forward(websocket, client, input_spikes(5))
+        assert isinstance(result, ForwardResult)
