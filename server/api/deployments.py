@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
-from starlette.requests import HTTPConnection
+from fastapi import APIRouter
 
 from specklab.schemas.deploy import Deployment, DeploymentRequest
 
-from ..deployments import Deployments
-from .deps import CurrentUser, WriterUser
+from .deps import CurrentUser, DeploymentsDep, WriterUser
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["deployments"])
-
-
-def _deployments(conn: HTTPConnection) -> Deployments:
-    return conn.app.state.deployments
-
-
-DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
 
 
 @router.post("/deployment", status_code=201, response_model=Deployment)

@@ -22,8 +22,28 @@ from ..auth.dependencies import get_db, get_session, require_admin, require_user
 from ..auth.principal import Principal
 from ..booking.events import BookingEvents
 from ..booking.service import BookingPolicy
+from ..deployments import Deployments
+from ..devices.manager import DeviceManager
+from ..models import ModelService
+from ..recordings import RecordingService
 from ..settings import Settings
 from ..storage import Database
+
+
+def _devices(conn: HTTPConnection) -> DeviceManager:
+    return conn.app.state.devices
+
+
+def _models(conn: HTTPConnection) -> ModelService:
+    return conn.app.state.models
+
+
+def _deployments(conn: HTTPConnection) -> Deployments:
+    return conn.app.state.deployments
+
+
+def _recordings(conn: HTTPConnection) -> RecordingService:
+    return conn.app.state.recordings
 
 
 def _settings(conn: HTTPConnection) -> Settings:
@@ -49,3 +69,7 @@ AdminUser = Annotated[Principal, Depends(require_admin)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PolicyDep = Annotated[BookingPolicy, Depends(_policy)]
 EventsDep = Annotated[BookingEvents, Depends(_events)]
+ManagerDep = Annotated[DeviceManager, Depends(_devices)]
+ModelsDep = Annotated[ModelService, Depends(_models)]
+DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
+RecordingsDep = Annotated[RecordingService, Depends(_recordings)]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import HTTPConnection
 
 from specklab.schemas.api import ErrorBody
@@ -13,23 +11,10 @@ from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
 from ..booking.devices_view import lab_device, lab_device_list
 from ..chips import DEVICE_TYPES, SUPPORTED_DEVICES
 from ..devices.errors import DeviceError
-from ..devices.manager import DeviceManager
 from ..devices.views import device_public, samna_info
-from ..errors import ApiError
+from .deps import ManagerDep
 
 router = APIRouter(prefix="/v1", tags=["devices"])
-
-
-def _manager(conn: HTTPConnection) -> DeviceManager:
-    return conn.app.state.devices
-
-
-ManagerDep = Annotated[DeviceManager, Depends(_manager)]
-
-
-def api_error(exc: DeviceError) -> ApiError:
-    """A device error as the API answers it."""
-    return ApiError(exc.http_status, exc.code, exc.message)
 
 
 @router.get("/devices", response_model=DeviceList)
@@ -46,10 +31,10 @@ async def list_devices(conn: HTTPConnection, manager: ManagerDep) -> DeviceList:
 async def get_device(conn: HTTPConnection, device_id: str, manager: ManagerDep) -> DevicePublic:
     try:
         state = manager.state(device_id)
-    except DeviceError as exc:
+    except DeviceError:
         remote = await lab_device(conn.app.state, device_id)
         if remote is None:
-            raise api_error(exc) from None
+            raise
         return remote
     local = await device_public(manager, state)
     return local.model_copy(update={"url": conn.app.state.settings.effective_public_url})

@@ -5,28 +5,19 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Response, UploadFile
+from fastapi import APIRouter, Form, Response, UploadFile
 from pydantic import ValidationError
-from starlette.requests import HTTPConnection
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions
 from specklab.schemas.models import ModelInfo
 
 from ..errors import ApiError
-from ..models import ModelService
-from .deps import CurrentUser, SessionDep, WriterUser
+from .deps import CurrentUser, ModelsDep, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 _CHUNK = 1 << 20
-
-
-def _service(conn: HTTPConnection) -> ModelService:
-    return conn.app.state.models
-
-
-ModelsDep = Annotated[ModelService, Depends(_service)]
 
 
 async def _read_limited(upload: UploadFile, limit: int) -> bytes:

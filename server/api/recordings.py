@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
-from starlette.requests import HTTPConnection
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
-from ..recordings import RecordingService
-from .deps import CurrentUser, WriterUser
+from .deps import CurrentUser, RecordingsDep, WriterUser
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
-
-
-def _recordings(conn: HTTPConnection) -> RecordingService:
-    return conn.app.state.recordings
-
-
-RecordingsDep = Annotated[RecordingService, Depends(_recordings)]
 
 
 @router.post("", status_code=201, response_model=Recording)

@@ -18,11 +18,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, WebSocket
-from starlette.requests import HTTPConnection
+from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind
@@ -41,7 +39,7 @@ from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError
 from ..errors import ApiError
-from .deps import CurrentUser
+from .deps import CurrentUser, DeploymentsDep
 
 log = logging.getLogger("specklab.streams")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["streams"])
@@ -51,13 +49,6 @@ CONTINUOUS_FRAME_EVENTS = 64 * 1024 // SPIKE_DTYPE.itemsize
 STATS_INTERVAL_S = 1.0
 
 OutputSelector = Callable[[DeviceOutput], list[tuple[EventKind, np.ndarray]]]
-
-
-def _deployments(conn: HTTPConnection) -> Deployments:
-    return conn.app.state.deployments
-
-
-DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
 
 
 class _Connection:

@@ -8,7 +8,7 @@ and stream there.
 
 from __future__ import annotations
 
-import anyio
+from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
 from specklab.schemas.booking import BookingSummary
@@ -23,12 +23,11 @@ from . import lab
 async def device_booking(db: Database, device_id: str) -> BookingSummary | None:
     """The running booking of ``device_id``, if any."""
 
-    def lookup() -> BookingSummary | None:
-        with db.session() as session:
-            running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
-            return lab.summary(running[device_id]) if device_id in running else None
+    def lookup(session: Session) -> BookingSummary | None:
+        running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
+        return lab.summary(running[device_id]) if device_id in running else None
 
-    return await anyio.to_thread.run_sync(lookup)
+    return await db.run(lookup)
 
 
 def _public(device: lab.LabDevice) -> DevicePublic:
@@ -56,13 +55,12 @@ async def lab_device_list(state: State, local: list[DevicePublic]) -> list[Devic
     policy = state.booking_policy
     db: Database = state.db
 
-    def remote() -> list[DevicePublic]:
-        with db.session() as session:
-            devices = lab.lab_devices(session, now=utcnow(), stale_after=policy.host_stale_after)
+    def remote(session: Session) -> list[DevicePublic]:
+        devices = lab.lab_devices(session, now=utcnow(), stale_after=policy.host_stale_after)
         return [_public(d) for d in devices if d.host_name != settings.host_name]
 
     here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
-    return here + await anyio.to_thread.run_sync(remote)
+    return here + await db.run(remote)
 
 
 async def lab_device(state: State, device_id: str) -> DevicePublic | None:

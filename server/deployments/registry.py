@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
-import anyio
 from sqlalchemy.orm import Session
 
 from specklab.schemas.chipconfig import ChipConfig, DVSLayer
@@ -35,7 +34,6 @@ from ..storage.tables import Booking
 from .hub import DeviceHub, EndReason
 
 log = logging.getLogger("specklab.deployments")
-T = TypeVar("T")
 
 
 def monitoring_patch(
@@ -121,22 +119,15 @@ class Deployments:
         self._endings: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
-    async def _in_db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
-        def run() -> T:
-            with self.db.write_session() if write else self.db.session() as session:
-                return work(session)
-
-        return await anyio.to_thread.run_sync(run)
-
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
-        return await self._in_db(lambda s: require_active_booking(s, user, device_id))
+        return await self.db.run(lambda s: require_active_booking(s, user, device_id))
 
     async def deploy(
         self, user: Principal, device_id: str, request: DeploymentRequest
     ) -> Deployment:
         booking = await self.require_booking(user, device_id)
-        record = await self._in_db(lambda s: self.models.get(s, user, request.model_id))
+        record = await self.db.run(lambda s: self.models.get(s, user, request.model_id))
         options = CompileOptions.model_validate(record.options).model_copy(
             update={"chip_layers_ordering": request.chip_layers_ordering}
         )
@@ -212,7 +203,7 @@ class Deployments:
             renew_lease(session, booking=booking, user=user, policy=self.policy)
             session.commit()
 
-        await self._in_db(renew, write=True)
+        await self.db.run(renew, write=True)
 
     def hub(self, user: Principal, device_id: str) -> DeviceHub:
         """The live deployment of ``device_id``, if ``user`` may see it (owner or admin)."""
@@ -291,4 +282,4 @@ class Deployments:
             audit(session, user, action, f"device:{device_id}", detail)
             session.commit()
 
-        await self._in_db(write, write=True)
+        await self.db.run(write, write=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import numpy as np
@@ -31,8 +29,6 @@ from ..storage.audit import audit
 from ..storage.tables import RecordingRecord, User
 from .aedat import ExportFailed, export_aedat4
 
-T = TypeVar("T")
-
 
 class RecordingService:
     def __init__(
@@ -43,13 +39,6 @@ class RecordingService:
         self.deployments = deployments
         self.max_events = max_events
         root.mkdir(parents=True, exist_ok=True)
-
-    async def _in_db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
-        def run() -> T:
-            with self.db.write_session() if write else self.db.session() as session:
-                return work(session)
-
-        return await anyio.to_thread.run_sync(run)
 
     def npy_path(self, recording_id: int) -> Path:
         return self.root / f"{recording_id}.npy"
@@ -126,7 +115,7 @@ class RecordingService:
             session.commit()
             return record
 
-        record = await self._in_db(insert, write=True)
+        record = await self.db.run(insert, write=True)
         return _public(record, user.name)
 
     # ----- the stored recordings -----
@@ -144,14 +133,14 @@ class RecordingService:
             )
             return [_public(record, owner) for record, owner in rows]
 
-        return await self._in_db(query)
+        return await self.db.run(query)
 
     async def get(self, user: Principal, recording_id: int) -> Recording:
         def query(session: Session) -> Recording:
             record = get_owned(session, RecordingRecord, recording_id, user, what="recording")
             return _public(record, record_owner(session, record))
 
-        return await self._in_db(query)
+        return await self.db.run(query)
 
     async def events(self, user: Principal, recording_id: int) -> np.ndarray:
         await self.get(user, recording_id)
@@ -187,7 +176,7 @@ class RecordingService:
             audit(session, user, "recording.delete", f"recording:{recording_id}", None)
             session.commit()
 
-        await self._in_db(remove, write=True)
+        await self.db.run(remove, write=True)
         self.npy_path(recording_id).unlink(missing_ok=True)
         (self.root / f"{recording_id}.aedat4").unlink(missing_ok=True)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+T = TypeVar("T")
 _WRITE = "specklab_write"
 _AFTER_COMMIT = "specklab_after_commit"
 #: How long a SQLite writer waits for the lock before failing ("database is locked").
@@ -64,6 +66,15 @@ class Database:
     def write_session(self) -> Session:
         """A session whose transactions hold SQLite's write lock from their first statement."""
         return self._write()
+
+    async def run(self, work: Callable[[Session], T], *, write: bool = False) -> T:
+        """``work(session)`` on a worker thread, in a session of its own (closed after)."""
+
+        def in_session() -> T:
+            with self.write_session() if write else self.session() as session:
+                return work(session)
+
+        return await anyio.to_thread.run_sync(in_session)
 
     def dispose(self) -> None:
         self.engine.dispose()
