@@ -2,6 +2,8 @@
 
 All functions are numba ``njit(cache=True, nogil=True)``: compiled once per machine (cached
 next to this file) and run without the GIL, so a device thread does not block the daemon.
+Code from ``packing`` (constants) and ``intrinsics`` is compiled in too, so a change there
+also drops the cache (``numba_cache``).
 The semantics are documented in ``docs/simulator.md``; the comments here say how, not what.
 
 Pending events live on one explicit stack of ``(core, feature, y, x)`` input events. The
@@ -13,17 +15,17 @@ the next (depth first).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from specklab.schemas.chipconfig import NUM_CORES
 from specklab.schemas.events import DVS_CORE
 
+from . import intrinsics, packing
+from .intrinsics import LANES, add_block, borrowed, lowest_bit
+from .numba_cache import forget_stale_cache
 from .packing import (
     ACTIVE,
     B_OFF,
@@ -65,7 +67,6 @@ from .packing import (
     RO_THRESHOLD,
     RO_WINDOW,
     S_OFF,
-    STATE_MAX,
     STRIDE_X,
     STRIDE_Y,
     THR_HIGH,
@@ -74,6 +75,8 @@ from .packing import (
     WIN,
     WOUT,
 )
+
+forget_stale_cache(Path(__file__), [Path(intrinsics.__file__), Path(packing.__file__)])
 
 # Entries of the mutable counter vector ``dyn``.
 CLOCK = 0  # microseconds; every tick at or before it has run
@@ -85,38 +88,9 @@ DYN_ENTRIES = DECIMATOR + NUM_CORES
 
 NEVER = np.iinfo(np.int64).max
 
-#: Neurons scanned for spikes at a time: a row is skipped chunk by chunk with a vectorized
-#: maximum, and only a chunk holding a neuron at threshold is scanned neuron by neuron.
-SCAN_CHUNK = 32
-
 #: Most events one input event's cascade may process (a guard against runaway recurrent
 #: networks, which would otherwise stall the device thread forever, as they stall the chip).
 MAX_CASCADE = 1 << 20
-
-
-@intrinsic
-def _borrowed(typingctx: Any, array: types.Array) -> tuple[Any, Callable[..., Any]]:
-    """The same array without its reference-counted owner, for use inside one call only.
-
-    numba increments and decrements (atomically) the owner's reference count of every array
-    handed to an inlined helper; on the per-event path that costs more than the event's
-    work. A borrowed view has no owner, so those operations compile away. The caller's
-    reference keeps the memory alive for the duration of the call.
-    """
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        source = context.make_array(signature.args[0])(context, builder, args[0])
-        view = context.make_array(signature.return_type)(context, builder)
-        view.meminfo = cgutils.get_null_value(view.meminfo.type)
-        view.parent = cgutils.get_null_value(view.parent.type)
-        view.nitems = source.nitems
-        view.itemsize = source.itemsize
-        view.data = source.data
-        view.shape = source.shape
-        view.strides = source.strides
-        return view._getvalue()
-
-    return array(array), codegen
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -196,21 +170,7 @@ def _emit(
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _add_clamped(neurons: np.ndarray, inputs: np.ndarray, low: int) -> int:
-    """``neurons = max(min(neurons + inputs, STATE_MAX), low)``; returns the largest result.
-
-    Branch free on int32 slices, which is what lets LLVM vectorize it.
-    """
-    top = low
-    for i in range(neurons.shape[0]):
-        v = max(min(np.int32(neurons[i] + inputs[i]), np.int32(STATE_MAX)), low)
-        neurons[i] = v
-        top = max(top, v)
-    return top
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _fire(
+def _add_and_fire(
     cores: np.ndarray,
     readout: np.ndarray,
     dyn: np.ndarray,
@@ -219,44 +179,39 @@ def _fire(
     sp: int,
     out: np.ndarray,
     nout: int,
-    neurons: np.ndarray,
+    states: np.ndarray,
+    s_start: int,
+    inputs: np.ndarray,
+    i_start: int,
+    length: int,
     c: int,
     y: int,
     x0: int,
     t: int,
 ) -> tuple[int, int]:
-    """Fire the neurons at or above threshold in ``neurons``, positions x0, x0 + 1, ... of row y.
+    """Add ``length`` inputs to the neurons at x0, x0 + 1, ... (all features) of row y of core c.
 
-    Scans in (x, feature) order. The caller has already added the input and clamped at
-    threshold_low; with low < high (checked when packing) that equals clamping after firing.
+    Then fire those at or above threshold, in (x, feature) order. A block's neurons fire
+    before the next block is added; firing touches only the firing neuron and queues its
+    fan-out for after this event, so the order of spikes and every membrane are as if the
+    whole slice were added first. Adding clamps at threshold_low before firing; with
+    low < high (checked when packing) that equals clamping after firing.
     """
     high = np.int32(cores[c, THR_HIGH])
     low = np.int32(cores[c, THR_LOW])
-    rtz = cores[c, RETURN_TO_ZERO]
-    cout = cores[c, COUT]
-    n = neurons.shape[0]
-    for start in range(0, n, SCAN_CHUNK):
-        chunk = neurons[start : min(start + SCAN_CHUNK, n)]
-        # A vectorized maximum skips the chunks where nothing fires.
-        if _largest(chunk, low) < high:
-            continue
-        for i in range(chunk.shape[0]):
-            v = chunk[i]
-            if v >= high:
-                x, f = divmod(start + i, cout)
-                nout, sp = _emit(
-                    cores, readout, dyn, ro_counts, stack, sp, out, nout, c, f, y, x0 + x, t
-                )
-                chunk[i] = max(np.int32(0) if rtz else np.int32(v - high), low)
+    for block in range(0, length, LANES):
+        count = min(LANES, length - block)
+        firing = add_block(states, s_start + block, inputs, i_start + block, count, low, high)
+        while firing:
+            i = block + lowest_bit(firing)
+            firing &= firing - 1
+            x, f = divmod(i, cores[c, COUT])
+            nout, sp = _emit(
+                cores, readout, dyn, ro_counts, stack, sp, out, nout, c, f, y, x0 + x, t
+            )
+            v = states[s_start + i]
+            states[s_start + i] = max(np.int32(0) if cores[c, RETURN_TO_ZERO] else v - high, low)
     return nout, sp
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _largest(values: np.ndarray, floor: int) -> int:
-    top = floor
-    for i in range(values.shape[0]):
-        top = max(top, values[i])
-    return top
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -287,30 +242,51 @@ def _integrate(
     sx = cores[c, STRIDE_X]
     cout = cores[c, COUT]
     wout = cores[c, WOUT]
-    high = np.int32(cores[c, THR_HIGH])
-    low = np.int32(cores[c, THR_LOW])
     w_off = cores[c, W_OFF] + fin * k * k * cout
     s_off = cores[c, S_OFF]
-    # Output rows oy with 0 <= y + pad - oy * stride < k (floor division rounds down).
+    # Output rows oy with 0 <= y + pad - oy * stride < k (floor division rounds down); the
+    # common stride 1 spares the divisions.
     ny = y + cores[c, PAD_Y]
     nx = x + cores[c, PAD_X]
-    oy_lo = max(0, -((k - 1 - ny) // sy))
-    oy_hi = min(ny // sy, cores[c, HOUT] - 1)
-    ox_lo = max(0, -((k - 1 - nx) // sx))
-    ox_hi = min(nx // sx, wout - 1)
-    # Output columns handled per slice: all of them with stride 1, one at a time otherwise.
+    if sy == 1:
+        oy_lo = max(0, ny - k + 1)
+        oy_hi = min(ny, cores[c, HOUT] - 1)
+    else:
+        oy_lo = max(0, -((k - 1 - ny) // sy))
+        oy_hi = min(ny // sy, cores[c, HOUT] - 1)
+    if sx == 1:
+        ox_lo = max(0, nx - k + 1)
+        ox_hi = min(nx, wout - 1)
+    else:
+        ox_lo = max(0, -((k - 1 - nx) // sx))
+        ox_hi = min(nx // sx, wout - 1)
+    # Output columns per slice: all of them with stride 1 (contiguous), else one at a time.
     run = ox_hi - ox_lo + 1 if sx == 1 else 1
     for oy in range(oy_lo, oy_hi + 1):
         w_row = w_off + (ny - oy * sy) * k * cout
         s_row = s_off + oy * wout * cout
-        for ox in range(ox_lo, ox_hi + 1, run):
-            wb = w_row + (k - 1 - nx + ox * sx) * cout
-            sb = s_row + ox * cout
-            neurons = states[sb : sb + run * cout]
-            if _add_clamped(neurons, weights[wb : wb + run * cout], low) >= high:
-                nout, sp = _fire(
-                    cores, readout, dyn, ro_counts, stack, sp, out, nout, neurons, c, oy, ox, t
-                )
+        ox = ox_lo
+        while ox <= ox_hi:  # not a stepped range: its trip count would cost a division
+            nout, sp = _add_and_fire(
+                cores,
+                readout,
+                dyn,
+                ro_counts,
+                stack,
+                sp,
+                out,
+                nout,
+                states,
+                s_row + ox * cout,
+                weights,
+                w_row + (k - 1 - nx + ox * sx) * cout,
+                run * cout,
+                c,
+                oy,
+                ox,
+                t,
+            )
+            ox += run
     return nout, sp
 
 
@@ -381,7 +357,7 @@ def _cascade(
     t: int,
 ) -> tuple[np.ndarray, int]:
     """Drain the stack (one event's whole cascade), growing ``out`` as needed."""
-    sink = _borrowed(out)
+    sink = borrowed(out)
     processed = 0
     while True:
         nout, sp, processed = _drain(
@@ -390,7 +366,7 @@ def _cascade(
         if sp == 0:
             return out, nout
         out = _grown(out, nout, nout + cores[stack[sp - 1, 0], RF_NEURONS])
-        sink = _borrowed(out)
+        sink = borrowed(out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -411,34 +387,44 @@ def _tick(
     t: int,
 ) -> tuple[np.ndarray, int, np.ndarray, int]:
     """One slow-clock tick at time ``t``: leak every leaky core, then update the readout."""
-    sink = _borrowed(out)
+    sink = borrowed(out)
     for c in range(NUM_CORES):
         if not (cores[c, ACTIVE] and cores[c, LEAK]):
             continue
         if nout + cores[c, NEURONS] > out.shape[0]:
             out = _grown(out, nout, nout + cores[c, NEURONS])
-            sink = _borrowed(out)
+            sink = borrowed(out)
         cout = cores[c, COUT]
         wout = cores[c, WOUT]
         s_off = cores[c, S_OFF]
         b_off = cores[c, B_OFF]
-        low = np.int32(cores[c, THR_LOW])
-        high = np.int32(cores[c, THR_HIGH])
-        bias = biases[b_off : b_off + cout]
         sp = 0
         for y in range(cores[c, HOUT]):
             for x in range(wout):
-                sb = s_off + (y * wout + x) * cout
-                neurons = states[sb : sb + cout]
-                if _add_clamped(neurons, bias, low) >= high:
-                    nout, sp = _fire(
-                        cores, readout, dyn, ro_counts, stack, sp, sink, nout, neurons, c, y, x, t
-                    )
+                nout, sp = _add_and_fire(
+                    cores,
+                    readout,
+                    dyn,
+                    ro_counts,
+                    stack,
+                    sp,
+                    sink,
+                    nout,
+                    states,
+                    s_off + (y * wout + x) * cout,
+                    biases,
+                    b_off,
+                    cout,
+                    c,
+                    y,
+                    x,
+                    t,
+                )
         _reverse(stack, 0, sp)
         out, nout = _cascade(
             cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, t
         )
-        sink = _borrowed(out)
+        sink = borrowed(out)
     if readout[RO_ENABLE]:
         window = readout[RO_WINDOW]
         classes = readout[RO_CLASSES]
@@ -564,20 +550,20 @@ def run(
     Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
     (possibly reallocated) and how many rows of each are filled.
     """
-    cores = _borrowed(cores)
-    dvs_params = _borrowed(dvs_params)
-    readout = _borrowed(readout)
-    weights = _borrowed(weights)
-    biases = _borrowed(biases)
-    states = _borrowed(states)
-    dyn = _borrowed(dyn)
-    ro_counts = _borrowed(ro_counts)
-    ro_ring = _borrowed(ro_ring)
-    stack = _borrowed(stack)
-    spikes = _borrowed(spikes)
-    dvs = _borrowed(dvs)
+    cores = borrowed(cores)
+    dvs_params = borrowed(dvs_params)
+    readout = borrowed(readout)
+    weights = borrowed(weights)
+    biases = borrowed(biases)
+    states = borrowed(states)
+    dyn = borrowed(dyn)
+    ro_counts = borrowed(ro_counts)
+    ro_ring = borrowed(ro_ring)
+    stack = borrowed(stack)
+    spikes = borrowed(spikes)
+    dvs = borrowed(dvs)
     # ``out`` owns the spike buffer returned to Python; ``sink`` is what the hot path writes.
-    sink = _borrowed(out)
+    sink = borrowed(out)
     nout = 0
     nro = 0
     ndvs = 0
@@ -613,7 +599,7 @@ def run(
                     nro,
                     t,
                 )
-                sink = _borrowed(out)
+                sink = borrowed(out)
                 next_tick = _next_tick(dyn, period)
             dyn[CLOCK] = t
         if not more:
@@ -647,7 +633,7 @@ def run(
                 if f >= 0:
                     if nout == sink.shape[0]:
                         out = _grown(out, nout, nout + 1)
-                        sink = _borrowed(out)
+                        sink = borrowed(out)
                     nout, sp = _emit(
                         cores, readout, dyn, ro_counts, stack, 0, sink, nout, DVS_CORE, f, y, x, now
                     )
@@ -655,7 +641,7 @@ def run(
         out, nout = _cascade(
             cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, now
         )
-        sink = _borrowed(out)
+        sink = borrowed(out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -8,7 +8,9 @@ Memory layouts chosen for the hot loop (they differ from ChipConfig's torch orde
 
 - weights of a core: ``[in][ky][k-1-kx][out]`` (kx reversed), so the kernel entries one input
   event adds to consecutive output columns (stride 1) form one contiguous slice;
-- neuron states of a core: ``[y][x][feature]``, contiguous over features for the same reason.
+- neuron states of a core: ``[y][x][feature]``, contiguous over features for the same reason;
+- weights, biases and states end with ``LANES - 1`` zeros of padding, because the hot loop
+  reads and writes them in whole vector blocks (see ``intrinsics.add_block``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from specklab.schemas.chipconfig import NUM_CORES, ChipConfig, CNNLayer, Destina
 from specklab.schemas.events import DVS_CORE
 
 from .errors import SimulatorError
+from .intrinsics import LANES
 
 #: Rows of the core table: cores 0-8, and row 13 for the DVS layer (its destinations, monitor).
 CORE_ROWS = DVS_CORE + 1
@@ -61,9 +64,9 @@ class PackedChip(NamedTuple):
     cores: np.ndarray  # int64 [CORE_ROWS, CORE_COLUMNS]
     dvs: np.ndarray  # int64 [DVS_ENTRIES]
     readout: np.ndarray  # int64 [RO_ENTRIES]
-    weights: np.ndarray  # int32, all cores, hot-loop layout
-    biases: np.ndarray  # int32, all cores
-    initial_states: np.ndarray  # int32, all cores, hot-loop layout
+    weights: np.ndarray  # int8, all cores, hot-loop layout
+    biases: np.ndarray  # int16, all cores
+    initial_states: np.ndarray  # int16, all cores, hot-loop layout
     #: Slow-clock period in microseconds; 0 when no tick has anything to do.
     tick_period_us: float
 
@@ -183,8 +186,8 @@ def pack(config: ChipConfig, slow_clock_hz: float | None = None) -> PackedChip:
         d = layer.dimensions
         k = d.kernel_size
         cout, hout, wout = layer.neuron_shape
-        w = layer.weight_array().astype(np.int32).transpose(1, 2, 3, 0)[:, :, ::-1]
-        s = layer.initial_state().transpose(1, 2, 0)
+        w = layer.weight_array().astype(np.int8).transpose(1, 2, 3, 0)[:, :, ::-1]
+        s = layer.initial_state().astype(np.int16).transpose(1, 2, 0)
         rf_rows = min(math.ceil(k / d.stride.y), hout)
         rf_cols = min(math.ceil(k / d.stride.x), wout)
         row = cores[core]
@@ -210,7 +213,7 @@ def pack(config: ChipConfig, slow_clock_hz: float | None = None) -> PackedChip:
         row[W_OFF : RF_NEURONS + 1] = (w_off, s_off, b_off, s.size, rf_rows * rf_cols * cout)
         _pack_destinations(row, layer.destinations)
         weights.append(w.ravel())
-        biases.append(np.asarray(layer.biases, dtype=np.int32))
+        biases.append(np.asarray(layer.biases, dtype=np.int16))
         states.append(s.ravel())
         w_off += w.size
         s_off += s.size
@@ -223,10 +226,18 @@ def pack(config: ChipConfig, slow_clock_hz: float | None = None) -> PackedChip:
     ticks_matter = bool(readout[RO_ENABLE]) or bool(cores[:NUM_CORES, LEAK].any())
     period = 1e6 / hz if hz is not None and ticks_matter else 0.0
 
-    def flat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    def flat(parts: list[np.ndarray], dtype: type[np.integer]) -> np.ndarray:
+        return np.concatenate([*parts, np.zeros(LANES - 1, dtype=dtype)])
 
-    return PackedChip(cores, dvs, readout, flat(weights), flat(biases), flat(states), period)
+    return PackedChip(
+        cores,
+        dvs,
+        readout,
+        flat(weights, np.int8),
+        flat(biases, np.int16),
+        flat(states, np.int16),
+        period,
+    )
 
 
 def state_view(packed: PackedChip, states: np.ndarray, core: int) -> np.ndarray:

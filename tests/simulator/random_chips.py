@@ -23,7 +23,9 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
     k = int(rng.integers(1, 4))
     stride = int(rng.integers(1, 3))
     padding = int(rng.integers(0, 2)) if k > 1 else 0
-    c_out = int(rng.integers(1, 5))
+    # Mostly narrow layers; some whose slices (columns x features) span the engine's
+    # 32-neuron vector blocks and end in partial ones.
+    c_out = int(rng.integers(1, 5)) if rng.random() < 0.8 else int(rng.integers(13, 40))
     h = max(size[0], k - 2 * padding)
     w = max(size[1], k - 2 * padding)
     out_h = (h + 2 * padding - k) // stride + 1
@@ -117,7 +119,7 @@ def random_chip(seed: int) -> ChipConfig:
         readout = Readout(
             enable=True,
             input_core=cores[int(rng.integers(0, n))],
-            num_classes=int(rng.integers(1, max(2, last // stride + 2))),
+            num_classes=int(rng.integers(1, min(16, max(2, last // stride + 2)))),
             average_window=int(rng.choice([16, 32])),
             threshold=int(rng.integers(0, 2)),
             channel_stride=stride,

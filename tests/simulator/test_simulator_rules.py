@@ -40,6 +40,24 @@ def test_at_most_one_spike_per_input_event_and_subtract() -> None:
     assert sim.read_neuron(0, 0, 0, 0) == 30
 
 
+def test_a_neuron_left_above_threshold_waits_for_its_own_next_input() -> None:
+    # k=1 on a 1x2 input: an event reaches exactly one neuron. x=1 fires once and stays at
+    # 15 >= 10; the event at x=0 must not make it fire again, though they are neighbours.
+    sim = ChipSimulator(chip({0: layer([[[[25]]]], size=(1, 2), high=10)}))
+    out = sim.run(spikes((1, 0, 0, 0, 1), (2, 0, 0, 0, 0)))
+    assert rows(out.spikes) == [(1, 0, 0, 0, 1), (2, 0, 0, 0, 0)]
+    assert sim.states(0).tolist() == [[[15, 15]]]
+
+
+def test_wide_slices_fire_every_neuron_at_threshold_in_order() -> None:
+    # 3 output columns x 37 features = 111 neurons in one slice, more than one vector block.
+    weights = np.zeros((37, 1, 3, 3), dtype=np.int64)
+    weights[::4] = 20
+    sim = ChipSimulator(chip({0: layer(weights, size=(1, 5), padding=1)}))
+    out = sim.run(spikes((3, 0, 0, 0, 2)))
+    assert rows(out.spikes) == [(3, 0, f, 0, x) for x in (1, 2, 3) for f in range(0, 37, 4)]
+
+
 def test_return_to_zero_resets_instead_of_subtracting() -> None:
     sim = one_neuron(25, high=10, return_to_zero=True)
     out = sim.run(spikes((1, 0, 0, 0, 0), (2, 0, 0, 0, 0)))
