@@ -7,7 +7,7 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
 
-from .base import DeviceDescription, DeviceOutput
+from .base import DeviceDescription
 from .errors import ConfigRejected, DeviceStateError, InvalidEvents
 
 _NO_LIMIT = -1
@@ -93,36 +93,6 @@ def batch_origin(spikes: np.ndarray, dvs: np.ndarray) -> int:
 def batch_end(spikes: np.ndarray, dvs: np.ndarray) -> int:
     ends = [int(a["t"].max()) for a in (spikes, dvs) if len(a)]
     return max(ends) if ends else 0
-
-
-def shifted(events: np.ndarray, delta: int) -> np.ndarray:
-    """A copy with ``delta`` added to every timestamp (negative deltas must not underflow)."""
-    out = events.copy()
-    if delta >= 0:
-        out["t"] += np.uint64(delta)
-    else:
-        out["t"] -= np.uint64(-delta)
-    return out
-
-
-def output(
-    config: ChipConfig | None,
-    spikes: np.ndarray,
-    dvs: np.ndarray,
-    readout: np.ndarray,
-    *,
-    shift: int = 0,
-    complete: bool = True,
-) -> DeviceOutput:
-    """Outputs with model layers filled in and timestamps moved by ``shift``."""
-    spikes = shifted(spikes, shift) if shift else spikes.copy()
-    if config is not None:
-        config.spikes_to_layers(spikes)
-    else:
-        spikes["layer"] = 255
-    if shift:
-        dvs, readout = shifted(dvs, shift), shifted(readout, shift)
-    return DeviceOutput(spikes=spikes, dvs=dvs, readout=readout, complete=complete)
 
 
 def summary(is_open: bool, config: ChipConfig | None, sensor: bool) -> str:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.events import DVS_LAYER
 
 from . import events as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
@@ -330,14 +331,18 @@ class SamnaDevkit:
         return decoded
 
     def _output(self, decoded: Decoded, *, shift: int = 0, complete: bool = True) -> DeviceOutput:
+        """Decoded events (fresh arrays, changed in place): model layers filled in, timestamps
+        moved by ``shift`` back into the inputs' time base."""
         self._counters["events_out"] += len(decoded.spikes) + len(decoded.dvs)
-        return ev.output(
-            self._config,
-            decoded.spikes,
-            decoded.dvs,
-            decoded.readout,
-            shift=shift,
-            complete=complete,
+        if self._config is not None:
+            self._config.spikes_to_layers(decoded.spikes)
+        else:
+            decoded.spikes["layer"] = DVS_LAYER  # without a network, only it can emit
+        if shift:
+            for events in (decoded.spikes, decoded.dvs, decoded.readout):
+                events["t"] += np.uint64(shift)
+        return DeviceOutput(
+            spikes=decoded.spikes, dvs=decoded.dvs, readout=decoded.readout, complete=complete
         )
 
     def _io_call(self, what: str, fn: Callable[..., T], *args: Any) -> T:

@@ -1,7 +1,9 @@
 """The virtual devkit: the simulator behind the :class:`~.base.Device` interface.
 
-Batch mode (``forward``) is exact: the inputs run through the simulator at once, shifted to start
-at 0 like on the devkit, and everything they cause comes back (no quiet period is needed).
+Batch mode (``forward``) is exact: the inputs run through the simulator at once, its clock and
+slow clock restarted at the batch's first event as the devkit's stopwatch is, and everything
+they cause comes back (no quiet period is needed). The simulator runs in the inputs' own time
+base there, and in the stopwatch's otherwise, so no timestamps are rewritten.
 
 Continuous mode is paced like the devkit's stopwatch: a written event enters the chip when the
 stopwatch reaches its timestamp (at once if that is past), and every :meth:`VirtualDevkit.read`
@@ -91,9 +93,8 @@ class VirtualDevkit:
         #: Written inputs the stopwatch has not reached yet, sorted by t.
         self._queued_spikes = np.zeros(0, dtype=SPIKE_DTYPE)
         self._queued_dvs = np.zeros(0, dtype=DVS_DTYPE)
-        #: Stopwatch time at which the simulator's clock read 0.
-        self._epoch_us = 0
-        #: Stopwatch time up to which the chip has run.
+        #: Stopwatch time up to which the chip has run (the simulator keeps the stopwatch's time
+        #: base outside forward).
         self._done_us = 0
         self._out_spikes: list[np.ndarray] = []
         self._out_dvs: list[np.ndarray] = []
@@ -125,8 +126,9 @@ class VirtualDevkit:
         except SimulatorError as exc:
             raise ConfigRejected(f"the virtual chip refused the configuration: {exc}") from None
         self._unload()
+        self._done_us = self._watch.now_us()
+        simulator.reset_clock(self._done_us)
         self._config, self._sim = config, simulator
-        self._epoch_us = self._done_us = self._watch.now_us()
 
     def clear(self) -> None:
         self._require_open()
@@ -165,20 +167,19 @@ class VirtualDevkit:
         dvs = ev.input_dvs(self._config, dvs)
         simulator = self._loaded()
         origin = ev.batch_origin(spikes, dvs)
-        last_us = ev.batch_end(spikes, dvs) - origin
+        end = ev.batch_end(spikes, dvs)
         # As on the devkit: queued input and unread output are dropped, the stopwatch restarts.
+        # The chip runs in the inputs' own time base from the batch's first event, so neither
+        # inputs nor outputs need their timestamps rewritten.
         self._drop_io()
-        simulator.reset_clock()
-        self._epoch_us = 0
-        self._watch.set(0)
-        spikes_out, dvs_out, readout = self._run(
-            ev.shifted(spikes, -origin), ev.shifted(dvs, -origin), 0, last_us + 1
-        )
-        # The stopwatch stands just past the batch and runs on, as the devkit's does.
-        self._done_us = last_us + 1
+        simulator.reset_clock(origin)
+        spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1)
+        # Back to the stopwatch's time base, which stands just past the batch and runs on.
+        simulator.shift_clock(-origin)
+        self._done_us = end - origin + 1
         self._watch.set(self._done_us)
         self._watch.start()
-        return ev.output(self._config, spikes_out, dvs_out, readout, shift=origin)
+        return DeviceOutput(spikes=spikes_out, dvs=dvs_out, readout=readout)
 
     def read(self, timeout: float) -> DeviceOutput:
         self._require_open()
@@ -193,7 +194,7 @@ class VirtualDevkit:
         dvs = _joined(self._out_dvs, DVS_DTYPE)
         readout = _joined(self._out_readout, READOUT_DTYPE)
         self._out_spikes, self._out_dvs, self._out_readout = [], [], []
-        return ev.output(self._config, spikes, dvs, readout)
+        return DeviceOutput(spikes=spikes, dvs=dvs, readout=readout)
 
     def start_stopwatch(self) -> None:
         self._require_open()
@@ -208,7 +209,7 @@ class VirtualDevkit:
         self._require_open()
         self._catch_up()
         self._watch.set(0)
-        self._epoch_us = self._done_us = 0
+        self._done_us = 0
         if self._sim is not None:
             self._sim.reset_clock()
 
@@ -242,17 +243,9 @@ class VirtualDevkit:
         if now < start and not (len(spikes) or len(dvs)):
             return  # no time has passed and nothing is due
         self._done_us = max(start, now + 1)
-        spikes_out, dvs_out, readout = self._run(
-            ev.shifted(_clamped(spikes, self._epoch_us), -self._epoch_us),
-            ev.shifted(_clamped(dvs, self._epoch_us), -self._epoch_us),
-            start - self._epoch_us,
-            self._done_us - self._epoch_us,
-        )
-        self._keep(
-            ev.shifted(spikes_out, self._epoch_us),
-            ev.shifted(dvs_out, self._epoch_us),
-            ev.shifted(readout, self._epoch_us),
-        )
+        # Inputs already past (written late, or before a new configuration) run at the
+        # simulator's clock, at once, as the chip takes them.
+        self._keep(*self._run(spikes, dvs, start, self._done_us))
 
     def _run(
         self, spikes: np.ndarray, dvs: np.ndarray, t0_us: int, t1_us: int
@@ -271,10 +264,10 @@ class VirtualDevkit:
             dvs = _merged(dvs, sensed)
         out = simulator.run(spikes, dvs)
         ticks = simulator.advance_to(max(t1_us - 1, 0))
-        spikes_out = np.concatenate([out.spikes, ticks.spikes])
-        readout = np.concatenate([out.readout, ticks.readout])
+        spikes_out = _joined([out.spikes, ticks.spikes], SPIKE_DTYPE)
+        readout = _joined([out.readout, ticks.readout], READOUT_DTYPE)
         self._events_out += len(spikes_out) + len(raw) + len(readout)
-        return spikes_out, raw.copy(), readout
+        return spikes_out, raw, readout
 
     def _keep(self, spikes: np.ndarray, dvs: np.ndarray, readout: np.ndarray) -> None:
         if len(spikes):
@@ -333,14 +326,9 @@ def _due(queue: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
     return queue[:split], queue[split:]
 
 
-def _clamped(events: np.ndarray, floor_us: int) -> np.ndarray:
-    """Events before ``floor_us`` moved to it (they are past: the chip takes them at once)."""
-    if len(events) == 0 or int(events["t"].min()) >= floor_us:
-        return events
-    out = events.copy()
-    out["t"] = np.maximum(out["t"], np.uint64(floor_us))
-    return out
-
-
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    """The parts one after the other; a single non-empty part as it is (no copy)."""
+    filled = [part for part in parts if len(part)]
+    if len(filled) == 1:
+        return filled[0]
+    return np.concatenate(filled) if filled else np.zeros(0, dtype=dtype)

@@ -29,8 +29,8 @@ from .packing import (
 
 #: Output buffers start this large; the compiled loop doubles them when needed.
 _MIN_BUFFER = 1024
-#: Buffers up to this many events are kept for the next call (growing costs page faults);
-#: a larger one becomes the result itself rather than staying allocated.
+#: Buffers up to this many events are reused from call to call; the compiled loop grows a
+#: buffer by doubling, and a larger one is not kept.
 _KEEP_BUFFER = 1 << 20
 
 
@@ -134,17 +134,31 @@ class ChipSimulator:
         """
         with self._lock:
             self._states[:] = self._packed.initial_states
-            clock, ticks = self._dyn[kernel.CLOCK], self._dyn[kernel.TICKS]
-            self._dyn[:] = 0
-            self._dyn[kernel.CLOCK], self._dyn[kernel.TICKS] = clock, ticks
+            self._dyn[kernel.CLOCK_ENTRIES :] = 0
             self._ro_counts[:] = 0
             self._ro_ring[:] = 0
 
-    def reset_clock(self) -> None:
-        """Restart the clock at 0 (the devkit's stopwatch reset); ticks restart from there."""
+    def reset_clock(self, at_us: int = 0) -> None:
+        """Restart the clock at ``at_us`` (the devkit's stopwatch reset); ticks restart there."""
+        if at_us < 0:
+            raise SimulatorError(f"time must be >= 0, got {at_us}")
         with self._lock:
-            self._dyn[kernel.CLOCK] = 0
+            self._dyn[kernel.CLOCK] = at_us
             self._dyn[kernel.TICKS] = 0
+            self._dyn[kernel.CLOCK_ORIGIN] = at_us
+
+    def shift_clock(self, delta_us: int) -> None:
+        """Move the clock and its tick schedule by ``delta_us``: a change of time base only.
+
+        Inputs and outputs are then expressed in the new base; nothing the chip does changes.
+        """
+        with self._lock:
+            clock = int(self._dyn[kernel.CLOCK]) + delta_us
+            origin = int(self._dyn[kernel.CLOCK_ORIGIN]) + delta_us
+            if min(clock, origin) < 0:
+                raise SimulatorError(f"shifting the clock by {delta_us} us would make it negative")
+            self._dyn[kernel.CLOCK] = clock
+            self._dyn[kernel.CLOCK_ORIGIN] = origin
 
     def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
         """The membrane of one neuron."""
@@ -196,7 +210,14 @@ class ChipSimulator:
 
 
 def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:
-    """The filled part of an output buffer, and the buffer to use next time."""
+    """The filled part of an output buffer, and the buffer to use next time.
+
+    A buffer at least half full becomes the result itself and the next call writes a new one
+    (allocated lazily: untouched pages cost nothing), which saves copying large outputs. A
+    smaller part is copied out, so a small result never holds on to a large buffer.
+    """
+    if 2 * filled >= buffer.size:
+        return buffer[:filled], np.empty(min(buffer.size, _KEEP_BUFFER), dtype=buffer.dtype)
     if buffer.size > _KEEP_BUFFER:
-        return buffer[:filled], np.empty(_MIN_BUFFER, dtype=buffer.dtype)
+        return buffer[:filled].copy(), np.empty(_MIN_BUFFER, dtype=buffer.dtype)
     return buffer[:filled].copy(), buffer

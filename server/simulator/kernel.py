@@ -80,10 +80,12 @@ forget_stale_cache(Path(__file__), [Path(intrinsics.__file__), Path(packing.__fi
 
 # Entries of the mutable counter vector ``dyn``.
 CLOCK = 0  # microseconds; every tick at or before it has run
-TICKS = 1  # slow-clock ticks run so far
-DROPPED_RANGE = 2  # destination events outside the destination core's input
-DROPPED_OVERFLOW = 3  # events dropped by the stack or cascade guard
-DECIMATOR = 4  # DECIMATOR + core: spikes counted by that core's output decimator
+TICKS = 1  # slow-clock ticks run since the clock's origin
+CLOCK_ORIGIN = 2  # when the slow clock (re)started: tick n is at CLOCK_ORIGIN + floor(n * period)
+CLOCK_ENTRIES = 3  # the entries above; the chip's own state follows
+DROPPED_RANGE = 3  # destination events outside the destination core's input
+DROPPED_OVERFLOW = 4  # events dropped by the stack or cascade guard
+DECIMATOR = 5  # DECIMATOR + core: spikes counted by that core's output decimator
 DYN_ENTRIES = DECIMATOR + NUM_CORES
 
 NEVER = np.iinfo(np.int64).max
@@ -455,10 +457,10 @@ def _tick(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _next_tick(dyn: np.ndarray, period: float) -> int:
-    """Time of the next slow-clock tick (tick n is at floor(n * period)); never without a clock."""
+    """Time of the next slow-clock tick; never without a clock."""
     if period <= 0.0:
         return NEVER
-    return np.int64(math.floor((dyn[TICKS] + 1) * period))
+    return dyn[CLOCK_ORIGIN] + np.int64(math.floor((dyn[TICKS] + 1) * period))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -181,6 +181,47 @@ def test_slow_clock_override_and_no_leak_without_leak_enable() -> None:
     assert still.read_neuron(0, 0, 0, 0) == 0
 
 
+def test_restarting_the_clock_restarts_the_slow_clock_there() -> None:
+    sim = ChipSimulator(
+        chip({0: layer([[[[0]]]], biases=[3], leak_enable=True)}, slow_clock_hz=1000)
+    )
+    sim.advance_to(1200)  # one tick, at 1000
+    sim.reset_clock(at_us=700)
+    assert sim.time_us == 700
+    sim.advance_to(1699)
+    assert sim.read_neuron(0, 0, 0, 0) == 3  # the next tick is due at 1700, not 2000
+    sim.advance_to(1700)
+    assert sim.read_neuron(0, 0, 0, 0) == 6
+    with pytest.raises(SimulatorError, match=">= 0"):
+        sim.reset_clock(at_us=-1)
+
+
+def test_shifting_the_clock_changes_only_the_time_base() -> None:
+    config = chip(
+        {
+            0: layer([[[[4]]]], biases=[1], leak_enable=True, destinations=[to(1)]),
+            1: layer([[[[20]]]]),
+        },
+        slow_clock_hz=1000,
+    )
+    inputs = [(t, 0, 0, 0, 0) for t in (100, 900, 1000, 2500, 2600)]
+    plain = ChipSimulator(config)
+    expected = plain.run(spikes(*inputs[:3])).spikes
+    assert rows(expected) == [(1000, 0, 0, 0, 0), (1000, 1, 0, 0, 0)]  # tick 1000: 9, +4
+    based = ChipSimulator(config)
+    based.reset_clock(at_us=5000)
+    late = based.run(spikes(*[(t + 5000, *rest) for t, *rest in inputs[:3]])).spikes
+    assert late["t"].tolist() == (expected["t"] + 5000).tolist()
+    based.shift_clock(-5000)
+    assert based.time_us == plain.time_us
+    after = rows(plain.run(spikes(*inputs[3:])).spikes)
+    assert after == [(2600, 0, 0, 0, 0), (2600, 1, 0, 0, 0)]  # tick 2000: 4, +4, +4
+    assert rows(based.run(spikes(*inputs[3:])).spikes) == after
+    assert based.states(0).tolist() == plain.states(0).tolist()
+    with pytest.raises(SimulatorError, match="negative"):
+        based.shift_clock(-based.time_us - 1)
+
+
 def test_a_tick_due_at_an_events_time_runs_before_it() -> None:
     config = chip(
         {0: layer([[[[15]]]], biases=[-20], leak_enable=True, high=10, low=-10)}, slow_clock_hz=1000
