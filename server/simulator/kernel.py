@@ -154,10 +154,10 @@ def _emit(
     for d in range(cores[c, N_DEST]):
         col = DEST + 3 * d
         target = cores[c, col]
-        pooling = cores[c, col + 1]
+        pooling_log2 = cores[c, col + 1]
         ff = f + cores[c, col + 2]
-        yy = y // pooling
-        xx = x // pooling
+        yy = y >> pooling_log2
+        xx = x >> pooling_log2
         if ff >= cores[target, CIN] or yy >= cores[target, HIN] or xx >= cores[target, WIN]:
             dyn[DROPPED_RANGE] += 1
         elif sp == stack.shape[0]:
@@ -508,8 +508,8 @@ def _ticks_until(
 def _dvs_layer(dvs_params: np.ndarray, x: int, y: int, p: int) -> tuple[int, int, int]:
     """DVS event -> (feature, y, x) out of the DVS layer, or feature -1 when cropped away."""
     f = 0 if dvs_params[DVS_MERGE] else p
-    px = x // dvs_params[DVS_POOL_X]
-    py = y // dvs_params[DVS_POOL_Y]
+    px = x >> dvs_params[DVS_POOL_X]
+    py = y >> dvs_params[DVS_POOL_Y]
     ox = dvs_params[DVS_ORIGIN_X]
     oy = dvs_params[DVS_ORIGIN_Y]
     cx = dvs_params[DVS_CUT_X]

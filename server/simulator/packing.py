@@ -16,11 +16,11 @@ Memory layouts chosen for the hot loop (they differ from ChipConfig's torch orde
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import numpy as np
 
-from specklab.schemas.chipconfig import NUM_CORES, ChipConfig, CNNLayer, Destination
+from specklab.schemas.chipconfig import NUM_CORES, ChipConfig, CNNLayer, Destination, Pooling
 from specklab.schemas.events import DVS_CORE
 
 from .errors import SimulatorError
@@ -43,12 +43,13 @@ W_OFF, S_OFF, B_OFF, NEURONS = 19, 20, 21, 22
 #: Most neurons one input event can touch (bounds the spikes one event can emit).
 RF_NEURONS = 23
 N_DEST = 24
-#: Destination d occupies DEST + 3 * d + (0: core, 1: pooling, 2: feature_shift).
+#: Destination d occupies DEST + 3 * d + (0: core, 1: log2 of its pooling, 2: feature_shift).
 DEST = 25
 CORE_COLUMNS = DEST + 6
 
 # Entries of the DVS-layer vector.
 DVS_ENABLED, DVS_IN_W, DVS_IN_H, DVS_MERGE = 0, 1, 2, 3
+#: DVS_POOL_X and DVS_POOL_Y hold log2 of the pooling (the chip pools by 1, 2 or 4: a shift).
 DVS_POOL_X, DVS_POOL_Y, DVS_ORIGIN_X, DVS_ORIGIN_Y, DVS_CUT_X, DVS_CUT_Y = 4, 5, 6, 7, 8, 9
 DVS_MIRROR_X, DVS_MIRROR_Y, DVS_SWAP, DVS_PASS, DVS_RAW_MONITOR = 10, 11, 12, 13, 14
 DVS_ENTRIES = 15
@@ -69,6 +70,14 @@ class PackedChip(NamedTuple):
     initial_states: np.ndarray  # int16, all cores, hot-loop layout
     #: Slow-clock period in microseconds; 0 when no tick has anything to do.
     tick_period_us: float
+
+
+#: The chip's sum poolings (1, 2, 4), for destinations and the DVS layer alike.
+POOLINGS: tuple[int, ...] = get_args(Pooling)
+
+
+def _log2(pooling: int) -> int:
+    return pooling.bit_length() - 1
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -113,7 +122,7 @@ def _pack_destinations(row: np.ndarray, destinations: list[Destination]) -> None
     enabled = [dest for dest in destinations if dest.enable]
     row[N_DEST] = len(enabled)
     for i, dest in enumerate(enabled):
-        row[DEST + 3 * i : DEST + 3 * i + 3] = (dest.layer, dest.pooling, dest.feature_shift)
+        row[DEST + 3 * i : DEST + 3 * i + 3] = (dest.layer, _log2(dest.pooling), dest.feature_shift)
 
 
 def _pack_dvs(config: ChipConfig, cores: np.ndarray) -> np.ndarray:
@@ -121,8 +130,8 @@ def _pack_dvs(config: ChipConfig, cores: np.ndarray) -> np.ndarray:
     layer = config.dvs_layer
     if layer is None:
         return dvs
-    if layer.pooling.x < 1 or layer.pooling.y < 1:
-        raise SimulatorError(f"DVS layer: pooling must be >= 1, got {layer.pooling}")
+    if {layer.pooling.x, layer.pooling.y} - set(POOLINGS):
+        raise SimulatorError(f"DVS layer: pooling must be one of {POOLINGS}, got {layer.pooling}")
     for dest in layer.destinations:
         if dest.enable and dest.layer not in config.cnn_layers:
             raise SimulatorError(f"DVS layer sends to unconfigured core {dest.layer}")
@@ -131,8 +140,8 @@ def _pack_dvs(config: ChipConfig, cores: np.ndarray) -> np.ndarray:
         layer.input_size.x,
         layer.input_size.y,
         layer.merge,
-        layer.pooling.x,
-        layer.pooling.y,
+        _log2(layer.pooling.x),
+        _log2(layer.pooling.y),
         layer.origin.x,
         layer.origin.y,
         layer.cut.x,

@@ -434,6 +434,11 @@ def test_configurations_the_chip_rejects(change: dict[str, object], message: str
         ChipSimulator(config)
 
 
+def test_dvs_pooling_must_be_one_the_chip_has() -> None:
+    with pytest.raises(SimulatorError, match=r"pooling must be one of \(1, 2, 4\)"):
+        dvs_chip(pooling=XY(x=3, y=3))
+
+
 def test_output_size_must_match_the_convolution() -> None:
     config = chip({0: layer(np.ones((1, 1, 3, 3)), size=(5, 5))})
     config.cnn_layers[0].dimensions.output_shape.size = XY(x=4, y=4)
