@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,10 @@ import pytest
 
 from specklab.schemas.booking import BookingSummary
 from specklab.schemas.devices import DeviceList, DevicePublic
+from specklab.schemas.events import spikes
+from specklab.schemas.stream import CLOSE_ENDED, BatchEnd, ClientStream, Ready, StreamError
 from specklab.server.chips import DEVICE_TYPES
+from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.devices.manager import DeviceManager
 
 from ..lab_client import Lab, running_lab
@@ -128,3 +132,55 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
         time.sleep(0.02)
     gone = _devices(lab).devices[0]
     assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
+
+
+def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
+    make_lab: Any, samna: ModuleType
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "SER1", 2, 7, 5)]
+    lab = make_lab(virtual=["speck2fdevkit=1"], device_rescan_s=0.05)
+    device = "speck2fdevkit:0"
+    upload = lab.client.post(
+        "/v1/models",
+        headers=lab.admin,
+        files={"file": ("lenet.pt", torchscript_bytes(guide_network()))},
+        data={"options": json.dumps({"input_shape": [1, 28, 28]})},
+    )
+    assert upload.status_code == 201, upload.text
+    model_id = upload.json()["id"]
+    for booked in (device, "virtual-speck2fdevkit:0"):
+        response = lab.client.post(
+            "/v1/bookings", headers=lab.admin, json={"device_id": booked, "minutes": 30}
+        )
+        assert response.status_code == 201, response.text
+        response = lab.client.post(
+            f"/v1/devices/{booked}/deployment", headers=lab.admin, json={"model_id": model_id}
+        )
+        assert response.status_code == 201, response.text
+
+    with lab.client.websocket_connect(f"/v1/devices/{device}/stream", headers=lab.admin) as ws:
+        client = ClientStream()
+        assert isinstance(client.receive_data(ws.receive_bytes()), Ready)
+        samna.STATE.unplug("SER1")
+        error = client.receive_data(ws.receive_bytes())
+        assert isinstance(error, StreamError) and error.fatal, error
+        assert error.code == "device_offline"
+        closing = ws.receive()
+        assert (closing["type"], closing["code"]) == ("websocket.close", CLOSE_ENDED)
+
+    gone = lab.client.get(f"/v1/devices/{device}", headers=lab.admin).json()
+    assert gone["status"] == "offline"
+    assert lab.client.get(f"/v1/devices/{device}/deployment", headers=lab.admin).status_code == 404
+    # The daemon and the other device's deployment carry on.
+    with lab.client.websocket_connect(
+        "/v1/devices/virtual-speck2fdevkit:0/stream", headers=lab.admin
+    ) as ws:
+        client = ClientStream()
+        assert isinstance(client.receive_data(ws.receive_bytes()), Ready)
+        client.send_events("spike", spikes(t=[0, 10], layer=0, feature=0, x=[3, 4], y=[5, 6]))
+        for message in client.data_to_send():
+            ws.send_bytes(message)
+        answers = []
+        while not answers or not isinstance(answers[-1], BatchEnd):
+            answers.append(client.receive_data(ws.receive_bytes()))
+        assert answers[-1].seq == 0
