@@ -184,3 +184,11 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
         while not answers or not isinstance(answers[-1], BatchEnd):
             answers.append(client.receive_data(ws.receive_bytes()))
         assert answers[-1].seq == 0
+        # The server ends this session too (the test client cancels the app when it closes).
+        removed = lab.client.delete(
+            "/v1/devices/virtual-speck2fdevkit:0/deployment", headers=lab.admin
+        )
+        assert removed.status_code == 204, removed.text
+        error = client.receive_data(ws.receive_bytes())
+        assert isinstance(error, StreamError) and error.code == "deployment_removed", error
+        assert ws.receive()["code"] == CLOSE_ENDED
