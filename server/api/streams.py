@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -180,7 +181,11 @@ async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Reaping the jobs must finish even while this task is itself being cancelled (a test
+        # client cancels the app as soon as it has closed; servers do at shutdown): cancelled
+        # inside this wait, the CancelledError escaped the caller's cancel scope.
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

@@ -134,12 +134,8 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
     assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
 
 
-def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
-    make_lab: Any, samna: ModuleType
-) -> None:
-    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "SER1", 2, 7, 5)]
-    lab = make_lab(virtual=["speck2fdevkit=1"], device_rescan_s=0.05)
-    device = "speck2fdevkit:0"
+def _deploy_guide(lab: Lab, *devices: str) -> None:
+    """The guide's network, uploaded once, booked and deployed on each device by the admin."""
     upload = lab.client.post(
         "/v1/models",
         headers=lab.admin,
@@ -147,16 +143,26 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
         data={"options": json.dumps({"input_shape": [1, 28, 28]})},
     )
     assert upload.status_code == 201, upload.text
-    model_id = upload.json()["id"]
-    for booked in (device, "virtual-speck2fdevkit:0"):
+    for device in devices:
         response = lab.client.post(
-            "/v1/bookings", headers=lab.admin, json={"device_id": booked, "minutes": 30}
+            "/v1/bookings", headers=lab.admin, json={"device_id": device, "minutes": 30}
         )
         assert response.status_code == 201, response.text
         response = lab.client.post(
-            f"/v1/devices/{booked}/deployment", headers=lab.admin, json={"model_id": model_id}
+            f"/v1/devices/{device}/deployment",
+            headers=lab.admin,
+            json={"model_id": upload.json()["id"]},
         )
         assert response.status_code == 201, response.text
+
+
+def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
+    make_lab: Any, samna: ModuleType
+) -> None:
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "SER1", 2, 7, 5)]
+    lab = make_lab(virtual=["speck2fdevkit=1"], device_rescan_s=0.05)
+    device = "speck2fdevkit:0"
+    _deploy_guide(lab, device, "virtual-speck2fdevkit:0")
 
     with lab.client.websocket_connect(f"/v1/devices/{device}/stream", headers=lab.admin) as ws:
         client = ClientStream()
@@ -192,3 +198,20 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
         error = client.receive_data(ws.receive_bytes())
         assert isinstance(error, StreamError) and error.code == "deployment_removed", error
         assert ws.receive()["code"] == CLOSE_ENDED
+
+
+def test_a_client_closing_its_stream_right_after_a_batch_ends_it_cleanly(make_lab: Any) -> None:
+    # The test client cancels the app as soon as it has closed, while the server is still
+    # reaping the session's jobs: that must not leak a CancelledError.
+    lab = make_lab(virtual=["speck2fdevkit=1"])
+    device = "virtual-speck2fdevkit:0"
+    _deploy_guide(lab, device)
+    for _ in range(10):
+        with lab.client.websocket_connect(f"/v1/devices/{device}/stream", headers=lab.admin) as ws:
+            client = ClientStream()
+            assert isinstance(client.receive_data(ws.receive_bytes()), Ready)
+            client.send_events("spike", spikes(t=[0], layer=0, feature=0, x=[3], y=[5]))
+            for message in client.data_to_send():
+                ws.send_bytes(message)
+            while not isinstance(client.receive_data(ws.receive_bytes()), BatchEnd):
+                pass
