@@ -173,7 +173,7 @@ class VirtualDevkit:
         # inputs nor outputs need their timestamps rewritten.
         self._drop_io()
         simulator.reset_clock(origin)
-        spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1)
+        spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1, origin_us=origin)
         # Back to the stopwatch's time base, which stands just past the batch and runs on.
         simulator.shift_clock(-origin)
         self._done_us = end - origin + 1
@@ -248,14 +248,19 @@ class VirtualDevkit:
         self._keep(*self._run(spikes, dvs, start, self._done_us))
 
     def _run(
-        self, spikes: np.ndarray, dvs: np.ndarray, t0_us: int, t1_us: int
+        self, spikes: np.ndarray, dvs: np.ndarray, t0_us: int, t1_us: int, *, origin_us: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Host inputs plus the sensor's events in [t0, t1) (simulator time), then ticks to t1."""
+        """Host inputs plus the sensor's events in [t0, t1) (simulator time), then ticks to t1.
+
+        The simulator's time is the stopwatch's plus ``origin_us``; the sensor keeps the
+        stopwatch's, so its events are moved into the simulator's time base.
+        """
         simulator = self._loaded()
         sensed = np.zeros(0, dtype=DVS_DTYPE)
         layer = self._config.dvs_layer if self._config is not None else None
         if self._sensor_on and self._sensor is not None and layer is not None and t1_us > t0_us:
-            sensed = self._sensor.events(t0_us, t1_us)
+            sensed = self._sensor.events(t0_us - origin_us, t1_us - origin_us)
+            sensed["t"] += np.uint64(origin_us)
             # Only the part of the sensor the DVS layer takes (its input may be a crop of 128x128).
             inside = (sensed["x"] < layer.input_size.x) & (sensed["y"] < layer.input_size.y)
             sensed = sensed[inside]

@@ -32,7 +32,7 @@ class DvsSensor(ABC):
 
     @abstractmethod
     def events(self, t_start_us: int, t_end_us: int) -> np.ndarray:
-        """DVS events with ``t_start_us <= t < t_end_us``, sorted by t."""
+        """DVS events with ``t_start_us <= t < t_end_us``, sorted by t (a new array)."""
 
     def windows(
         self, window_us: int, t_start_us: int = 0, t_end_us: int | None = None

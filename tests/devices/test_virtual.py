@@ -20,8 +20,8 @@ from specklab.server.devices.errors import (
 from specklab.server.devices.manager import DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
-from specklab.server.devices.virtual import VirtualDevkit
-from specklab.server.simulator import ChipSimulator
+from specklab.server.devices.virtual import DEFAULT_SENSOR_RATE_HZ, VirtualDevkit
+from specklab.server.simulator import ChipSimulator, SyntheticSensor
 
 from .networks import guide_network, tiny_network
 
@@ -303,3 +303,18 @@ def test_the_synthetic_sensor_feeds_the_raw_monitor() -> None:
     assert np.all(np.diff(events["t"].astype(np.int64)) >= 0)
     assert events["x"].max() < 128 and events["y"].max() < 128
     assert set(np.unique(events["p"]).tolist()) <= {0, 1}
+
+
+def test_a_forward_batch_sees_the_sensor_from_the_restarted_stopwatch() -> None:
+    devkit = _devkit()
+    config = _known_weights()
+    config.dvs_layer = DVSLayer(raw_monitor_enable=True, pass_sensor_events=False)
+    devkit.apply(config)
+    devkit.set_sensor(True)
+    origin = 7_000_000_000  # batch times far from 0: the stopwatch still restarts at 0
+    batch = spikes(t=[origin, origin + 50_000], layer=0, core=2, feature=0, x=0, y=0)
+    raw = devkit.forward(batch, timeout=0).dvs
+    expected = SyntheticSensor(rate_hz=DEFAULT_SENSOR_RATE_HZ).events(0, 50_001)
+    assert len(expected) > 100
+    assert raw["t"].tolist() == (expected["t"] + origin).tolist()
+    assert raw[["x", "y", "p"]].tolist() == expected[["x", "y", "p"]].tolist()
