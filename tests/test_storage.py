@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from specklab.server.storage import Database, normalize_url, on_commit, upgrade, utcnow
@@ -48,6 +49,36 @@ def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
     assert current_revision(databases[0]) == head_revision()
     for database in databases:
         database.dispose()
+
+
+def test_a_fresh_sqlite_database_opened_by_many_at_once_is_never_locked(tmp_path: Path) -> None:
+    """Entering WAL mode needs a lock SQLite's busy timeout does not wait for (retried)."""
+    for attempt in range(200):
+        databases = [Database(f"sqlite:///{tmp_path / f'{attempt}.db'}") for _ in range(4)]
+        assert _open_together(databases) == [], f"attempt {attempt}"
+
+
+def _open_together(databases: list[Database]) -> list[Exception]:
+    """Each database's first connection, all at once; the errors they raised."""
+    together = threading.Barrier(len(databases))
+    errors: list[Exception] = []
+
+    def open_and_read(database: Database) -> None:
+        together.wait()
+        try:
+            with database.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:  # reported by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_and_read, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for database in databases:
+        database.dispose()
+    return errors
 
 
 def _user(db: Database) -> int:
