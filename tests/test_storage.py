@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,21 +32,8 @@ def test_upgrade_twice_is_harmless(db: Database) -> None:
 
 def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
     """Daemons of one lab may start together against one database."""
-    errors: list[BaseException] = []
     databases = [Database(database_url) for _ in range(3)]
-
-    def start(database: Database) -> None:
-        try:
-            upgrade(database)
-        except BaseException as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(d,)) for d in databases]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert _at_once(upgrade, databases) == []
     assert current_revision(databases[0]) == head_revision()
     for database in databases:
         database.dispose()
@@ -53,31 +41,35 @@ def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
 
 def test_a_fresh_sqlite_database_opened_by_many_at_once_is_never_locked(tmp_path: Path) -> None:
     """Entering WAL mode needs a lock SQLite's busy timeout does not wait for (retried)."""
+
+    def read(database: Database) -> None:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     for attempt in range(200):
         databases = [Database(f"sqlite:///{tmp_path / f'{attempt}.db'}") for _ in range(4)]
-        assert _open_together(databases) == [], f"attempt {attempt}"
+        assert _at_once(read, databases) == [], f"attempt {attempt}"
+        for database in databases:
+            database.dispose()
 
 
-def _open_together(databases: list[Database]) -> list[Exception]:
-    """Each database's first connection, all at once; the errors they raised."""
+def _at_once(work: Callable[[Database], object], databases: list[Database]) -> list[Exception]:
+    """``work`` on each database, each on its own thread, all released together; the errors."""
     together = threading.Barrier(len(databases))
     errors: list[Exception] = []
 
-    def open_and_read(database: Database) -> None:
+    def run(database: Database) -> None:
         together.wait()
         try:
-            with database.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            work(database)
         except Exception as error:  # reported by the caller
             errors.append(error)
 
-    threads = [threading.Thread(target=open_and_read, args=(d,)) for d in databases]
+    threads = [threading.Thread(target=run, args=(d,)) for d in databases]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for database in databases:
-        database.dispose()
     return errors
 
 
