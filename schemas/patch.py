@@ -22,9 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .chipconfig import ChipConfig, CoreId
+from .chipconfig import ChipConfig, CoreId, Pooling
 
-Pooling = Literal[1, 2, 4]
 Coordinate = Annotated[int, Field(ge=0, lt=128)]
 
 

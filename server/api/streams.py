@@ -170,6 +170,24 @@ async def _end_watch(conn: _Connection) -> None:
     await conn.websocket.close(code=CLOSE_ENDED, reason=reason.code)
 
 
+async def _serve_continuously(
+    conn: _Connection,
+    on_events: Callable[[InputBatch], Awaitable[None]],
+    heartbeat: Callable[[], Awaitable[None]],
+    select: OutputSelector,
+) -> None:
+    """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
+    selected outputs flow out as they come, until the client leaves or the deployment ends."""
+    await conn.hub.restart_stopwatch()
+    async with conn.hub.subscribe() as subscription:
+        conn.subscription = subscription
+        await _run_until_first_done(
+            _receive_loop(conn, on_events, heartbeat),
+            _output_loop(conn, select),
+            _end_watch(conn),
+        )
+
+
 async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
     tasks = [asyncio.ensure_future(job) for job in jobs]
     try:
@@ -273,14 +291,7 @@ async def _stream_events(
         if mode is StreamMode.FORWARD:
             await _run_until_first_done(_receive_loop(conn, forward, heartbeat), _end_watch(conn))
             return
-        await hub.restart_stopwatch()
-        async with hub.subscribe() as subscription:
-            conn.subscription = subscription
-            await _run_until_first_done(
-                _receive_loop(conn, write, heartbeat),
-                _output_loop(conn, _monitored_outputs),
-                _end_watch(conn),
-            )
+        await _serve_continuously(conn, write, heartbeat, _monitored_outputs)
     finally:
         await conn.stop_sensor()
 
@@ -329,14 +340,7 @@ async def _stream_dvs(
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():
-                await hub.restart_stopwatch()
-                async with hub.subscribe() as subscription:
-                    conn.subscription = subscription
-                    await _run_until_first_done(
-                        _receive_loop(conn, refuse_input, heartbeat),
-                        _output_loop(conn, select),
-                        _end_watch(conn),
-                    )
+                await _serve_continuously(conn, refuse_input, heartbeat, select)
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)
