@@ -1,8 +1,9 @@
 """Reading uploads safely: format detection by content, size limits, zip bombs and pickles.
 
 Every check here only parses bytes (zip directories, pickle opcodes via ``pickletools``); it
-never unpickles or imports anything named by the upload. The loaders that do unpickle
-(``torch.jit.load``, ``torch.export.load``) run after these checks, in the worker process only.
+never unpickles or imports anything named by the upload. The loader that does unpickle
+(``torch.jit.load``) runs after these checks, in the worker process only; torch.export
+archives are read without any pickle (``pt2.py``).
 
 Formats, by content:
 
@@ -14,7 +15,6 @@ Formats, by content:
 from __future__ import annotations
 
 import io
-import json
 import pickletools
 import zipfile
 from collections.abc import Iterator
@@ -101,7 +101,7 @@ def check_archive(data: bytes, fmt: ModelFormat, limits: ArchiveLimits) -> None:
         return  # HDF5 sizes are checked by the NIR reader before any dataset is read
     archive = _open_zip(data)
     _check_sizes(archive, limits)
-    for name, payload in _pickles(archive, fmt, limits, depth=0):
+    for name, payload in _pickles(archive, limits, depth=0):
         scan_pickle(payload, name)
     if fmt == "torchscript":
         for info in archive.infolist():
@@ -137,16 +137,11 @@ def _read(archive: zipfile.ZipFile, name: str) -> bytes:
 
 
 def _pickles(
-    archive: zipfile.ZipFile, fmt: ModelFormat, limits: ArchiveLimits, depth: int
+    archive: zipfile.ZipFile, limits: ArchiveLimits, depth: int
 ) -> Iterator[tuple[str, bytes]]:
-    """Every pickle the loader may unpickle, including those inside nested torch.save zips."""
-    names = archive.namelist()
-    pickled_weights: set[str] = set()
-    if fmt == "torch_export":
-        pickled_weights = _export_pickled_files(archive, names)
-    for name in names:
-        is_pickle = name.endswith(("pkl", ".pt")) or name.rsplit("/", 1)[-1] in pickled_weights
-        if not is_pickle:
+    """Every pickle in the archive, including those inside nested torch.save zips."""
+    for name in archive.namelist():
+        if not name.endswith(("pkl", ".pt")):
             continue
         payload = _read(archive, name)
         if payload.startswith(ZIP_SIGNATURE):
@@ -154,26 +149,10 @@ def _pickles(
                 raise UnsafeArchive(f"{name}: archives nested deeper than {depth} levels")
             inner = _open_zip(payload)
             _check_sizes(inner, limits)
-            for inner_name, inner_payload in _pickles(inner, "torchscript", limits, depth + 1):
+            for inner_name, inner_payload in _pickles(inner, limits, depth + 1):
                 yield f"{name}!{inner_name}", inner_payload
         else:
             yield name, payload
-
-
-def _export_pickled_files(archive: zipfile.ZipFile, names: list[str]) -> set[str]:
-    """File names a torch.export archive says it stores with pickle (``use_pickle``)."""
-    found: set[str] = set()
-    for name in names:
-        if not name.endswith("_config.json"):
-            continue
-        try:
-            config = json.loads(_read(archive, name)).get("config", {})
-        except (ValueError, AttributeError) as exc:
-            raise CorruptArchive(f"{name} is not valid JSON: {exc}") from exc
-        for entry in config.values() if isinstance(config, dict) else []:
-            if isinstance(entry, dict) and entry.get("use_pickle"):
-                found.add(str(entry.get("path_name", "")))
-    return found
 
 
 #: Globals a TorchScript / torch.save pickle legitimately names (module, name).

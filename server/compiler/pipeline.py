@@ -57,7 +57,7 @@ def import_model(data: bytes, limits: ArchiveLimits) -> LayerGraph:
         return load_torchscript(data)
     from .torchexport import load_export
 
-    return load_export(data)
+    return load_export(data, limits)
 
 
 def compile_upload(data: bytes, options: CompileOptions, limits: ArchiveLimits) -> CompileResult:
