@@ -382,15 +382,13 @@ _TORCH_DTYPES = {
 #: ``__torch__.<module path>``, compiled from the archive's own code, not imported.
 _TORCHSCRIPT_CLASS = re.compile(r"__torch__(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 #: Custom C++ classes (``torch.classes``), whose ``__setstate__`` runs while unpickling.
-_CUSTOM_CLASS_MODULE = re.compile(r"__torch__\.torch\.classes(?:\..*)?")
+_CUSTOM_CLASS_MODULE = re.compile(r"(?:__torch__\.)?torch\.classes(?:\..*)?")
 
 
 def _allowed(module: str, name: str) -> bool:
     if (module, name) in _ALLOWED_GLOBALS:
         return True
-    if _CUSTOM_CLASS_MODULE.fullmatch(module):
-        return False
-    if _TORCHSCRIPT_CLASS.fullmatch(module):
+    if _TORCHSCRIPT_CLASS.fullmatch(module) and not _CUSTOM_CLASS_MODULE.fullmatch(module):
         return name.isidentifier()
     if module == "torch.jit._pickle":
         return name.startswith("build_") or name == "restore_type_tag"
@@ -452,9 +450,14 @@ def scan_pickle(payload: bytes, where: str) -> None:
 
 
 def _check_global(module: str, name: str, where: str) -> None:
-    if not _allowed(module, name):
-        raise UnsafeArchive(
-            f"{where} refers to {module}.{name}: loading it would import and call code "
-            "outside torch's tensor serialization",
-            detail={"global": f"{module}.{name}", "entry": where},
-        )
+    if _allowed(module, name):
+        return
+    reason = (
+        "a custom C++ class (torch.classes), whose __setstate__ torch runs while loading"
+        if _CUSTOM_CLASS_MODULE.fullmatch(module)
+        else "loading it would import and call code outside torch's tensor serialization"
+    )
+    raise UnsafeArchive(
+        f"{where} refers to {module}.{name}: {reason}",
+        detail={"global": f"{module}.{name}", "entry": where},
+    )
