@@ -69,10 +69,13 @@ def _is_hdf5(data: bytes) -> bool:
 
 
 def _open_zip(data: bytes) -> zipfile.ZipFile:
+    """The zip, once it is known that torch's reader would see the same entries."""
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
         raise CorruptArchive(f"the zip archive is truncated or damaged: {exc}") from exc
+    _check_unambiguous(data, archive)
+    return archive
 
 
 def _relative(names: list[str]) -> set[str]:
@@ -113,7 +116,6 @@ def check_archive(data: bytes, fmt: ModelFormat, limits: ArchiveLimits) -> None:
     if fmt == "nir":
         return  # HDF5 sizes are checked by the NIR reader before any dataset is read
     archive = _open_zip(data)
-    check_unambiguous(data, archive)
     if fmt == "torchscript":
         _check_torchscript_layout(archive)
     _check_sizes(archive, limits)
@@ -140,8 +142,8 @@ def _ambiguous(what: str) -> UnsafeArchive:
     return UnsafeArchive(f"{what}: Python's zip reader and torch's would read different bytes")
 
 
-def _central_directory(data: bytes) -> tuple[int, int]:
-    """(offset, entry count) of the central directory, which must end where the end records
+def _central_directory(data: bytes) -> int:
+    """The number of entries in the central directory, which must end where the end records
     begin: no bytes before the archive (zipfile shifts offsets by them, miniz does not)."""
     end = len(data) - _EOCD.size
     if end < 0 or data[end : end + 4] != _EOCD_SIGNATURE:
@@ -166,20 +168,21 @@ def _central_directory(data: bytes) -> tuple[int, int]:
             raise _ambiguous("the zip and zip64 end records count different entries")
         entries = entries64
     if cd_offset + cd_size != end:
-        raise _ambiguous("the central directory does not end where the end record begins")
-    return cd_offset, entries
+        raise _ambiguous(
+            "the central directory does not end where the end record begins "
+            "(data before the archive?)"
+        )
+    return entries
 
 
 def _raw_name(info: zipfile.ZipInfo) -> bytes:
     return info.orig_filename.encode("utf-8" if info.flag_bits & _UTF8_FLAG else "cp437")
 
 
-def check_unambiguous(data: bytes, archive: zipfile.ZipFile) -> None:
+def _check_unambiguous(data: bytes, archive: zipfile.ZipFile) -> None:
     """Refuse a zip that torch's reader would read differently from Python's (see above)."""
-    cd_offset, entries = _central_directory(data)
+    entries = _central_directory(data)
     infos = archive.infolist()
-    if archive.start_dir != cd_offset:
-        raise _ambiguous("the archive does not start at the beginning of the file")
     if len(infos) != entries:
         raise _ambiguous(
             f"the central directory holds {len(infos)} entries, the end record says {entries}"
@@ -330,7 +333,6 @@ def _pickles(
             if depth >= limits.max_nesting:
                 raise UnsafeArchive(f"{name}: archives nested deeper than {depth} levels")
             inner = _open_zip(payload)
-            check_unambiguous(payload, inner)
             _check_sizes(inner, limits)
             for inner_name, inner_payload in _pickles(inner, "torchscript", limits, depth + 1):
                 yield f"{name}!{inner_name}", inner_payload
