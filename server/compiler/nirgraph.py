@@ -42,11 +42,12 @@ _OTHER_NEURONS = {"LIF", "LI", "I", "CubaLI", "CubaLIF", "Threshold"}
 #: Graphs nested in graphs (a chip network needs one or two levels).
 MAX_DEPTH = 8
 #: Nodes in all graphs together (a chip network has a few dozen).
-MAX_NODES = 1024
+MAX_NODES = 256
 #: Edges in all graphs together.
 MAX_EDGES = 4 * MAX_NODES
-#: HDF5 groups and datasets: a node holds a handful of parameters.
-_MAX_OBJECTS = 16 * MAX_NODES
+#: HDF5 groups and datasets (a node holds a handful of parameters): h5py visits one in about a
+#: millisecond, so this bounds the walk to a few seconds.
+_MAX_OBJECTS = 8 * MAX_NODES
 #: Path components of an HDF5 object at the deepest nesting allowed: ``node``, then per
 #: level ``nodes/<name>``, then a parameter and a group inside it.
 _MAX_PATH_DEPTH = 2 * MAX_DEPTH + 4
