@@ -70,7 +70,8 @@ def _suffix(content: bytes) -> str:
 
 
 def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, str]:
-    """A module as a ``torch.export`` archive, or TorchScript when export cannot capture it."""
+    """A module as a ``torch.export`` archive, or TorchScript when export cannot capture it
+    (a trace, unless torch warns that it may be wrong, else a script)."""
     import torch
 
     example = (torch.zeros(1, *input_shape),)
@@ -79,8 +80,15 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
         torch.export.save(torch.export.export(module, example), buffer)
 
     def traced(buffer: io.BytesIO) -> None:
-        with _quiet_deprecation():
-            torch.jit.save(torch.jit.trace(module, example), buffer)
+        with _quiet_deprecation(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            traced_module = torch.jit.trace(module, example)
+        doubts = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+        if doubts:
+            # a trace records one path through data-dependent control flow; script keeps the
+            # branch, which the compiler then refuses by name
+            raise ValueError(f"the trace may be incorrect: {doubts[0]}")
+        torch.jit.save(traced_module, buffer)
 
     def scripted(buffer: io.BytesIO) -> None:
         with _quiet_deprecation():
@@ -107,7 +115,7 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
 
 @contextmanager
 def _quiet_deprecation() -> Iterator[None]:
-    """TorchScript is deprecated, and a fallback here on purpose; its tracer warnings stay."""
+    """TorchScript is deprecated, and a fallback here on purpose."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         yield

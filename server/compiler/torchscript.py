@@ -1,8 +1,12 @@
 """TorchScript archives (``torch.jit.script`` and ``torch.jit.trace`` outputs) -> layer graph.
 
-The module is loaded, frozen (which inlines every submodule and turns parameters and
-attributes into constants, without the numeric-changing passes such as conv/batch-norm
-folding) and its graph is read node by node. Reading the graph rather than module attributes
+The module is loaded and put in eval mode; its code may call only ATen and TorchScript
+primitives, and none that touch files (freezing evaluates calls on constants). It is then
+frozen (which inlines every submodule and turns parameters and attributes, ``training``
+included, into constants, without the numeric-changing passes such as conv/batch-norm
+folding), told that its input is a ``(batch, C, H, W)`` tensor so that the rank checks of
+scripted library code (``F.dropout2d``'s ``input.dim()``) become constants, and its graph
+is read node by node. Reading the graph rather than module attributes
 is what makes traced modules work: tracing keeps no ``stride`` or ``padding`` on submodules,
 but the ``aten::_convolution`` / ``aten::avg_pool2d`` calls carry them as constants. Each node
 keeps its module path and class from the graph's module hierarchy.
@@ -16,14 +20,14 @@ import io
 import operator
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any
 
 import torch
 
 from .aten import Activation, activations, add_call
-from .errors import CorruptArchive, UnsupportedLayer
+from .errors import CorruptArchive, UnsafeArchive, UnsupportedLayer
 from .graph import GRAPH_INPUT, LayerGraph, Unsupported
 
 
@@ -73,12 +77,60 @@ def load_torchscript(data: bytes) -> LayerGraph:
             message = f"the TorchScript archive cannot be loaded: {_first_line(exc)}"
             raise CorruptArchive(message) from exc
         module.eval()
+        _check_calls(module)
         try:
             frozen = torch.jit.freeze(module, optimize_numerics=False)
         except Exception as exc:
             message = f"the TorchScript module cannot be frozen for reading: {_first_line(exc)}"
             raise UnsupportedLayer(message) from exc
-    return _Reader().read(frozen.graph)
+    graph = frozen.graph
+    _fold_input_rank(graph)
+    return _Reader().read(graph)
+
+
+#: Operator namespaces a network's code may call; others (custom ops, profiler, ...) are refused.
+_CALLABLE_NAMESPACES = {"aten", "prim"}
+#: ATen operators that read or write files.
+_FILE_OPS = {"aten::from_file", "aten::save"}
+
+
+def _check_calls(module: torch.jit.ScriptModule) -> None:
+    """Refuse code that calls anything but tensor arithmetic, before freezing evaluates it."""
+    graph = module.forward.graph.copy()
+    torch._C._jit_pass_inline(graph)  # the submodules' and functions' code too
+    for node in _all_nodes(graph.nodes()):
+        kind = node.kind()
+        if kind.split("::", 1)[0] not in _CALLABLE_NAMESPACES or kind in _FILE_OPS:
+            raise UnsafeArchive(
+                f"the model's code calls {kind}, which a network has no use for; "
+                "specklab does not run it",
+                detail={"operator": kind},
+            )
+
+
+def _all_nodes(nodes: Iterable[torch._C.Node]) -> Iterator[torch._C.Node]:
+    for node in nodes:
+        yield node
+        for block in node.blocks():
+            yield from _all_nodes(block.nodes())
+
+
+#: The rank of a chip network's input: a batch of (C, H, W) frames.
+_INPUT_RANK = 4
+
+
+def _fold_input_rank(graph: torch._C.Graph) -> None:
+    """Propagate the input's rank and fold what depends only on ranks (``dim()``, branches)."""
+    tensors = [v for v in graph.inputs() if isinstance(v.type(), torch._C.TensorType)]
+    if len(tensors) != 1:
+        return  # the reader refuses it with the count
+    tensors[0].setType(tensors[0].type().with_sizes([None] * _INPUT_RANK))
+    try:
+        torch._C._jit_pass_propagate_shapes_on_graph(graph)
+    except RuntimeError:
+        return  # an operator without a shape function: the ranks stay unknown, nothing is folded
+    torch._C._jit_pass_peephole(graph, False)  # False: do use the ranks
+    torch._C._jit_pass_constant_propagation(graph)
 
 
 def _first_line(exc: BaseException) -> str:
