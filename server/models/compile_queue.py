@@ -1,8 +1,9 @@
 """A fair queue in front of the compiler pool.
 
-Each user's compiles wait in their own FIFO, and a free worker goes to the users in turn (round
-robin), so one user's twenty queued uploads delay another user's one upload by at most one
-compile per worker. Who waits where is visible while they wait (:meth:`CompileQueue.status`).
+Each user's compiles wait in their own FIFO, and a free worker goes to the user served least
+recently (round robin), so one user's twenty queued uploads delay another user's one upload by
+at most one of them (beyond the compiles already running). Who waits where is visible while
+they wait (:meth:`CompileQueue.status`).
 
 :class:`FairQueue` is the ordering alone, with no I/O; :class:`CompileQueue` hands its slots
 (one per compile worker) to the items of a :class:`FairQueue` and runs each job in a thread.
@@ -11,7 +12,8 @@ compile per worker. Who waits where is visible while they wait (:meth:`CompileQu
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+import itertools
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -25,52 +27,68 @@ State = Literal["waiting", "queued", "compiling"]
 
 
 class FairQueue(Generic[T]):
-    """Per-owner FIFOs served in turn: the owner served last goes to the back of the line."""
+    """Per-owner FIFOs; the next item is the first of the owner served least recently (owners
+    never served first, in the order their lines formed)."""
 
     def __init__(self) -> None:
-        # Owners in the order they will be served; an owner is here only while it has items.
-        self._lines: OrderedDict[Hashable, deque[T]] = OrderedDict()
+        self._lines: dict[Hashable, deque[T]] = {}
+        # When each line formed, to order owners never served.
+        self._formed: dict[Hashable, int] = {}
+        # The pop that last served each owner (one entry per owner ever served: one per user).
+        self._served: dict[Hashable, int] = {}
+        self._pops = 0
+        self._forming = itertools.count()
 
     def __len__(self) -> int:
         return sum(len(line) for line in self._lines.values())
 
     def push(self, owner: Hashable, item: T) -> None:
-        self._lines.setdefault(owner, deque()).append(item)
+        if owner not in self._lines:
+            self._lines[owner] = deque()
+            self._formed[owner] = next(self._forming)
+        self._lines[owner].append(item)
 
     def pop(self) -> T:
         """The next item; IndexError when empty."""
         if not self._lines:
             raise IndexError("pop from an empty FairQueue")
-        owner, line = next(iter(self._lines.items()))
-        item = line.popleft()
-        if line:
-            self._lines.move_to_end(owner)
-        else:
-            del self._lines[owner]
+        owner = self._next_owner({o: len(line) for o, line in self._lines.items()}, self._served)
+        item = self._lines[owner].popleft()
+        if not self._lines[owner]:
+            self.remove(owner, item)
+        self._served[owner] = self._pops
+        self._pops += 1
         return item
 
     def remove(self, owner: Hashable, item: T) -> None:
         line = self._lines.get(owner)
-        if line is None or item not in line:
+        if line is None:
             return
-        line.remove(item)
+        if item in line:
+            line.remove(item)
         if not line:
-            del self._lines[owner]
+            del self._lines[owner], self._formed[owner]
 
     def ahead(self, owner: Hashable, item: T) -> int:
-        """How many items :meth:`pop` hands out before ``item``.
-
-        Pops go in rounds: round ``r`` takes the ``r``-th item of every owner, in line order.
-        """
+        """How many items :meth:`pop` hands out before ``item`` (pops replayed on counts)."""
         rank = self._lines[owner].index(item)
-        count = rank
-        before = True
-        for other, line in self._lines.items():
-            if other == owner:
-                before = False
-                continue
-            count += min(len(line), rank + 1 if before else rank)
-        return count
+        lengths = {o: len(line) for o, line in self._lines.items()}
+        served = dict(self._served)
+        count = 0
+        while True:
+            turn = self._next_owner(lengths, served)
+            if turn == owner:
+                if rank == 0:
+                    return count
+                rank -= 1
+            lengths[turn] -= 1
+            if not lengths[turn]:
+                del lengths[turn]
+            served[turn] = self._pops + count
+            count += 1
+
+    def _next_owner(self, lengths: dict[Hashable, int], served: dict[Hashable, int]) -> Hashable:
+        return min(lengths, key=lambda o: (served.get(o, -1), self._formed[o]))
 
 
 class QueueClosed(Exception):
@@ -164,7 +182,9 @@ class CompileQueue:
     def _dispatch(self) -> None:
         while self._running < self.slots and self._line and not self._closed:
             ticket = self._line.pop()
+            assert ticket._turn is not None
+            if ticket._turn.done():  # cancelled; its task has yet to leave the line
+                continue
             self._running += 1
             ticket.state = "compiling"
-            assert ticket._turn is not None
             ticket._turn.set_result(None)
