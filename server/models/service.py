@@ -222,7 +222,6 @@ class ModelService:
                 session.add(record)
                 session.commit()
 
-        self.check_open()
         await db.run(store, write=True)
         return self._public(record, user.name, report)
 
