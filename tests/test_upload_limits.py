@@ -113,11 +113,17 @@ def send_raw(
         "server": ("test", 80),
     }
 
+    ended = False
+
     async def receive() -> dict:
-        chunk = next(body, None)
+        nonlocal ended
         sent.peak_disk = max(sent.peak_disk, watch())
+        chunk = next(body, None)
         if chunk is None:
-            return {"type": "http.disconnect"}
+            if ended:
+                return {"type": "http.disconnect"}
+            ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
         sent.pulled += len(chunk)
         return {"type": "http.request", "body": chunk, "more_body": True}
 
