@@ -20,8 +20,11 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class ModelFile:
+    #: The file's name: its suffix tells the daemon the format.
     filename: str
     content: bytes
+    #: What to call the model: the file's stem, or the module's class.
+    name: str = "model"
 
 
 #: What ``upload`` accepts: a path, the bytes of a file, a torch.nn.Module or a NIR graph.
@@ -37,13 +40,14 @@ def model_file(model: ModelSource, *, input_shape: tuple[int, ...] | None = None
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no model file at {path}")
-        return ModelFile(path.name, path.read_bytes())
+        return ModelFile(path.name, path.read_bytes(), path.stem or path.name)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         if input_shape is None:
             raise ValueError("a torch module needs input_shape (C, H, W) to be exported")
         content, suffix = _export_module(model, input_shape)
-        return ModelFile(f"{type(model).__name__}{suffix}", content)
+        name = type(model).__name__
+        return ModelFile(f"{name}{suffix}", content, name)
     nir = sys.modules.get("nir")
     if nir is not None and isinstance(model, nir.NIRNode):
         buffer = io.BytesIO()
