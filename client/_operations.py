@@ -181,7 +181,7 @@ class Operations(BaseClient):
         progress: bool = False,
     ) -> Op[RemoteModel]:
         """Upload a model and compile it with ``options`` (``CompileOptions`` or its fields);
-        ``name`` defaults to the file's name without its suffix, or the module's class name.
+        ``name`` defaults to the file's name, or a module's class name.
         ``progress``: a bar while the file goes out, then the compile's place in the queue.
 
         ``model``: a path or the bytes of a TorchScript, ``.pt2`` or NIR file, a
@@ -189,7 +189,7 @@ class Operations(BaseClient):
         """
         options = CompileOptions.model_validate(options)
         file = model_file(model, input_shape=options.input_shape)
-        name = name or file.name
+        name = name or file.default_name
         fields = {"options": options.model_dump_json(exclude_unset=True), "name": name}
         if progress:
             # Token and role first: nothing is drawn for an upload refused before it starts.

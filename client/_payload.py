@@ -23,8 +23,12 @@ class ModelFile:
     #: The file's name: its suffix tells the daemon the format.
     filename: str
     content: bytes
-    #: What to call the model: the file's stem, or the module's class.
-    name: str = "model"
+    #: What to call the model when the user did not say: the module's class for a module.
+    name: str = ""
+
+    @property
+    def default_name(self) -> str:
+        return self.name or self.filename
 
 
 #: What ``upload`` accepts: a path, the bytes of a file, a torch.nn.Module or a NIR graph.
@@ -40,7 +44,7 @@ def model_file(model: ModelSource, *, input_shape: tuple[int, ...] | None = None
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no model file at {path}")
-        return ModelFile(path.name, path.read_bytes(), path.stem or path.name)
+        return ModelFile(path.name, path.read_bytes())
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         if input_shape is None:
