@@ -29,7 +29,14 @@ from specklab.schemas.booking import BookingPublic
 from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
-from ._core import DEFAULT_TIMEOUT, Call, Op, closed_error, translated_transport_errors
+from ._core import (
+    DEFAULT_TIMEOUT,
+    Call,
+    Op,
+    Watch,
+    closed_error,
+    translated_transport_errors,
+)
 from ._errors import Conflict, SpecklabError, StreamError, TransportError
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
@@ -137,15 +144,33 @@ class AsyncClient:
             call = next(op)
             while True:
                 with translated_transport_errors(self.url):
-                    if call.sink is None:
-                        response = await self._http.send(call.request)
-                    else:
+                    if call.sink is not None:
                         response = await self._download(call)
+                    elif call.watch is not None:
+                        response = await self._send_watched(call.request, call.watch)
+                    else:
+                        response = await self._http.send(call.request)
                 call = op.send(response)
         except StopIteration as done:
             return done.value
         finally:
             op.close()
+
+    async def _send_watched(self, request: httpx.Request, watch: Watch) -> httpx.Response:
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(watch.interval)
+                # Only what is shown meanwhile: the call reports its own failures.
+                with contextlib.suppress(httpx.HTTPError):
+                    watch.seen(await self._http.send(watch.request()))
+
+        polling = asyncio.create_task(poll())
+        try:
+            return await self._http.send(request)
+        finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
 
     async def _download(self, call: Call) -> httpx.Response:
         response = await self._http.send(call.request, stream=True)

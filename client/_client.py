@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -20,7 +21,14 @@ from specklab.schemas.booking import BookingPublic
 from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
-from ._core import DEFAULT_TIMEOUT, Call, Op, closed_error, translated_transport_errors
+from ._core import (
+    DEFAULT_TIMEOUT,
+    Call,
+    Op,
+    Watch,
+    closed_error,
+    translated_transport_errors,
+)
 from ._errors import Conflict, SpecklabError, StreamError, TransportError
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
@@ -99,15 +107,34 @@ class Client:
             call = next(op)
             while True:
                 with translated_transport_errors(self.url):
-                    if call.sink is None:
-                        response = self._http.send(call.request)
-                    else:
+                    if call.sink is not None:
                         response = self._download(call)
+                    elif call.watch is not None:
+                        response = self._send_watched(call.request, call.watch)
+                    else:
+                        response = self._http.send(call.request)
                 call = op.send(response)
         except StopIteration as done:
             return done.value
         finally:
             op.close()
+
+    def _send_watched(self, request: httpx.Request, watch: Watch) -> httpx.Response:
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(watch.interval):
+                # Only what is shown meanwhile: the call reports its own failures.
+                with contextlib.suppress(httpx.HTTPError):
+                    watch.seen(self._http.send(watch.request()))
+
+        thread = threading.Thread(target=poll, name="specklab-watch", daemon=True)
+        thread.start()
+        try:
+            return self._http.send(request)
+        finally:
+            done.set()
+            thread.join()
 
     def _download(self, call: Call) -> httpx.Response:
         response = self._http.send(call.request, stream=True)

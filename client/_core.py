@@ -8,12 +8,14 @@ that send those requests, blocking or awaiting.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -24,6 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from tqdm import tqdm
 
 from specklab.schemas.api import ErrorBody
+from specklab.schemas.models import CompileStatus
 
 from ._errors import ClientClosed, ProtocolError, Timeout, TransportError, api_error
 
@@ -36,6 +39,16 @@ DEFAULT_TIMEOUT = 30.0
 COMPILE_TIMEOUT = 600.0
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A request repeated while a call runs (where an upload is in the compile queue, say);
+    its answers go to ``seen``. Failures of a watch are ignored: the call reports its own."""
+
+    request: Callable[[], httpx.Request]
+    seen: Callable[[httpx.Response], None]
+    interval: float = 0.5
+
+
 @dataclass
 class Call:
     """One request of an operation."""
@@ -44,6 +57,7 @@ class Call:
     #: Write a successful response's body here as it arrives instead of keeping it in memory.
     sink: IO[bytes] | None = None
     progress: tqdm | None = None
+    watch: Watch | None = None
 
     def write(self, chunk: bytes) -> None:
         assert self.sink is not None
@@ -86,16 +100,68 @@ def progress_bar(total: int | None, description: str, enabled: bool) -> tqdm:
     )
 
 
-class _ProgressReader(io.BytesIO):
-    """Upload content that advances a progress bar as httpx reads it."""
+class UploadProgress:
+    """What an upload shows: a byte bar while the file goes out, then a spinner with the
+    compile's place in the daemon's queue until the answer comes. Nothing when disabled."""
 
-    def __init__(self, content: bytes, bar: tqdm) -> None:
+    _SPIN = "|/-\\"
+
+    def __init__(self, name: str, size: int, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self._bar = progress_bar(size, f"upload {name}", enabled)
+        self._size = size
+        self._sent = 0
+        self._spinner: tqdm | None = None
+        self._turns = 0
+        self._lock = threading.Lock()
+
+    def sent(self, size: int) -> None:
+        with self._lock:
+            self._bar.update(size)
+            self._sent += size
+            if self._sent >= self._size:
+                self._show("waiting for the compiler")
+
+    def status(self, status: CompileStatus) -> None:
+        if status.state == "queued":
+            ahead = "next" if status.position == 0 else f"{status.position} ahead"
+            text = f"queued ({ahead}, {status.workers} at a time)"
+        elif status.state == "compiling":
+            text = "compiling"
+        else:
+            text = "waiting for the compiler"
+        with self._lock:
+            if self._sent >= self._size:  # while the file goes out, its bar stays
+                self._show(text)
+
+    def _show(self, text: str) -> None:
+        if self._spinner is None:
+            self._bar.close()  # the upload is done: its bar gives way to the compile's spinner
+            self._spinner = tqdm(
+                total=None, bar_format="{desc} [{elapsed}]", disable=not self.enabled, leave=False
+            )
+        self._turns += 1
+        spin = self._SPIN[self._turns % len(self._SPIN)]
+        self._spinner.set_description_str(f"compile {self.name}: {text} {spin}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._bar.close()
+            if self._spinner is not None:
+                self._spinner.close()
+
+
+class _ProgressReader(io.BytesIO):
+    """Upload content that reports its progress as httpx reads it."""
+
+    def __init__(self, content: bytes, progress: UploadProgress) -> None:
         super().__init__(content)
-        self._bar = bar
+        self._progress = progress
 
     def read(self, size: int | None = -1) -> bytes:
         chunk = super().read(size)
-        self._bar.update(len(chunk))
+        self._progress.sent(len(chunk))
         return chunk
 
 
@@ -218,12 +284,27 @@ class BaseClient:
         return self.parse(response, result)
 
     def upload_call(
-        self, path: str, filename: str, content: bytes, fields: dict[str, str], progress: bool
+        self, filename: str, content: bytes, fields: dict[str, str], progress: UploadProgress
     ) -> Call:
-        bar = progress_bar(len(content), f"upload {filename}", progress)
-        files = {"file": (filename, _ProgressReader(content, bar), "application/octet-stream")}
-        request = self.request("POST", path, files=files, data=fields, timeout=COMPILE_TIMEOUT)
-        return Call(request, progress=bar)
+        """A model upload; when ``progress`` is shown, its queue place is asked meanwhile."""
+        files = {"file": (filename, _ProgressReader(content, progress), "application/octet-stream")}
+        request = self.request(
+            "POST", "/v1/models", files=files, data=fields, timeout=COMPILE_TIMEOUT
+        )
+        if not progress.enabled:
+            return Call(request)
+        compile_id = uuid.uuid4().hex
+        request.headers["X-Compile-Id"] = compile_id
+
+        def seen(response: httpx.Response) -> None:
+            # 404 before the daemon has the upload and after it answered; a daemon without
+            # queue status (older) answers something else: nothing to show then.
+            if response.status_code == 200:
+                with contextlib.suppress(ValidationError):
+                    progress.status(CompileStatus.model_validate_json(response.content))
+
+        status = functools.partial(self.request, "GET", f"/v1/models/compiles/{compile_id}")
+        return Call(request, watch=Watch(status, seen))
 
     def download(self, path: str, sink: IO[bytes], description: str, progress: bool) -> Op[None]:
         """Stream a file to ``sink``."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
 from specklab.schemas.accounts import UserPublic as User
-from specklab.schemas.api import Health, Version
+from specklab.schemas.api import ErrorBody, Health, Version
 from specklab.schemas.booking import (
     BookingCreate,
     BookingExtend,
@@ -29,7 +29,8 @@ from specklab.schemas.models import ModelInfo
 from specklab.schemas.patch import ConfigPatch
 from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
 
-from ._core import BaseClient, Op, ticking
+from ._core import BaseClient, Op, UploadProgress, ticking
+from ._errors import api_error
 from ._payload import ModelSource, model_file
 from ._remote import RemoteModel
 
@@ -180,22 +181,27 @@ class Operations(BaseClient):
         progress: bool = False,
     ) -> Op[RemoteModel]:
         """Upload a model and compile it with ``options`` (``CompileOptions`` or its fields);
-        ``name`` defaults to the file's name.
+        ``name`` defaults to the file's name, or a module's class name.
+        ``progress``: a bar while the file goes out, then the compile's place in the queue.
 
         ``model``: a path or the bytes of a TorchScript, ``.pt2`` or NIR file, a
         ``torch.nn.Module`` (exported here, with ``options.input_shape``) or a NIR graph.
         """
         options = CompileOptions.model_validate(options)
         file = model_file(model, input_shape=options.input_shape)
-        fields = {"options": options.model_dump_json(exclude_unset=True)}
-        if name:
-            fields["name"] = name
-        call = self.upload_call("/v1/models", file.filename, file.content, fields, progress)
+        name = name or file.default_name
+        fields = {"options": options.model_dump_json(exclude_unset=True), "name": name}
+        if progress:
+            # Token and role first: nothing is drawn for an upload refused before it starts.
+            user = yield from self.me()
+            if user.role == Role.OBSERVER:
+                message = f"{user.name} is an observer: observers can only read"
+                raise api_error(403, ErrorBody(code="read_only", message=message))
+        shown = UploadProgress(name, len(file.content), progress)
         try:
-            response = yield call
+            response = yield self.upload_call(file.filename, file.content, fields, shown)
         finally:
-            if call.progress is not None:
-                call.progress.close()
+            shown.close()
         return RemoteModel(self.parse(response, ModelInfo))
 
     def compile(

@@ -20,8 +20,15 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class ModelFile:
+    #: The file's name: its suffix tells the daemon the format.
     filename: str
     content: bytes
+    #: What to call the model when the user did not say: the module's class for a module.
+    name: str = ""
+
+    @property
+    def default_name(self) -> str:
+        return self.name or self.filename
 
 
 #: What ``upload`` accepts: a path, the bytes of a file, a torch.nn.Module or a NIR graph.
@@ -43,7 +50,8 @@ def model_file(model: ModelSource, *, input_shape: tuple[int, ...] | None = None
         if input_shape is None:
             raise ValueError("a torch module needs input_shape (C, H, W) to be exported")
         content, suffix = _export_module(model, input_shape)
-        return ModelFile(f"{type(model).__name__}{suffix}", content)
+        name = type(model).__name__
+        return ModelFile(f"{name}{suffix}", content, name)
     nir = sys.modules.get("nir")
     if nir is not None and isinstance(model, nir.NIRNode):
         buffer = io.BytesIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -31,3 +32,19 @@ class DoesNotFit(BaseModel):
     problems: list[Problem]
     #: The full report, placement table included (None when compiling stopped before it).
     report: CompileReport | None
+
+
+class CompileStatus(BaseModel):
+    """Where an upload in flight is (``GET /v1/models/compiles/{id}``, the id the client sent
+    in ``X-Compile-Id``)."""
+
+    id: str
+    #: ``waiting``: arriving, or waiting for an identical compile; ``queued``: in the compile
+    #: queue; ``compiling``: a worker has it.
+    state: Literal["waiting", "queued", "compiling"]
+    #: Compiles that start before this one (0: it is next); None unless ``queued``.
+    position: int | None
+    #: Compiles queued in all, every user's (running ones not counted).
+    queued: int
+    #: Compiles that run at once.
+    workers: int

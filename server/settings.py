@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_recording_events: int = Field(default=20_000_000, ge=1)
     #: Largest model upload accepted.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    #: Bytes of uploads one user's models may hold (the same upload counted once).
+    model_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    #: How often model files no model refers to any more are deleted (also at start-up).
+    orphan_collect_interval_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod

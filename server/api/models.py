@@ -1,43 +1,63 @@
-"""Models: upload (compiled on the way in), list, show, the chip configuration, delete."""
+"""Models: upload (compiled on the way in), its status while it waits, list, show, the chip
+configuration, delete."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Response, UploadFile
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import ValidationError
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions
-from specklab.schemas.models import ModelInfo
+from specklab.schemas.models import CompileStatus, ModelInfo
 
 from ..errors import ApiError
-from .deps import CurrentUser, ModelsDep, SessionDep, WriterUser
+from ..models.receive import UploadForm, receive_form
+from ..models.service import Upload
+from .deps import CurrentUser, DatabaseDep, ModelsDep, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_CHUNK = 1 << 20
+#: A client-chosen id for an upload, to ask where it is while it waits.
+COMPILE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_NAME_LIMIT = 200
+
+# The body is read by ``receive_form`` (after authentication), so FastAPI is told its shape
+# here rather than through form parameters, which it would parse before any dependency ran.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "options"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "options": {"type": "string", "description": "CompileOptions as JSON"},
+                        "name": {"type": "string", "maxLength": _NAME_LIMIT},
+                    },
+                }
+            }
+        },
+    }
+}
+
+CompileId = Annotated[
+    str | None,
+    Header(
+        alias="X-Compile-Id",
+        pattern=COMPILE_ID_PATTERN,
+        description="any id of yours: GET /v1/models/compiles/{id} answers where the upload is",
+    ),
+]
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    """The upload's bytes, refusing it as soon as it passes ``limit``."""
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await upload.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413,
-                "upload_too_large",
-                f"the upload is over the limit of {limit} bytes",
-                detail={"limit": limit},
-            )
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _options(text: str) -> CompileOptions:
+def _options(text: str | None) -> CompileOptions:
+    if text is None:
+        raise ApiError(422, "invalid_request", "options: the form needs an options field")
     try:
         return CompileOptions.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
@@ -49,20 +69,48 @@ def _options(text: str) -> CompileOptions:
         raise ApiError(422, "invalid_request", problems) from exc
 
 
-@router.post("", status_code=201, response_model=ModelInfo)
+def _upload(form: UploadForm) -> Upload:
+    unknown = sorted(set(form.fields) - {"options", "name"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
+    name = form.fields.get("name") or form.filename or "model"
+    if len(name) > _NAME_LIMIT:
+        raise ApiError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
+    return Upload(form.file, name, _options(form.fields.get("options")))
+
+
+@router.post("", status_code=201, response_model=ModelInfo, openapi_extra=_UPLOAD_BODY)
 async def upload_model(
-    file: UploadFile,
-    options: Annotated[str, Form(description="CompileOptions as JSON")],
-    session: SessionDep,
+    request: Request,
     user: WriterUser,
     models: ModelsDep,
-    name: Annotated[str, Form(max_length=200)] = "",
+    db: DatabaseDep,
+    compile_id: CompileId = None,
 ) -> ModelInfo:
-    compile_options = _options(options)
-    data = await _read_limited(file, models.limits.archive.max_upload_bytes)
-    return await models.upload(
-        session, user, name=name or file.filename or "model", data=data, options=compile_options
-    )
+    """Upload a model (multipart: ``file``, ``options``, optional ``name``) and compile it.
+
+    Answers once compiled. With an ``X-Compile-Id`` header, the upload's place in the compile
+    queue can be polled meanwhile at ``GET /v1/models/compiles/{id}``.
+    """
+    models.check_open()
+    ticket = models.track(user, compile_id)
+    try:
+        max_file_bytes = models.limits.archive.max_upload_bytes
+        async with receive_form(request, models.uploads, max_file_bytes=max_file_bytes) as form:
+            return await models.upload(db, user, _upload(form), ticket)
+    finally:
+        models.untrack(user, compile_id)
+
+
+@router.get("/compiles/{compile_id}", response_model=CompileStatus)
+async def compile_status(
+    compile_id: Annotated[str, Path(pattern=COMPILE_ID_PATTERN)],
+    user: CurrentUser,
+    models: ModelsDep,
+) -> CompileStatus:
+    """Where one of your uploads in flight is: arriving, queued (and how many go first),
+    compiling. 404 once it is answered."""
+    return models.status(user, compile_id)
 
 
 @router.get("", response_model=list[ModelInfo])
@@ -79,9 +127,9 @@ def get_model(
 
 @router.get("/{model_id}/config", response_model=ChipConfig)
 async def get_model_config(
-    model_id: int, session: SessionDep, user: CurrentUser, models: ModelsDep
+    model_id: int, db: DatabaseDep, user: CurrentUser, models: ModelsDep
 ) -> Response:
-    record = models.get(session, user, model_id)
+    record = await db.run(lambda session: models.get(session, user, model_id))
     return Response(await models.config_json(record), media_type="application/json")
 
 

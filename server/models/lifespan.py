@@ -1,7 +1,10 @@
-"""Start-up and shutdown of the model store and its compiler pool."""
+"""Start-up and shutdown of the model store, its compile queue and its compiler pool."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,8 +12,11 @@ import anyio
 from fastapi import FastAPI
 
 from ..settings import Settings
+from ..storage import Database
 from ..storage.blobs import BlobStore
 from .service import ModelService
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -20,9 +26,36 @@ async def model_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         compiled=BlobStore(settings.data_dir / "compiled"),
         workers=settings.compile_workers,
         max_upload_bytes=settings.max_upload_bytes,
+        quota_bytes=settings.model_quota_bytes,
     )
+    db: Database = app.state.db
+    # Before serving, nothing is arriving: unfinished temporary files go too.
+    await _collect(models, db, partial=True)
     app.state.models = models
+    collector = asyncio.create_task(
+        _collect_periodically(models, db, settings.orphan_collect_interval_s),
+        name="orphan-collector",
+    )
     try:
         yield
     finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        models.stop_accepting()
         await anyio.to_thread.run_sync(models.close)
+
+
+async def _collect(models: ModelService, db: Database, *, partial: bool) -> None:
+    freed = await db.run(lambda session: models.collect_orphans(session, partial=partial))
+    if freed:
+        log.info("collected orphaned model files", extra={"bytes": freed})
+
+
+async def _collect_periodically(models: ModelService, db: Database, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await _collect(models, db, partial=False)
+        except Exception:  # a failed sweep (database briefly away) is retried next interval
+            log.exception("collecting orphaned model files failed")

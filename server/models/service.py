@@ -4,26 +4,39 @@ The upload is stored under its sha256 in ``data_dir/models``; a compiled configu
 report are stored under ``sha256(upload sha256 + canonical options)`` in ``data_dir/compiled``.
 The same bytes uploaded again with the same options are neither stored nor compiled twice,
 whoever uploads them; each upload still gets its owner's own row.
+
+An upload reaches the store only once it is accepted: it is received into a temporary file,
+compiled from there (waiting its turn in the fair :class:`CompileQueue`), and committed
+together with its row. Blobs no row refers to (a crash between the two, older versions) are
+collected by :meth:`ModelService.collect_orphans`. What a user's models hold counts against
+their storage quota.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import select
+import anyio
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions, CompileReport
-from specklab.schemas.models import DoesNotFit, ModelInfo
+from specklab.schemas.models import CompileStatus, DoesNotFit, ModelInfo
 
 from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
 from ..compiler import ArchiveLimits, CompileError, CompilerPool, ModelError, WorkerLimits
+from ..compiler.pipeline import CompileResult
 from ..errors import ApiError
-from ..storage.blobs import BlobStore, sha256_hex
+from ..storage import Database
+from ..storage.blobs import BlobStore, Incoming, sha256_hex
 from ..storage.tables import ModelRecord, User
+from .compile_queue import CompileQueue, QueueClosed, Ticket
 
 _CONFIG = ".config.json"
 _REPORT = ".report.json"
@@ -34,18 +47,45 @@ def options_key(upload_sha256: str, options: CompileOptions) -> str:
     return sha256_hex(f"{upload_sha256}\n{canonical}".encode())
 
 
+def stopping() -> ApiError:
+    return ApiError(503, "daemon_stopping", "the daemon is stopping; upload again once it is back")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """What an upload request received: the file (not yet in the store) and its form."""
+
+    file: Incoming
+    name: str
+    options: CompileOptions
+
+
 class ModelService:
     def __init__(
-        self, uploads: BlobStore, compiled: BlobStore, *, workers: int, max_upload_bytes: int
+        self,
+        uploads: BlobStore,
+        compiled: BlobStore,
+        *,
+        workers: int,
+        max_upload_bytes: int,
+        quota_bytes: int,
     ) -> None:
         self.uploads = uploads
         self.compiled = compiled
         self.workers = workers
+        self.quota_bytes = quota_bytes
         self.limits = WorkerLimits(archive=ArchiveLimits(max_upload_bytes=max_upload_bytes))
+        self.queue = CompileQueue(workers)
         self._pool: CompilerPool | None = None
         # One compile per key at a time, so concurrent identical uploads compile once (a lock
         # per model compiled since start-up: a few bytes each).
         self._locks: dict[str, asyncio.Lock] = {}
+        # Held while blobs gain or lose the rows that refer to them, and while orphans are
+        # collected, so that a blob is never collected between its commit and its row's.
+        self._references = threading.Lock()
+        # Uploads in flight by (user id, compile id), for the status a client polls.
+        self._tickets: dict[tuple[int, str], Ticket] = {}
+        self._stopping = False
 
     @property
     def pool(self) -> CompilerPool:
@@ -54,60 +94,166 @@ class ModelService:
             self._pool = CompilerPool(self.workers, self.limits)
         return self._pool
 
+    def stop_accepting(self) -> None:
+        """Shutdown, first step (on the event loop): new and queued compiles get a 503."""
+        self._stopping = True
+        self.queue.close()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
 
+    def check_open(self) -> None:
+        if self._stopping:
+            raise stopping()
+
+    # Status of uploads in flight.
+    def track(self, user: Principal, compile_id: str | None) -> Ticket:
+        """A new upload's place; under ``compile_id`` it can be asked for (:meth:`status`)."""
+        ticket = Ticket(user.id)
+        if compile_id is not None:
+            key = (user.id, compile_id)
+            if key in self._tickets:
+                raise ApiError(
+                    409, "compile_id_in_use", f"an upload with id {compile_id} is in flight"
+                )
+            self._tickets[key] = ticket
+        return ticket
+
+    def untrack(self, user: Principal, compile_id: str | None) -> None:
+        if compile_id is not None:
+            self._tickets.pop((user.id, compile_id), None)
+
+    def status(self, user: Principal, compile_id: str) -> CompileStatus:
+        ticket = self._tickets.get((user.id, compile_id))
+        if ticket is None:
+            raise ApiError(404, "compile_not_found", f"no upload in flight with id {compile_id}")
+        status = self.queue.status(ticket)
+        return CompileStatus(
+            id=compile_id,
+            state=status.state,
+            position=status.position,
+            queued=status.queued,
+            workers=self.queue.slots,
+        )
+
+    # Compiling.
     async def compiled_config(
-        self, upload_sha256: str, options: CompileOptions
+        self,
+        upload_sha256: str,
+        options: CompileOptions,
+        *,
+        ticket: Ticket,
+        source: Callable[[], bytes] | None = None,
     ) -> tuple[bytes, CompileReport]:
         """The compiled configuration (JSON) and report, compiling on a cache miss.
 
-        Raises :class:`ApiError` with the compiler's code: 4xx for bad uploads, 422
-        ``model_does_not_fit`` (the report in ``detail``) for models the chip cannot hold.
+        ``source`` reads the upload (default: from the store); the compile waits its turn in
+        the queue under ``ticket``. Raises :class:`ApiError` with the compiler's code: 4xx for
+        bad uploads, 422 ``model_does_not_fit`` (the report in ``detail``) for models the chip
+        cannot hold, 503 ``daemon_stopping`` once shutdown began.
         """
         key = options_key(upload_sha256, options)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            config = self.compiled.get(key, _CONFIG)
-            report = self.compiled.get(key, _REPORT)
-            if config is not None and report is not None:
-                return config, CompileReport.model_validate_json(report)
-            upload = self.uploads.get(upload_sha256)
-            if upload is None:
-                raise ApiError(404, "model_not_found", "the model's upload is gone from the store")
+            cached = await anyio.to_thread.run_sync(self._cached, key)
+            if cached is not None:
+                return cached
+            self.check_open()
+            read = source or (lambda: self._stored_upload(upload_sha256))
             try:
-                result = await asyncio.to_thread(self.pool.compile, upload, options)
-            except CompileError as exc:
-                raise _api_error(exc) from exc
-            self.compiled.put(result.report.model_dump_json().encode(), _REPORT, digest=key)
-            self.compiled.put(result.config_json, _CONFIG, digest=key)
+                result = await self.queue.run(ticket, lambda: self.pool.compile(read(), options))
+            except QueueClosed:
+                raise stopping() from None
+            except Exception as exc:
+                if self._stopping:  # the pool was closed under this compile
+                    raise stopping() from exc
+                if isinstance(exc, CompileError):
+                    raise _api_error(exc) from exc
+                raise
+            await anyio.to_thread.run_sync(self._keep_compiled, key, result)
             return result.config_json, result.report
 
+    def _cached(self, key: str) -> tuple[bytes, CompileReport] | None:
+        config = self.compiled.get(key, _CONFIG)
+        report = self.compiled.get(key, _REPORT)
+        if config is None or report is None:
+            return None
+        return config, CompileReport.model_validate_json(report)
+
+    def _stored_upload(self, digest: str) -> bytes:
+        upload = self.uploads.get(digest)
+        if upload is None:
+            raise ApiError(404, "model_not_found", "the model's upload is gone from the store")
+        return upload
+
+    def _keep_compiled(self, key: str, result: CompileResult) -> None:
+        self.compiled.put(result.report.model_dump_json().encode(), _REPORT, digest=key)
+        self.compiled.put(result.config_json, _CONFIG, digest=key)
+
+    # Uploads.
     async def upload(
-        self,
-        session: Session,
-        user: Principal,
-        *,
-        name: str,
-        data: bytes,
-        options: CompileOptions,
+        self, db: Database, user: Principal, upload: Upload, ticket: Ticket
     ) -> ModelInfo:
-        digest = sha256_hex(data)
-        self.uploads.put(data, digest=digest)
-        _, report = await self.compiled_config(digest, options)
+        """Compile a received upload and keep it: nothing of it stays unless this returns."""
+        digest = upload.file.digest
+        size = upload.file.size
+        # Before compiling, so an upload over the quota costs no compile; checked again when
+        # stored, where concurrent uploads of one user serialize.
+        await db.run(lambda session: self._check_quota(session, user, digest, size))
+        config_json, report = await self.compiled_config(
+            digest, upload.options, ticket=ticket, source=upload.file.read
+        )
         record = ModelRecord(
             user_id=user.id,
-            name=name,
+            name=upload.name,
             sha256=digest,
-            options_key=options_key(digest, options),
-            options=options.model_dump(mode="json"),
+            options_key=options_key(digest, upload.options),
+            options=upload.options.model_dump(mode="json"),
             format=report.format,
-            size_bytes=len(data),
+            size_bytes=size,
         )
-        session.add(record)
-        session.commit()
+
+        def store(session: Session) -> None:
+            with self._references:
+                self._check_quota(session, user, digest, size)
+                upload.file.commit()
+                # Again: orphan collection may have taken them since the compile.
+                self._keep_compiled(record.options_key, CompileResult(config_json, report))
+                session.add(record)
+                session.commit()
+
+        await db.run(store, write=True)
         return self._public(record, user.name, report)
 
+    def usage(self, session: Session, user_id: int) -> int:
+        """Bytes of uploads the user's models hold (the same upload counted once)."""
+        distinct = (
+            select(ModelRecord.sha256, ModelRecord.size_bytes)
+            .where(ModelRecord.user_id == user_id)
+            .distinct()
+            .subquery()
+        )
+        return int(session.scalar(select(func.coalesce(func.sum(distinct.c.size_bytes), 0))))
+
+    def _check_quota(self, session: Session, user: Principal, digest: str, size: int) -> None:
+        held = session.scalar(
+            select(ModelRecord.id).where(
+                ModelRecord.user_id == user.id, ModelRecord.sha256 == digest
+            )
+        )
+        if held is not None:  # the same bytes again cost nothing
+            return
+        used = self.usage(session, user.id)
+        if used + size > self.quota_bytes:
+            raise ApiError(
+                413,
+                "quota_exceeded",
+                f"{user.name}'s models hold {used} bytes of a quota of {self.quota_bytes}; "
+                f"this upload of {size} bytes does not fit (delete models to make room)",
+                detail={"quota_bytes": self.quota_bytes, "used_bytes": used, "upload_bytes": size},
+            )
+
+    # Reading and deleting.
     def list(self, session: Session, user: Principal) -> list[ModelInfo]:
         query = visible_to(
             select(ModelRecord, User.name).join(User, ModelRecord.user_id == User.id),
@@ -127,9 +273,12 @@ class ModelService:
     async def config_json(
         self, record: ModelRecord, options: CompileOptions | None = None
     ) -> bytes:
-        """The model's configuration document, recompiled with other ``options`` when given."""
+        """The model's configuration document, recompiled with other ``options`` when given
+        (in the owner's line of the compile queue)."""
         options = options or CompileOptions.model_validate(record.options)
-        config_json, _ = await self.compiled_config(record.sha256, options)
+        config_json, _ = await self.compiled_config(
+            record.sha256, options, ticket=Ticket(record.user_id)
+        )
         return config_json
 
     async def config(
@@ -141,11 +290,23 @@ class ModelService:
     def delete(self, session: Session, user: Principal, model_id: int) -> None:
         record = self.get(session, user, model_id)
         digest = record.sha256
-        session.delete(record)
-        session.commit()
-        still_used = session.scalar(select(ModelRecord.id).where(ModelRecord.sha256 == digest))
-        if still_used is None:
-            self.uploads.delete(digest)
+        with self._references:
+            session.delete(record)
+            session.commit()
+            still_used = session.scalar(select(ModelRecord.id).where(ModelRecord.sha256 == digest))
+            if still_used is None:
+                self.uploads.delete(digest)
+
+    def collect_orphans(self, session: Session, *, partial: bool) -> int:
+        """Delete uploads and compiled results no model row refers to; ``partial``: also
+        unfinished temporary files (only at start-up, when no upload is arriving). Compiled
+        results of other options (a deployment's) are a cache, and go too. Returns bytes freed.
+        """
+        with self._references:
+            digests = set(session.scalars(select(ModelRecord.sha256).distinct()))
+            keys = set(session.scalars(select(ModelRecord.options_key).distinct()))
+            freed = self.uploads.collect(digests.__contains__, partial=partial)
+            return freed + self.compiled.collect(keys.__contains__, partial=partial)
 
     def _public(
         self, record: ModelRecord, owner: str, report: CompileReport | None = None

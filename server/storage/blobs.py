@@ -1,15 +1,64 @@
-"""Content-addressed files: a blob is stored once under the sha256 of its bytes."""
+"""Content-addressed files: a blob is stored once under the sha256 of its bytes.
+
+Files are written under a temporary name in the store and renamed into place only when whole,
+so a crash leaves either nothing under a blob's name or the whole blob. Temporary files and
+blobs nothing refers to any more are removed by :meth:`BlobStore.collect`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+_PARTIAL = ".partial-"
+_HEX = frozenset("0123456789abcdef")
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Incoming:
+    """A blob being received: written to a temporary file and hashed as it arrives."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=store.root, prefix=_PARTIAL)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def read(self) -> bytes:
+        self._file.flush()
+        return self.path.read_bytes()
+
+    def commit(self) -> str:
+        """Move the received bytes to their content address (once) and return the digest."""
+        self._file.close()
+        target = self._store.path(self.digest)
+        if target.exists():
+            self.path.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, target)
+        return self.digest
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -18,7 +67,7 @@ class BlobStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str, suffix: str = "") -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if len(digest) != 64 or not _HEX.issuperset(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / f"{digest}{suffix}"
 
@@ -28,7 +77,7 @@ class BlobStore:
         target = self.path(digest, suffix)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=_PARTIAL)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(temporary, target)
@@ -42,3 +91,28 @@ class BlobStore:
 
     def delete(self, digest: str, suffix: str = "") -> None:
         self.path(digest, suffix).unlink(missing_ok=True)
+
+    def collect(self, keep: Callable[[str], bool], *, partial: bool) -> int:
+        """Delete every blob whose key ``keep`` refuses, and temporary files when ``partial``
+        (only safe when nothing is being written). Returns the number of bytes freed."""
+        freed = 0
+        for path in [*self.root.glob("*"), *self.root.glob("??/*")]:
+            if path.is_dir():
+                continue
+            if path.name.startswith(_PARTIAL):
+                doomed = partial
+            else:
+                key = path.name[:64]
+                doomed = len(key) == 64 and _HEX.issuperset(key) and not keep(key)
+            if doomed:
+                freed += _unlink(path)
+        return freed
+
+
+def _unlink(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:  # removed by a concurrent delete
+        return 0
+    return size
