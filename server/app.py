@@ -14,6 +14,7 @@ from .booking.lifespan import accounts_and_bookings
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
 from .errors import install_error_handlers
+from .logs import redact_also
 from .models.lifespan import model_store
 from .recordings.lifespan import recording_store
 from .settings import Settings, load_settings
@@ -23,6 +24,8 @@ log = logging.getLogger("specklab.server")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    # Not a generated ``spk_`` token necessarily: named so no log line can show it.
+    redact_also(settings.admin_token.get_secret_value())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
