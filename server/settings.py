@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     public_url: str = ""
     booking_max_minutes: int = Field(default=240, ge=1)
     booking_daily_quota_minutes: int = Field(default=480, ge=1)
+    #: How many days ahead a booking may start.
+    booking_horizon_days: int = Field(default=90, ge=1, le=3650)
     #: A lease without a heartbeat for this long (plus the grace) ends its booking early.
     lease_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=15.0, ge=0)

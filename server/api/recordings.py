@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
-from .deps import CurrentUser, RecordingsDep, WriterUser
+from .deps import CurrentUser, RecordingsDep, RowId, WriterUser
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
@@ -30,13 +30,15 @@ async def list_recordings(user: CurrentUser, recordings: RecordingsDep) -> list[
 
 @router.get("/{recording_id}", response_model=Recording)
 async def get_recording(
-    recording_id: int, user: CurrentUser, recordings: RecordingsDep
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
 ) -> Recording:
     return await recordings.get(user, recording_id)
 
 
 @router.get("/{recording_id}/events.npy", response_class=Response)
-async def download_npy(recording_id: int, user: CurrentUser, recordings: RecordingsDep) -> Response:
+async def download_npy(
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
+) -> Response:
     events = await recordings.events(user, recording_id)
     buffer = io.BytesIO()
     np.save(buffer, events, allow_pickle=False)
@@ -49,20 +51,22 @@ async def download_npy(recording_id: int, user: CurrentUser, recordings: Recordi
 
 @router.get("/{recording_id}/events.aedat4", response_class=FileResponse)
 async def download_aedat4(
-    recording_id: int, user: CurrentUser, recordings: RecordingsDep
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
 ) -> FileResponse:
     path = await recordings.aedat4(user, recording_id)
     return FileResponse(path, filename=f"recording-{recording_id}.aedat4")
 
 
 @router.delete("/{recording_id}", status_code=204)
-async def delete_recording(recording_id: int, user: WriterUser, recordings: RecordingsDep) -> None:
+async def delete_recording(
+    recording_id: RowId, user: WriterUser, recordings: RecordingsDep
+) -> None:
     await recordings.delete(user, recording_id)
 
 
 @router.post("/{recording_id}/replay", status_code=202)
 async def replay(
-    recording_id: int, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
+    recording_id: RowId, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
 ) -> dict[str, int]:
     """Start replaying a DVS recording into a deployment's DVS layer; outputs come out on the
     device's continuous stream."""
