@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
@@ -49,12 +52,26 @@ async def download_npy(
     )
 
 
-@router.get("/{recording_id}/events.aedat4", response_class=FileResponse)
+@router.get("/{recording_id}/events.aedat4", response_class=StreamingResponse)
 async def download_aedat4(
     recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
-) -> FileResponse:
-    path = await recordings.aedat4(user, recording_id)
-    return FileResponse(path, filename=f"recording-{recording_id}.aedat4")
+) -> StreamingResponse:
+    handle = await recordings.open_aedat4(user, recording_id)
+    return StreamingResponse(
+        _chunks(handle),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="recording-{recording_id}.aedat4"',
+            "Content-Length": str(os.fstat(handle.fileno()).st_size),
+        },
+    )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    """The file in 1 MiB pieces (Starlette reads a plain iterator on worker threads)."""
+    with handle:
+        while chunk := handle.read(1 << 20):
+            yield chunk
 
 
 @router.delete("/{recording_id}", status_code=204)
