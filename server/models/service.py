@@ -22,6 +22,7 @@ from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
 from ..compiler import ArchiveLimits, CompileError, CompilerPool, ModelError, WorkerLimits
 from ..errors import ApiError
+from ..metrics import compiling
 from ..storage.blobs import BlobStore, sha256_hex
 from ..storage.tables import ModelRecord, User
 
@@ -54,6 +55,11 @@ class ModelService:
             self._pool = CompilerPool(self.workers, self.limits)
         return self._pool
 
+    @property
+    def started_pool(self) -> CompilerPool | None:
+        """The pool if a compile has started it (health reports on it), else None."""
+        return self._pool
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -76,7 +82,8 @@ class ModelService:
             if upload is None:
                 raise ApiError(404, "model_not_found", "the model's upload is gone from the store")
             try:
-                result = await asyncio.to_thread(self.pool.compile, upload, options)
+                with compiling():
+                    result = await asyncio.to_thread(self.pool.compile, upload, options)
             except CompileError as exc:
                 raise _api_error(exc) from exc
             self.compiled.put(result.report.model_dump_json().encode(), _REPORT, digest=key)
