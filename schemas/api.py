@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorBody(BaseModel):
@@ -15,8 +15,16 @@ class ErrorBody(BaseModel):
     detail: Any = None
 
 
+class HealthCheck(BaseModel):
+    ok: bool
+    detail: str = ""
+
+
 class Health(BaseModel):
+    """``status``: ``ok``, ``failing`` (a check failed: answered with 503) or ``stopping``."""
+
     status: str = "ok"
+    checks: dict[str, HealthCheck] = Field(default_factory=dict)
 
 
 class Version(BaseModel):

@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
-from .api import PUBLIC_ROUTERS, ROUTERS
+from .api import PUBLIC_ROUTERS, ROUTERS, meta
 from .auth.dependencies import require_user
 from .booking.lifespan import accounts_and_bookings
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
+from .draining import Draining, begin_shutdown
 from .errors import install_error_handlers
+from .logs import redact_also
+from .metrics import AppCollector, MetricsMiddleware
 from .models.lifespan import model_store
 from .recordings.lifespan import recording_store
 from .settings import Settings, load_settings
@@ -23,6 +27,9 @@ log = logging.getLogger("specklab.server")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    # Not generated ``spk_`` tokens necessarily: named so no log line can show them.
+    redact_also(settings.admin_token.get_secret_value())
+    redact_also(settings.metrics_token.get_secret_value())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             recording_store(app, settings),
         ):
             yield
+            # Normally set already by the server's signal handling (``cli``); at the latest
+            # here, before the subsystems close under requests still arriving.
+            begin_shutdown(app.state)
         log.info("stopped")
 
     app = FastAPI(
@@ -46,9 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics_registry = CollectorRegistry(auto_describe=True)
+    app.state.metrics_registry.register(AppCollector(app))
     install_error_handlers(app)
+    # The last added runs first: metrics time the 503s of a draining daemon too.
+    app.add_middleware(Draining, state=app.state)
+    app.add_middleware(MetricsMiddleware, state=app.state)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
+    app.include_router(meta.metrics_router)
     for router in ROUTERS:
         # Protected at inclusion, so a new router cannot be forgotten (WebSockets included).
         app.include_router(router, dependencies=[Depends(require_user)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import FrameType
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .draining import begin_shutdown
     from .logs import configure_logging
     from .settings import load_settings
 
@@ -77,8 +79,16 @@ def _serve(args: argparse.Namespace) -> int:
         virtual=args.virtual,
     )
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # From the signal on, new requests get 503 daemon_stopping (``draining``).
+            begin_shutdown(app.state)
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -89,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     try:
-        uvicorn.Server(config).run()
+        _Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         return 130
     return 0

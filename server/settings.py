@@ -35,12 +35,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     #: Token of the admin created on first start; empty means generate one and print it once.
     admin_token: SecretStr = SecretStr("")
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <metrics_token>``; empty:
+    #: anyone who reaches the daemon may read the metrics (counts only, no ids or names).
+    metrics_token: SecretStr = SecretStr("")
     #: This daemon's name in a lab of several hosts sharing one database.
     host_name: str = Field(default_factory=socket.gethostname, min_length=1)
     #: The URL clients reach this daemon at (told to clients of other hosts); empty: host:port.
     public_url: str = ""
     booking_max_minutes: int = Field(default=240, ge=1)
     booking_daily_quota_minutes: int = Field(default=480, ge=1)
+    #: How many days ahead a booking may start.
+    booking_horizon_days: int = Field(default=90, ge=1, le=3650)
     #: A lease without a heartbeat for this long (plus the grace) ends its booking early.
     lease_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=15.0, ge=0)
@@ -59,6 +64,11 @@ class Settings(BaseSettings):
     compile_workers: int = Field(default=1, ge=1, le=16)
     #: A recording stops once it holds this many events (20 M DVS events: 260 MB).
     max_recording_events: int = Field(default=20_000_000, ge=1)
+    #: Recordings one user may run at once on this daemon (more: 409 too_many_recordings).
+    max_concurrent_recordings_per_user: int = Field(default=2, ge=1)
+    #: Bytes of recorded events one user may keep (full: 413 storage_full; a recording that
+    #: reaches it stops early, keeping what fits).
+    recording_storage_per_user_bytes: int = Field(default=2 * 1024**3, ge=1)
     #: Largest model upload accepted.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     #: Bytes of uploads one user's models may hold (the same upload counted once).

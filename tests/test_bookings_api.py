@@ -313,3 +313,56 @@ def test_a_booking_never_claimed_is_swept_after_its_grace_only(fast_leases: Lab)
         assert stored is not None and stored.ended_at is not None
         assert stored.ended_at - stored.starts_at >= timedelta(seconds=3)
     assert waited < 6
+
+
+def test_huge_and_far_away_windows_are_refused_with_a_4xx(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    year_9999 = "9999-12-31T23:00:00+00:00"
+    for body, code in [
+        ({"minutes": 10**15}, "booking_too_long"),
+        ({"minutes": 2**64}, "booking_too_long"),
+        ({"starts_at": year_9999, "minutes": 30}, "too_far_ahead"),
+        ({"starts_at": year_9999, "ends_at": "9999-12-31T23:59:59+00:00"}, "too_far_ahead"),
+        ({"ends_at": "9999-12-31T23:59:59+00:00"}, "booking_too_long"),
+    ]:
+        response = lab.client.post(
+            "/v1/bookings", json={"device_id": DEVICE, **body}, headers=users["alice"]
+        )
+        assert (response.status_code, response.json()["code"]) == (422, code), body
+    booking = book(lab, users["alice"], device_id=DEVICE, minutes=30)
+    for body in ({"minutes": 10**15}, {"ends_at": "9999-12-31T23:59:59+00:00"}):
+        response = lab.client.post(
+            f"/v1/bookings/{booking['id']}/extend", json=body, headers=users["alice"]
+        )
+        assert (response.status_code, response.json()["code"]) == (422, "booking_too_long")
+
+
+def test_ids_out_of_range_are_a_422_not_a_500(lab: Lab) -> None:
+    routes = [
+        ("GET", "/v1/bookings/{n}"),
+        ("DELETE", "/v1/bookings/{n}"),
+        ("POST", "/v1/bookings/{n}/heartbeat"),
+        ("GET", "/v1/bookings?user_id={n}"),
+        ("GET", "/v1/tokens?user_id={n}"),
+        ("DELETE", "/v1/tokens/{n}"),
+        ("GET", "/v1/audit?actor_id={n}"),
+        ("GET", "/v1/audit?before_id={n}"),
+        ("GET", "/v1/recordings/{n}"),
+        ("DELETE", "/v1/recordings/{n}"),
+    ]
+    for method, path in routes:
+        for number in (2**31, 2**63, 2**64, 10**30, 0, -1):
+            response = lab.client.request(method, path.format(n=number), headers=lab.admin)
+            assert response.status_code == 422, (method, path, number, response.text)
+            assert response.json()["code"] == "invalid_request"
+
+
+def test_numbers_no_route_bounds_are_still_a_4xx_with_an_error_body(lab: Lab) -> None:
+    """The safety net of ``errors``: an id the database cannot hold, in a body this time."""
+    for user_id in (2**31, 2**63, 2**64):
+        response = lab.client.post(
+            "/v1/tokens", json={"name": "t", "user_id": user_id}, headers=lab.admin
+        )
+        assert response.status_code in (404, 422), response.text
+        assert set(response.json()) == {"code", "message", "detail"}

@@ -15,7 +15,11 @@ from .samna_stub import PYPI_STUB, write_samna_dist
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_daemon_starts_answers_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
     with run_daemon(tmp_path / "data") as daemon:
-        assert httpx.get(f"{daemon.url}/v1/health").json() == {"status": "ok"}
+        health = httpx.get(f"{daemon.url}/v1/health").json()
+        assert health["status"] == "ok"
+        assert set(health["checks"]) == {"database", "devices", "compile_pool"}
+        assert httpx.get(f"{daemon.url}/v1/health/live").json()["status"] == "ok"
+        assert "specklab_devices" in httpx.get(f"{daemon.url}/metrics").text
         version = httpx.get(f"{daemon.url}/v1/version").json()
         assert set(version) == {"specklab", "python", "numpy", "torch", "samna"}
         assert httpx.get(f"{daemon.url}/docs").status_code == 200

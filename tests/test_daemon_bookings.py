@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -39,14 +41,21 @@ def _add_user(url: str, admin: dict[str, str], name: str) -> dict[str, str]:
     return bearer(token["token"])
 
 
-def test_of_100_concurrent_requests_for_one_slot_exactly_one_wins(
-    tmp_path: Path, database_url: str
-) -> None:
+@contextmanager
+def _daemon_with_device(tmp_path: Path, database_url: str) -> Iterator[Daemon]:
+    """A daemon with the admin token, and ``DEVICE`` in its lab."""
     env = {"SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN, "SPECKLAB_VIRTUAL": "none"}
     with run_daemon(tmp_path / "data", *_daemon_args(database_url), env=env) as daemon:
         db = _database(daemon, database_url)
         add_devices(db, (DEVICE, "speck2fdevkit"))
         db.dispose()
+        yield daemon
+
+
+def test_of_100_concurrent_requests_for_one_slot_exactly_one_wins(
+    tmp_path: Path, database_url: str
+) -> None:
+    with _daemon_with_device(tmp_path, database_url) as daemon:
         users = [_add_user(daemon.url, bearer(ADMIN_TOKEN), f"user{i}") for i in range(10)]
         start = (utcnow() + timedelta(hours=1)).isoformat()
 
@@ -110,3 +119,48 @@ def test_a_restart_keeps_users_tokens_bookings_and_the_audit_log(
         actions = [e["action"] for e in httpx.get(f"{second.url}/v1/audit", headers=admin).json()]
         assert actions[:2] == ["booking.create", "token.create"]
         assert actions[-2:] == ["token.create", "user.create"]
+
+
+def _at_once(daemon_urls: list[str], requests: list[tuple[int, str, dict, dict]]) -> list:
+    """``(daemon index, path, json, headers)`` POSTs, all in flight together; the responses."""
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(requests))
+        clients = [
+            httpx.AsyncClient(base_url=url, timeout=120, limits=limits) for url in daemon_urls
+        ]
+        try:
+            return await asyncio.gather(
+                *(clients[i].post(path, json=body, headers=h) for i, path, body, h in requests)
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    return asyncio.run(burst())
+
+
+def test_50_concurrent_extends_of_one_booking_all_take_effect(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Each extend reads the booking after locking it: no answer of 200 is a lost update."""
+    with _daemon_with_device(tmp_path, database_url) as daemon:
+        alice = _add_user(daemon.url, bearer(ADMIN_TOKEN), "alice")
+        start = (utcnow() + timedelta(hours=1)).isoformat()
+        booking = httpx.post(
+            f"{daemon.url}/v1/bookings",
+            json={"device_id": DEVICE, "starts_at": start, "minutes": 30},
+            headers=alice,
+        ).json()
+        path = f"/v1/bookings/{booking['id']}/extend"
+        responses = _at_once([daemon.url], [(0, path, {"minutes": 1}, alice)] * 50)
+        assert Counter(r.status_code for r in responses) == {200: 50}, [
+            r.text[:200] for r in responses if r.status_code != 200
+        ]
+        # Each saw the one before it: 50 different ends, one minute apart.
+        ends = sorted(datetime.fromisoformat(r.json()["ends_at"]) for r in responses)
+        first_end = datetime.fromisoformat(booking["ends_at"])
+        assert ends == [first_end + timedelta(minutes=m) for m in range(1, 51)]
+        final = httpx.get(f"{daemon.url}/v1/bookings/{booking['id']}", headers=alice).json()
+        assert datetime.fromisoformat(final["ends_at"]) == ends[-1]
+    assert "Traceback" not in daemon.log()

@@ -15,7 +15,17 @@ from sqlalchemy.exc import IntegrityError
 
 from specklab.server.storage import Database, normalize_url, on_commit, upgrade, utcnow
 from specklab.server.storage.migrate import current_revision, head_revision
-from specklab.server.storage.tables import Base, Booking, BookingState, User, is_booking_overlap
+from specklab.server.storage.tables import (
+    ApiToken,
+    AuditEntry,
+    Base,
+    Booking,
+    BookingState,
+    ModelRecord,
+    RecordingRecord,
+    User,
+    is_booking_overlap,
+)
 
 
 def test_migrations_build_exactly_the_tables(db: Database) -> None:
@@ -180,3 +190,101 @@ def test_audit_entries_name_the_host(db: Database) -> None:
 )
 def test_postgres_urls_use_psycopg3(url: str, expected: str) -> None:
     assert normalize_url(url) == expected
+
+
+def _rows(user_id: int) -> dict[str, Callable[[], Base]]:
+    """A fresh row of every table whose rows are deleted (and so whose ids could come back)."""
+    start = datetime(2030, 5, 1, 12, tzinfo=UTC)
+    counter = iter(range(1_000_000))
+    return {
+        "users": lambda: User(name=f"user-{next(counter)}", role="user"),
+        "api_tokens": lambda: ApiToken(
+            user_id=user_id, name="t", token_hash=f"{next(counter):064d}", prefix="spk_"
+        ),
+        # Each on a device of its own: the no-overlap rule stays out of the way.
+        "bookings": lambda: _booking(user_id, f"d:{next(counter)}", start, 10),
+        "audit_log": lambda: AuditEntry(actor_name="a", action="x", target="y", host_name="h"),
+        "models": lambda: ModelRecord(
+            user_id=user_id,
+            name="m",
+            sha256="0" * 64,
+            options_key="0" * 64,
+            options={},
+            format="nir",
+            size_bytes=1,
+        ),
+        "recordings": lambda: RecordingRecord(
+            user_id=user_id,
+            name="r",
+            device_id="d:0",
+            source="dvs",
+            kind="dvs",
+            duration_s=1.0,
+            event_count=0,
+            size_bytes=0,
+        ),
+    }
+
+
+def _add(db: Database, row: Base) -> int:
+    with db.write_session() as session:
+        session.add(row)
+        session.commit()
+        return row.id  # type: ignore[attr-defined]
+
+
+def test_a_deleted_rows_id_is_never_handed_out_again_even_after_a_restart(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    upgrade(db)
+    user_id = _user(db)
+    makers = _rows(user_id)
+    deleted = {}
+    for table, make in makers.items():
+        _add(db, make())
+        newest = _add(db, make())
+        with db.write_session() as session:
+            session.execute(text(f"DELETE FROM {table} WHERE id = :id"), {"id": newest})
+            session.commit()
+        deleted[table] = newest
+        # Within one run of the daemon...
+        assert _add(db, make()) > newest, table
+    db.dispose()
+    # ...and in the next one, the newest rows deleted again.
+    db = Database(database_url)
+    for table, make in makers.items():
+        newest = _add(db, make())
+        with db.write_session() as session:
+            session.execute(text(f"DELETE FROM {table} WHERE id = :id"), {"id": newest})
+            session.commit()
+        db.dispose()
+        db = Database(database_url)
+        assert _add(db, make()) > newest > deleted[table], table
+    db.dispose()
+
+
+def test_upgrading_to_never_reused_ids_keeps_every_row_and_rule(tmp_path: Path) -> None:
+    """The SQLite migration rebuilds tables: no child row may be lost to a cascade."""
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(db, "0002")
+    user_id = _user(db)
+    before = {table: [_add(db, make()) for _ in range(2)] for table, make in _rows(user_id).items()}
+    with db.write_session() as session:
+        gone = {"id": before["recordings"][1]}
+        session.execute(text("DELETE FROM recordings WHERE id = :id"), gone)
+        session.commit()
+    upgrade(db)
+    with db.session() as session:
+        for table, ids in before.items():
+            kept = set(session.scalars(text(f"SELECT id FROM {table}")))
+            expected = set(ids) - ({ids[1]} if table == "recordings" else set())
+            assert expected <= kept, table
+    # The no-overlap triggers came back with the rebuilt table.
+    start = datetime(2030, 5, 1, 12, tzinfo=UTC)
+    with db.write_session() as session:
+        session.add_all([_booking(user_id, "d:x", start, 60), _booking(user_id, "d:x", start, 30)])
+        with pytest.raises(IntegrityError) as caught:
+            session.commit()
+    assert is_booking_overlap(caught.value)
+    db.dispose()

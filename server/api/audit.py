@@ -11,7 +11,7 @@ from sqlalchemy import select
 from specklab.schemas.audit import AuditEntryPublic
 
 from ..storage.tables import AuditEntry
-from .deps import AdminUser, SessionDep
+from .deps import AdminUser, RowId, SessionDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -21,10 +21,10 @@ def list_audit(
     session: SessionDep,
     admin: AdminUser,
     action: str | None = None,
-    actor_id: int | None = None,
+    actor_id: RowId | None = None,
     target: str | None = None,
     since: datetime | None = None,
-    before_id: Annotated[int | None, Query(description="page back from this entry")] = None,
+    before_id: Annotated[RowId | None, Query(description="page back from this entry")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryPublic]:
     """Newest first. ``action`` matches exactly or by prefix with a trailing ``.``

@@ -1,4 +1,9 @@
-"""Bookings: book, list, cancel, extend, preempt (admins), and lease heartbeats."""
+"""Bookings: book, list, cancel, extend, preempt (admins), and lease heartbeats.
+
+Every change reads the booking after locking it (``service.lock_booking``) and commits through
+``commit_retrying``: concurrent changes of one booking queue up instead of losing updates, and a
+deadlock between daemons is run again instead of answered with an error.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ from specklab.schemas.booking import (
 from ..auth.ownership import get_owned
 from ..booking import service
 from ..storage import utcnow
+from ..storage.db import commit_retrying
 from ..storage.tables import Booking
-from .deps import AdminUser, CurrentUser, EventsDep, PolicyDep, SessionDep, WriterUser
+from .deps import AdminUser, CurrentUser, EventsDep, PolicyDep, RowId, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
 
@@ -31,8 +37,10 @@ def create_booking(
     body: BookingCreate, session: SessionDep, user: WriterUser, policy: PolicyDep
 ) -> BookingPublic:
     now = utcnow()
-    booking = service.create_booking(session, user=user, request=body, policy=policy, now=now)
-    session.commit()
+    booking = commit_retrying(
+        session,
+        lambda: service.create_booking(session, user=user, request=body, policy=policy, now=now),
+    )
     return service.booking_public(booking, policy=policy, now=now)
 
 
@@ -42,7 +50,7 @@ def list_bookings(
     user: CurrentUser,
     policy: PolicyDep,
     device_id: str | None = None,
-    user_id: int | None = None,
+    user_id: RowId | None = None,
     current: bool = False,
 ) -> list[BookingPublic]:
     """Your bookings (admins: everyone's), newest first; ``current`` keeps upcoming and
@@ -56,7 +64,7 @@ def list_bookings(
 
 @router.get("/{booking_id}", response_model=BookingPublic)
 def get_booking(
-    booking_id: int, session: SessionDep, user: CurrentUser, policy: PolicyDep
+    booking_id: RowId, session: SessionDep, user: CurrentUser, policy: PolicyDep
 ) -> BookingPublic:
     booking = get_owned(session, Booking, booking_id, user, what="booking")
     return service.booking_public(booking, policy=policy, now=utcnow())
@@ -64,59 +72,73 @@ def get_booking(
 
 @router.delete("/{booking_id}", response_model=BookingPublic)
 def cancel_booking(
-    booking_id: int, session: SessionDep, user: WriterUser, policy: PolicyDep, events: EventsDep
+    booking_id: RowId, session: SessionDep, user: WriterUser, policy: PolicyDep, events: EventsDep
 ) -> BookingPublic:
     """Cancel an upcoming booking, or end a running one now (the device is free at once)."""
-    booking = get_owned(session, Booking, booking_id, user, what="booking")
     now = utcnow()
-    service.cancel_booking(session, booking=booking, actor=user, events=events, now=now)
-    session.commit()
-    return service.booking_public(booking, policy=policy, now=now)
+
+    def cancel() -> Booking:
+        booking = service.lock_booking(session, booking_id, user)
+        return service.cancel_booking(session, booking=booking, actor=user, events=events, now=now)
+
+    return service.booking_public(commit_retrying(session, cancel), policy=policy, now=now)
 
 
 @router.post("/{booking_id}/extend", response_model=BookingPublic)
 def extend_booking(
-    booking_id: int,
+    booking_id: RowId,
     body: BookingExtend,
     session: SessionDep,
     user: WriterUser,
     policy: PolicyDep,
     events: EventsDep,
 ) -> BookingPublic:
-    booking = get_owned(session, Booking, booking_id, user, what="booking")
     now = utcnow()
-    service.extend_booking(
-        session, booking=booking, actor=user, request=body, policy=policy, events=events, now=now
-    )
-    session.commit()
-    return service.booking_public(booking, policy=policy, now=now)
+
+    def extend() -> Booking:
+        booking = service.lock_booking(session, booking_id, user)
+        return service.extend_booking(
+            session,
+            booking=booking,
+            actor=user,
+            request=body,
+            policy=policy,
+            events=events,
+            now=now,
+        )
+
+    return service.booking_public(commit_retrying(session, extend), policy=policy, now=now)
 
 
 @router.post("/{booking_id}/preempt", response_model=BookingPublic)
 def preempt_booking(
-    booking_id: int,
+    booking_id: RowId,
     session: SessionDep,
     admin: AdminUser,
     policy: PolicyDep,
     events: EventsDep,
     body: BookingPreempt | None = None,
 ) -> BookingPublic:
-    booking = get_owned(session, Booking, booking_id, admin, what="booking")
     now = utcnow()
     reason = body.reason if body else ""
-    service.preempt_booking(
-        session, booking=booking, actor=admin, reason=reason, events=events, now=now
-    )
-    session.commit()
-    return service.booking_public(booking, policy=policy, now=now)
+
+    def preempt() -> Booking:
+        booking = service.lock_booking(session, booking_id, admin)
+        return service.preempt_booking(
+            session, booking=booking, actor=admin, reason=reason, events=events, now=now
+        )
+
+    return service.booking_public(commit_retrying(session, preempt), policy=policy, now=now)
 
 
 @router.post("/{booking_id}/heartbeat", response_model=LeasePublic)
 def heartbeat(
-    booking_id: int, session: SessionDep, user: WriterUser, policy: PolicyDep
+    booking_id: RowId, session: SessionDep, user: WriterUser, policy: PolicyDep
 ) -> LeasePublic:
     """Renew the lease of a running booking; without heartbeats the booking ends early."""
-    booking = get_owned(session, Booking, booking_id, user, what="booking")
-    lease = service.renew_lease(session, booking=booking, user=user, policy=policy)
-    session.commit()
-    return lease
+
+    def renew() -> LeasePublic:
+        booking = service.lock_booking(session, booking_id, user)
+        return service.renew_lease(session, booking=booking, user=user, policy=policy)
+
+    return commit_retrying(session, renew)

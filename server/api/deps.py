@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from annotated_types import Interval
 from fastapi import Depends
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
@@ -58,6 +59,9 @@ def _events(conn: HTTPConnection) -> BookingEvents:
     return conn.app.state.booking_events
 
 
+#: A row id in a path or query: what the id columns hold (PostgreSQL's ``integer``), so an id
+#: out of range is a 422 rather than an error from the database.
+RowId = Annotated[int, Interval(ge=1, le=2**31 - 1)]
 #: Closed when the handler returns, before the response is sent (no lock outlives a handler).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 #: For WebSocket handlers: open short sessions instead of holding one for the connection

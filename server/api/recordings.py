@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
-from .deps import CurrentUser, RecordingsDep, WriterUser
+from .deps import CurrentUser, RecordingsDep, RowId, WriterUser
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
@@ -30,13 +33,15 @@ async def list_recordings(user: CurrentUser, recordings: RecordingsDep) -> list[
 
 @router.get("/{recording_id}", response_model=Recording)
 async def get_recording(
-    recording_id: int, user: CurrentUser, recordings: RecordingsDep
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
 ) -> Recording:
     return await recordings.get(user, recording_id)
 
 
 @router.get("/{recording_id}/events.npy", response_class=Response)
-async def download_npy(recording_id: int, user: CurrentUser, recordings: RecordingsDep) -> Response:
+async def download_npy(
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
+) -> Response:
     events = await recordings.events(user, recording_id)
     buffer = io.BytesIO()
     np.save(buffer, events, allow_pickle=False)
@@ -47,22 +52,38 @@ async def download_npy(recording_id: int, user: CurrentUser, recordings: Recordi
     )
 
 
-@router.get("/{recording_id}/events.aedat4", response_class=FileResponse)
+@router.get("/{recording_id}/events.aedat4", response_class=StreamingResponse)
 async def download_aedat4(
-    recording_id: int, user: CurrentUser, recordings: RecordingsDep
-) -> FileResponse:
-    path = await recordings.aedat4(user, recording_id)
-    return FileResponse(path, filename=f"recording-{recording_id}.aedat4")
+    recording_id: RowId, user: CurrentUser, recordings: RecordingsDep
+) -> StreamingResponse:
+    handle = await recordings.open_aedat4(user, recording_id)
+    return StreamingResponse(
+        _chunks(handle),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="recording-{recording_id}.aedat4"',
+            "Content-Length": str(os.fstat(handle.fileno()).st_size),
+        },
+    )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    """The file in 1 MiB pieces (Starlette reads a plain iterator on worker threads)."""
+    with handle:
+        while chunk := handle.read(1 << 20):
+            yield chunk
 
 
 @router.delete("/{recording_id}", status_code=204)
-async def delete_recording(recording_id: int, user: WriterUser, recordings: RecordingsDep) -> None:
+async def delete_recording(
+    recording_id: RowId, user: WriterUser, recordings: RecordingsDep
+) -> None:
     await recordings.delete(user, recording_id)
 
 
 @router.post("/{recording_id}/replay", status_code=202)
 async def replay(
-    recording_id: int, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
+    recording_id: RowId, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
 ) -> dict[str, int]:
     """Start replaying a DVS recording into a deployment's DVS layer; outputs come out on the
     device's continuous stream."""

@@ -13,7 +13,7 @@ from ..auth.ownership import get_owned
 from ..auth.principal import Principal
 from ..errors import ApiError
 from ..storage.tables import ApiToken
-from .deps import CurrentUser, SessionDep, WriterUser
+from .deps import CurrentUser, RowId, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
@@ -39,7 +39,7 @@ def create_token(body: TokenCreate, session: SessionDep, user: WriterUser) -> To
 
 @router.get("", response_model=list[TokenPublic])
 def list_tokens(
-    session: SessionDep, user: CurrentUser, user_id: int | None = None
+    session: SessionDep, user: CurrentUser, user_id: RowId | None = None
 ) -> list[TokenPublic]:
     """Your tokens; an admin may ask for another user's (``user_id``)."""
     tokens = accounts.list_tokens(session, user_id=_target_user_id(user, user_id))
@@ -47,7 +47,7 @@ def list_tokens(
 
 
 @router.delete("/{token_id}", response_model=TokenPublic)
-def revoke_token(token_id: int, session: SessionDep, user: WriterUser) -> TokenPublic:
+def revoke_token(token_id: RowId, session: SessionDep, user: WriterUser) -> TokenPublic:
     token = get_owned(session, ApiToken, token_id, user, what="token")
     accounts.revoke_token(session, token=token, actor=user)
     session.commit()

@@ -63,11 +63,27 @@ def check_window(window: Window, *, now: datetime, max_length: timedelta) -> Non
     if window.end <= now:
         raise BookingRuleError("invalid_window", f"the window ends in the past ({window.end})")
     if window.length > max_length:
-        minutes = int(max_length.total_seconds() // 60)
+        raise too_long(max_length)
+
+
+def too_long(max_length: timedelta) -> BookingRuleError:
+    minutes = int(max_length.total_seconds() // 60)
+    return BookingRuleError(
+        "booking_too_long",
+        f"a booking may last at most {minutes} minutes",
+        {"max_minutes": minutes},
+    )
+
+
+def check_horizon(start: datetime, *, now: datetime, horizon: timedelta) -> None:
+    """Refuse a window starting more than ``horizon`` from now (it also keeps every time the
+    rules compute far from ``datetime``'s year 9999 limit)."""
+    if start - now > horizon:
+        days = horizon.days
         raise BookingRuleError(
-            "booking_too_long",
-            f"a booking may last at most {minutes} minutes",
-            {"max_minutes": minutes},
+            "too_far_ahead",
+            f"a booking may start at most {days} days from now",
+            {"max_days_ahead": days},
         )
 
 

@@ -50,6 +50,8 @@ class BookingPolicy:
     claim_grace: timedelta
     #: A host silent this long has its devices shown offline.
     host_stale_after: timedelta
+    #: How far ahead a booking may start.
+    horizon: timedelta
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BookingPolicy:
@@ -60,6 +62,7 @@ class BookingPolicy:
             lease_grace=timedelta(seconds=settings.lease_grace_s),
             claim_grace=timedelta(seconds=settings.booking_claim_grace_s),
             host_stale_after=lab.host_stale_after(settings.sweep_interval_s),
+            horizon=timedelta(days=settings.booking_horizon_days),
         )
 
     def lease_deadline(self, booking: Booking) -> datetime:
@@ -165,9 +168,21 @@ def _check_quota(
         raise _rule_error(error) from None
 
 
-def _requested_window(request: BookingCreate, now: datetime) -> Window:
+def _duration(minutes: int, policy: BookingPolicy) -> timedelta:
+    """``minutes`` as a duration; past the longest booking it is refused (before a huge count
+    could overflow ``timedelta``)."""
+    if minutes * 60 > policy.max_length.total_seconds():
+        raise _rule_error(rules.too_long(policy.max_length))
+    return timedelta(minutes=minutes)
+
+
+def _requested_window(request: BookingCreate, policy: BookingPolicy, now: datetime) -> Window:
     start = request.starts_at or now
-    end = request.ends_at or start + timedelta(minutes=request.minutes or 0)
+    try:
+        rules.check_horizon(start, now=now, horizon=policy.horizon)
+    except BookingRuleError as error:
+        raise _rule_error(error) from None
+    end = request.ends_at or start + _duration(request.minutes or 0, policy)
     if end <= now:
         raise ApiError(422, "invalid_window", f"the window ends in the past ({end.isoformat()})")
     # What has passed of a window (clock skew, a slow request) cannot be booked any more.
@@ -203,7 +218,7 @@ def create_booking(
 ) -> Booking:
     """Book a device for a window, or the earliest slot of any online device of a type."""
     now = now or utcnow()
-    window = _requested_window(request, now)
+    window = _requested_window(request, policy, now)
     try:
         rules.check_window(window, now=now, max_length=policy.max_length)
     except BookingRuleError as error:
@@ -305,6 +320,26 @@ def _end(
     on_commit(session, lambda: events.publish(event))
 
 
+def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:
+    """Booking ``booking_id`` if ``user`` owns it or is an admin (404 otherwise), locked for
+    the rest of the transaction and read after the lock, so concurrent changes queue instead
+    of overwriting each other.
+
+    Locks are taken in one order everywhere: the owner's user row (as ``create_booking``'s
+    quota check does), then the booking.
+    """
+    owner_id = session.scalar(select(Booking.user_id).where(Booking.id == booking_id))
+    if owner_id is None or not (user.is_admin or owner_id == user.id):
+        raise ApiError(404, "booking_not_found", f"no booking {booking_id}")
+    session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    booking = session.get(
+        Booking, booking_id, with_for_update={"of": Booking}, populate_existing=True
+    )
+    if booking is None:  # deleted with its owner in the meantime
+        raise ApiError(404, "booking_not_found", f"no booking {booking_id}")
+    return booking
+
+
 def _require_open(booking: Booking, now: datetime) -> BookingStatus:
     status = status_of(booking, now)
     if status not in _OPEN:
@@ -366,7 +401,7 @@ def extend_booking(
     now = now or utcnow()
     _require_open(booking, now)
     old_end = booking.ends_at
-    new_end = request.ends_at or old_end + timedelta(minutes=request.minutes or 0)
+    new_end = request.ends_at or old_end + _duration(request.minutes or 0, policy)
     if new_end <= old_end:
         raise ApiError(422, "invalid_window", f"the new end must be after {old_end.isoformat()}")
     try:

@@ -28,6 +28,7 @@ from specklab.schemas.deploy import Deployment
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError
 from ..devices.manager import DeviceSession
+from ..metrics import EVENTS_DROPPED
 
 log = logging.getLogger("specklab.deployments")
 
@@ -55,6 +56,7 @@ class OutputSubscription:
     def _offer(self, output: DeviceOutput) -> None:
         if self.queued_events + output.count > self.max_events:
             self.dropped += output.count
+            EVENTS_DROPPED.inc(output.count)
             return
         self.queued_events += output.count
         self._queue.put_nowait(output)

@@ -30,6 +30,7 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig
 
 from ..chips import SUPPORTED_DEVICES
+from ..metrics import EVENTS_IN, EVENTS_OUT
 from .base import Device, DeviceDescription, DeviceHealth, DeviceOutput
 from .errors import (
     DeviceBusy,
@@ -153,6 +154,7 @@ class DeviceSession:
         timeout: float = 10.0,
     ) -> None:
         await self.call(lambda d: d.write(spikes, dvs), timeout=timeout, what="write")
+        EVENTS_IN.inc(_count(spikes, dvs))
 
     async def forward(
         self,
@@ -169,14 +171,19 @@ class DeviceSession:
         """
         if timeout is None:
             timeout = _span_s(spikes, dvs) + settle_s + 30.0
-        return await self.call(
+        output = await self.call(
             lambda d: d.forward(spikes, dvs, timeout=settle_s), timeout=timeout, what="forward"
         )
+        EVENTS_IN.inc(_count(spikes, dvs))
+        EVENTS_OUT.inc(output.count)
+        return output
 
     async def read(self, wait_s: float = 0.1, *, timeout: float | None = None) -> DeviceOutput:
-        return await self.call(
+        output = await self.call(
             lambda d: d.read(wait_s), timeout=timeout or wait_s + 10.0, what="read"
         )
+        EVENTS_OUT.inc(output.count)
+        return output
 
     async def start_stopwatch(self, *, timeout: float = 10.0) -> None:
         await self.call(lambda d: d.start_stopwatch(), timeout=timeout, what="start_stopwatch")
@@ -241,6 +248,10 @@ def _release(driver: Device) -> None:
         driver.clear()
     finally:
         driver.close()
+
+
+def _count(*batches: np.ndarray | None) -> int:
+    return sum(len(batch) for batch in batches if batch is not None)
 
 
 def _span_s(*batches: np.ndarray | None) -> float:
@@ -343,6 +354,14 @@ class DeviceManager:
     def states(self) -> list[DeviceState]:
         """Every device ever seen: real ones by type and index, then virtual ones."""
         return [entry.state() for entry in sorted(self._entries.values(), key=_order)]
+
+    def dead_threads(self) -> list[str]:
+        """Online devices whose thread has stopped (never expected: the health check asks)."""
+        return [
+            entry.description.id
+            for entry in self._entries.values()
+            if entry.online and entry.thread is not None and not entry.thread.alive
+        ]
 
     def state(self, device_id: str) -> DeviceState:
         return self._entry(device_id).state()

@@ -47,6 +47,10 @@ class DeviceThread:
             label = what or getattr(fn, "__name__", "call")
             raise DeviceTimeout(f"{label} on {self.name} took over {timeout:g} s") from None
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def shutdown(self) -> None:
         """Stop after the queued calls; returns at once (a stuck call is abandoned)."""
         if not self._closed:

@@ -33,6 +33,7 @@ from ..auth.principal import Principal
 from ..compiler import ArchiveLimits, CompileError, CompilerPool, ModelError, WorkerLimits
 from ..compiler.pipeline import CompileResult
 from ..errors import ApiError
+from ..metrics import compiling
 from ..storage import Database
 from ..storage.blobs import BlobStore, Incoming, sha256_hex
 from ..storage.tables import ModelRecord, User
@@ -99,6 +100,11 @@ class ModelService:
         self._stopping = True
         self.queue.close()
 
+    @property
+    def started_pool(self) -> CompilerPool | None:
+        """The pool if a compile has started it (health reports on it), else None."""
+        return self._pool
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -161,7 +167,10 @@ class ModelService:
             self.check_open()
             read = source or (lambda: self._stored_upload(upload_sha256))
             try:
-                result = await self.queue.run(ticket, lambda: self.pool.compile(read(), options))
+                with compiling():
+                    result = await self.queue.run(
+                        ticket, lambda: self.pool.compile(read(), options)
+                    )
             except QueueClosed:
                 raise stopping() from None
             except Exception as exc:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ..settings import Settings
-from .service import RecordingService
+from .service import RecordingLimits, RecordingService
 
 
 @asynccontextmanager
@@ -17,6 +17,10 @@ async def recording_store(app: FastAPI, settings: Settings) -> AsyncIterator[Non
         root=settings.data_dir / "recordings",
         db=app.state.db,
         deployments=app.state.deployments,
-        max_events=settings.max_recording_events,
+        limits=RecordingLimits(
+            max_events=settings.max_recording_events,
+            concurrent_per_user=settings.max_concurrent_recordings_per_user,
+            storage_per_user=settings.recording_storage_per_user_bytes,
+        ),
     )
     yield

@@ -3,18 +3,28 @@ them, replay them into a device.
 
 Events are kept as ``data_dir/recordings/<id>.npy`` (a structured array of the schemas' dtype,
 readable with ``np.load`` alone). A recording stops early, keeping what it has, once it holds
-``max_events``; its ``duration_s`` then says how long it really ran.
+``max_events`` or fills its owner's storage; its ``duration_s`` then says how long it ran.
+
+Files are only ever written under a temporary name and renamed to ``<id>.*`` while the row is
+locked and known to exist, and deleting a row removes its files after the row is gone: an
+export still running when its recording is deleted is thrown away, never left as a file.
+Ids are never reused (migration 0003), so no file can be served as another recording.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.events import DTYPES, EventKind
@@ -30,43 +40,106 @@ from ..storage.tables import RecordingRecord, User
 from .aedat import ExportFailed, export_aedat4
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingLimits:
+    #: Events one recording keeps at most.
+    max_events: int
+    #: Recordings one user may run at once (on this daemon).
+    concurrent_per_user: int
+    #: Bytes of events one user may keep stored.
+    storage_per_user: int
+
+
 class RecordingService:
     def __init__(
-        self, *, root: Path, db: Database, deployments: Deployments, max_events: int
+        self, *, root: Path, db: Database, deployments: Deployments, limits: RecordingLimits
     ) -> None:
         self.root = root
         self.db = db
         self.deployments = deployments
-        self.max_events = max_events
+        self.limits = limits
+        self._running: dict[int, int] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def npy_path(self, recording_id: int) -> Path:
         return self.root / f"{recording_id}.npy"
+
+    def aedat4_path(self, recording_id: int) -> Path:
+        return self.root / f"{recording_id}.aedat4"
+
+    def _partial_path(self, recording_id: int, suffix: str) -> Path:
+        return self.root / f".partial-{uuid.uuid4().hex}-{recording_id}{suffix}"
 
     # ----- recording -----
 
     async def record(self, user: Principal, request: RecordingRequest) -> Recording:
         if not user.can_write:
             raise ApiError(403, "read_only", "observers cannot record")
-        if request.source == "dvs":
-            sensor_hub = self.deployments.sensor_hub(user, request.device_id, raw=True)
-            async with sensor_hub as hub, hub.sensor():
-                events, seconds = await self._capture(hub, EventKind.DVS, request.duration_s)
-        else:
-            hub = await self.deployments.hub_for_use(user, request.device_id)
-            events, seconds = await self._capture(hub, EventKind.SPIKE, request.duration_s)
-        return await self._store(user, request, events, seconds)
+        kind = EventKind.DVS if request.source == "dvs" else EventKind.SPIKE
+        with self._one_more_running(user):
+            max_events = await self._room_for(user, kind)
+            if request.source == "dvs":
+                sensor_hub = self.deployments.sensor_hub(user, request.device_id, raw=True)
+                async with sensor_hub as hub, hub.sensor():
+                    events, seconds = await self._capture(hub, kind, request.duration_s, max_events)
+            else:
+                hub = await self.deployments.hub_for_use(user, request.device_id)
+                events, seconds = await self._capture(hub, kind, request.duration_s, max_events)
+            return await self._store(user, request, events, seconds)
+
+    @contextmanager
+    def _one_more_running(self, user: Principal) -> Iterator[None]:
+        running = self._running.get(user.id, 0)
+        if running >= self.limits.concurrent_per_user:
+            raise ApiError(
+                409,
+                "too_many_recordings",
+                f"you have {running} recordings running; at most "
+                f"{self.limits.concurrent_per_user} may run at once",
+                {"limit": self.limits.concurrent_per_user},
+            )
+        self._running[user.id] = running + 1
+        try:
+            yield
+        finally:
+            self._running[user.id] -= 1
+            if not self._running[user.id]:
+                del self._running[user.id]
+
+    async def _room_for(self, user: Principal, kind: EventKind) -> int:
+        """How many events of ``kind`` fit in ``user``'s storage (413 when none do)."""
+
+        def used(session: Session) -> int:
+            total = session.scalar(
+                select(func.coalesce(func.sum(RecordingRecord.size_bytes), 0)).where(
+                    RecordingRecord.user_id == user.id
+                )
+            )
+            return int(total or 0)
+
+        in_use = await self.db.run(used)
+        room = (self.limits.storage_per_user - in_use) // DTYPES[kind].itemsize
+        if room <= 0:
+            raise ApiError(
+                413,
+                "storage_full",
+                f"your recordings take {in_use} bytes, the limit is "
+                f"{self.limits.storage_per_user}: delete some first",
+                {"used_bytes": in_use, "limit_bytes": self.limits.storage_per_user},
+            )
+        return min(self.limits.max_events, room)
 
     async def _capture(
-        self, hub: DeviceHub, kind: EventKind, duration_s: float
+        self, hub: DeviceHub, kind: EventKind, duration_s: float, max_events: int
     ) -> tuple[np.ndarray, float]:
-        """Events of ``kind`` that leave ``hub`` for ``duration_s``, timed from the start."""
+        """Events of ``kind`` that leave ``hub`` for ``duration_s`` (at most ``max_events``),
+        timed from the start."""
         parts: list[np.ndarray] = []
         count = 0
         # Alone on the device, the stopwatch restarts so times count from the recording's
         # start; next to other consumers it runs on and times are shifted instead.
         restarted = await hub.restart_stopwatch()
-        async with hub.subscribe(max_events=self.max_events) as subscription:
+        async with hub.subscribe(max_events=max_events) as subscription:
             started = time.monotonic()
             while (remaining := duration_s - (time.monotonic() - started)) > 0:
                 events = await _next_events(subscription, kind, remaining)
@@ -74,14 +147,14 @@ class RecordingService:
                     continue
                 parts.append(events)
                 count += len(events)
-                if count >= self.max_events:
+                if count >= max_events:
                     break
             elapsed = min(duration_s, time.monotonic() - started)
         events = np.concatenate(parts) if parts else np.zeros(0, DTYPES[kind])
         if not restarted and len(events):
             events["t"] -= events["t"][0]
         # The device's clock and this loop's differ by a read: keep the recording's window.
-        events = events[events["t"] < int(elapsed * 1e6)][: self.max_events]
+        events = events[events["t"] < int(elapsed * 1e6)][:max_events]
         return events, elapsed
 
     async def _store(
@@ -102,7 +175,7 @@ class RecordingService:
             )
             session.add(record)
             session.flush()
-            partial = self.npy_path(record.id).with_suffix(".partial.npy")
+            partial = self._partial_path(record.id, ".npy")
             np.save(partial, events, allow_pickle=False)
             partial.replace(self.npy_path(record.id))
             audit(
@@ -144,12 +217,34 @@ class RecordingService:
 
     async def events(self, user: Principal, recording_id: int) -> np.ndarray:
         await self.get(user, recording_id)
-        return await anyio.to_thread.run_sync(
-            lambda: np.load(self.npy_path(recording_id), allow_pickle=False)
-        )
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: np.load(self.npy_path(recording_id), allow_pickle=False)
+            )
+        except FileNotFoundError:
+            await self.get(user, recording_id)  # deleted meanwhile: 404
+            raise
 
-    async def aedat4(self, user: Principal, recording_id: int) -> Path:
-        """The recording as an AEDAT4 file (made on first download, then kept)."""
+    async def open_aedat4(self, user: Principal, recording_id: int) -> BinaryIO:
+        """The recording as an AEDAT4 file, open for reading (made on first download, then
+        kept). Opened, then the row checked again: a file deleted with its row after the
+        check is still read whole; a row deleted before it is a 404."""
+        path = await self._aedat4(user, recording_id)
+        try:
+            handle = await anyio.to_thread.run_sync(path.open, "rb")
+        except FileNotFoundError:
+            handle = None
+        try:
+            await self.get(user, recording_id)
+        except ApiError:
+            if handle is not None:
+                handle.close()
+            raise
+        if handle is None:
+            raise ApiError(409, "recording_changed", "the export was removed meanwhile; try again")
+        return handle
+
+    async def _aedat4(self, user: Principal, recording_id: int) -> Path:
         recording = await self.get(user, recording_id)
         if recording.kind is not EventKind.DVS:
             raise ApiError(
@@ -158,13 +253,29 @@ class RecordingService:
                 f"recording {recording_id} holds {recording.kind.value} events; "
                 "only DVS recordings export to AEDAT4 (download the .npy instead)",
             )
-        path = self.root / f"{recording_id}.aedat4"
-        if not path.exists():
+        path = self.aedat4_path(recording_id)
+        if path.exists():
+            return path
+        partial = self._partial_path(recording_id, ".aedat4")
+        try:
             try:
-                await export_aedat4(self.npy_path(recording_id), path)
+                await export_aedat4(self.npy_path(recording_id), partial)
             except ExportFailed as exc:
+                await self.get(user, recording_id)  # deleted during the export: 404
                 raise ApiError(500, "export_failed", str(exc)) from exc
+            await self.db.run(
+                lambda session: self._land(session, recording_id, partial), write=True
+            )
+        finally:
+            partial.unlink(missing_ok=True)
         return path
+
+    def _land(self, session: Session, recording_id: int, partial: Path) -> None:
+        """Rename an export to its final name, only while its row is locked and exists."""
+        if session.get(RecordingRecord, recording_id, with_for_update=True) is None:
+            raise ApiError(404, "recording_not_found", f"no recording {recording_id}")
+        partial.replace(self.aedat4_path(recording_id))
+        session.commit()
 
     async def delete(self, user: Principal, recording_id: int) -> None:
         if not user.can_write:
@@ -177,8 +288,9 @@ class RecordingService:
             session.commit()
 
         await self.db.run(remove, write=True)
+        # After the commit: an export landing now finds no row (``_land``).
         self.npy_path(recording_id).unlink(missing_ok=True)
-        (self.root / f"{recording_id}.aedat4").unlink(missing_ok=True)
+        self.aedat4_path(recording_id).unlink(missing_ok=True)
 
     async def replay(self, user: Principal, recording_id: int, request: ReplayRequest) -> int:
         """Send a DVS recording into the DVS layer of the user's deployment, paced by the

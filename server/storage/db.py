@@ -9,6 +9,7 @@ guaranteed by constraints (the bookings exclusion constraint) and row locks.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import anyio
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 T = TypeVar("T")
@@ -25,6 +27,9 @@ _WRITE = "specklab_write"
 _AFTER_COMMIT = "specklab_after_commit"
 #: How long a SQLite writer waits for the lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: PostgreSQL's deadlock_detected and serialization_failure.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+RETRY_ATTEMPTS = 6
 
 
 def normalize_url(url: str) -> str:
@@ -114,6 +119,36 @@ def _enter_wal_mode(cursor: sqlite3.Cursor) -> None:
 def _sqlite_begin(connection: Connection) -> None:
     immediate = connection.get_execution_options().get(_WRITE, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def is_retryable(error: DBAPIError) -> bool:
+    """A transaction the database aborted to untangle concurrent ones (PostgreSQL's deadlock
+    and serialization failures): running it again is the documented answer."""
+    return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def commit_retrying(session: Session, work: Callable[[], T]) -> T:
+    """``work()`` then commit; run again, in a fresh transaction, when the database aborted it
+    for a deadlock or serialization failure (``work`` must read what it changes itself).
+
+    The last failure propagates (the app answers 503, see ``errors``).
+    """
+    for attempt in range(RETRY_ATTEMPTS - 1):
+        try:
+            return _work_then_commit(session, work)
+        except DBAPIError as error:
+            session.rollback()
+            if not is_retryable(error):
+                raise
+            # Jitter: the transactions that collided should not collide again.
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))
+    return _work_then_commit(session, work)
+
+
+def _work_then_commit(session: Session, work: Callable[[], T]) -> T:
+    result = work()
+    session.commit()
+    return result
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:

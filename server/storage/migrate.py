@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -35,9 +37,40 @@ def lock_for_startup(connection: Connection) -> None:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    with db.write_engine.begin() as connection:
+    with (
+        db.write_engine.connect() as connection,
+        _foreign_keys_off(connection),
+        connection.begin(),
+    ):
         lock_for_startup(connection)
         command.upgrade(alembic_config(connection), revision)
+        _check_foreign_keys(connection)
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """On SQLite, foreign keys off while migrating: a migration that rebuilds a table drops
+    the old one, and with foreign keys on that would delete (cascade) its children's rows.
+
+    The pragma is a no-op inside a transaction, so it goes to the driver's connection before
+    SQLAlchemy begins one.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"a migration broke foreign keys: {broken[:5]}")
 
 
 def current_revision(db: Database) -> str | None:

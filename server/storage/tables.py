@@ -49,8 +49,14 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {datetime: UtcDateTime()}
 
 
+#: SQLite hands out ids again (largest + 1) without AUTOINCREMENT; ids must never be reused
+#: (migration 0003). PostgreSQL's sequences never are.
+_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -60,6 +66,7 @@ class User(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -88,6 +95,7 @@ class Booking(Base):
         CheckConstraint("ends_at > starts_at", name="window"),
         CheckConstraint(f"state IN ({_STATE_LIST})", name="state"),
         Index(None, "device_id", "starts_at"),
+        _NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,6 +139,7 @@ class DeviceRecord(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -150,6 +159,7 @@ class ModelRecord(Base):
     store under ``sha256``; a row is one user's handle on them."""
 
     __tablename__ = "models"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -167,6 +177,7 @@ class RecordingRecord(Base):
     """Events captured from a device; the events are a ``.npy`` file in the data directory."""
 
     __tablename__ = "recordings"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -85,16 +85,7 @@ def upgrade() -> None:
             "WHERE (state = 'active')"
         )
     else:
-        op.execute(
-            "CREATE TRIGGER bookings_no_overlap_insert BEFORE INSERT ON bookings "
-            f"WHEN NEW.state = 'active' BEGIN {_OVERLAP.format(same='')} END"
-        )
-        op.execute(
-            "CREATE TRIGGER bookings_no_overlap_update "
-            "BEFORE UPDATE OF device_id, starts_at, ends_at, state ON bookings "
-            "WHEN NEW.state = 'active' BEGIN "
-            f"{_OVERLAP.format(same='AND other.id != NEW.id')} END"
-        )
+        create_sqlite_overlap_triggers()
     op.create_table(
         "hosts",
         sa.Column("name", sa.String(128), nullable=False),
@@ -131,6 +122,20 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor_id"])
     op.create_index("ix_audit_log_action", "audit_log", ["action"])
+
+
+def create_sqlite_overlap_triggers() -> None:
+    """SQLite's no-overlap rule (also used by later migrations that rebuild ``bookings``)."""
+    op.execute(
+        "CREATE TRIGGER bookings_no_overlap_insert BEFORE INSERT ON bookings "
+        f"WHEN NEW.state = 'active' BEGIN {_OVERLAP.format(same='')} END"
+    )
+    op.execute(
+        "CREATE TRIGGER bookings_no_overlap_update "
+        "BEFORE UPDATE OF device_id, starts_at, ends_at, state ON bookings "
+        "WHEN NEW.state = 'active' BEGIN "
+        f"{_OVERLAP.format(same='AND other.id != NEW.id')} END"
+    )
 
 
 def downgrade() -> None:
