@@ -90,8 +90,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     deploy.add_argument(
         "--monitor",
-        default="-1",
-        help="monitored layers: comma-separated indices and 'dvs', or 'all' (default -1)",
+        type=_monitor_layers,
+        default=[-1],
+        help="monitored layers: comma-separated indices and 'dvs', or 'all' "
+        "(default -1: every exit layer)",
     )
     deploy.add_argument("--patch", type=Path, help="a JSON configuration patch to apply last")
 
@@ -152,6 +154,17 @@ def _shape(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not C,H,W") from None
+
+
+def _monitor_layers(text: str) -> list[int | str] | str:
+    if text == "all":
+        return text
+    try:
+        return [part if part == "dvs" else int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'all' or comma-separated layer indices and 'dvs'"
+        ) from None
 
 
 def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
@@ -308,17 +321,12 @@ def _deploy(client: Client, args: argparse.Namespace) -> None:
     ordering: Any = "auto"
     if args.layers and args.layers != "auto":
         ordering = [int(core) for core in args.layers.split(",")]
-    monitor: Any = (
-        "all"
-        if args.monitor == "all"
-        else [part if part == "dvs" else int(part) for part in args.monitor.split(",")]
-    )
     patch = json.loads(args.patch.read_text()) if args.patch else None
     model = client.deploy(
         args.model,
         args.device,
         chip_layers_ordering=ordering,
-        monitor_layers=monitor,
+        monitor_layers=args.monitor,
         config_patch=patch,
     )
     _emit(args, model.deployment, lambda: model.deployment.summary)
