@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .compile import LayerOrdering
 from .patch import ConfigPatch
 
 
 class DeploymentRequest(BaseModel):
     model_id: int
     #: "auto", a list of cores (one per model layer), or a model layer -> core map.
-    chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto"
+    chip_layers_ordering: LayerOrdering = "auto"
     #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = every exit layer),
     #: "dvs" for the DVS layer's output, or "all".
     monitor_layers: list[int | Literal["dvs"]] | Literal["all"] = Field(
