@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -170,12 +171,17 @@ def _monitor_layers(text: str) -> list[int | str] | str:
 def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from ._client import Client
-        from ._errors import ModelDoesNotFit, SpecklabError
+        from ._errors import ModelDoesNotFit, SpecklabError, SpecklabWarning
         from ._report import report_table
 
         try:
-            with Client(args.url, args.token) as client:
-                handler(client, args)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SpecklabWarning)
+                try:
+                    with Client(args.url, args.token) as client:
+                        handler(client, args)
+                finally:
+                    _print_warnings(caught)
         except ModelDoesNotFit as error:
             if error.report is not None:
                 print(report_table(error.report), file=sys.stderr)
@@ -195,6 +201,17 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
         return 0
 
     return run
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The SDK's warnings as one plain line each on stderr; other warnings as Python shows them."""
+    from ._errors import SpecklabWarning
+
+    for item in caught:
+        if issubclass(item.category, SpecklabWarning):
+            print(f"specklab: warning: {item.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def _emit(args: argparse.Namespace, value: Any, table: Callable[[], str]) -> None:

@@ -30,6 +30,7 @@ from specklab.schemas.patch import ConfigPatch
 from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
 
 from ._core import BaseClient, Op, ticking
+from ._errors import warn_all
 from ._payload import ModelSource, model_file
 from ._remote import RemoteModel
 
@@ -196,7 +197,9 @@ class Operations(BaseClient):
         finally:
             if call.progress is not None:
                 call.progress.close()
-        return RemoteModel(self.parse(response, ModelInfo))
+        model = RemoteModel(self.parse(response, ModelInfo))
+        warn_all([problem.message for problem in model.report.warnings])
+        return model
 
     def compile(
         self,
@@ -254,7 +257,9 @@ class Operations(BaseClient):
             slow_clock_hz=slow_clock_hz,
         )
         path = f"/v1/devices/{_segment(device_id(device))}/deployment"
-        return self.fetch("POST", path, Deployment, json=body)
+        deployment = yield from self.fetch("POST", path, Deployment, json=body)
+        warn_all(deployment.warnings)
+        return deployment
 
     def deployment(self, device: Any) -> Op[Deployment]:
         """What runs on a device now."""

@@ -33,6 +33,16 @@ CoreId = Annotated[int, Field(ge=0, lt=NUM_CORES)]
 Pooling = Literal[1, 2, 4]
 
 
+def unclocked_leak_warning(layers: list[int]) -> str:
+    """What to tell users whose layers leak (have biases) while the slow clock is off."""
+    return (
+        f"model layers {layers} have biases (a trained BatchNorm makes some): the chip adds a "
+        "bias once per slow-clock tick, and the slow clock is off unless the deployment sets "
+        "slow_clock_hz; without it the biases are never added and such a network may classify "
+        "near chance. Deploy with slow_clock_hz = 1 / your time step (1000 for 1 ms steps)"
+    )
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False)
 
@@ -233,6 +243,13 @@ class ChipConfig(_Document):
     @cached_property
     def layer_of_core(self) -> dict[int, int]:
         return {p.core: p.layer for p in self.layers}
+
+    @property
+    def unclocked_leaks(self) -> list[int]:
+        """Model layers whose leak (bias) is enabled while the slow clock that adds it is off."""
+        if self.slow_clock_hz is not None:
+            return []
+        return [p.layer for p in self.layers if self.cnn_layers[p.core].leak_enable]
 
     def resolve_layer(self, layer: int) -> int:
         """A model-layer index, negative ones counted from the end as in the guide."""

@@ -41,3 +41,5 @@ class Deployment(BaseModel):
     dvs_input: bool
     dvs_monitored: bool
     summary: str
+    #: What will not work as the user may expect (a leak with the slow clock off ...).
+    warnings: list[str] = Field(default_factory=list)

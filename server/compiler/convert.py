@@ -29,6 +29,7 @@ from typing import Literal, NoReturn
 
 import numpy as np
 
+from specklab.schemas.chipconfig import unclocked_leak_warning
 from specklab.schemas.compile import CompileOptions, Problem
 
 from .errors import IllegalSequence, InvalidOptions, ModelError, ShapeMismatch, UnsupportedLayer
@@ -505,6 +506,9 @@ class _Converter:
             for w, spike in spikes.items()
             if (spike.index if spike is not None else w) in self.output_sources
         )
+        leaky = [layer.index for layer in layers if layer.bias is not None]
+        if leaky:
+            self.warnings.append(warning("bias_needs_slow_clock", unclocked_leak_warning(leaky)))
         return Network(layers, inputs, out_layers, dvs, self.warnings)
 
     def _describe(self, index: int) -> str:

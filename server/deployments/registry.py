@@ -19,7 +19,7 @@ from typing import Any, Literal
 import anyio
 from sqlalchemy.orm import Session
 
-from specklab.schemas.chipconfig import ChipConfig, DVSLayer
+from specklab.schemas.chipconfig import ChipConfig, DVSLayer, unclocked_leak_warning
 from specklab.schemas.compile import CompileOptions
 from specklab.schemas.deploy import Deployment, DeploymentRequest
 from specklab.schemas.patch import ConfigPatch, PatchError, apply_patch
@@ -99,6 +99,7 @@ def describe(
         dvs_input=bool(dvs and dvs.destinations),
         dvs_monitored=bool(dvs and dvs.monitor_enable),
         summary=summary,
+        warnings=[unclocked_leak_warning(leaks)] if (leaks := config.unclocked_leaks) else [],
     )
 
 

@@ -79,7 +79,7 @@ def test_batch_norm_is_folded_without_eps_like_the_vendor() -> None:
     np.testing.assert_allclose(layer.bias, beta + (c.bias - mean) * factor, rtol=1e-5)
     assert [node.type for node in layer.sources] == ["Conv", "BatchNorm", "ReLU"]
     # var = 1e-4 with eps = 1e-3: folding without eps changes that channel's scale a lot
-    assert [p.code for p in network.warnings] == ["batchnorm_eps"]
+    assert [p.code for p in network.warnings] == ["batchnorm_eps", "bias_needs_slow_clock"]
 
 
 def test_average_pooling_rescales_the_destination_weights_not_its_bias() -> None:

@@ -116,8 +116,9 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
     assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
 
 
-def deploy_guide(lab: Lab, *devices: str) -> None:
-    """The guide's network, uploaded once, booked and deployed on each device by the admin."""
+def deploy_guide(lab: Lab, *devices: str) -> int:
+    """The guide's network, uploaded once, booked and deployed on each device by the admin;
+    returns the model's id."""
     upload = lab.client.post(
         "/v1/models",
         headers=lab.admin,
@@ -136,6 +137,21 @@ def deploy_guide(lab: Lab, *devices: str) -> None:
             json={"model_id": upload.json()["id"]},
         )
         assert response.status_code == 201, response.text
+    return upload.json()["id"]
+
+
+def test_a_core_the_chip_does_not_have_is_a_422_naming_it(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=1"])
+    device = "virtual-speck2fdevkit:0"
+    model_id = deploy_guide(lab, device)
+    for ordering, core in (([0, 1, 2, 3, 12], "12"), ({"0": -1}, "-1"), ([9, 0, 1, 2, 3], "9")):
+        response = lab.client.post(
+            f"/v1/devices/{device}/deployment",
+            headers=lab.admin,
+            json={"model_id": model_id, "chip_layers_ordering": ordering},
+        )
+        assert response.status_code == 422, response.text
+        assert f"core {core} does not exist" in response.json()["message"]
 
 
 def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
