@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -90,8 +91,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     deploy.add_argument(
         "--monitor",
-        default="-1",
-        help="monitored layers: comma-separated indices and 'dvs', or 'all' (default -1)",
+        type=_monitor_layers,
+        default=[-1],
+        help="monitored layers: comma-separated indices and 'dvs', or 'all' "
+        "(default -1: every exit layer)",
     )
     deploy.add_argument("--patch", type=Path, help="a JSON configuration patch to apply last")
 
@@ -154,15 +157,31 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not C,H,W") from None
 
 
+def _monitor_layers(text: str) -> list[int | str] | str:
+    if text == "all":
+        return text
+    try:
+        return [part if part == "dvs" else int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'all' or comma-separated layer indices and 'dvs'"
+        ) from None
+
+
 def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from ._client import Client
-        from ._errors import ModelDoesNotFit, SpecklabError
+        from ._errors import ModelDoesNotFit, SpecklabError, SpecklabWarning
         from ._report import report_table
 
         try:
-            with Client(args.url, args.token) as client:
-                handler(client, args)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SpecklabWarning)
+                try:
+                    with Client(args.url, args.token) as client:
+                        handler(client, args)
+                finally:
+                    _print_warnings(caught)
         except ModelDoesNotFit as error:
             if error.report is not None:
                 print(report_table(error.report), file=sys.stderr)
@@ -182,6 +201,17 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
         return 0
 
     return run
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The SDK's warnings as one plain line each on stderr; other warnings as Python shows them."""
+    from ._errors import SpecklabWarning
+
+    for item in caught:
+        if issubclass(item.category, SpecklabWarning):
+            print(f"specklab: warning: {item.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def _emit(args: argparse.Namespace, value: Any, table: Callable[[], str]) -> None:
@@ -308,17 +338,12 @@ def _deploy(client: Client, args: argparse.Namespace) -> None:
     ordering: Any = "auto"
     if args.layers and args.layers != "auto":
         ordering = [int(core) for core in args.layers.split(",")]
-    monitor: Any = (
-        "all"
-        if args.monitor == "all"
-        else [part if part == "dvs" else int(part) for part in args.monitor.split(",")]
-    )
     patch = json.loads(args.patch.read_text()) if args.patch else None
     model = client.deploy(
         args.model,
         args.device,
         chip_layers_ordering=ordering,
-        monitor_layers=monitor,
+        monitor_layers=args.monitor,
         config_patch=patch,
     )
     _emit(args, model.deployment, lambda: model.deployment.summary)

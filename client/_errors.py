@@ -20,10 +20,15 @@
         │   ├── DeviceOffline   ``device_offline``: unplugged or vanished
         │   └── DeviceBusy      ``device_busy``: another session holds it
         └── ServerError         5xx: the daemon failed; its log says more
+
+    SpecklabWarning (a UserWarning, issued with ``warnings.warn``)
+        what works but not as one may expect: a compile report's warnings (weights that
+        quantize to zero, biases that need a slow clock), a deployment's
 """
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +41,18 @@ from specklab.schemas.compile import CompileReport, Problem
 
 class SpecklabError(Exception):
     """Base of every error this package raises."""
+
+
+class SpecklabWarning(UserWarning):
+    """A compile report's or a deployment's warning: the call worked, but the network may not
+    behave as trained (filter with ``warnings.simplefilter("error", SpecklabWarning)``)."""
+
+
+def warn_all(messages: list[str]) -> None:
+    # stacklevel 1: the call chain through the operation generators has no user frame at a
+    # fixed depth; the message itself says where the problem is.
+    for message in messages:
+        warnings.warn(message, SpecklabWarning, stacklevel=1)
 
 
 class ClientClosed(SpecklabError):

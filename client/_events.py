@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from specklab.schemas.events import DTYPES, DVS_DTYPE, SPIKE_DTYPE, EventKind
+from specklab.schemas.events import DTYPES, DVS_DTYPE, SPIKE_DTYPE, EventKind, from_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def _from_structured(events: np.ndarray) -> np.ndarray:
             return events
         wanted = set(dtype.names or ()) - {"core"}
         if wanted <= names:
-            return _cast_columns({name: events[name] for name in wanted}, dtype)
+            return from_columns({name: events[name] for name in wanted}, dtype)
     raise ValueError(
         f"cannot tell the kind of an array with fields {sorted(names)}: spikes need "
         "t, layer, feature, x, y; DVS events need t, x, y, p"
@@ -108,30 +108,14 @@ def _from_objects(objects: list[Any], kind: EventKind | None) -> np.ndarray:
     try:
         columns = {name: [getattr(obj, name) for obj in objects] for name in fields}
     except AttributeError as exc:
-        wanted = ", ".join(fields)
-        raise TypeError(f"event objects must have the attributes {wanted}: {exc}") from None
+        what = "DVS events" if is_dvs else "spikes"
+        raise TypeError(
+            f"{what} must be objects with the attributes {', '.join(fields)} (like samna's "
+            f"events or specklab.client.{'DvsEvent' if is_dvs else 'Spike'}); got "
+            f"{type(first).__name__}: {exc}"
+        ) from None
     columns["t"] = columns.pop("timestamp")
-    return _cast_columns(columns, DVS_DTYPE if is_dvs else SPIKE_DTYPE)
-
-
-def _cast_columns(columns: dict[str, Any], dtype: np.dtype) -> np.ndarray:
-    size = len(next(iter(columns.values())))
-    out = np.zeros(size, dtype)
-    for name, values in columns.items():
-        column = np.asarray(values)
-        if column.dtype.kind == "f" and not np.array_equal(column, np.round(column)):
-            raise ValueError(f"event field {name!r} must hold whole numbers")
-        target = dtype.fields[name][0]
-        if column.size and column.dtype.kind != "b":
-            low, high = column.min(), column.max()
-            info = np.iinfo(target)
-            if low < info.min or high > info.max:
-                raise ValueError(
-                    f"event field {name!r} holds {low if low < info.min else high}, outside "
-                    f"{info.min}..{info.max}"
-                )
-        out[name] = column
-    return out
+    return from_columns(columns, DVS_DTYPE if is_dvs else SPIKE_DTYPE)
 
 
 def _sorted(events: np.ndarray) -> np.ndarray:
@@ -218,7 +202,8 @@ def to_raster(
         raise TypeError("readout events have no position; they do not make a raster")
     if dt <= 0:
         raise ValueError(f"dt must be positive, got {dt}")
-    channel = events["feature"] if kind is EventKind.SPIKE else events["p"]
+    # int64 throughout: numpy 2 refuses an ``initial=-1`` (or any -1) on unsigned columns
+    channel = (events["feature"] if kind is EventKind.SPIKE else events["p"]).astype(np.int64)
     x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
     if shape is None:
         shape = (

@@ -30,7 +30,7 @@ from specklab.schemas.patch import ConfigPatch
 from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
 
 from ._core import BaseClient, Op, UploadProgress, ticking
-from ._errors import api_error
+from ._errors import api_error, warn_all
 from ._payload import ModelSource, model_file
 from ._remote import RemoteModel
 
@@ -202,7 +202,9 @@ class Operations(BaseClient):
             response = yield self.upload_call(file.filename, file.content, fields, shown)
         finally:
             shown.close()
-        return RemoteModel(self.parse(response, ModelInfo))
+        model = RemoteModel(self.parse(response, ModelInfo))
+        warn_all([problem.message for problem in model.report.warnings])
+        return model
 
     def compile(
         self,
@@ -260,7 +262,9 @@ class Operations(BaseClient):
             slow_clock_hz=slow_clock_hz,
         )
         path = f"/v1/devices/{_segment(device_id(device))}/deployment"
-        return self.fetch("POST", path, Deployment, json=body)
+        deployment = yield from self.fetch("POST", path, Deployment, json=body)
+        warn_all(deployment.warnings)
+        return deployment
 
     def deployment(self, device: Any) -> Op[Deployment]:
         """What runs on a device now."""

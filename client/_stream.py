@@ -192,7 +192,11 @@ class Session:
         if layer is None:
             inputs = self.info.get("inputs") or [0]
             layer = int(inputs[0])
-        return as_events(batch, dt=options.dt, layer=layer, kind=options.kind)
+        kind = options.kind
+        if kind is None and self.info and not self.info.get("dvs_input"):
+            # without a DVS layer the network takes spikes only: say what a spike needs
+            kind = EventKind.SPIKE
+        return as_events(batch, dt=options.dt, layer=layer, kind=kind)
 
     # Operations.
     def greet(self) -> StreamOp[Mapping[str, Any]]:

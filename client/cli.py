@@ -27,9 +27,31 @@ def _server_installed() -> bool:
     return importlib.util.find_spec("fastapi") is not None
 
 
+#: Options whose documented values start with a dash (``--monitor -1,dvs``): argparse takes
+#: such a value for an option unless it looks like a plain negative number.
+_DASHED_VALUES = ("--monitor",)
+
+
+def _join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--monitor -1,dvs`` as ``--monitor=-1,dvs``, which argparse reads as meant."""
+    out: list[str] = []
+    pending = False
+    for arg in argv:
+        if pending and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+        pending = arg in _DASHED_VALUES
+    return out
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    return parser.parse_args(_join_dashed_values(sys.argv[1:] if argv is None else argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -11,8 +11,8 @@ in torch's order here because that is what users and the compiler speak:
   ``[feature][x][y]``.
 
 Sizes use samna's convention: ``x`` is the width (columns), ``y`` the height (rows).
-Model layers (what users address, ``-1`` = last) map to cores through ``layers``; that
-translation lives here and nowhere else.
+Model layers (what users address, negative ones counted from the end) map to cores through
+``layers``; that translation lives here and nowhere else.
 """
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ NUM_CORES = 9
 
 CoreId = Annotated[int, Field(ge=0, lt=NUM_CORES)]
 Pooling = Literal[1, 2, 4]
+
+
+def unclocked_leak_warning(layers: list[int]) -> str:
+    """What to tell users whose layers leak (have biases) while the slow clock is off."""
+    return (
+        f"model layers {layers} have biases (a trained BatchNorm makes some): the chip adds a "
+        "bias once per slow-clock tick, and the slow clock is off unless the deployment sets "
+        "slow_clock_hz; without it the biases are never added and such a network may classify "
+        "near chance. Deploy with slow_clock_hz = 1 / your time step (1000 for 1 ms steps)"
+    )
 
 
 class _Document(BaseModel):
@@ -193,6 +203,10 @@ class ChipConfig(_Document):
     layers: list[LayerPlacement] = Field(default_factory=list)
     #: Model layers that take external input spikes (the network's entry points).
     inputs: list[int] = Field(default_factory=list)
+    #: Model layers whose spikes are the network's output (its exit points), what
+    #: ``monitor_layers=[-1]`` monitors. Documents written before this field existed get the
+    #: layers that send to no core.
+    outputs: list[int] = Field(default_factory=list)
     #: Slow clock (leak and readout ticks) in Hz; None leaves it off.
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
 
@@ -210,9 +224,16 @@ class ChipConfig(_Document):
             for dest in layer.destinations:
                 if dest.enable and dest.layer not in self.cnn_layers:
                     raise ValueError(f"core {source} sends to unconfigured core {dest.layer}")
-        for entry in self.inputs:
-            if not 0 <= entry < len(self.layers):
-                raise ValueError(f"input layer {entry} is not a model layer")
+        for name, entries in (("input", self.inputs), ("output", self.outputs)):
+            for entry in entries:
+                if not 0 <= entry < len(self.layers):
+                    raise ValueError(f"{name} layer {entry} is not a model layer")
+        if not self.outputs:
+            self.outputs = [
+                p.layer
+                for p in self.layers
+                if not any(d.enable for d in self.cnn_layers[p.core].destinations)
+            ]
         return self
 
     @cached_property
@@ -222,6 +243,13 @@ class ChipConfig(_Document):
     @cached_property
     def layer_of_core(self) -> dict[int, int]:
         return {p.core: p.layer for p in self.layers}
+
+    @property
+    def unclocked_leaks(self) -> list[int]:
+        """Model layers whose leak (bias) is enabled while the slow clock that adds it is off."""
+        if self.slow_clock_hz is not None:
+            return []
+        return [p.layer for p in self.layers if self.cnn_layers[p.core].leak_enable]
 
     def resolve_layer(self, layer: int) -> int:
         """A model-layer index, negative ones counted from the end as in the guide."""

@@ -13,13 +13,31 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt
 
-from .chipconfig import CoreId
+from .chipconfig import NUM_CORES, CoreId
 
 ChipName = Literal["speck2e", "speck2f"]
 ModelFormat = Literal["torchscript", "torch_export", "nir", "graph"]
 Pair = tuple[int, int]
+
+
+def _cores_exist(ordering: Literal["auto"] | list[int] | dict[int, int]) -> object:
+    cores = (
+        ordering.values() if isinstance(ordering, dict) else [] if ordering == "auto" else ordering
+    )
+    for core in cores:
+        if not 0 <= core < NUM_CORES:
+            raise ValueError(f"core {core} does not exist: the chip has cores 0..{NUM_CORES - 1}")
+    return ordering
+
+
+#: The guide's ``chip_layers_ordering``: "auto", a list of cores in model-layer order, or a
+#: model layer -> core map. Checked here (not by ``CoreId``) so that a missing core is named in
+#: one message rather than in one per branch of the union.
+LayerOrdering = Annotated[
+    Literal["auto"] | list[int] | dict[int, int], AfterValidator(_cores_exist)
+]
 
 
 class _Body(BaseModel):
@@ -63,8 +81,7 @@ class CompileOptions(_Body):
     dvs: DvsOptions = Field(default_factory=DvsOptions)
     #: False: the model is already quantized; weights, biases and thresholds must be integers.
     discretize: bool = True
-    #: "auto", a list of cores in model-layer order, or a model layer -> core map.
-    chip_layers_ordering: Literal["auto"] | list[CoreId] | dict[int, CoreId] = "auto"
+    chip_layers_ordering: LayerOrdering = "auto"
     readout: ReadoutOptions | None = None
 
 

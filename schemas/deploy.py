@@ -7,14 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .compile import LayerOrdering
 from .patch import ConfigPatch
 
 
 class DeploymentRequest(BaseModel):
     model_id: int
     #: "auto", a list of cores (one per model layer), or a model layer -> core map.
-    chip_layers_ordering: Literal["auto"] | list[int] | dict[int, int] = "auto"
-    #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = last),
+    chip_layers_ordering: LayerOrdering = "auto"
+    #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = every exit layer),
     #: "dvs" for the DVS layer's output, or "all".
     monitor_layers: list[int | Literal["dvs"]] | Literal["all"] = Field(
         default_factory=lambda: [-1]
@@ -40,3 +41,5 @@ class Deployment(BaseModel):
     dvs_input: bool
     dvs_monitored: bool
     summary: str
+    #: What will not work as the user may expect (a leak with the slow clock off ...).
+    warnings: list[str] = Field(default_factory=list)

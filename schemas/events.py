@@ -57,6 +57,39 @@ def empty(kind: EventKind | str, size: int = 0) -> np.ndarray:
     return np.zeros(size, dtype=DTYPES[EventKind(kind)])
 
 
+def from_columns(columns: dict[str, np.typing.ArrayLike], dtype: np.dtype) -> np.ndarray:
+    """An event array of ``dtype`` from named columns (scalars broadcast; fields not given are 0).
+
+    Every value must be a whole number inside its field's range: a value that would wrap
+    around (``x=300`` into a ``u1``, ``t=-5`` into a ``u8``) raises ``ValueError`` naming the
+    field, instead of arriving as another number.
+    """
+    names = list(columns)
+    arrays = np.broadcast_arrays(*(np.asarray(columns[name]) for name in names))
+    size = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+    out = np.zeros(size, dtype)
+    for name, column in zip(names, arrays, strict=True):
+        column = column.reshape(-1) if column.ndim else column.reshape(1)
+        _check_range(name, column, dtype.fields[name][0])
+        out[name] = column
+    return out
+
+
+def _check_range(name: str, column: np.ndarray, target: np.dtype) -> None:
+    if column.dtype.kind not in "biuf":
+        raise ValueError(f"event field {name!r} must hold numbers, got {column.dtype}")
+    if column.dtype.kind == "f" and not np.array_equal(column, np.round(column)):
+        raise ValueError(f"event field {name!r} must hold whole numbers")
+    if column.size and column.dtype.kind != "b":
+        low, high = column.min(), column.max()
+        info = np.iinfo(target)
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"event field {name!r} holds {low if low < info.min else high}, outside "
+                f"{info.min}..{info.max}"
+            )
+
+
 def spikes(
     t: np.typing.ArrayLike,
     layer: np.typing.ArrayLike,
@@ -65,20 +98,13 @@ def spikes(
     y: np.typing.ArrayLike,
     core: np.typing.ArrayLike = 0,
 ) -> np.ndarray:
-    """Build a spike array from columns (scalars broadcast)."""
-    columns = np.broadcast_arrays(*(np.asarray(c) for c in (t, layer, core, feature, x, y)))
-    out = np.empty(columns[0].shape[0] if columns[0].ndim else 1, dtype=SPIKE_DTYPE)
-    for name, column in zip(("t", "layer", "core", "feature", "x", "y"), columns, strict=True):
-        out[name] = column
-    return out
+    """Build a spike array from columns (scalars broadcast; out-of-range values refused)."""
+    columns = {"t": t, "layer": layer, "core": core, "feature": feature, "x": x, "y": y}
+    return from_columns(columns, SPIKE_DTYPE)
 
 
 def dvs_events(
     t: np.typing.ArrayLike, x: np.typing.ArrayLike, y: np.typing.ArrayLike, p: np.typing.ArrayLike
 ) -> np.ndarray:
-    """Build a DVS event array from columns (scalars broadcast)."""
-    columns = np.broadcast_arrays(*(np.asarray(c) for c in (t, x, y, p)))
-    out = np.empty(columns[0].shape[0] if columns[0].ndim else 1, dtype=DVS_DTYPE)
-    for name, column in zip(("t", "x", "y", "p"), columns, strict=True):
-        out[name] = column
-    return out
+    """Build a DVS event array from columns (scalars broadcast; out-of-range values refused)."""
+    return from_columns({"t": t, "x": x, "y": y, "p": p}, DVS_DTYPE)

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .chipconfig import ChipConfig, CoreId, Pooling
 
 Coordinate = Annotated[int, Field(ge=0, lt=128)]
+#: In ``monitor_layers``: every exit layer of the network, as sinabs reads it.
+EXIT_LAYERS = -1
 
 
 class PatchError(ValueError):
@@ -94,8 +96,10 @@ class ReadoutPatch(_Patch):
 
 
 class ConfigPatch(_Patch):
-    #: Exactly these model layers are monitored (-1 = the last), plus the DVS layer with "dvs";
-    #: the guide's ``monitor_layers``. Applied before ``layers`` and ``cores``.
+    #: Exactly these model layers are monitored, plus the DVS layer with "dvs"; the guide's
+    #: ``monitor_layers``. As in the guide and sinabs, -1 stands for every exit layer (the
+    #: network's outputs); other negative indices count from the end. Applied before
+    #: ``layers`` and ``cores``.
     monitor_layers: list[int | Literal["dvs"]] | None = None
     #: Per model layer (negative counts from the end, as in the guide).
     layers: dict[int, CorePatch] = Field(default_factory=dict)
@@ -154,6 +158,9 @@ def _monitor_exactly(config: ChipConfig, monitored: list[int | Literal["dvs"]]) 
         if layer == "dvs":
             if config.dvs_layer is None:
                 raise PatchError(f"monitor_layers.{index}", "this network has no DVS layer")
+            continue
+        if layer == EXIT_LAYERS:
+            cores.update(config.core(exit_layer) for exit_layer in config.outputs)
             continue
         try:
             cores.add(config.core(layer))

@@ -12,6 +12,22 @@ from pathlib import Path
 from typing import Any
 
 _ROLES = ("admin", "user", "observer")
+#: The token lifetimes the API accepts too (``TokenCreate.expires_in_days``): 0 would have
+#: meant "never" and a negative count a dead token, so both are refused.
+_MIN_DAYS, _MAX_DAYS = 1, 3650
+
+
+def _lifetime_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not _MIN_DAYS <= days <= _MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{days} days: a token lives {_MIN_DAYS} to {_MAX_DAYS} days "
+            "(--never-expires for one that never does)"
+        )
+    return days
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,7 +46,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     create_token.add_argument("user", help="user name")
     create_token.add_argument("--name", default="cli", help="what the token is for")
     lifetime = create_token.add_mutually_exclusive_group()
-    lifetime.add_argument("--expires-days", type=int, default=90)
+    lifetime.add_argument(
+        "--expires-days",
+        type=_lifetime_days,
+        default=90,
+        help=f"days until it expires, {_MIN_DAYS}..{_MAX_DAYS} (default 90)",
+    )
     lifetime.add_argument("--never-expires", action="store_true")
 
     list_tokens = actions.add_parser("list-tokens", help="list tokens (never their secrets)")

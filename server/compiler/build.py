@@ -178,4 +178,5 @@ def _config(
         ],
         # with a DVS layer, input events enter through it, not through a core
         inputs=[] if dvs is not None else network.inputs,
+        outputs=sorted(network.outputs),
     )

@@ -159,9 +159,17 @@ def check_dvs(dvs: DvsInput, chip: Chip) -> list[Problem]:
     problems: list[Problem] = []
     for problem in _fan_out(dvs.destinations, chip.limits.max_destinations, None):
         problems.append(problem.model_copy(update={"message": f"the DVS layer {problem.message}"}))
-    pooling = _pooling(dvs.pooling, chip, "after the DVS input")
-    if pooling is not None:
-        problems.append(_problem("dvs_pooling", pooling, _pooling_rule(chip)))
+    # The DVS layer pools x and y separately (unlike a core's destinations): no square rule.
+    for axis, size in zip("yx", dvs.pooling, strict=True):
+        if size not in chip.limits.poolings:
+            problems.append(
+                _problem(
+                    "dvs_pooling",
+                    f"{axis} pooling {size} after the DVS input is not one of "
+                    f"{chip.limits.poolings}",
+                    f"DVS sum pooling {' / '.join(map(str, chip.limits.poolings))} per axis",
+                )
+            )
     sensor_h, sensor_w = chip.dvs_size
     limit_x, limit_y = sensor_w // dvs.pooling[1] - 1, sensor_h // dvs.pooling[0] - 1
     if dvs.cut[0] > limit_x or dvs.cut[1] > limit_y:

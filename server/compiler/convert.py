@@ -29,6 +29,7 @@ from typing import Literal, NoReturn
 
 import numpy as np
 
+from specklab.schemas.chipconfig import unclocked_leak_warning
 from specklab.schemas.compile import CompileOptions, Problem
 
 from .errors import IllegalSequence, InvalidOptions, ModelError, ShapeMismatch, UnsupportedLayer
@@ -99,6 +100,7 @@ class ChipLayer:
 @dataclass(slots=True)
 class DvsInput:
     merge: bool
+    #: ``(y, x)`` sum pooling of the sensor's own axes (before any swap_xy).
     pooling: Pair
     #: Crop window in pooled sensor coordinates, ``(x, y)``, both corners inclusive.
     origin: Pair
@@ -504,6 +506,9 @@ class _Converter:
             for w, spike in spikes.items()
             if (spike.index if spike is not None else w) in self.output_sources
         )
+        leaky = [layer.index for layer in layers if layer.bias is not None]
+        if leaky:
+            self.warnings.append(warning("bias_needs_slow_clock", unclocked_leak_warning(leaky)))
         return Network(layers, inputs, out_layers, dvs, self.warnings)
 
     def _describe(self, index: int) -> str:
@@ -689,9 +694,14 @@ class _Converter:
                 f"the input reaches layers through different pooling {sorted(poolings)}; "
                 "the DVS layer pools once for all its destinations",
             )
-        pooling = poolings.pop()
+        pool_y, pool_x = poolings.pop()
+        # The chip pools the sensor's own axes, before it swaps them for the model: with
+        # swap_xy the model's row pooling is the sensor's column pooling.
+        if options.swap_xy:
+            pool_y, pool_x = pool_x, pool_y
+        pooling = (pool_y, pool_x)
         sensor_h, sensor_w = (width, height) if options.swap_xy else (height, width)
-        pooled_w, pooled_h = sensor_w // pooling[1], sensor_h // pooling[0]
+        pooled_w, pooled_h = sensor_w // pool_x, sensor_h // pool_y
         origin = options.crop_origin
         cut = (origin[0] + pooled_w - 1, origin[1] + pooled_h - 1)
         sources: list[Node] = []

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 from sqlalchemy.orm import Session
 
-from specklab.schemas.chipconfig import ChipConfig, DVSLayer
+from specklab.schemas.chipconfig import ChipConfig, DVSLayer, unclocked_leak_warning
 from specklab.schemas.compile import CompileOptions
 from specklab.schemas.deploy import Deployment, DeploymentRequest
 from specklab.schemas.patch import ConfigPatch, PatchError, apply_patch
@@ -96,7 +99,18 @@ def describe(
         dvs_input=bool(dvs and dvs.destinations),
         dvs_monitored=bool(dvs and dvs.monitor_enable),
         summary=summary,
+        warnings=[unclocked_leak_warning(leaks)] if (leaks := config.unclocked_leaks) else [],
     )
+
+
+@dataclass
+class _SensorUse:
+    """The DVS streams open on a user's deployment: its configuration before the first one
+    (what the last one to end puts back), and how many want which monitor."""
+
+    base: ChipConfig
+    #: raw -> open streams (raw: the sensor's events; not raw: the DVS layer's).
+    users: Counter[bool] = field(default_factory=Counter)
 
 
 class Deployments:
@@ -117,6 +131,7 @@ class Deployments:
         self._hubs: dict[str, DeviceHub] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._endings: set[asyncio.Task[None]] = set()
+        self._sensor_uses: dict[DeviceHub, _SensorUse] = {}
         self._lock = asyncio.Lock()
 
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
@@ -144,17 +159,30 @@ class Deployments:
         self, user: Principal, device_id: str, *, raw: bool
     ) -> AsyncIterator[DeviceHub]:
         """A deployment whose DVS layer's output (``raw``: the sensor's own events) leaves the
-        chip: the user's deployment, re-applied with that monitor if it lacked it (neuron
-        states restart), or for as long as the block runs, the DVS layer alone."""
+        chip, for as long as the block runs: the user's deployment, re-applied with that monitor
+        if it lacked it and re-applied as it was when the last such block ends (neuron states
+        restart both times), or the DVS layer alone on the device's own chip."""
         booking = await self.require_booking(user, device_id)
         hub = self._hubs.get(device_id)
         if hub is not None and not hub.ended and hub.booking_id == booking.id:
-            wanted = with_dvs_monitor(hub.config, raw=raw)
-            if wanted != hub.config:
-                await self._reapply(hub, wanted)
-            yield hub
+            use = self._sensor_uses.setdefault(hub, _SensorUse(hub.config))
+            use.users[raw] += 1
+            try:
+                await self._show_sensor(hub, use)
+                yield hub
+            finally:
+                use.users[raw] -= 1
+                if not +use.users:
+                    del self._sensor_uses[hub]
+                if not hub.ended:
+                    # the stream's task may be cancelled (its client gone): still put it back
+                    with anyio.CancelScope(shield=True):
+                        await self._show_sensor(hub, use)
             return
-        config = with_dvs_monitor(ChipConfig(), raw=raw)
+        chip = self.devices.state(device_id).description.chip
+        if chip is None:
+            raise ApiError(409, "no_chip", f"{device_id} carries no chip with a DVS layer")
+        config = with_dvs_monitor(ChipConfig(chip=chip), raw=raw)
         description = describe(device_id, None, "the DVS layer alone", user.name, config)
         hub = await self._install(user, booking, config, description)
         try:
@@ -162,6 +190,15 @@ class Deployments:
         finally:
             async with self._lock:
                 await self._end(hub, EndReason("deployment_removed", "the DVS session ended"))
+
+    async def _show_sensor(self, hub: DeviceHub, use: _SensorUse) -> None:
+        """Apply the user's configuration with the DVS monitors its sensor streams need now."""
+        wanted = use.base
+        for raw in (False, True):
+            if use.users[raw] > 0:
+                wanted = with_dvs_monitor(wanted, raw=raw)
+        if wanted != hub.config:
+            await self._reapply(hub, wanted)
 
     async def _reapply(self, hub: DeviceHub, config: ChipConfig) -> None:
         await hub.reapply(config)

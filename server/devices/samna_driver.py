@@ -288,7 +288,8 @@ class SamnaDevkit:
             if not 0 <= value < limit:
                 raise InvalidArgument(f"neuron {name}={value} is outside core {core} ({shape})")
         address = neuron_address(shape, feature, y, x)
-        request = self._chip.event.ReadNeuronValue(core, address)
+        request = self._chip.event.ReadNeuronValue()
+        request.layer, request.address = core, address
         self._io_call("write", self._source.write, [request])
         deadline = self._clock() + self._neuron_timeout_s
         while True:

@@ -33,24 +33,20 @@ def to_samna(chip: ModuleType, spikes: np.ndarray, dvs: np.ndarray, shift: int =
     event = chip.event
     spike_t = spikes["t"].astype(np.int64) - shift
     dvs_t = dvs["t"].astype(np.int64) - shift
-    made_spikes = list(
-        map(
-            event.Spike,
-            spikes["core"].tolist(),
-            spikes["x"].tolist(),
-            spikes["y"].tolist(),
-            spikes["feature"].tolist(),
-            spike_t.tolist(),
-        )
+    made_spikes = _build(
+        event.Spike,
+        layer=spikes["core"].tolist(),
+        x=spikes["x"].tolist(),
+        y=spikes["y"].tolist(),
+        feature=spikes["feature"].tolist(),
+        timestamp=spike_t.tolist(),
     )
-    made_dvs = list(
-        map(
-            event.DvsEvent,
-            dvs["x"].tolist(),
-            dvs["y"].tolist(),
-            (dvs["p"] != 0).tolist(),
-            dvs_t.tolist(),
-        )
+    made_dvs = _build(
+        event.DvsEvent,
+        x=dvs["x"].tolist(),
+        y=dvs["y"].tolist(),
+        p=(dvs["p"] != 0).tolist(),
+        timestamp=dvs_t.tolist(),
     )
     if not made_dvs:
         return made_spikes if _sorted(spike_t) else [made_spikes[i] for i in _order(spike_t)]
@@ -58,6 +54,19 @@ def to_samna(chip: ModuleType, spikes: np.ndarray, dvs: np.ndarray, shift: int =
         return made_dvs if _sorted(dvs_t) else [made_dvs[i] for i in _order(dvs_t)]
     both = made_spikes + made_dvs
     return [both[i] for i in _order(np.concatenate([spike_t, dvs_t]))]
+
+
+def _build(kind: type, **columns: list[Any]) -> list[Any]:
+    """One ``kind`` event per row of ``columns``, every field set by name (as sinabs does): a
+    positional build would silently swap fields if samna's argument order were not ours."""
+    names = list(columns)
+    made = []
+    for row in zip(*columns.values(), strict=True):
+        ev = kind()
+        for name, value in zip(names, row, strict=True):
+            setattr(ev, name, value)
+        made.append(ev)
+    return made
 
 
 def _sorted(t: np.ndarray) -> bool:
@@ -149,10 +158,16 @@ def _readout_array(readouts: list[tuple[int, int]]) -> np.ndarray:
 def neuron_address(core_shape: tuple[int, int, int], feature: int, y: int, x: int) -> int:
     """Address of a neuron in its core's neuron memory, for ``ReadNeuronValue``.
 
-    Unverified on hardware: assumes samna's ``[f][x][y]`` order with each axis padded to a power of
-    two, as the neuron-memory formula (``c * 2**(ceil log2 H + ceil log2 W)``) suggests.
+    The packing of the vendor library (sinabs 3.1.3, ``io.calculate_neuron_address``): with
+    ``c`` and ``h`` the ceiling of log2 of the feature count and the height, the feature sits
+    in the low ``c`` bits, ``x`` from bit ``c`` and ``y`` from bit ``c + h``. (The ``y`` shift
+    counts the height's bits, not the width's, exactly as the vendor's does.)
     """
-    _, height, width = core_shape
-    y_bits = max(height - 1, 0).bit_length()
-    x_bits = max(width - 1, 0).bit_length()
-    return (feature << (x_bits + y_bits)) | (x << y_bits) | y
+    features, height, _ = core_shape
+    feature_bits, y_bits = _bits(features), _bits(height)
+    return (y << (feature_bits + y_bits)) | (x << feature_bits) | feature
+
+
+def _bits(size: int) -> int:
+    """ceil(log2(size)) for sizes >= 1, in integers."""
+    return (size - 1).bit_length()

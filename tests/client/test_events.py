@@ -135,3 +135,28 @@ def test_to_spikes_gives_guide_style_objects() -> None:
 def test_readout_events_cannot_be_inputs() -> None:
     with pytest.raises(ValueError, match="outputs"):
         as_events(np.zeros(1, READOUT_DTYPE), kind="readout")
+
+
+def test_to_raster_as_the_docs_show_it() -> None:
+    # numpy 2 once refused the default shape's computation on the unsigned columns
+    events = spikes(t=[0, 1500, 2100], layer=0, feature=[1, 0, 2], x=[3, 0, 1], y=[4, 2, 0])
+    raster = to_raster(events, dt=1000)
+    assert raster.shape == (3, 3, 5, 4)
+    assert raster.sum() == 3 and raster[1, 0, 2, 0] == 1
+    empty = to_raster(spikes(t=[], layer=[], feature=[], x=[], y=[]), dt=1000)
+    assert empty.shape == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [("x", 300, "300"), ("t", -5, "-5"), ("feature", 70000, "70000"), ("y", 1.5, "whole")],
+)
+def test_the_schemas_builders_refuse_values_that_would_wrap(
+    field: str, value: float, shown: str
+) -> None:
+    columns: dict[str, float] = {"t": 0, "layer": 0, "feature": 0, "x": 0, "y": 0}
+    columns[field] = value
+    with pytest.raises(ValueError, match=shown):
+        spikes(**columns)
+    with pytest.raises(ValueError, match="'x' holds 70000"):
+        dvs_events(t=[0], x=[70000], y=[0], p=[1])

@@ -174,3 +174,10 @@ def test_a_stream_without_a_greeting_is_a_protocol_error() -> None:
     daemon.inbox.append(b"\x93\x01\x02\x03")  # msgpack, but not a frame
     with pytest.raises(ProtocolError, match="unreadable frame"):
         run(daemon, session.greet())
+
+
+def test_tuples_sent_to_a_spike_network_are_told_what_a_spike_needs() -> None:
+    _, session = connected(StreamMode.FORWARD)
+    with pytest.raises(TypeError, match="spikes must be objects with the attributes") as raised:
+        session.to_events([(0, 1, 2, 3, 4)], InputOptions())
+    assert "feature" in str(raised.value) and "'p'" not in str(raised.value)

@@ -79,7 +79,7 @@ def test_batch_norm_is_folded_without_eps_like_the_vendor() -> None:
     np.testing.assert_allclose(layer.bias, beta + (c.bias - mean) * factor, rtol=1e-5)
     assert [node.type for node in layer.sources] == ["Conv", "BatchNorm", "ReLU"]
     # var = 1e-4 with eps = 1e-3: folding without eps changes that channel's scale a lot
-    assert [p.code for p in network.warnings] == ["batchnorm_eps"]
+    assert [p.code for p in network.warnings] == ["batchnorm_eps", "bias_needs_slow_clock"]
 
 
 def test_average_pooling_rescales_the_destination_weights_not_its_bias() -> None:
@@ -306,3 +306,24 @@ def test_shapes_and_layer_parameters_are_checked(
     ops: tuple[Op, ...], error: type[ModelError], bad: int
 ) -> None:
     _fails(sequential(*ops), error, bad)
+
+
+@pytest.mark.parametrize("kind", ["avg", "sum"])
+def test_non_square_pooling_after_the_dvs_input_pools_x_and_y_separately(kind: str) -> None:
+    graph = sequential(Pool(kind, (2, 4), (2, 4)), conv(1, 4, 3), ReLU())
+    result = compile_graph(graph, options((1, 128, 128), dvs_input=True))
+    dvs = result.config.dvs_layer
+    assert dvs is not None and (dvs.pooling.y, dvs.pooling.x) == (2, 4)
+    assert (dvs.cut.x, dvs.cut.y) == (128 // 4 - 1, 128 // 2 - 1)
+    assert result.report.layers[0].input_shape == (1, 64, 32)
+    assert result.report.dvs is not None and result.report.dvs.pooling == (2, 4)
+
+
+def test_with_swap_xy_the_sensor_pools_its_own_axes() -> None:
+    # The chip pools before it swaps: the model's 2-row pooling is the sensor's x pooling.
+    graph = sequential(sumpool(1), Pool("sum", (2, 4), (2, 4)), conv(1, 4, 3), ReLU())
+    opts = options((1, 128, 64), dvs_input=True, dvs=DvsOptions(swap_xy=True))
+    dvs = compile_graph(graph, opts).config.dvs_layer
+    assert dvs is not None and (dvs.pooling.y, dvs.pooling.x) == (4, 2)
+    # the sensor window is 64 rows x 128 columns: pooled 16 x 64
+    assert (dvs.cut.x, dvs.cut.y) == (63, 15)

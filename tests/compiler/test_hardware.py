@@ -82,9 +82,11 @@ def test_at_most_one_layer_per_core() -> None:
     assert any("remove or merge 1 layers" in s for s in report.placement.suggestions)
 
 
-def test_dvs_pooling_is_1_2_or_4() -> None:
-    graph = sequential(sumpool(8), conv(2, 2, 3), ReLU())
+def test_dvs_pooling_is_1_2_or_4_on_each_axis() -> None:
+    graph = sequential(Pool("sum", (2, 8), (2, 8)), conv(2, 2, 3), ReLU())
     assert _violations(graph, input_shape=(2, 128, 128), dvs_input=True) == [("dvs_pooling", None)]
+    with pytest.raises(HardwareLimit, match="x pooling 8"):
+        compile_graph(graph, options((2, 128, 128), dvs_input=True))
 
 
 def test_the_dvs_crop_must_stay_on_the_sensor() -> None:

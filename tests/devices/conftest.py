@@ -6,8 +6,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+
+from ..lab_client import Lab, running_lab
 
 DOUBLE_PATH = Path(__file__).resolve().parent.parent / "samna_double"
 
@@ -26,3 +29,18 @@ def samna(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         double.STATE.release.set()  # free any thread a test left hanging in the double
         for name in [n for n in sys.modules if n == "samna" or n.startswith("samna.")]:
             del sys.modules[name]
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Any]:
+    """Start in-process labs (the app with its lifespan) with the given settings."""
+    labs = []
+
+    def make(**settings: Any) -> Lab:
+        context = running_lab(tmp_path / "data", f"sqlite:///{tmp_path / 'lab.db'}", **settings)
+        labs.append(context)
+        return context.__enter__()
+
+    yield make
+    for context in reversed(labs):
+        context.__exit__(None, None, None)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import pytest
 
 from specklab.schemas.booking import BookingSummary
 from specklab.schemas.devices import DeviceList, DevicePublic
@@ -21,21 +17,7 @@ from specklab.server.chips import DEVICE_TYPES
 from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.devices.manager import DeviceManager
 
-from ..lab_client import Lab, running_lab
-
-
-@pytest.fixture
-def make_lab(tmp_path: Path) -> Iterator[Any]:
-    labs = []
-
-    def make(**settings: Any) -> Lab:
-        context = running_lab(tmp_path / "data", f"sqlite:///{tmp_path / 'lab.db'}", **settings)
-        labs.append(context)
-        return context.__enter__()
-
-    yield make
-    for context in reversed(labs):
-        context.__exit__(None, None, None)
+from ..lab_client import Lab
 
 
 def _devices(lab: Lab) -> DeviceList:
@@ -134,8 +116,9 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
     assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
 
 
-def _deploy_guide(lab: Lab, *devices: str) -> None:
-    """The guide's network, uploaded once, booked and deployed on each device by the admin."""
+def deploy_guide(lab: Lab, *devices: str) -> int:
+    """The guide's network, uploaded once, booked and deployed on each device by the admin;
+    returns the model's id."""
     upload = lab.client.post(
         "/v1/models",
         headers=lab.admin,
@@ -154,6 +137,21 @@ def _deploy_guide(lab: Lab, *devices: str) -> None:
             json={"model_id": upload.json()["id"]},
         )
         assert response.status_code == 201, response.text
+    return upload.json()["id"]
+
+
+def test_a_core_the_chip_does_not_have_is_a_422_naming_it(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=1"])
+    device = "virtual-speck2fdevkit:0"
+    model_id = deploy_guide(lab, device)
+    for ordering, core in (([0, 1, 2, 3, 12], "12"), ({"0": -1}, "-1"), ([9, 0, 1, 2, 3], "9")):
+        response = lab.client.post(
+            f"/v1/devices/{device}/deployment",
+            headers=lab.admin,
+            json={"model_id": model_id, "chip_layers_ordering": ordering},
+        )
+        assert response.status_code == 422, response.text
+        assert f"core {core} does not exist" in response.json()["message"]
 
 
 def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
@@ -162,7 +160,7 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "SER1", 2, 7, 5)]
     lab = make_lab(virtual=["speck2fdevkit=1"], device_rescan_s=0.05)
     device = "speck2fdevkit:0"
-    _deploy_guide(lab, device, "virtual-speck2fdevkit:0")
+    deploy_guide(lab, device, "virtual-speck2fdevkit:0")
 
     with lab.client.websocket_connect(f"/v1/devices/{device}/stream", headers=lab.admin) as ws:
         client = ClientStream()
@@ -205,7 +203,7 @@ def test_a_client_closing_its_stream_right_after_a_batch_ends_it_cleanly(make_la
     # reaping the session's jobs: that must not leak a CancelledError.
     lab = make_lab(virtual=["speck2fdevkit=1"])
     device = "virtual-speck2fdevkit:0"
-    _deploy_guide(lab, device)
+    deploy_guide(lab, device)
     for _ in range(10):
         with lab.client.websocket_connect(f"/v1/devices/{device}/stream", headers=lab.admin) as ws:
             client = ClientStream()

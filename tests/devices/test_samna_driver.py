@@ -246,7 +246,7 @@ def _echo(samna: ModuleType, delay_us: int = 5) -> None:
 
     def respond(inputs: list[Any]) -> list[Any]:
         return [
-            event.Spike(2, e.x, e.y, e.feature, e.timestamp + delay_us)
+            event.Spike(layer=2, x=e.x, y=e.y, feature=e.feature, timestamp=e.timestamp + delay_us)
             for e in inputs
             if type(e) is event.Spike
         ]
@@ -285,7 +285,7 @@ def test_forward_is_cut_at_its_bound_when_output_never_stops(
 ) -> None:
     devkit.apply(tiny_network())
     event = samna.speck2f.event
-    samna.STATE.live = lambda: [event.DvsEvent(1, 2, True, 50)]
+    samna.STATE.live = lambda: [event.DvsEvent(x=1, y=2, p=True, timestamp=50)]
     out = devkit.forward(spikes(t=[0], layer=0, core=2, feature=0, x=0, y=0), timeout=0.1)
     assert not out.complete
     assert len(out.dvs) > 0
@@ -344,12 +344,25 @@ def test_read_neuron_keeps_other_outputs_for_the_next_read(
         devkit.read_neuron(2, 3, 0, 0)
 
 
-def test_neuron_address_packs_feature_x_y() -> None:
-    # A 3-feature 5x6 (H x W) core: y needs 3 bits, x needs 3 bits.
-    assert neuron_address((3, 5, 6), feature=0, y=0, x=0) == 0
-    assert neuron_address((3, 5, 6), feature=0, y=4, x=0) == 4
-    assert neuron_address((3, 5, 6), feature=0, y=0, x=1) == 8
-    assert neuron_address((3, 5, 6), feature=2, y=1, x=5) == (2 << 6) | (5 << 3) | 1
+@pytest.mark.parametrize(
+    ("shape", "feature", "y", "x", "address"),
+    [
+        # (features, height, width): pinned from sinabs 3.1.3's io.calculate_neuron_address.
+        ((3, 5, 6), 0, 0, 0, 0),
+        ((3, 5, 6), 1, 0, 0, 1),
+        ((3, 5, 6), 0, 0, 1, 4),
+        ((3, 5, 6), 0, 1, 0, 32),
+        ((3, 5, 6), 2, 1, 5, 54),
+        ((16, 32, 32), 7, 31, 3, 15927),
+        ((8, 64, 16), 5, 40, 15, 20605),
+        ((5, 3, 17), 4, 2, 16, 196),
+        ((1, 1, 1), 0, 0, 0, 0),
+    ],
+)
+def test_neuron_address_packs_as_the_vendor_library(
+    shape: tuple[int, int, int], feature: int, y: int, x: int, address: int
+) -> None:
+    assert neuron_address(shape, feature=feature, y=y, x=x) == address
 
 
 def test_reset_states_and_clear_rewrite_the_configuration(
@@ -401,7 +414,7 @@ def test_speck2e_uses_its_own_nodes_and_events(samna: ModuleType) -> None:
 def test_dvs_spikes_map_to_the_dvs_layer(samna: ModuleType, devkit: SamnaDevkit) -> None:
     devkit.apply(tiny_network())
     event = samna.speck2f.event
-    samna.STATE.live = lambda: [event.Spike(13, 4, 5, 1, 77)]
+    samna.STATE.live = lambda: [event.Spike(layer=13, x=4, y=5, feature=1, timestamp=77)]
     out = devkit.read(0.01)
     assert out.spikes["core"].tolist()[0] == 13
     assert out.spikes["layer"].tolist()[0] == DVS_LAYER

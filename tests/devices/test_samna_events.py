@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 from specklab.schemas.events import SPIKE_DTYPE, dvs_events, spikes
 from specklab.server.devices.samna_events import from_samna, to_samna
@@ -62,13 +63,13 @@ def test_readout_bits_and_other_events(samna: ModuleType) -> None:
     event = samna.speck2f.event
     valid = 1 << 20
     events = [
-        event.Spike(1, 0, 0, 0, 100),
-        event.ReadoutValue(valid | (7 << 16) | 1234),
-        event.ReadoutValue((5 << 16) | 99),  # no valid bit: dropped
-        event.DvsEvent(1, 1, True, 250),
-        event.ReadoutValue(valid | (15 << 16) | 0xFFFF),
-        event.NeuronValue(3, 17, -5),
-        event.ReadoutPinValue(2, 300),
+        event.Spike(layer=1, x=0, y=0, feature=0, timestamp=100),
+        event.ReadoutValue(value=valid | (7 << 16) | 1234),
+        event.ReadoutValue(value=(5 << 16) | 99),  # no valid bit: dropped
+        event.DvsEvent(x=1, y=1, p=True, timestamp=250),
+        event.ReadoutValue(value=valid | (15 << 16) | 0xFFFF),
+        event.NeuronValue(layer=3, address=17, neuron_state=-5),
+        event.ReadoutPinValue(index=2, timestamp=300),
     ]
     decoded = from_samna(samna.speck2f, events)
     # Readouts carry no timestamp: each takes the newest timed event's before it.
@@ -85,3 +86,9 @@ def test_empty_batches(samna: ModuleType) -> None:
     assert len(decoded.spikes) == len(decoded.dvs) == len(decoded.readout) == 0
     empty = np.zeros(0, dtype=SPIKE_DTYPE)
     assert to_samna(samna.speck2f, empty, dvs_events([], [], [], [])) == []
+
+
+def test_the_double_refuses_events_built_by_position(samna: ModuleType) -> None:
+    # The driver must never depend on samna's argument order, which cannot be checked here.
+    with pytest.raises(TypeError):
+        samna.speck2f.event.Spike(1, 2, 3, 4, 5)

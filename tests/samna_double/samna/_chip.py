@@ -126,7 +126,15 @@ class SpeckConfiguration(Struct):
 # ----- events -----
 
 
-class Spike(Struct):
+class Event(Struct):
+    """An event: built empty or by field name only. samna's field order is not something specklab
+    can verify without hardware, so the double refuses positional construction outright."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(**fields)
+
+
+class Spike(Event):
     FIELDS: ClassVar[Fields] = {
         "layer": (int, int),
         "x": (int, int),
@@ -136,7 +144,7 @@ class Spike(Struct):
     }
 
 
-class DvsEvent(Struct):
+class DvsEvent(Event):
     FIELDS: ClassVar[Fields] = {
         "x": (int, int),
         "y": (int, int),
@@ -145,19 +153,19 @@ class DvsEvent(Struct):
     }
 
 
-class ReadoutValue(Struct):
+class ReadoutValue(Event):
     FIELDS: ClassVar[Fields] = {"value": (int, int)}
 
 
-class ReadoutPinValue(Struct):
+class ReadoutPinValue(Event):
     FIELDS: ClassVar[Fields] = {"index": (int, int), "timestamp": (int, int)}
 
 
-class ReadNeuronValue(Struct):
+class ReadNeuronValue(Event):
     FIELDS: ClassVar[Fields] = {"layer": (int, int), "address": (int, int)}
 
 
-class NeuronValue(Struct):
+class NeuronValue(Event):
     FIELDS: ClassVar[Fields] = {
         "layer": (int, int),
         "address": (int, int),
@@ -165,7 +173,7 @@ class NeuronValue(Struct):
     }
 
 
-class WriteNeuronValue(Struct):
+class WriteNeuronValue(Event):
     FIELDS: ClassVar[Fields] = {
         "layer": (int, int),
         "address": (int, int),

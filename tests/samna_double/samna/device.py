@@ -169,7 +169,11 @@ class Model:
             if type(event).__name__ == "ReadNeuronValue":
                 event_module = sys.modules[type(event).__module__]  # the chip's event module
                 state = STATE.neuron_states.get((event.layer, event.address), 0)
-                outputs.append(event_module.NeuronValue(event.layer, event.address, state))
+                outputs.append(
+                    event_module.NeuronValue(
+                        layer=event.layer, address=event.address, neuron_state=state
+                    )
+                )
             else:
                 network_input.append(event)
         if STATE.responder is not None and network_input:
