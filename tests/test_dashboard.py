@@ -188,25 +188,20 @@ def test_the_live_view_refuses_with_an_error_message(
         assert closed.value.code == close
 
 
-def test_the_holder_sees_the_sensor_and_a_spectator_sees_it_read_only(lab: Lab) -> None:
+def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) -> None:
     _, ada = lab.add_user("ada")
+    _, bob = lab.add_user("bob")
     _, olga = lab.add_user("olga", role="observer")
-    assert (
-        lab.client.post(
-            "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
-        ).status_code
-        == 201
+    booked = lab.client.post(
+        "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
     )
+    assert booked.status_code == 201, booked.text
     deployments = lab.app.state.deployments
+    idle = {"type": "status", "role": "spectator", "state": "idle", "deployment": None}
 
-    with live(lab, olga, "?sensor=true") as spectator:
-        # Nothing streams: the observer waits, and asks for nothing (sensor=true is not hers).
-        assert next_text(spectator) == {
-            "type": "status",
-            "role": "spectator",
-            "state": "idle",
-            "deployment": None,
-        }
+    with live(lab, olga, "?sensor=true") as observer, live(lab, bob, "?sensor=true") as other:
+        # Nothing streams: they wait, and ask for nothing (sensor=true is not theirs to ask).
+        assert next_text(observer) == idle and next_text(other) == idle
         assert deployments.live_hub(DEVICE) is None
 
         with live(lab, ada, "?sensor=true") as holder:
@@ -218,14 +213,15 @@ def test_the_holder_sees_the_sensor_and_a_spectator_sees_it_read_only(lab: Lab) 
             assert frame["dvs"]["width"] == 128 and len(frame["image"]) == 2 * 128 * 128
             assert sum(frame["image"]) > 0
 
-            assert next_text(spectator)["state"] == "watching"
-            seen = next_frame(spectator)
-            while seen["dvs"] is None or seen["dvs"]["events"] == 0:
+            for spectator in (observer, other):
+                assert next_text(spectator)["state"] == "watching"
                 seen = next_frame(spectator)
-            assert deployments.live_hub(DEVICE).stats()["consumers"] == 2
+                while seen["dvs"] is None or seen["dvs"]["events"] == 0:
+                    seen = next_frame(spectator)
+            assert deployments.live_hub(DEVICE).stats()["consumers"] == 3
             holder.send_text(json.dumps({"op": "heartbeat"}))
             next_frame(holder)
 
-        # The holder left: the spectator lets go of the device at once.
-        assert next_text(spectator)["state"] == "idle"
+        # The holder left: the spectators let go of the device at once.
+        assert next_text(observer) == idle and next_text(other) == idle
         assert deployments.live_hub(DEVICE) is None

@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 from fastapi import APIRouter, WebSocket
@@ -44,6 +46,7 @@ from ..deployments import Deployments, DeviceHub, EndReason
 from ..devices.errors import DeviceError
 from ..errors import ApiError
 
+log = logging.getLogger("specklab.live")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["live"])
 
 SUBPROTOCOL = "specklab.live"
@@ -52,6 +55,23 @@ TOKEN_PREFIX = "bearer."
 FRAME_INTERVAL_S = 1 / 30
 #: How often a spectator looks for a stream to watch while the device is idle.
 IDLE_POLL_S = 0.25
+
+
+#: Spectators reading each deployment's output now; its other consumers are its holder's.
+_spectators: weakref.WeakKeyDictionary[DeviceHub, int] = weakref.WeakKeyDictionary()
+
+
+def _holder_consumers(hub: DeviceHub) -> int:
+    return hub.stats()["consumers"] - _spectators.get(hub, 0)
+
+
+@contextlib.contextmanager
+def _counted_as_spectator(hub: DeviceHub, spectator: bool) -> Iterator[None]:
+    _spectators[hub] = _spectators.get(hub, 0) + spectator
+    try:
+        yield
+    finally:
+        _spectators[hub] -= spectator
 
 
 def _offered_token(websocket: WebSocket) -> str | None:
@@ -111,15 +131,15 @@ class _View:
 
             reader = asyncio.ensure_future(read())
             try:
-                last = time.monotonic()
-                while not reader.done():
-                    await asyncio.sleep(FRAME_INTERVAL_S)
-                    now = time.monotonic()
-                    await self._send_frame(sensor, raster, now - last, subscription.dropped)
-                    last = now
-                    # Our own subscription is one of the consumers.
-                    if spectator and hub.stats()["consumers"] <= 1:
-                        return None
+                with _counted_as_spectator(hub, spectator):
+                    last = time.monotonic()
+                    while not reader.done():
+                        await asyncio.sleep(FRAME_INTERVAL_S)
+                        now = time.monotonic()
+                        await self._send_frame(sensor, raster, now - last, subscription.dropped)
+                        last = now
+                        if spectator and _holder_consumers(hub) == 0:
+                            return None
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -176,6 +196,11 @@ async def live_view(websocket: WebSocket, device_id: str, sensor: bool = False) 
         await view.error(exc.code, exc.message, 4000 + exc.http_status)
     except WebSocketDisconnect:
         pass
+    except Exception:
+        log.exception("live view of %s failed", device_id)
+        with contextlib.suppress(Exception):
+            message = f"the live view of {device_id} failed on the server; the failure is logged"
+            await view.error("internal_error", message, 1011)
     finally:
         if websocket.client_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(RuntimeError):
@@ -243,7 +268,7 @@ async def _spectate(view: _View, deployments: Deployments, device_id: str) -> No
     async with _while_connected(view.websocket) as listener:
         while not listener.done():
             hub = deployments.live_hub(device_id)
-            if hub is None or hub.stats()["consumers"] == 0:
+            if hub is None or _holder_consumers(hub) == 0:
                 await view.status(role="spectator", state="idle", deployment=None)
                 await asyncio.wait([listener], timeout=IDLE_POLL_S)
                 continue

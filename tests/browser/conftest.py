@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +65,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamLab]:
 def screenshot(page: object, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def wait_for(page: object, condition: str, timeout_s: float = 60) -> None:
+    """Until the JavaScript ``condition`` holds. Polled from here: Playwright's
+    ``wait_for_function`` evaluates strings with ``eval``, which the pages' CSP forbids."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(f"() => Boolean({condition})"):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            state = page.evaluate("() => document.body.innerText")  # type: ignore[attr-defined]
+            raise AssertionError(f"still not {condition}; the page shows:\n{state}")
+        time.sleep(0.1)

@@ -35,6 +35,9 @@ export function showInfo(text) {
   notice.textContent = text;
 }
 
+// Draws the current page again (after an action), keeping the notice that reports it.
+export function refresh() { route(); }
+
 function clearNotice() { notice.hidden = true; notice.textContent = ""; }
 
 function signInForm() {

@@ -2,9 +2,7 @@
 // the audit log with filters.
 import { del, get, post } from "./api.js";
 import { h, table, when } from "./dom.js";
-import { showError, showInfo } from "./app.js";
-
-const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+import { refresh, showError, showInfo } from "./app.js";
 
 export async function adminPage() {
   const [users, bookings] = await Promise.all([get("v1/users"), get("v1/bookings?current=true")]);

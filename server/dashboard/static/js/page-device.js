@@ -2,7 +2,7 @@
 // deploy a model, turn the sensor view on, record.
 import { ApiError, del, get, post, session } from "./api.js";
 import { h, when } from "./dom.js";
-import { onLeave, showError, showInfo } from "./app.js";
+import { onLeave, refresh, showError, showInfo } from "./app.js";
 import { LiveView } from "./live.js";
 
 export async function devicePage(deviceId, mode = "") {
@@ -46,7 +46,7 @@ function holderTools(deviceId, deployment, sensor, base) {
     try {
       const result = await post(`${path}/deployment`, body);
       showInfo(result.summary);
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      refresh();
     } catch (error) { showError(error); }
   });
 
@@ -65,7 +65,7 @@ function holderTools(deviceId, deployment, sensor, base) {
   });
 
   const undeploy = async () => {
-    try { await del(`${path}/deployment`); showInfo("Deployment removed."); window.dispatchEvent(new HashChangeEvent("hashchange")); } catch (error) { showError(error); }
+    try { await del(`${path}/deployment`); showInfo("Deployment removed."); refresh(); } catch (error) { showError(error); }
   };
   return h("div", { class: "card", id: "holder-tools" },
     h("p", {}, deployment ? `Deployed: ${deployment.summary}` : "Nothing deployed."),

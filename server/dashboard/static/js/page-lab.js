@@ -2,7 +2,7 @@
 // extend and cancel by clicking.
 import { del, get, post, session } from "./api.js";
 import { h, duration, table, when } from "./dom.js";
-import { showError, showInfo } from "./app.js";
+import { refresh, showError, showInfo } from "./app.js";
 
 const SLOT_MINUTES = 15;
 const SLOTS = (24 * 60) / SLOT_MINUTES;
@@ -112,7 +112,7 @@ function bookingForm(form, device, bookings, from, now) {
     try {
       const booking = await post("v1/bookings", body);
       showInfo(`Booked ${booking.device_id} until ${when(booking.ends_at)} (booking ${booking.id}).`);
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      refresh();
     } catch (error) {
       showError(error);
     }
@@ -126,7 +126,7 @@ function bookingActions(form, booking) {
     try {
       await call();
       showInfo(message);
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      refresh();
     } catch (error) {
       showError(error);
     }

@@ -2,7 +2,7 @@
 // time), downloads (.npy, AEDAT4) and replay into a deployment.
 import { del, download, get, post, request, session } from "./api.js";
 import { bytes, h, table, when } from "./dom.js";
-import { showError, showInfo } from "./app.js";
+import { refresh, showError, showInfo } from "./app.js";
 import { parseNpy } from "./npy.js";
 
 //: Larger recordings are not previewed (the browser would hold all of it).
@@ -45,7 +45,7 @@ function actions(recording, devices, preview) {
     buttons.push(h("span", { class: "replay" }, device, " x", speed, h("button", { onclick: replay }, "Replay")));
   }
   if (session.canWrite && (session.isAdmin || recording.owner === session.user.name)) {
-    buttons.push(h("button", { class: "danger", onclick: () => del(base).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch(showError) }, "Delete"));
+    buttons.push(h("button", { class: "danger", onclick: () => del(base).then(() => refresh()).catch(showError) }, "Delete"));
   }
   return buttons;
 }
