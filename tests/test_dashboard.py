@@ -14,6 +14,8 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.events import dvs_events, spikes
+from specklab.schemas.stream import ClientStream
+from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.dashboard.binning import (
     MAX_PIXEL_COUNT,
     DvsBinner,
@@ -196,6 +198,7 @@ def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) ->
         "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
     )
     assert booked.status_code == 201, booked.text
+    booking = booked.json()["id"]
     deployments = lab.app.state.deployments
     idle = {"type": "status", "role": "spectator", "state": "idle", "deployment": None}
 
@@ -219,9 +222,77 @@ def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) ->
                 while seen["dvs"] is None or seen["dvs"]["events"] == 0:
                     seen = next_frame(spectator)
             assert deployments.live_hub(DEVICE).stats()["consumers"] == 3
+            # Heartbeats renew the booking's lease (anything else is ignored).
+            lease = lab.client.get(f"/v1/bookings/{booking}", headers=bearer(ada)).json()
+            holder.send_text("not json")
             holder.send_text(json.dumps({"op": "heartbeat"}))
-            next_frame(holder)
+            renewed = lease
+            while renewed["lease_expires_at"] == lease["lease_expires_at"]:
+                next_frame(holder)
+                renewed = lab.client.get(f"/v1/bookings/{booking}", headers=bearer(ada)).json()
+            assert renewed["lease_expires_at"] > lease["lease_expires_at"]
 
         # The holder left: the spectators let go of the device at once.
         assert next_text(observer) == idle and next_text(other) == idle
         assert deployments.live_hub(DEVICE) is None
+
+
+def test_spectators_let_go_when_the_holders_stream_ends_and_the_deployment_stays(lab: Lab) -> None:
+    _, ada = lab.add_user("ada")
+    _, bob = lab.add_user("bob")
+    _, olga = lab.add_user("olga", role="observer")
+    booked = lab.client.post(
+        "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
+    )
+    assert booked.status_code == 201, booked.text
+    uploaded = lab.client.post(
+        "/v1/models",
+        files={"file": ("lenet.pt", torchscript_bytes(guide_network()))},
+        data={"options": json.dumps({"input_shape": [1, 28, 28]})},
+        headers=bearer(ada),
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    deployed = lab.client.post(
+        f"/v1/devices/{DEVICE}/deployment",
+        json={"model_id": uploaded.json()["id"], "monitor_layers": "all"},
+        headers=bearer(ada),
+    )
+    assert deployed.status_code == 201, deployed.text
+    hub = lab.app.state.deployments.live_hub(DEVICE)
+    rng = np.random.default_rng(0)
+    n = 5000
+    inputs = spikes(
+        t=np.sort(rng.integers(0, 2_000_000, n)),
+        layer=0,
+        feature=0,
+        x=rng.integers(0, 28, n),
+        y=rng.integers(0, 28, n),
+    )
+
+    with live(lab, olga) as observer, live(lab, bob) as other:
+        for spectator in (observer, other):
+            assert next_text(spectator)["state"] == "idle"  # deployed, but nobody streams
+        assert hub.stats()["consumers"] == 0
+        with lab.client.websocket_connect(
+            f"/v1/devices/{DEVICE}/stream?mode=continuous", headers=bearer(ada)
+        ) as stream:
+            client = ClientStream()
+            client.receive_data(stream.receive_bytes())  # ready
+            client.send_events("spike", inputs)
+            for message in client.data_to_send():
+                stream.send_bytes(message)
+            for spectator in (observer, other):
+                status = next_text(spectator)
+                assert status["state"] == "watching" and "lenet" in status["deployment"]
+                frame = next_frame(spectator)
+                while not any(layer["count"] for layer in frame["layers"]):
+                    frame = next_frame(spectator)
+                assert frame["dvs"] is None  # the holder does not watch the sensor
+                assert [layer["layer"] for layer in frame["layers"]] == [0, 1, 2, 3, 4]
+            assert hub.stats()["consumers"] == 3
+
+        # The holder's stream ended, the deployment stays: both spectators let go of it.
+        for spectator in (observer, other):
+            assert next_text(spectator)["state"] == "idle"
+        assert lab.app.state.deployments.live_hub(DEVICE) is hub
+        assert hub.stats()["consumers"] == 0

@@ -132,9 +132,11 @@ class _View:
             reader = asyncio.ensure_future(read())
             try:
                 with _counted_as_spectator(hub, spectator):
-                    last = time.monotonic()
+                    last = tick = time.monotonic()
                     while not reader.done():
-                        await asyncio.sleep(FRAME_INTERVAL_S)
+                        # Ticks on a schedule, so sending a frame does not slow the rate.
+                        tick = max(tick + FRAME_INTERVAL_S, time.monotonic())
+                        await asyncio.sleep(tick - time.monotonic())
                         now = time.monotonic()
                         await self._send_frame(sensor, raster, now - last, subscription.dropped)
                         last = now
@@ -215,8 +217,16 @@ async def _until_client_leaves(
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        if on_heartbeat is not None and '"heartbeat"' in (message.get("text") or ""):
+        if on_heartbeat is not None and _is_heartbeat(message.get("text")):
             on_heartbeat.set()
+
+
+def _is_heartbeat(text: str | None) -> bool:
+    try:
+        request = json.loads(text or "")
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("op") == "heartbeat"
 
 
 @contextlib.asynccontextmanager
@@ -260,7 +270,7 @@ async def _hold(view: _View, deployments: Deployments, user: Principal, device_i
         async with hub.sensor(), _while_connected(view.websocket, heartbeat) as listener:
             watcher = asyncio.ensure_future(view.watch(hub, spectator=False))
             await _first_done(listener, watcher, asyncio.ensure_future(renew()))
-            if watcher.done() and (end := watcher.result()) is not None:
+            if watcher.done() and not watcher.cancelled() and (end := watcher.result()):
                 await view.error(end.code, end.message, 4410)
 
 
