@@ -190,7 +190,8 @@ def test_the_live_view_refuses_with_an_error_message(
         assert closed.value.code == close
 
 
-def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) -> None:
+def ada_holds_the_device(lab: Lab) -> tuple[str, str, str, int]:
+    """Tokens of ada (who books the device), bob and olga the observer; ada's booking id."""
     _, ada = lab.add_user("ada")
     _, bob = lab.add_user("bob")
     _, olga = lab.add_user("olga", role="observer")
@@ -198,7 +199,11 @@ def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) ->
         "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
     )
     assert booked.status_code == 201, booked.text
-    booking = booked.json()["id"]
+    return ada, bob, olga, booked.json()["id"]
+
+
+def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) -> None:
+    ada, bob, olga, booking = ada_holds_the_device(lab)
     deployments = lab.app.state.deployments
     idle = {"type": "status", "role": "spectator", "state": "idle", "deployment": None}
 
@@ -238,13 +243,7 @@ def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) ->
 
 
 def test_spectators_let_go_when_the_holders_stream_ends_and_the_deployment_stays(lab: Lab) -> None:
-    _, ada = lab.add_user("ada")
-    _, bob = lab.add_user("bob")
-    _, olga = lab.add_user("olga", role="observer")
-    booked = lab.client.post(
-        "/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=bearer(ada)
-    )
-    assert booked.status_code == 201, booked.text
+    ada, bob, olga, _ = ada_holds_the_device(lab)
     uploaded = lab.client.post(
         "/v1/models",
         files={"file": ("lenet.pt", torchscript_bytes(guide_network()))},
