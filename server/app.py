@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from .api import PUBLIC_ROUTERS, ROUTERS, meta
 from .auth.dependencies import require_user
 from .booking.lifespan import accounts_and_bookings
+from .dashboard import install as install_dashboard
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
 from .draining import Draining, begin_shutdown
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         # Protected at inclusion, so a new router cannot be forgotten (WebSockets included).
         app.include_router(router, dependencies=[Depends(require_user)])
+    install_dashboard(app)
     return app
 
 

@@ -31,3 +31,19 @@ def test_the_simulator_benchmark_prints_its_figures() -> None:
             assert stream["engine_events_per_s"] > 0 and stream["dense_events_per_s"] > 0
         # Without a slow clock only the events' order matters to the chip, not their rate.
         assert streams[0]["engine_spikes_out"] == streams[1]["engine_spikes_out"]
+
+
+def test_the_dashboard_benchmark_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_dashboard.py")],
+        env={**os.environ, "BENCH_DASH_RATE": "50000", "BENCH_DASH_SECONDS": "0.5"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["sensor_rate_hz"] == 50_000
+    for run in (figures["live"], figures["baseline_raw_dvs"]):
+        assert run["frames_per_s"] > 0 and run["sensor_events_per_s"] > 0
+        assert run["daemon_cpu_per_s"] > 0 and run["bytes_per_s"] > 0

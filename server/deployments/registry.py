@@ -250,6 +250,12 @@ class Deployments:
             raise ApiError(404, "not_deployed", f"nothing is deployed on {device_id}")
         return hub
 
+    def live_hub(self, device_id: str) -> DeviceHub | None:
+        """The running deployment of ``device_id``, whoever owns it: for read-only spectators
+        (``api/live.py``), who must not act on it."""
+        hub = self._hubs.get(device_id)
+        return None if hub is None or hub.ended else hub
+
     async def hub_for_use(self, user: Principal, device_id: str) -> DeviceHub:
         """The deployment ``user`` may stream from: theirs, under their running booking."""
         booking = await self.require_booking(user, device_id)

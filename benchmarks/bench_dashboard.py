@@ -1,0 +1,145 @@
+"""The dashboard's live view at a high sensor rate, through a real daemon on loopback; prints
+one JSON object.
+
+A virtual devkit whose sensor sends ``BENCH_DASH_RATE`` events/s (default 2 M) is booked by one
+user, who watches it for ``BENCH_DASH_SECONDS``:
+
+- ``live``: ``WS /v1/devices/{id}/live?sensor=true`` (what the browser reads): frames/s
+  received, sensor events/s they count, bytes/s, and the daemon's CPU (seconds of CPU per
+  second, from /proc);
+- ``baseline``: the same sensor on ``WS /v1/devices/{id}/dvs`` (raw events, what a program
+  reads), in the same run: events/s received, bytes/s and the daemon's CPU.
+
+Goal: live frames/s >= 25 at 2 M events/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
+
+from specklab.schemas.stream import ClientStream, Outputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.daemon import Daemon, _wait_healthy, free_port
+
+ADMIN = "spk_bench-admin-token-0123456789"
+DEVICE = "virtual-speck2fdevkit:0"
+RATE = float(os.environ.get("BENCH_DASH_RATE", 2_000_000))
+SECONDS = float(os.environ.get("BENCH_DASH_SECONDS", 5))
+WS_OPTIONS = {"compression": None, "max_size": 256 * 1024 * 1024, "open_timeout": 60}
+
+
+def serve(port: int, data_dir: str, rate: float) -> None:
+    """The daemon, with its virtual devkits' sensors at ``rate`` (no setting offers that: the
+    factory is swapped before the app starts)."""
+    from specklab.client.cli import main
+    from specklab.server.devices import manager
+    from specklab.server.devices.virtual import VirtualDevkit
+
+    manager._default_virtual_factory = lambda d: VirtualDevkit(d, sensor_rate_hz=rate)
+    main(["serve", "--port", str(port), "--data-dir", data_dir, "--log-format", "text"])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_events(message: bytes) -> int:
+    """Sensor events counted in one live frame (its header's ``dvs.events``)."""
+    length = int.from_bytes(message[:4], "little")
+    dvs = json.loads(message[4 : 4 + length])["dvs"]
+    return dvs["events"] if dvs else 0
+
+
+def raw_events(client: ClientStream) -> Callable[[bytes], int]:
+    def count(message: bytes) -> int:
+        event = client.receive_data(message)
+        return len(event.events) if isinstance(event, Outputs) else 0
+
+    return count
+
+
+def measure(
+    websocket: ClientConnection, pid: int, seconds: float, events_in: Callable[[bytes], int]
+) -> dict[str, float]:
+    # Let the view settle (sensor on, first frames) before the clock starts.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        websocket.recv(timeout=30)
+    frames = events = received = 0
+    cpu = cpu_seconds(pid)
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        message = websocket.recv(timeout=30)
+        if isinstance(message, str):
+            continue
+        received += len(message)
+        frames += 1
+        events += events_in(message)
+    cpu = cpu_seconds(pid) - cpu
+    return {
+        "frames_per_s": round(frames / elapsed, 1),
+        "sensor_events_per_s": round(events / elapsed),
+        "bytes_per_s": round(received / elapsed),
+        "daemon_cpu_per_s": round(cpu / elapsed, 3),
+    }
+
+
+def bench(url: str, pid: int) -> dict[str, object]:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    user = httpx.post(f"{url}/v1/users", json={"name": "bench"}, headers=admin).json()
+    token = httpx.post(
+        f"{url}/v1/tokens", json={"name": "bench", "user_id": user["id"]}, headers=admin
+    ).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    booked = httpx.post(
+        f"{url}/v1/bookings", json={"device_id": DEVICE, "minutes": 30}, headers=headers
+    )
+    booked.raise_for_status()
+    ws = url.replace("http://", "ws://") + f"/v1/devices/{DEVICE}"
+    with connect(f"{ws}/live?sensor=true", additional_headers=headers, **WS_OPTIONS) as websocket:
+        live = measure(websocket, pid, SECONDS, live_events)
+    with connect(f"{ws}/dvs?raw=true", additional_headers=headers, **WS_OPTIONS) as websocket:
+        client = ClientStream()
+        client.receive_data(websocket.recv(timeout=30))  # the greeting
+        baseline = measure(websocket, pid, SECONDS, raw_events(client))
+    return {"sensor_rate_hz": RATE, "seconds": SECONDS, "live": live, "baseline_raw_dvs": baseline}
+
+
+def main() -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "SPECKLAB_ADMIN_TOKEN": ADMIN, "SPECKLAB_VIRTUAL": "speck2fdevkit"}
+        log_path = Path(directory) / "daemon.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(port), directory],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        daemon = Daemon(process, f"http://127.0.0.1:{port}", Path(directory), log_path)
+        try:
+            _wait_healthy(daemon, timeout=300)
+            print(json.dumps(bench(daemon.url, process.pid), indent=2))
+        finally:
+            daemon.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]), sys.argv[3], RATE)
+    else:
+        main()

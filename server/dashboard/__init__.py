@@ -1,0 +1,57 @@
+"""The lab's web dashboard: static pages served at ``/`` that use only the public API.
+
+Everything the browser loads ships in this package (``static/``: plain ES modules and CSS, no
+build step); :func:`install` adds the pages, the dashboard's endpoints (``overview``, and the
+live view in ``api/live.py``) and the security headers to the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..api import live
+from ..auth.dependencies import require_user
+from . import overview
+
+STATIC = Path(__file__).parent / "static"
+
+#: No inline script or style, nothing from another origin, never inside another site's frame.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(overview.router, dependencies=[Depends(require_user)])
+    # The live view authenticates itself: its token comes as a subprotocol (see api/live.py).
+    app.include_router(live.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/dashboard", StaticFiles(directory=STATIC), name="dashboard")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
