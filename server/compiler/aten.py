@@ -59,6 +59,14 @@ def _param(value: Any) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.float32)
 
 
+def _stored(value: Any, name: str) -> np.ndarray:
+    """A required parameter; None when the graph computes it from parameters (``w.t()``)."""
+    param = _param(value)
+    if param is None:
+        raise ValueError(f"the {name} is computed in forward; store it as a parameter")
+    return param
+
+
 def _conv(args: Args) -> Op:
     weight = _param(args["weight"])
     if args.get("transposed"):
@@ -78,7 +86,7 @@ def _conv(args: Args) -> Op:
 
 
 def _linear(args: Args) -> Op:
-    return Linear(weight=_param(args["weight"]), bias=_param(args.get("bias")))
+    return Linear(weight=_stored(args["weight"], "weight"), bias=_param(args.get("bias")))
 
 
 def _avg_pool(args: Args) -> Op:
@@ -98,8 +106,8 @@ def _batch_norm(args: Args) -> Op:
     return BatchNorm(
         weight=_param(args.get("weight")),
         bias=_param(args.get("bias")),
-        mean=_param(args["running_mean"]),
-        var=_param(args["running_var"]),
+        mean=_stored(args["running_mean"], "running mean"),
+        var=_stored(args["running_var"], "running variance"),
         eps=float(args["eps"]),
     )
 

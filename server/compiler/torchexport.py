@@ -75,6 +75,8 @@ def load_export(data: bytes, limits: ArchiveLimits) -> LayerGraph:
 class Placeholders:
     """What the graph signature says the program's placeholders are."""
 
+    #: Every placeholder the signature names, in order.
+    names: list[str]
     #: Names of the inputs the caller passes (constant inputs have none).
     user_inputs: list[str]
     #: Parameters, buffers and lifted tensor constants by placeholder name, as float32.
@@ -84,6 +86,7 @@ class Placeholders:
 def read_placeholders(archive: ExportArchive) -> Placeholders:
     module = member(archive.program, "graph_module", dict, MODEL)
     signature = member(module, "signature", dict, "graph_module")
+    names: list[str] = []
     user_inputs: list[str] = []
     tensors: dict[str, np.ndarray] = {}
     for index, spec in enumerate(member(signature, "input_specs", list, "signature")):
@@ -92,19 +95,22 @@ def read_placeholders(archive: ExportArchive) -> Placeholders:
         if kind == "user_input":
             name = _reference_name(member(value, "arg", dict, where), where)
             if name is not None:
+                names.append(name)
                 user_inputs.append(name)
-        elif kind in ("parameter", "buffer", "tensor_constant"):
+        elif kind in ("parameter", "buffer", "tensor_constant", "token"):
             placeholder = member(member(value, "arg", dict, where), "name", str, where)
-            tensors[placeholder] = _tensor(archive, kind, value, where)
+            names.append(placeholder)
+            if kind != "token":
+                tensors[placeholder] = _tensor(archive, kind, value, where)
         elif kind == "custom_obj":
             raise UnsafeArchive(
                 f"{where}: the program takes the custom object "
                 f"'{member(value, 'custom_obj_name', str, where)}', a pickled TorchScript "
                 "object that torch.export.load would unpickle; specklab reads tensors only"
             )
-        elif kind not in ("token", "constant_input"):
+        elif kind != "constant_input":
             raise CorruptArchive(f"{where}: unknown input kind '{kind}'")
-    return Placeholders(user_inputs, tensors)
+    return Placeholders(names, user_inputs, tensors)
 
 
 def _tensor(archive: ExportArchive, kind: str, spec: Any, where: str) -> np.ndarray:
@@ -137,11 +143,17 @@ def _read(archive: ExportArchive) -> LayerGraph:
             f"the exported program takes {len(placeholders.user_inputs)} inputs; "
             "a chip network takes one"
         )
-    values: dict[str, Any] = {}
-    for index, item in enumerate(member(body, "inputs", list, "graph")):
-        name = _reference_name(item, f"graph input {index}")
-        if name is not None:
-            values[name] = None
+    inputs = [
+        _reference_name(item, f"graph input {index}")
+        for index, item in enumerate(member(body, "inputs", list, "graph"))
+    ]
+    declared = [name for name in inputs if name is not None]
+    if declared != placeholders.names:
+        raise CorruptArchive(
+            f"the graph's inputs {declared!r:.200} are not those its signature declares "
+            f"{placeholders.names!r:.200}"
+        )
+    values: dict[str, Any] = dict.fromkeys(declared)
     values.update(placeholders.tensors)
     values[placeholders.user_inputs[0]] = Activation(GRAPH_INPUT)
     nodes = member(body, "nodes", list, "graph")
@@ -205,6 +217,11 @@ def _call(
         args: dict[str, Any] = {}
         for spec in schema.arguments:
             if spec.name in given:
+                if not _conforms(spec.type, given[spec.name]):
+                    raise CorruptArchive(
+                        f"{where}: argument '{spec.name}' {given[spec.name]!r:.80} is not "
+                        f"a {spec.type}"
+                    )
                 args[spec.name] = given[spec.name]
             elif spec.has_default_value():
                 args[spec.name] = spec.default_value
@@ -220,6 +237,26 @@ def _call(
     type_, path = _module(metadata, target, where)
     unsupported = Unsupported(f"{target} has no chip equivalent")
     return Activation(graph.add(unsupported, found, type_, path))
+
+
+def _conforms(type_: torch._C.Type, value: Any) -> bool:
+    """Whether an argument's value can be of its schema type. A tensor may be None: the
+    output of a node that reads only constants, whose value is not computed here."""
+    kind = type_.kind()
+    if kind == "TensorType":
+        return value is None or isinstance(value, np.ndarray | Activation)
+    if kind == "IntType":  # also SymInt: None or an activation for a size computed at run time
+        return value is None or isinstance(value, Activation) or is_int(value)
+    if kind == "FloatType":
+        return _number(value)
+    if kind == "BoolType":
+        return isinstance(value, bool)
+    if kind == "OptionalType":
+        return value is None or _conforms(type_.getElementType(), value)
+    if kind == "ListType":
+        element = type_.getElementType()
+        return isinstance(value, list) and all(_conforms(element, v) for v in value)
+    return True
 
 
 @lru_cache(maxsize=256)

@@ -14,8 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive, torchexport
+from specklab.schemas.compile import CompileOptions
+from specklab.server.compiler import (
+    ArchiveLimits,
+    CorruptArchive,
+    UnsafeArchive,
+    UnsupportedLayer,
+    torchexport,
+)
 from specklab.server.compiler.graph import Conv, Linear
+from specklab.server.compiler.pipeline import compile_upload
 from specklab.server.compiler.pt2 import ExportArchive
 from specklab.server.compiler.samples import export_bytes, guide_network
 from specklab.server.compiler.torchexport import load_export, read_placeholders
@@ -157,6 +165,22 @@ def _first_node(change: Callable[[Any], None]) -> Callable[[Any], None]:
     return lambda document: change(graph(document)["nodes"][0])
 
 
+def _flatten_start(change: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An edit of the argument ``start_dim`` of the guide's flatten node."""
+
+    def apply(document: Any) -> None:
+        [node] = [n for n in graph(document)["nodes"] if "flatten" in n["target"]]
+        arg = next(i["arg"] for i in node["inputs"] if i["name"] == "start_dim")
+        arg.clear()
+        change(arg)
+
+    return apply
+
+
+def _rename_first_parameter(document: Any) -> None:
+    document["graph_module"]["signature"]["input_specs"][0]["parameter"]["arg"]["name"] = "x"
+
+
 def _nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
@@ -276,6 +300,14 @@ _CORRUPT: dict[str, tuple[dict[str, Any], str]] = {
         {"json_edits": {MODEL: _first_node(lambda node: node["inputs"].pop(1))}},
         "lacks its argument 'weight'",
     ),
+    "argument of a type its schema refuses": (
+        {"json_edits": {MODEL: _flatten_start(lambda arg: arg.update({"as_float": 1.5}))}},
+        "argument 'start_dim' 1.5 is not a int",
+    ),
+    "signature names another placeholder": (
+        {"json_edits": {MODEL: _rename_first_parameter}},
+        "not those its signature declares",
+    ),
     "module stack malformed": (
         {
             "json_edits": {
@@ -364,3 +396,21 @@ def test_a_dimension_of_size_one_may_have_any_stride() -> None:
     first = load_export(data, LIMITS).nodes[0].op
     assert isinstance(first, Conv)
     np.testing.assert_array_equal(first.weight, guide_network()[0].weight.detach())
+
+
+class _ComputedWeight(nn.Module):
+    """A weight transposed in forward: the graph computes it, nothing stores it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.w = nn.Parameter(torch.randn(36, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(torch.relu(self.conv(x)).flatten(1), self.w.t())
+
+
+def test_a_weight_computed_in_forward_is_an_unsupported_layer() -> None:
+    data = export_bytes(_ComputedWeight(), (1, 5, 5))
+    with pytest.raises(UnsupportedLayer, match="weight is computed in forward"):
+        compile_upload(data, CompileOptions(input_shape=(1, 5, 5)), LIMITS)

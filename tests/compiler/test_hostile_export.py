@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from specklab.server.compiler import ArchiveLimits, InputError, UnsafeArchive
+from specklab.server.compiler import (
+    ArchiveLimits,
+    CompilerPool,
+    InputError,
+    UnsafeArchive,
+    compile_model,
+)
 from specklab.server.compiler.pipeline import compile_upload
 
 from ..lab_client import Lab, bearer, running_lab
@@ -170,6 +176,21 @@ def test_hostile_archives_are_refused_in_process(
     assert isinstance(caught.value, UnsafeArchive), caught.value.message
     assert caught.value.http_status == 400
     assert _HOLES[case][1] in caught.value.message
+    assert not marker.exists()
+
+
+def test_the_offline_compile_reads_exports_by_the_same_rules(
+    guide_files: Mapping[str, bytes], tmp_path: Path
+) -> None:
+    """``specklab compile`` runs a one-off worker that may not write files: reading an export
+    needs none (torch.export.load probed the temp directory and failed there)."""
+    marker = tmp_path / "pwned"
+    hostile = _hostile("pickled weight", guide_files["export"], marker)
+    with CompilerPool(1, warm=False) as cold:  # what compile_model starts for the CLI
+        result = compile_model(guide_files["export"], options(), pool=cold)
+        assert result.report.ok and result.report.format == "torch_export"
+        with pytest.raises(UnsafeArchive, match="stored as a pickle"):
+            compile_model(hostile, options(), pool=cold)
     assert not marker.exists()
 
 
