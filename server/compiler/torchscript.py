@@ -96,7 +96,9 @@ _FILE_OPS = {"aten::from_file", "aten::save"}
 
 def _check_calls(module: torch.jit.ScriptModule) -> None:
     """Refuse code that calls anything but tensor arithmetic, before freezing evaluates it."""
-    graph = module.forward.graph.copy()
+    if not module._c._has_method("forward"):
+        raise UnsupportedLayer("the TorchScript module has no forward method")
+    graph = module._c._get_method("forward").graph.copy()
     torch._C._jit_pass_inline(graph)  # the submodules' and functions' code too
     for node in _all_nodes(graph.nodes()):
         kind = node.kind()

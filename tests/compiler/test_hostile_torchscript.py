@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive
+from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive, UnsupportedLayer
 from specklab.server.compiler.pipeline import compile_upload
 from specklab.server.compiler.samples import torchscript_bytes
 
@@ -278,3 +278,12 @@ def test_the_archives_the_cases_start_from_compile_everywhere(
         headers=bearer(token),
     )
     assert response.status_code == 201, response.text
+
+
+def test_a_module_without_forward_is_a_model_error_not_a_crash(base: bytes) -> None:
+    rename = _replace_code(
+        b"  def forward(self: __torch__.torch.nn.modules.container.",
+        b"  def other(self: __torch__.torch.nn.modules.container.",
+    )
+    with pytest.raises(UnsupportedLayer, match="no forward method"):
+        compile_upload(rename(base, b""), options(input_shape=SHAPE), ArchiveLimits())
