@@ -126,6 +126,8 @@ def _fold_input_rank(graph: torch._C.Graph) -> None:
     tensors = [v for v in graph.inputs() if isinstance(v.type(), torch._C.TensorType)]
     if len(tensors) != 1:
         return  # the reader refuses it with the count
+    if not any(node.kind() == "prim::If" for node in _all_nodes(graph.nodes())):
+        return  # nothing to fold, and propagating shapes costs tens of milliseconds
     tensors[0].setType(tensors[0].type().with_sizes([None] * _INPUT_RANK))
     try:
         torch._C._jit_pass_propagate_shapes_on_graph(graph)
