@@ -39,6 +39,8 @@ DYNAMIC = _Dynamic()
 
 _HIERARCHY_ENTRY = re.compile(r"([^.()]+)\(([^()]*)\)")
 _HIDDEN_ENTRIES = {"SELF", "UNKNOWN_INSTANCE"}
+#: The first place a node's source range names: the user's file when it was scripted.
+_SOURCE_FILE = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line (\d+)')
 
 #: Pure operators on Python constants that scripted modules use in their control flow.
 _CONSTANT_OPS: dict[str, Callable[..., Any]] = {
@@ -137,6 +139,12 @@ def _fold_input_rank(graph: torch._C.Graph) -> None:
     torch._C._jit_pass_constant_propagation(graph)
 
 
+def _source(node: torch._C.Node) -> str:
+    """`` (at net.py:12)`` for the line of the model's code a node came from, if known."""
+    found = _SOURCE_FILE.search(node.sourceRange())
+    return f" (at {found[1]}:{found[2]})" if found else ""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -215,7 +223,9 @@ class _Reader:
             self._if(node, inputs[0])
         elif kind == "prim::RaiseException":
             type_, name = _where(node)
-            raise UnsupportedLayer(f"the model raises an exception in {type_} '{name}'")
+            raise UnsupportedLayer(
+                f"the model raises an exception in {type_} '{name}'{_source(node)}"
+            )
         elif activations(inputs):
             self._layer(node, inputs)
         else:
@@ -225,7 +235,7 @@ class _Reader:
         if not isinstance(condition, bool):
             type_, name = _where(node)
             raise UnsupportedLayer(
-                f"{type_} '{name}' branches on a value computed at run time; "
+                f"{type_} '{name}' branches on a value computed at run time{_source(node)}; "
                 "a chip network is a fixed graph"
             )
         block = list(node.blocks())[0 if condition else 1]
