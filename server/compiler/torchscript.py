@@ -133,10 +133,10 @@ def _fold_input_rank(graph: torch._C.Graph) -> None:
     tensors[0].setType(tensors[0].type().with_sizes([None] * _INPUT_RANK))
     try:
         torch._C._jit_pass_propagate_shapes_on_graph(graph)
-    except RuntimeError:
-        return  # an operator without a shape function: the ranks stay unknown, nothing is folded
-    torch._C._jit_pass_peephole(graph, False)  # False: do use the ranks
-    torch._C._jit_pass_constant_propagation(graph)
+        torch._C._jit_pass_peephole(graph, False)  # False: do use the ranks
+        torch._C._jit_pass_constant_propagation(graph)
+    except Exception:  # torch raises RuntimeError, IndexError, ... from its C++ passes
+        return  # the branches stay as they are, and the reader names any it cannot follow
 
 
 def _source(node: torch._C.Node) -> str:
