@@ -6,10 +6,10 @@ frozen (which inlines every submodule and turns parameters and attributes, ``tra
 included, into constants, without the numeric-changing passes such as conv/batch-norm
 folding), told that its input is a ``(batch, C, H, W)`` tensor so that the rank checks of
 scripted library code (``F.dropout2d``'s ``input.dim()``) become constants, and its graph
-is read node by node. Reading the graph rather than module attributes
-is what makes traced modules work: tracing keeps no ``stride`` or ``padding`` on submodules,
-but the ``aten::_convolution`` / ``aten::avg_pool2d`` calls carry them as constants. Each node
-keeps its module path and class from the graph's module hierarchy.
+is read node by node. Reading the graph rather than module attributes is what makes traced
+modules work: tracing keeps no ``stride`` or ``padding`` on submodules, but the
+``aten::_convolution`` / ``aten::avg_pool2d`` calls carry them as constants. Each node keeps
+its module path and class from the graph's module hierarchy.
 
 Runs only inside the compile worker (see ``worker.py``): ``torch.jit.load`` reads user data.
 """
