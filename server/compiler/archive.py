@@ -161,12 +161,18 @@ def _central_directory(data: bytes) -> int:
         if end < 0 or record != end or data[end : end + 4] != _ZIP64_EOCD_SIGNATURE:
             raise _ambiguous("the zip64 locator does not point to the record before it")
         fields = _ZIP64_EOCD.unpack_from(data, end)
-        size, disk, cd_disk, disk_entries, entries64, cd_size, cd_offset = fields[1:2] + fields[4:]
+        size, disk, cd_disk, disk_entries, entries64, size64, offset64 = fields[1:2] + fields[4:]
         if size != _ZIP64_EOCD.size - 12 or disk or cd_disk or disk_entries != entries64:
             raise CorruptArchive("the zip64 end record is malformed or spans disks")
-        if entries not in (0xFFFF, entries64 & 0xFFFF):
-            raise _ambiguous("the zip and zip64 end records count different entries")
-        entries = entries64
+        # a reader may take either record's values: each must be the other's or say "see zip64"
+        agree = (
+            entries in (0xFFFF, entries64)
+            and cd_size in (0xFFFFFFFF, size64)
+            and cd_offset in (0xFFFFFFFF, offset64)
+        )
+        if not agree:
+            raise _ambiguous("the zip and zip64 end records describe different directories")
+        entries, cd_size, cd_offset = entries64, size64, offset64
     if cd_offset + cd_size != end:
         raise _ambiguous(
             "the central directory does not end where the end record begins "

@@ -6,10 +6,10 @@ frozen (which inlines every submodule and turns parameters and attributes, ``tra
 included, into constants, without the numeric-changing passes such as conv/batch-norm
 folding), told that its input is a ``(batch, C, H, W)`` tensor so that the rank checks of
 scripted library code (``F.dropout2d``'s ``input.dim()``) become constants, and its graph
-is read node by node. Reading the graph rather than module attributes
-is what makes traced modules work: tracing keeps no ``stride`` or ``padding`` on submodules,
-but the ``aten::_convolution`` / ``aten::avg_pool2d`` calls carry them as constants. Each node
-keeps its module path and class from the graph's module hierarchy.
+is read node by node. Reading the graph rather than module attributes is what makes traced
+modules work: tracing keeps no ``stride`` or ``padding`` on submodules, but the
+``aten::_convolution`` / ``aten::avg_pool2d`` calls carry them as constants. Each node keeps
+its module path and class from the graph's module hierarchy.
 
 Runs only inside the compile worker (see ``worker.py``): ``torch.jit.load`` reads user data.
 """
@@ -39,6 +39,8 @@ DYNAMIC = _Dynamic()
 
 _HIERARCHY_ENTRY = re.compile(r"([^.()]+)\(([^()]*)\)")
 _HIDDEN_ENTRIES = {"SELF", "UNKNOWN_INSTANCE"}
+#: The first place a node's source range names: the user's file when it was scripted.
+_SOURCE_FILE = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line (\d+)')
 
 #: Pure operators on Python constants that scripted modules use in their control flow.
 _CONSTANT_OPS: dict[str, Callable[..., Any]] = {
@@ -96,7 +98,9 @@ _FILE_OPS = {"aten::from_file", "aten::save"}
 
 def _check_calls(module: torch.jit.ScriptModule) -> None:
     """Refuse code that calls anything but tensor arithmetic, before freezing evaluates it."""
-    graph = module.forward.graph.copy()
+    if not module._c._has_method("forward"):
+        raise UnsupportedLayer("the TorchScript module has no forward method")
+    graph = module._c._get_method("forward").graph.copy()
     torch._C._jit_pass_inline(graph)  # the submodules' and functions' code too
     for node in _all_nodes(graph.nodes()):
         kind = node.kind()
@@ -124,13 +128,21 @@ def _fold_input_rank(graph: torch._C.Graph) -> None:
     tensors = [v for v in graph.inputs() if isinstance(v.type(), torch._C.TensorType)]
     if len(tensors) != 1:
         return  # the reader refuses it with the count
+    if not any(node.kind() == "prim::If" for node in _all_nodes(graph.nodes())):
+        return  # nothing to fold, and propagating shapes costs tens of milliseconds
     tensors[0].setType(tensors[0].type().with_sizes([None] * _INPUT_RANK))
     try:
         torch._C._jit_pass_propagate_shapes_on_graph(graph)
-    except RuntimeError:
-        return  # an operator without a shape function: the ranks stay unknown, nothing is folded
-    torch._C._jit_pass_peephole(graph, False)  # False: do use the ranks
-    torch._C._jit_pass_constant_propagation(graph)
+        torch._C._jit_pass_peephole(graph, False)  # False: do use the ranks
+        torch._C._jit_pass_constant_propagation(graph)
+    except Exception:  # torch raises RuntimeError, IndexError, ... from its C++ passes
+        return  # the branches stay as they are, and the reader names any it cannot follow
+
+
+def _source(node: torch._C.Node) -> str:
+    """`` (at net.py:12)`` for the line of the model's code a node came from, if known."""
+    found = _SOURCE_FILE.search(node.sourceRange())
+    return f" (at {found[1]}:{found[2]})" if found else ""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -211,7 +223,9 @@ class _Reader:
             self._if(node, inputs[0])
         elif kind == "prim::RaiseException":
             type_, name = _where(node)
-            raise UnsupportedLayer(f"the model raises an exception in {type_} '{name}'")
+            raise UnsupportedLayer(
+                f"the model raises an exception in {type_} '{name}'{_source(node)}"
+            )
         elif activations(inputs):
             self._layer(node, inputs)
         else:
@@ -221,7 +235,7 @@ class _Reader:
         if not isinstance(condition, bool):
             type_, name = _where(node)
             raise UnsupportedLayer(
-                f"{type_} '{name}' branches on a value computed at run time; "
+                f"{type_} '{name}' branches on a value computed at run time{_source(node)}; "
                 "a chip network is a fixed graph"
             )
         block = list(node.blocks())[0 if condition else 1]

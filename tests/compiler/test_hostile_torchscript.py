@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive
+from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive, UnsupportedLayer
 from specklab.server.compiler.pipeline import compile_upload
 from specklab.server.compiler.samples import torchscript_bytes
 
@@ -145,11 +145,19 @@ def _appended(archive: bytes, _: bytes) -> bytes:
     return archive + b"\0" * 64
 
 
+def _one_entry_fewer(archive: bytes) -> bytes:
+    """The archive with its (32-bit) end record counting one entry fewer."""
+    end = len(archive) - 22
+    on_disk, total = struct.unpack_from("<HH", archive, end + 8)
+    return archive[: end + 8] + struct.pack("<HH", on_disk - 1, total - 1) + archive[end + 12 :]
+
+
 def _entry_count_off_by_one(archive: bytes, _: bytes) -> bytes:
-    plain = _plain(archive)
-    end = len(plain) - 22
-    on_disk, total = struct.unpack_from("<HH", plain, end + 8)
-    return plain[: end + 8] + struct.pack("<HH", on_disk - 1, total - 1) + plain[end + 12 :]
+    return _one_entry_fewer(_plain(archive))
+
+
+def _zip64_records_disagree(archive: bytes, _: bytes) -> bytes:
+    return _one_entry_fewer(archive)  # torch writes both records; the zip64 one is unchanged
 
 
 CASES = {
@@ -183,6 +191,9 @@ CASES = {
     "data after the archive": Case(_appended, UnsafeArchive, "does not end the file"),
     "an entry count that is off by one": Case(
         _entry_count_off_by_one, UnsafeArchive, "the end record says"
+    ),
+    "zip and zip64 end records that disagree": Case(
+        _zip64_records_disagree, UnsafeArchive, "describe different directories"
     ),
     "__setstate__": Case(_stateful, UnsafeArchive, "defines __setstate__"),
     "a custom class object": Case(_custom_class_object, UnsafeArchive, "custom C\\+\\+ class"),
@@ -278,3 +289,12 @@ def test_the_archives_the_cases_start_from_compile_everywhere(
         headers=bearer(token),
     )
     assert response.status_code == 201, response.text
+
+
+def test_a_module_without_forward_is_a_model_error_not_a_crash(base: bytes) -> None:
+    rename = _replace_code(
+        b"  def forward(self: __torch__.torch.nn.modules.container.",
+        b"  def other(self: __torch__.torch.nn.modules.container.",
+    )
+    with pytest.raises(UnsupportedLayer, match="no forward method"):
+        compile_upload(rename(base, b""), options(input_shape=SHAPE), ArchiveLimits())

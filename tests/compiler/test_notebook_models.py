@@ -160,5 +160,6 @@ def test_the_sdk_fallback_for_data_dependent_branches_gets_the_compilers_refusal
     # scripts the module, and the compiler names the branch
     data = (notebook / "Branchy.pt").read_bytes()
     assert _main_classes(data, "Branchy")
-    with pytest.raises(UnsupportedLayer, match="branches on a value computed at run time"):
+    refusal = r"branches on a value computed at run time \(at notebook\.py:\d+\)"
+    with pytest.raises(UnsupportedLayer, match=refusal):
         compile_upload(data, options(input_shape=(1, 8, 8)), ArchiveLimits())
