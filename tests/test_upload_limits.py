@@ -479,3 +479,41 @@ def test_an_upload_during_shutdown_gets_a_503(
     assert refused.json()["code"] == "daemon_stopping"
     assert after.status_code == 503 and after.json()["code"] == "daemon_stopping"
     assert not list((tmp_path / "data" / "models").glob(".partial-*"))
+
+
+def test_uploads_waiting_for_the_compiler_hold_no_database_slot(
+    held_lab: Lab, held: HeldCompiles, guide_torchscript: bytes
+) -> None:
+    """More uploads wait than there are write slots (16), and writes (a token, a booking's
+    heartbeat) still go through: an upload holds no session while it waits or compiles."""
+    lab = held_lab
+    _, token = lab.add_user("many")
+    uploads = [
+        threading.Thread(target=upload, args=(lab, token, guide_torchscript + bytes([i])))
+        for i in range(20)
+    ]
+    for thread in uploads:
+        thread.start()
+    models = lab.app.state.models
+    eventually(lambda: models.queue.running == 1 and models.queue.queued == 19, "all waiting")
+
+    answers: list[int] = []
+    write = threading.Thread(
+        target=lambda: answers.append(
+            lab.client.post(
+                "/v1/tokens", json={"name": "meanwhile"}, headers=bearer(token)
+            ).status_code
+        ),
+        daemon=True,
+    )
+    write.start()
+    write.join(timeout=60)
+    held.hold = False
+    for gate in held.gates:
+        gate.set()
+    eventually(lambda: len(held.gates) == 20, "every upload compiled")
+    for gate in held.gates:
+        gate.set()
+    for thread in uploads:
+        thread.join(timeout=60)
+    assert answers == [201]
