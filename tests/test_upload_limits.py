@@ -4,14 +4,16 @@ collected, the compile queue visible while an upload waits, and a clean 503 at s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
 
 from specklab.schemas.compile import CompileOptions
@@ -93,10 +95,12 @@ def send_raw(
     body: Iterator[bytes],
     *,
     headers: dict[str, str],
-    watch: Callable[[], int],
+    watch: Callable[[], int] = lambda: 0,
+    meanwhile: Callable[[asyncio.Task[None]], Awaitable[None]] | None = None,
 ) -> Sent:
     """POST /v1/models straight to the ASGI app, the body pulled chunk by chunk (the test
-    client would read it all first), measuring disk (``watch``) at every chunk."""
+    client would read it all first), measuring disk (``watch``) at every chunk; ``meanwhile``
+    gets the request's task while it runs."""
     sent = Sent(peak_disk=watch())
     scope = {
         "type": "http",
@@ -135,7 +139,10 @@ def send_raw(
             sent.body += message.get("body", b"")
 
     async def run() -> None:
-        await lab.app(scope, receive, send)
+        request = asyncio.create_task(lab.app(scope, receive, send))
+        if meanwhile is not None:
+            await meanwhile(request)
+        await request
 
     lab.client.portal.call(run)
     return sent
@@ -517,3 +524,25 @@ def test_uploads_waiting_for_the_compiler_hold_no_database_slot(
     for thread in uploads:
         thread.join(timeout=60)
     assert answers == [201]
+
+
+def test_an_upload_cut_off_by_the_shutdown_grace_gets_a_503(
+    held_lab: Lab, held: HeldCompiles, guide_torchscript: bytes
+) -> None:
+    """uvicorn cancels requests still running when its graceful shutdown time is up."""
+    _, token = held_lab.add_user("cut")
+
+    async def shut_down_while_compiling(request: asyncio.Task[None]) -> None:
+        assert await anyio.to_thread.run_sync(held.entered.acquire, True, 60)
+        request.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        held.gates[0].set()  # the compile ends (the pool is stopped next)
+
+    sent = send_raw(
+        held_lab,
+        iter([multipart_head(), guide_torchscript, MULTIPART_TAIL]),
+        headers=form_headers(token),
+        meanwhile=shut_down_while_compiling,
+    )
+    assert sent.status == 503
+    assert json.loads(sent.body)["code"] == "daemon_stopping"
+    assert not list(held_lab.app.state.models.uploads.root.rglob("*"))

@@ -3,6 +3,7 @@ configuration, delete."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from specklab.schemas.models import CompileStatus, ModelInfo
 
 from ..errors import ApiError
 from ..models.receive import UploadForm, receive_form
-from ..models.service import Upload
+from ..models.service import Upload, stopping
 from .deps import CurrentUser, DatabaseDep, ModelsDep, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -98,6 +99,10 @@ async def upload_model(
         max_file_bytes = models.limits.archive.max_upload_bytes
         async with receive_form(request, models.uploads, max_file_bytes=max_file_bytes) as form:
             return await models.upload(db, user, _upload(form), ticket)
+    except asyncio.CancelledError:
+        # uvicorn cancels the requests still running when its graceful shutdown time is up,
+        # and answers a plain-text 500 for them; this upload says why it stopped instead.
+        raise stopping() from None
     finally:
         models.untrack(user, compile_id)
 

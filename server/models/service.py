@@ -77,6 +77,7 @@ class ModelService:
         self.limits = WorkerLimits(archive=ArchiveLimits(max_upload_bytes=max_upload_bytes))
         self.queue = CompileQueue(workers)
         self._pool: CompilerPool | None = None
+        self._pool_lock = threading.Lock()
         # One compile per key at a time, so concurrent identical uploads compile once (a lock
         # per model compiled since start-up: a few bytes each).
         self._locks: dict[str, asyncio.Lock] = {}
@@ -90,9 +91,10 @@ class ModelService:
     @property
     def pool(self) -> CompilerPool:
         """Started on first use: a daemon that never compiles never pays for torch."""
-        if self._pool is None:
-            self._pool = CompilerPool(self.workers, self.limits)
-        return self._pool
+        with self._pool_lock:  # first compiles may ask at once, from their threads
+            if self._pool is None:
+                self._pool = CompilerPool(self.workers, self.limits)
+            return self._pool
 
     def stop_accepting(self) -> None:
         """Shutdown, first step (on the event loop): new and queued compiles get a 503."""
@@ -100,8 +102,9 @@ class ModelService:
         self.queue.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
 
     def check_open(self) -> None:
         if self._stopping:
