@@ -259,8 +259,23 @@ def test_rejected_before_compiling_leaves_nothing(
             headers=form_headers(token),
         ),
         shared_lab.client.post("/v1/models", content=guide_torchscript, headers=bearer(token)),
+        shared_lab.client.post(
+            "/v1/models",
+            files={"file": ("model.pt", guide_torchscript)},
+            data={"options": GUIDE_OPTIONS, "name": "n" * 70_000},
+            headers=bearer(token),
+        ),
+        shared_lab.client.post(
+            "/v1/models",
+            files=[("file", ("model.pt", guide_torchscript))]
+            + [(f"f{i}", (None, "x")) for i in range(10)],
+            data={"options": GUIDE_OPTIONS},
+            headers=bearer(token),
+        ),
     ]
-    assert [r.status_code for r in refused] == [401, 422, 422, 422, 415]
+    assert [r.status_code for r in refused] == [401, 422, 422, 422, 415, 422, 422]
+    assert "text fields hold more than" in refused[5].json()["message"]
+    assert "more than 8 parts" in refused[6].json()["message"]
     assert all(r.json()["message"] for r in refused)
     assert disk_bytes(*stores) == before
 

@@ -74,9 +74,10 @@ def _upload(form: UploadForm) -> Upload:
     unknown = sorted(set(form.fields) - {"options", "name"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
-    name = form.fields.get("name") or form.filename or "model"
-    if len(name) > _NAME_LIMIT:
+    name = form.fields.get("name")
+    if name is not None and len(name) > _NAME_LIMIT:
         raise ApiError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
+    name = name or form.filename[:_NAME_LIMIT] or "model"
     return Upload(form.file, name, _options(form.fields.get("options")))
 
 
