@@ -461,6 +461,11 @@ def test_the_queue_position_is_visible_while_an_upload_waits(
         headers={**bearer(ada), "X-Compile-Id": "ada-1"},
     )
     assert duplicate.status_code == 409
+    lab.app.state.models.uploads_per_user = 2  # ada's two uploads in flight are her limit now
+    too_many = upload(lab, ada, guide_torchscript)
+    assert too_many.status_code == 429
+    assert too_many.json()["code"] == "too_many_uploads"
+    assert too_many.json()["detail"] == {"limit": 2}
 
     for index in range(3):
         if index:
@@ -509,9 +514,10 @@ def test_uploads_waiting_for_the_compiler_hold_no_database_slot(
     """More uploads wait than there are write slots (16), and writes (a token, a booking's
     heartbeat) still go through: an upload holds no session while it waits or compiles."""
     lab = held_lab
-    _, token = lab.add_user("many")
+    tokens = [lab.add_user(f"many{i}")[1] for i in range(5)]  # 4 uploads in flight each
+    token = tokens[0]
     uploads = [
-        threading.Thread(target=upload, args=(lab, token, guide_torchscript + bytes([i])))
+        threading.Thread(target=upload, args=(lab, tokens[i % 5], guide_torchscript + bytes([i])))
         for i in range(20)
     ]
     for thread in uploads:
