@@ -567,3 +567,11 @@ def test_an_upload_cut_off_by_the_shutdown_grace_gets_a_503(
     assert sent.status == 503
     assert json.loads(sent.body)["code"] == "daemon_stopping"
     assert not list(held_lab.app.state.models.uploads.root.rglob("*"))
+
+
+def test_orphans_are_collected_periodically(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with running_lab(tmp_path / "data", database, orphan_collect_interval_s=0.05) as lab:
+        uploads = lab.app.state.models.uploads
+        orphan = uploads.put(b"written after start-up, never referred to")
+        eventually(lambda: uploads.get(orphan) is None, "the orphan collected")
