@@ -514,7 +514,7 @@ def test_uploads_waiting_for_the_compiler_hold_no_database_slot(
     """More uploads wait than there are write slots (16), and writes (a token, a booking's
     heartbeat) still go through: an upload holds no session while it waits or compiles."""
     lab = held_lab
-    tokens = [lab.add_user(f"many{i}")[1] for i in range(5)]  # 4 uploads in flight each
+    tokens = [lab.add_user(f"many{i}")[1] for i in range(5)]
     token = tokens[0]
     uploads = [
         threading.Thread(target=upload, args=(lab, tokens[i % 5], guide_torchscript + bytes([i])))

@@ -70,7 +70,7 @@ class ModelService:
         workers: int,
         max_upload_bytes: int,
         quota_bytes: int,
-        uploads_per_user: int = 4,
+        uploads_per_user: int,
     ) -> None:
         self.uploads = uploads
         self.compiled = compiled
