@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     #: Bytes of uploads one user's models may hold (the same upload counted once).
     model_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    #: Uploads one user may have in flight at once (arriving, queued or compiling).
+    max_uploads_per_user: int = Field(default=32, ge=1)
     #: How often model files no model refers to any more are deleted (also at start-up).
     orphan_collect_interval_s: float = Field(default=3600.0, gt=0)
 

@@ -21,10 +21,12 @@ from sqlalchemy import update
 from starlette.routing import BaseRoute
 from starlette.testclient import WebSocketDenialResponse
 
+from specklab.schemas.accounts import Role
 from specklab.server import app as app_module
 from specklab.server.api import meta
 from specklab.server.api.deps import CurrentUser
 from specklab.server.auth.dependencies import require_admin
+from specklab.server.auth.principal import Principal
 from specklab.server.storage import utcnow
 from specklab.server.storage.tables import ApiToken, ModelRecord, RecordingRecord
 
@@ -92,6 +94,13 @@ _alice_recording = _alice_row(
 )
 
 
+def _alice_upload_in_flight(lab: Lab, alice: dict[str, str]) -> str:
+    """An upload of alice's waiting to be compiled, as its X-Compile-Id registers it."""
+    me = lab.client.get("/v1/users/me", headers=alice).json()
+    lab.app.state.models.track(Principal(me["id"], me["name"], Role(me["role"])), "alice-upload")
+    return "alice-upload"
+
+
 #: Path parameter -> how to make something of that kind that alice owns (returns its id). A
 #: router with a new kind of owned resource adds its maker here.
 OWNED: dict[str, Callable[[Lab, dict[str, str]], str]] = {
@@ -99,6 +108,7 @@ OWNED: dict[str, Callable[[Lab, dict[str, str]], str]] = {
     "token_id": _alice_token,
     "model_id": _alice_model,
     "recording_id": _alice_recording,
+    "compile_id": _alice_upload_in_flight,
 }
 
 

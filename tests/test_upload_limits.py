@@ -4,14 +4,16 @@ collected, the compile queue visible while an upload waits, and a clean 503 at s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
 
 from specklab.schemas.compile import CompileOptions
@@ -93,10 +95,12 @@ def send_raw(
     body: Iterator[bytes],
     *,
     headers: dict[str, str],
-    watch: Callable[[], int],
+    watch: Callable[[], int] = lambda: 0,
+    meanwhile: Callable[[asyncio.Task[None]], Awaitable[None]] | None = None,
 ) -> Sent:
     """POST /v1/models straight to the ASGI app, the body pulled chunk by chunk (the test
-    client would read it all first), measuring disk (``watch``) at every chunk."""
+    client would read it all first), measuring disk (``watch``) at every chunk; ``meanwhile``
+    gets the request's task while it runs."""
     sent = Sent(peak_disk=watch())
     scope = {
         "type": "http",
@@ -135,7 +139,10 @@ def send_raw(
             sent.body += message.get("body", b"")
 
     async def run() -> None:
-        await lab.app(scope, receive, send)
+        request = asyncio.create_task(lab.app(scope, receive, send))
+        if meanwhile is not None:
+            await meanwhile(request)
+        await request
 
     lab.client.portal.call(run)
     return sent
@@ -252,8 +259,23 @@ def test_rejected_before_compiling_leaves_nothing(
             headers=form_headers(token),
         ),
         shared_lab.client.post("/v1/models", content=guide_torchscript, headers=bearer(token)),
+        shared_lab.client.post(
+            "/v1/models",
+            files={"file": ("model.pt", guide_torchscript)},
+            data={"options": GUIDE_OPTIONS, "name": "n" * 70_000},
+            headers=bearer(token),
+        ),
+        shared_lab.client.post(
+            "/v1/models",
+            files=[("file", ("model.pt", guide_torchscript))]
+            + [(f"f{i}", (None, "x")) for i in range(10)],
+            data={"options": GUIDE_OPTIONS},
+            headers=bearer(token),
+        ),
     ]
-    assert [r.status_code for r in refused] == [401, 422, 422, 422, 415]
+    assert [r.status_code for r in refused] == [401, 422, 422, 422, 415, 422, 422]
+    assert "text fields hold more than" in refused[5].json()["message"]
+    assert "more than 8 parts" in refused[6].json()["message"]
     assert all(r.json()["message"] for r in refused)
     assert disk_bytes(*stores) == before
 
@@ -439,6 +461,11 @@ def test_the_queue_position_is_visible_while_an_upload_waits(
         headers={**bearer(ada), "X-Compile-Id": "ada-1"},
     )
     assert duplicate.status_code == 409
+    lab.app.state.models.uploads_per_user = 2  # ada's two uploads in flight are her limit now
+    too_many = upload(lab, ada, guide_torchscript)
+    assert too_many.status_code == 429
+    assert too_many.json()["code"] == "too_many_uploads"
+    assert too_many.json()["detail"] == {"limit": 2}
 
     for index in range(3):
         if index:
@@ -479,3 +506,72 @@ def test_an_upload_during_shutdown_gets_a_503(
     assert refused.json()["code"] == "daemon_stopping"
     assert after.status_code == 503 and after.json()["code"] == "daemon_stopping"
     assert not list((tmp_path / "data" / "models").glob(".partial-*"))
+
+
+def test_uploads_waiting_for_the_compiler_hold_no_database_slot(
+    held_lab: Lab, held: HeldCompiles, guide_torchscript: bytes
+) -> None:
+    """More uploads wait than there are write slots (16), and writes (a token, a booking's
+    heartbeat) still go through: an upload holds no session while it waits or compiles."""
+    lab = held_lab
+    tokens = [lab.add_user(f"many{i}")[1] for i in range(5)]
+    token = tokens[0]
+    uploads = [
+        threading.Thread(target=upload, args=(lab, tokens[i % 5], guide_torchscript + bytes([i])))
+        for i in range(20)
+    ]
+    for thread in uploads:
+        thread.start()
+    models = lab.app.state.models
+    eventually(lambda: models.queue.running == 1 and models.queue.queued == 19, "all waiting")
+
+    answers: list[int] = []
+    write = threading.Thread(
+        target=lambda: answers.append(
+            lab.client.post(
+                "/v1/tokens", json={"name": "meanwhile"}, headers=bearer(token)
+            ).status_code
+        ),
+        daemon=True,
+    )
+    write.start()
+    write.join(timeout=60)
+    held.hold = False
+    for gate in held.gates:
+        gate.set()
+    eventually(lambda: len(held.gates) == 20, "every upload compiled")
+    for gate in held.gates:
+        gate.set()
+    for thread in uploads:
+        thread.join(timeout=60)
+    assert answers == [201]
+
+
+def test_an_upload_cut_off_by_the_shutdown_grace_gets_a_503(
+    held_lab: Lab, held: HeldCompiles, guide_torchscript: bytes
+) -> None:
+    """uvicorn cancels requests still running when its graceful shutdown time is up."""
+    _, token = held_lab.add_user("cut")
+
+    async def shut_down_while_compiling(request: asyncio.Task[None]) -> None:
+        assert await anyio.to_thread.run_sync(held.entered.acquire, True, 60)
+        request.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        held.gates[0].set()  # the compile ends (the pool is stopped next)
+
+    sent = send_raw(
+        held_lab,
+        iter([multipart_head(), guide_torchscript, MULTIPART_TAIL]),
+        headers=form_headers(token),
+        meanwhile=shut_down_while_compiling,
+    )
+    assert sent.status == 503
+    assert json.loads(sent.body)["code"] == "daemon_stopping"
+    assert not list(held_lab.app.state.models.uploads.root.rglob("*"))
+
+
+def test_orphans_are_collected_periodically(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with running_lab(tmp_path / "data", database, orphan_collect_interval_s=0.05) as lab:
+        uploads = lab.app.state.models.uploads
+        orphan = uploads.put(b"written after start-up, never referred to")
+        eventually(lambda: uploads.get(orphan) is None, "the orphan collected")

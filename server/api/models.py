@@ -3,6 +3,7 @@ configuration, delete."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from specklab.schemas.models import CompileStatus, ModelInfo
 
 from ..errors import ApiError
 from ..models.receive import UploadForm, receive_form
-from ..models.service import Upload
+from ..models.service import Upload, stopping
 from .deps import CurrentUser, DatabaseDep, ModelsDep, SessionDep, WriterUser
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -73,9 +74,10 @@ def _upload(form: UploadForm) -> Upload:
     unknown = sorted(set(form.fields) - {"options", "name"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
-    name = form.fields.get("name") or form.filename or "model"
-    if len(name) > _NAME_LIMIT:
+    name = form.fields.get("name")
+    if name is not None and len(name) > _NAME_LIMIT:
         raise ApiError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
+    name = name or form.filename[:_NAME_LIMIT] or "model"
     return Upload(form.file, name, _options(form.fields.get("options")))
 
 
@@ -98,6 +100,10 @@ async def upload_model(
         max_file_bytes = models.limits.archive.max_upload_bytes
         async with receive_form(request, models.uploads, max_file_bytes=max_file_bytes) as form:
             return await models.upload(db, user, _upload(form), ticket)
+    except asyncio.CancelledError:
+        # uvicorn cancels the requests still running when its graceful shutdown time is up,
+        # and answers a plain-text 500 for them; this upload says why it stopped instead.
+        raise stopping() from None
     finally:
         models.untrack(user, compile_id)
 

@@ -27,6 +27,7 @@ async def model_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         workers=settings.compile_workers,
         max_upload_bytes=settings.max_upload_bytes,
         quota_bytes=settings.model_quota_bytes,
+        uploads_per_user=settings.max_uploads_per_user,
     )
     db: Database = app.state.db
     # Before serving, nothing is arriving: unfinished temporary files go too.

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 
 import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..errors import ApiError
 from ..storage.blobs import BlobStore, Incoming
 
 #: The text fields (options JSON, name) and the multipart framing together, at most.
 FIELDS_LIMIT = 64 * 1024
+#: Parts of a form at most (the file and two fields are all it has).
+_PARTS_LIMIT = 8
 #: File bytes gathered in memory before a (threaded) write to disk.
 _FLUSH = 1 << 20
 
@@ -68,6 +70,8 @@ class _FormReader:
         self.file_bytes = 0
         self.part = _Part()
         self.files = 0
+        self.parts = 0
+        self.text_bytes = 0
         self.ended = False
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -89,6 +93,9 @@ class _FormReader:
         self.ended = True
 
     def _begin(self) -> None:
+        self.parts += 1
+        if self.parts > _PARTS_LIMIT:
+            raise _invalid(f"the form has more than {_PARTS_LIMIT} parts")
         self.part = _Part()
         self._disposition = b""
 
@@ -113,6 +120,9 @@ class _FormReader:
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self.part.filename is None:
+            self.text_bytes += end - start
+            if self.text_bytes > FIELDS_LIMIT:
+                raise _invalid(f"the form's text fields hold more than {FIELDS_LIMIT} bytes")
             self.part.text.extend(data[start:end])
             return
         self.file_bytes += end - start
@@ -147,13 +157,16 @@ async def receive_form(
         reader = _FormReader(form, file_field, max_file_bytes)
         parser = MultipartParser(params[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
         received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > max_body:
-                raise too_large(max_file_bytes)
-            _feed(parser, chunk)
-            if len(reader.pending) >= _FLUSH:
-                await _flush(reader)
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_body:
+                    raise too_large(max_file_bytes)
+                _feed(parser, chunk)
+                if len(reader.pending) >= _FLUSH:
+                    await _flush(reader)
+        except ClientDisconnect:
+            raise ApiError(400, "upload_incomplete", "the client went away mid-upload") from None
         _feed(parser, b"", final=True)
         await _flush(reader)
         if not reader.ended:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,30 +71,36 @@ class ModelService:
         workers: int,
         max_upload_bytes: int,
         quota_bytes: int,
+        uploads_per_user: int,
     ) -> None:
         self.uploads = uploads
         self.compiled = compiled
         self.workers = workers
         self.quota_bytes = quota_bytes
+        self.uploads_per_user = uploads_per_user
         self.limits = WorkerLimits(archive=ArchiveLimits(max_upload_bytes=max_upload_bytes))
         self.queue = CompileQueue(workers)
         self._pool: CompilerPool | None = None
+        self._pool_lock = threading.Lock()
         # One compile per key at a time, so concurrent identical uploads compile once (a lock
         # per model compiled since start-up: a few bytes each).
         self._locks: dict[str, asyncio.Lock] = {}
         # Held while blobs gain or lose the rows that refer to them, and while orphans are
         # collected, so that a blob is never collected between its commit and its row's.
         self._references = threading.Lock()
-        # Uploads in flight by (user id, compile id), for the status a client polls.
+        # Uploads in flight by (user id, compile id), for the status a client polls; and how
+        # many each user has (each may hold a file of up to max_upload_bytes being received).
         self._tickets: dict[tuple[int, str], Ticket] = {}
+        self._in_flight: Counter[int] = Counter()
         self._stopping = False
 
     @property
     def pool(self) -> CompilerPool:
         """Started on first use: a daemon that never compiles never pays for torch."""
-        if self._pool is None:
-            self._pool = CompilerPool(self.workers, self.limits)
-        return self._pool
+        with self._pool_lock:  # first compiles may ask at once, from their threads
+            if self._pool is None:
+                self._pool = CompilerPool(self.workers, self.limits)
+            return self._pool
 
     def stop_accepting(self) -> None:
         """Shutdown, first step (on the event loop): new and queued compiles get a 503."""
@@ -106,8 +113,9 @@ class ModelService:
         return self._pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
 
     def check_open(self) -> None:
         if self._stopping:
@@ -115,7 +123,16 @@ class ModelService:
 
     # Status of uploads in flight.
     def track(self, user: Principal, compile_id: str | None) -> Ticket:
-        """A new upload's place; under ``compile_id`` it can be asked for (:meth:`status`)."""
+        """A new upload's place (429 past the user's uploads in flight); under ``compile_id``
+        it can be asked for (:meth:`status`). Every ``track`` is followed by an ``untrack``."""
+        if self._in_flight[user.id] >= self.uploads_per_user:
+            raise ApiError(
+                429,
+                "too_many_uploads",
+                f"{user.name} has {self.uploads_per_user} uploads in flight, the most at once; "
+                "upload again when one is answered",
+                detail={"limit": self.uploads_per_user},
+            )
         ticket = Ticket(user.id)
         if compile_id is not None:
             key = (user.id, compile_id)
@@ -124,9 +141,13 @@ class ModelService:
                     409, "compile_id_in_use", f"an upload with id {compile_id} is in flight"
                 )
             self._tickets[key] = ticket
+        self._in_flight[user.id] += 1
         return ticket
 
     def untrack(self, user: Principal, compile_id: str | None) -> None:
+        self._in_flight[user.id] -= 1
+        if not self._in_flight[user.id]:
+            del self._in_flight[user.id]
         if compile_id is not None:
             self._tickets.pop((user.id, compile_id), None)
 
