@@ -31,3 +31,21 @@ def test_the_simulator_benchmark_prints_its_figures() -> None:
             assert stream["engine_events_per_s"] > 0 and stream["dense_events_per_s"] > 0
         # Without a slow clock only the events' order matters to the chip, not their rate.
         assert streams[0]["engine_spikes_out"] == streams[1]["engine_spikes_out"]
+
+
+def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "8", "--streams", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "soak" and figures["streams"] == 1
+    assert figures["errors"] == 0, figures["first_errors"]
+    # Every kind of work ran and was timed.
+    assert set(figures["work"]) == {"stream_batch", "booking_cycle", "upload", "recording"}
+    for work in figures["work"].values():
+        assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
+    assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]
