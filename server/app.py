@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -34,6 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if os.environ.get("PYTHONASYNCIODEBUG") or sys.flags.dev_mode:
+            # Uvicorn starts its loop with debug off on Python 3.11, whatever the environment
+            # says; debug mode logs every callback over 100 ms (tests/test_event_loop.py).
+            asyncio.get_running_loop().set_debug(True)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting", extra={"data_dir": str(settings.data_dir)})
         # Devices first: the booking sweeper records them from its first check-in.
@@ -44,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deployments(app),
             recording_store(app, settings),
         ):
+            # Built once here, off the loop: built by the first /openapi.json request, it
+            # blocked the loop for seconds.
+            await anyio.to_thread.run_sync(app.openapi)
             yield
             # Normally set already by the server's signal handling (``cli``); at the latest
             # here, before the subsystems close under requests still arriving.

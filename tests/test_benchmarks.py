@@ -47,3 +47,21 @@ def test_the_dashboard_benchmark_prints_its_figures() -> None:
     for run in (figures["live"], figures["baseline_raw_dvs"]):
         assert run["frames_per_s"] > 0 and run["sensor_events_per_s"] > 0
         assert run["daemon_cpu_per_s"] > 0 and run["bytes_per_s"] > 0
+
+
+def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "8", "--streams", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "soak" and figures["streams"] == 1
+    assert figures["errors"] == 0, figures["first_errors"]
+    # Every kind of work ran and was timed.
+    assert set(figures["work"]) == {"stream_batch", "booking_cycle", "upload", "recording"}
+    for work in figures["work"].values():
+        assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
+    assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]

@@ -131,7 +131,7 @@ def metrics(request: Request) -> Response:
 
 
 @router.get("/version", response_model=Version)
-async def version() -> Version:
+def version() -> Version:  # on a worker thread: the metadata lookups read files
     return Version(
         specklab=_installed_version("specklab") or "unknown",
         python=platform.python_version(),
