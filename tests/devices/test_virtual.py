@@ -318,3 +318,17 @@ def test_a_forward_batch_sees_the_sensor_from_the_restarted_stopwatch() -> None:
     assert len(expected) > 100
     assert raw["t"].tolist() == (expected["t"] + origin).tolist()
     assert raw[["x", "y", "p"]].tolist() == expected[["x", "y", "p"]].tolist()
+
+
+def test_the_dvs_layer_pools_x_and_y_separately() -> None:
+    devkit = _devkit()
+    config = ChipConfig(
+        dvs_layer=DVSLayer(pooling=XY(x=4, y=2), cut=XY(x=31, y=63), monitor_enable=True)
+    )
+    devkit.apply(config)
+    out = devkit.forward(dvs=dvs_events(t=[5, 6], x=[7, 127], y=[3, 127], p=1), timeout=0)
+    dvs_spikes = out.spikes[out.spikes["core"] == 13]
+    assert list(zip(dvs_spikes["x"].tolist(), dvs_spikes["y"].tolist(), strict=True)) == [
+        (1, 1),
+        (31, 63),
+    ]
