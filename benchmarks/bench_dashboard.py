@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from specklab.schemas.stream import ClientStream, Outputs
+from specklab.schemas.stream import ClientStream, Outputs, Ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon, _wait_healthy, free_port
@@ -40,13 +40,24 @@ WS_OPTIONS = {"compression": None, "max_size": 256 * 1024 * 1024, "open_timeout"
 
 
 def serve(port: int, data_dir: str, rate: float) -> None:
-    """The daemon, with its virtual devkits' sensors at ``rate`` (no setting offers that: the
-    factory is swapped before the app starts)."""
+    """The daemon, with its virtual devkit's sensor sending ``rate`` events/s. The synthetic
+    scene is drawn more slowly than that here (about 1 M events/s per core), so the sensor
+    loops one second of it, drawn before the daemon starts. No setting offers either: the
+    device factory is swapped before the app starts."""
     from specklab.client.cli import main
     from specklab.server.devices import manager
+    from specklab.server.devices.base import DeviceDescription
     from specklab.server.devices.virtual import VirtualDevkit
+    from specklab.server.simulator.sensor import ReplaySensor, SyntheticSensor
 
-    manager._default_virtual_factory = lambda d: VirtualDevkit(d, sensor_rate_hz=rate)
+    scene = ReplaySensor(SyntheticSensor(rate_hz=rate).events(0, 1_000_000), loop=True)
+
+    def devkit(description: DeviceDescription) -> VirtualDevkit:
+        device = VirtualDevkit(description)
+        device._sensor = scene
+        return device
+
+    manager._default_virtual_factory = devkit
     main(["serve", "--port", str(port), "--data-dir", data_dir, "--log-format", "text"])
 
 
@@ -96,6 +107,17 @@ def measure(
     }
 
 
+def measure_raw(url: str, headers: dict[str, str], pid: int) -> dict[str, float]:
+    # The live view's session may still be releasing the device: try again for a few seconds.
+    for _ in range(40):
+        with connect(url, additional_headers=headers, **WS_OPTIONS) as websocket:
+            client = ClientStream()
+            if isinstance(client.receive_data(websocket.recv(timeout=30)), Ready):
+                return measure(websocket, pid, SECONDS, raw_events(client))
+        time.sleep(0.25)
+    raise SystemExit(f"{url} refused the stream")
+
+
 def bench(url: str, pid: int) -> dict[str, object]:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     user = httpx.post(f"{url}/v1/users", json={"name": "bench"}, headers=admin).json()
@@ -110,10 +132,8 @@ def bench(url: str, pid: int) -> dict[str, object]:
     ws = url.replace("http://", "ws://") + f"/v1/devices/{DEVICE}"
     with connect(f"{ws}/live?sensor=true", additional_headers=headers, **WS_OPTIONS) as websocket:
         live = measure(websocket, pid, SECONDS, live_events)
-    with connect(f"{ws}/dvs?raw=true", additional_headers=headers, **WS_OPTIONS) as websocket:
-        client = ClientStream()
-        client.receive_data(websocket.recv(timeout=30))  # the greeting
-        baseline = measure(websocket, pid, SECONDS, raw_events(client))
+    print(json.dumps({"live": live}), file=sys.stderr)
+    baseline = measure_raw(f"{ws}/dvs?raw=true", headers, pid)
     return {"sensor_rate_hz": RATE, "seconds": SECONDS, "live": live, "baseline_raw_dvs": baseline}
 
 
@@ -134,6 +154,9 @@ def main() -> None:
         try:
             _wait_healthy(daemon, timeout=300)
             print(json.dumps(bench(daemon.url, process.pid), indent=2))
+        except BaseException:
+            print(daemon.log()[-4000:], file=sys.stderr)
+            raise
         finally:
             daemon.stop()
 

@@ -66,7 +66,7 @@ def test_the_pages_work_under_a_path_prefix(browser: object, prefixed: str) -> N
     page.click("#sign-in button[type=submit]")
     page.wait_for_selector(f"#lab tr[data-device='{DEVICE}']")
     page.click(f"#lab tr[data-device='{DEVICE}'] a")
-    wait_for(page, "document.querySelector('#live-status').textContent.startsWith('Nothing')")
+    wait_for(page, "document.querySelector('#live-status')?.textContent.startsWith('Nothing')")
     screenshot(page, "prefix-device")
     origin = prefixed.removesuffix("lab/")
     paths = [url.split("://", 1)[1].split("/", 1)[1] for url in requests]

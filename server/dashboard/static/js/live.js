@@ -7,6 +7,26 @@ const RASTER_PX_PER_S = 120;
 const RASTER_HEIGHT = 120;
 const HEARTBEAT_MS = 20000;
 
+// A rate shown over about a second: single frames are too short (and too jumpy) to read.
+class RateMeter {
+  constructor(element, unit) {
+    this.element = element;
+    this.unit = unit;
+    this.count = 0;
+    this.seconds = 0;
+  }
+
+  add(count, seconds) {
+    this.count += count;
+    this.seconds += seconds;
+    if (this.seconds >= 1) {
+      this.element.textContent = `${Math.round(this.count / this.seconds).toLocaleString()} ${this.unit}`;
+      this.count = 0;
+      this.seconds = 0;
+    }
+  }
+}
+
 export function parseFrame(buffer) {
   const view = new DataView(buffer);
   const length = view.getUint32(0, true);
@@ -21,6 +41,7 @@ export class LiveView {
     this.status = h("p", { id: "live-status" }, "connecting...");
     this.counter = h("span", { id: "live-frames", dataset: { count: "0" } }, "0 frames");
     this.dvsRate = h("span", { id: "dvs-rate" }, "");
+    this.dvsMeter = new RateMeter(this.dvsRate, "events/s");
     this.canvas = h("canvas", { id: "dvs", width: 128, height: 128 });
     this.rasters = h("div", { id: "rasters" });
     this.layers = new Map();
@@ -66,7 +87,10 @@ export class LiveView {
     this.frames += 1;
     this.counter.dataset.count = String(this.frames);
     this.counter.textContent = `${this.frames} frames, ${header.dropped} events dropped`;
-    if (header.dvs) this.drawSensor(header.dvs, image);
+    if (header.dvs) {
+      this.drawSensor(header.dvs, image);
+      this.dvsMeter.add(header.dvs.events, header.seconds);
+    }
     for (const layer of header.layers) this.drawLayer(layer, header.seconds);
   }
 
@@ -80,7 +104,6 @@ export class LiveView {
       picture.data[4 * i + 3] = 255;
     }
     this.canvas.getContext("2d").putImageData(picture, 0, 0);
-    this.dvsRate.textContent = `${Math.round(dvs.rate_hz).toLocaleString()} events/s`;
   }
 
   drawLayer(layer, seconds) {
@@ -89,7 +112,7 @@ export class LiveView {
       const canvas = h("canvas", { class: "raster", width: 480, height: RASTER_HEIGHT, dataset: { layer: String(layer.layer) } });
       const rate = h("span", { class: "rate" });
       this.rasters.append(h("figure", {}, canvas, h("figcaption", {}, `layer ${layer.layer} (core ${layer.core}, ${layer.neurons} neurons) `, rate)));
-      entry = { canvas, rate, points: 0 };
+      entry = { canvas, meter: new RateMeter(rate, "spikes/s"), points: 0 };
       this.layers.set(layer.layer, entry);
     }
     const { canvas } = entry;
@@ -110,6 +133,6 @@ export class LiveView {
     }
     entry.points += layer.t.length;
     canvas.dataset.points = String(entry.points);
-    entry.rate.textContent = `${Math.round(layer.rate_hz).toLocaleString()} spikes/s`;
+    entry.meter.add(layer.count, seconds);
   }
 }
