@@ -354,11 +354,11 @@ def eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_orphaned_files_are_collected_at_start(
-    tmp_path: Path, held: HeldCompiles, guide_torchscript: bytes
+    tmp_path: Path, database_url: str, held: HeldCompiles, guide_torchscript: bytes
 ) -> None:
     held.hold = False
     data_dir = tmp_path / "data"
-    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    database = database_url
     with running_lab(data_dir, database) as lab:
         _, token = lab.add_user("orf")
         model = upload(lab, token, guide_torchscript).json()
