@@ -280,38 +280,6 @@ def test_rejected_before_compiling_leaves_nothing(
     assert disk_bytes(*stores) == before
 
 
-def test_the_quota_refuses_what_does_not_fit_and_counts_one_upload_once(
-    shared_lab: Lab, monkeypatch: pytest.MonkeyPatch, guide_torchscript: bytes
-) -> None:
-    quota = len(guide_torchscript) + 100
-    monkeypatch.setattr(shared_lab.app.state.models, "quota_bytes", quota)
-    lab = shared_lab
-    _, token = lab.add_user("quo")
-    first = upload(lab, token, guide_torchscript)
-    assert first.status_code == 201, first.text
-    again = upload(lab, token, guide_torchscript, name="same bytes, no new cost")
-    assert again.status_code == 201, again.text
-
-    other = torchscript_bytes(guide_network(seed=1))
-    refused = upload(lab, token, other)
-    assert refused.status_code == 413
-    body = refused.json()
-    assert body["code"] == "quota_exceeded"
-    assert str(quota) in body["message"]
-    assert body["detail"] == {
-        "quota_bytes": quota,
-        "used_bytes": len(guide_torchscript),
-        "upload_bytes": len(other),
-    }
-    # Another user has a quota of their own.
-    _, second = lab.add_user("quo2")
-    assert upload(lab, second, other).status_code == 201
-
-    for model in (first.json(), again.json()):
-        lab.client.delete(f"/v1/models/{model['id']}", headers=bearer(token))
-    assert upload(lab, token, other).status_code == 201
-
-
 def test_orphans_are_collected_while_running_but_not_uploads_arriving(
     shared_lab: Lab, guide_torchscript: bytes
 ) -> None:
@@ -386,11 +354,11 @@ def eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_orphaned_files_are_collected_at_start(
-    tmp_path: Path, held: HeldCompiles, guide_torchscript: bytes
+    tmp_path: Path, database_url: str, held: HeldCompiles, guide_torchscript: bytes
 ) -> None:
     held.hold = False
     data_dir = tmp_path / "data"
-    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    database = database_url
     with running_lab(data_dir, database) as lab:
         _, token = lab.add_user("orf")
         model = upload(lab, token, guide_torchscript).json()
@@ -575,3 +543,35 @@ def test_orphans_are_collected_periodically(tmp_path: Path) -> None:
         uploads = lab.app.state.models.uploads
         orphan = uploads.put(b"written after start-up, never referred to")
         eventually(lambda: uploads.get(orphan) is None, "the orphan collected")
+
+
+def test_the_quota_refuses_what_does_not_fit_and_counts_one_upload_once(
+    tmp_path: Path, database_url: str, held: HeldCompiles, guide_torchscript: bytes
+) -> None:
+    held.hold = False
+    quota = len(guide_torchscript) + 100
+    with running_lab(tmp_path / "data", database_url, model_quota_bytes=quota) as lab:
+        _, token = lab.add_user("quo")
+        first = upload(lab, token, guide_torchscript)
+        assert first.status_code == 201, first.text
+        again = upload(lab, token, guide_torchscript, name="same bytes, no new cost")
+        assert again.status_code == 201, again.text
+
+        other = torchscript_bytes(guide_network(seed=1))
+        refused = upload(lab, token, other)
+        assert refused.status_code == 413
+        body = refused.json()
+        assert body["code"] == "quota_exceeded"
+        assert str(quota) in body["message"]
+        assert body["detail"] == {
+            "quota_bytes": quota,
+            "used_bytes": len(guide_torchscript),
+            "upload_bytes": len(other),
+        }
+        # Another user has a quota of their own.
+        _, second = lab.add_user("quo2")
+        assert upload(lab, second, other).status_code == 201
+
+        for model in (first.json(), again.json()):
+            lab.client.delete(f"/v1/models/{model['id']}", headers=bearer(token))
+        assert upload(lab, token, other).status_code == 201
