@@ -34,7 +34,7 @@ from .db_fixtures import BACKENDS, add_devices, backend_url
 from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
 
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-PUBLIC = {route.path for route in meta.router.routes}
+PUBLIC = {route.path for route in [*meta.router.routes, *meta.metrics_router.routes]}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 #: Path parameters that name something shared by the lab rather than owned by a user.
 SHARED_PARAMETERS = {"device_id"}
@@ -209,7 +209,7 @@ def test_only_meta_and_docs_are_public(lab: Lab) -> None:
         if not isinstance(route, APIRoute | APIWebSocketRoute)
     }
     assert others <= DOCS, f"routes outside the API routers bypass auth: {others - DOCS}"
-    assert {"/v1/health", "/v1/version"} == PUBLIC
+    assert {"/v1/health", "/v1/health/live", "/v1/version", "/metrics"} == PUBLIC
     for path in PUBLIC | {"/docs", "/openapi.json"}:
         assert lab.client.get(path).status_code == 200
 
