@@ -13,8 +13,6 @@ daemon's data dir).
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import contextlib
 import os
 import re
@@ -151,15 +149,6 @@ def docs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsLab]:
             yield DocsLab(daemon, folder, env, namespaces)
 
 
-def _run_python(code: str, namespace: dict[str, Any], where: str) -> None:
-    # Top-level await is allowed: the async examples are written as one types them in asyncio's
-    # REPL (python -m asyncio).
-    compiled = compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    result = eval(compiled, namespace)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
-
-
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
 def test_doc_block_runs(block: Block, docs_lab: DocsLab, monkeypatch: pytest.MonkeyPatch) -> None:
     if block.not_run is not None:
@@ -168,7 +157,7 @@ def test_doc_block_runs(block: Block, docs_lab: DocsLab, monkeypatch: pytest.Mon
     if block.lang == "python":
         for name in ("SPECKLAB_URL", "SPECKLAB_TOKEN", "SPECKLAB_DATA_DIR"):
             monkeypatch.setenv(name, docs_lab.env[name])
-        _run_python(block.code, docs_lab.namespaces[block.path], block.id)
+        exec(compile(block.code, block.id, "exec"), docs_lab.namespaces[block.path])
         return
     bin_dir = str(Path(sys.executable).parent)
     env = {**docs_lab.env, "PATH": os.pathsep.join([bin_dir, docs_lab.env.get("PATH", "")])}
