@@ -40,7 +40,9 @@ def hostile_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def rewrite(archive: bytes, change: Callable[[zipfile.ZipInfo, bytes], list[tuple[str, bytes]]]):
+def rewrite(
+    archive: bytes, change: Callable[[zipfile.ZipInfo, bytes], list[tuple[str, bytes]]]
+) -> bytes:
     """A copy of a zip whose entries ``change`` maps to zero or more (name, content) pairs."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(archive)) as source, zipfile.ZipFile(out, "w") as target:
