@@ -9,6 +9,7 @@ The mix, all at once, each in its own thread, until ``--seconds`` have passed:
 - an uploader: uploads the guide's network again (content-addressed: stored and compiled once,
   so this soaks the upload path, not the compiler);
 - a recorder: records 1 s of the spare device's DVS sensor, downloads the .npy, deletes it.
+- a leaseholder: heartbeats every running booking each 10 s, as a client's session would.
 
 Every answer that is not the expected one counts as an error (the first few are printed).
 RSS is the daemon process's resident set (``/proc``), sampled each second; "after warm-up" is
@@ -20,6 +21,7 @@ the first sample once ``--warmup`` of the time has passed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -53,16 +55,18 @@ class Tally:
         self.latencies: dict[str, list[float]] = {}
         self.errors: list[str] = []
 
-    def timed(self, kind: str, work: Callable[[], object]) -> None:
+    def timed(self, kind: str, work: Callable[[], object]) -> bool:
+        """Run and time ``work``; whether it succeeded (a failure is counted)."""
         started = time.perf_counter()
         try:
             work()
         except Exception as exc:  # every failure is a finding of the soak
             with self.lock:
                 self.errors.append(f"{kind}: {type(exc).__name__}: {exc}"[:300])
-            return
+            return False
         with self.lock:
             self.latencies.setdefault(kind, []).append(time.perf_counter() - started)
+        return True
 
     def summary(self) -> dict[str, object]:
         kinds = {}
@@ -90,6 +94,10 @@ def ok(response: httpx.Response, *statuses: int) -> httpx.Response:
             f"{response.status_code} {response.text[:200]}"
         )
     return response
+
+
+def _post_ok(http: httpx.Client, path: str, headers: dict[str, str]) -> None:
+    ok(http.post(path, headers=headers))
 
 
 def new_user(http: httpx.Client, name: str) -> dict[str, str]:
@@ -127,8 +135,23 @@ def stream_worker(
                 if isinstance(event, StreamError):
                     raise RuntimeError(f"{event.code}: {event.message}")
 
-        while not stop.is_set():
-            tally.timed("stream_batch", batch)
+        while not stop.is_set() and tally.timed("stream_batch", batch):
+            pass
+
+
+def lease_worker(
+    http: httpx.Client,
+    leases: list[tuple[int, dict[str, str]]],
+    stop: threading.Event,
+    tally: Tally,
+) -> None:
+    """Heartbeats of every running booking (a booking whose lease lapses ends early)."""
+    while True:
+        for booking_id, headers in leases:
+            path = f"/v1/bookings/{booking_id}/heartbeat"
+            tally.timed("heartbeat", functools.partial(_post_ok, http, path, headers))
+        if stop.wait(10.0):
+            return
 
 
 def booking_worker(
@@ -205,6 +228,7 @@ def soak(seconds: float, streams: int, warmup: float) -> dict[str, object]:
             )
             users = [new_user(http, f"streamer{i}") for i in range(streams)]
             model = torchscript_bytes(guide_network())
+            leases: list[tuple[int, dict[str, str]]] = []
             for user, device in zip(users, devices, strict=False):
                 # Deployments use their owner's models (the same bytes compile once).
                 upload = {"file": ("guide.pt", model)}
@@ -214,12 +238,13 @@ def soak(seconds: float, streams: int, warmup: float) -> dict[str, object]:
                     ),
                     201,
                 ).json()
-                ok(
+                booked = ok(
                     http.post(
                         "/v1/bookings", headers=user, json={"device_id": device, "minutes": 240}
                     ),
                     201,
                 )
+                leases.append((booked.json()["id"], user))
                 ok(
                     http.post(
                         f"/v1/devices/{device}/deployment",
@@ -229,10 +254,11 @@ def soak(seconds: float, streams: int, warmup: float) -> dict[str, object]:
                     201,
                 )
             other = new_user(http, "other")
-            ok(
+            booked = ok(
                 http.post("/v1/bookings", json={"device_id": spare, "minutes": 240}, headers=other),
                 201,
             )
+            leases.append((booked.json()["id"], other))
             ws = daemon.url.replace("http://", "ws://")
             stop = threading.Event()
             workers = [
@@ -248,6 +274,7 @@ def soak(seconds: float, streams: int, warmup: float) -> dict[str, object]:
                     target=upload_worker, args=(http, new_user(http, "uploader"), stop, tally)
                 ),
                 threading.Thread(target=recording_worker, args=(http, other, spare, stop, tally)),
+                threading.Thread(target=lease_worker, args=(http, leases, stop, tally)),
             ]
             pid = daemon.process.pid
             started = time.monotonic()

@@ -61,7 +61,8 @@ def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
     assert figures["benchmark"] == "soak" and figures["streams"] == 1
     assert figures["errors"] == 0, figures["first_errors"]
     # Every kind of work ran and was timed.
-    assert set(figures["work"]) == {"stream_batch", "booking_cycle", "upload", "recording"}
+    kinds = {"stream_batch", "booking_cycle", "upload", "recording", "heartbeat"}
+    assert set(figures["work"]) == kinds
     for work in figures["work"].values():
         assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
     assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]
