@@ -34,6 +34,8 @@ from .db_fixtures import BACKENDS, add_devices, backend_url
 from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
 
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+#: The dashboard's static pages (docs/dashboard.md): what they show comes from the API.
+DASHBOARD = {"/", "/dashboard"}
 PUBLIC = {route.path for route in [*meta.router.routes, *meta.metrics_router.routes]}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 #: Path parameters that name something shared by the lab rather than owned by a user.
@@ -208,7 +210,8 @@ def test_only_meta_and_docs_are_public(lab: Lab) -> None:
         for prefix, route in _flatten(lab.app.routes)
         if not isinstance(route, APIRoute | APIWebSocketRoute)
     }
-    assert others <= DOCS, f"routes outside the API routers bypass auth: {others - DOCS}"
+    public = DOCS | DASHBOARD
+    assert others <= public, f"routes outside the API routers bypass auth: {others - public}"
     assert {"/v1/health", "/v1/health/live", "/v1/version", "/metrics"} == PUBLIC
     for path in PUBLIC | {"/docs", "/openapi.json"}:
         assert lab.client.get(path).status_code == 200

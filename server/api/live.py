@@ -181,12 +181,13 @@ async def _holds_booking(deployments: Deployments, user: Principal, device_id: s
 
 @router.websocket("/live")
 async def live_view(websocket: WebSocket, device_id: str, sensor: bool = False) -> None:
+    # A bad token is refused at the handshake (401), as on every other route.
+    user = await _authenticate(websocket)
     offered = websocket.headers.get("sec-websocket-protocol", "")
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     view = _View(websocket)
     deployments: Deployments = websocket.app.state.deployments
     try:
-        user = await _authenticate(websocket)
         deployments.devices.state(device_id)  # unknown ids: device_not_found
         if sensor and await _holds_booking(deployments, user, device_id):
             await _hold(view, deployments, user, device_id)

@@ -41,10 +41,12 @@ def install(app: FastAPI) -> None:
     # The live view authenticates itself: its token comes as a subprotocol (see api/live.py).
     app.include_router(live.router)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
+    # The pages themselves are public (a browser cannot send a token for them); all they
+    # show comes from the API, behind the token.
+    async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    app.router.add_route("/", index, include_in_schema=False)
     app.mount("/dashboard", StaticFiles(directory=STATIC), name="dashboard")
 
     @app.middleware("http")
