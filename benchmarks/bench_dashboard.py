@@ -163,7 +163,9 @@ def bench(url: str, pid: int) -> dict[str, object]:
     ws = url.replace("http://", "ws://") + f"/v1/devices/{DEVICE}"
     with connect(f"{ws}/live?sensor=true", additional_headers=headers, **WS_OPTIONS) as websocket:
         live = measure(websocket, pid, SECONDS, live_events)
-    print(json.dumps({"live": live}), file=sys.stderr)
+    # The live view's DVS session ends after it closes; a stream opened before would join it.
+    while httpx.get(f"{url}/v1/devices/{DEVICE}/deployment", headers=headers).status_code != 404:
+        time.sleep(0.25)
     baseline = measure_raw(f"{ws}/dvs?raw=true", headers, pid)
     return {
         "sensor_rate_hz": RATE,

@@ -267,6 +267,40 @@ def test_a_recording_is_made_previewed_and_downloaded_in_the_browser(
     assert page.evaluate("window.pwned") is None and page.errors == []
 
 
+def test_a_model_is_uploaded_and_deployed_in_the_browser(browser: object, lab: StreamLab) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU())
+    page = sign_in(browser, lab, "ada", "#/models")
+    page.set_input_files(
+        "#upload-file",
+        {
+            "name": "two-features.pt",
+            "mimeType": "application/octet-stream",
+            "buffer": torchscript_bytes(model, (1, 6, 6)),
+        },
+    )
+    page.fill("#upload-shape", "1,6,6")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#model h1")
+    assert page.text_content("#model h1") == "two-features.pt"
+    model_id = page.url.rsplit("/", 1)[1]
+
+    page.goto(f"{lab.daemon.url}/#/device/{RECORDED}")  # ada holds it (the recording test)
+    page.wait_for_selector(f"#deploy-model option[value='{model_id}']", state="attached")
+    page.select_option("#deploy-model", model_id)
+    page.click("#deploy-form button[type=submit]")
+    page.wait_for_selector("#undeploy")
+    assert "two-features.pt" in page.text_content("#holder-tools")
+    with lab.http("ada") as http:
+        deployment = http.get(f"/v1/devices/{RECORDED}/deployment").json()
+    assert deployment["model_id"] == int(model_id) and deployment["monitored"] == [0]
+    screenshot(page, "device-deployed")
+    page.click("#undeploy")
+    wait_for(page, "document.querySelector('#holder-tools')?.textContent.includes('Nothing')")
+    with lab.http("ada") as http:
+        assert http.get(f"/v1/devices/{RECORDED}/deployment").status_code == 404
+    assert page.errors == []
+
+
 def test_names_people_typed_are_shown_as_text(browser: object, lab: StreamLab) -> None:
     model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.ReLU())
     with lab.http("ada") as http:
