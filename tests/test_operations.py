@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import create_engine
+from starlette.websockets import WebSocketDisconnect
 
 from specklab.server.api import meta
-from specklab.server.draining import begin_shutdown
+from specklab.server.draining import CLOSE_SERVICE_RESTART, begin_shutdown
 
 from .db_fixtures import add_devices
 from .lab_client import Lab, bearer, running_lab
@@ -152,3 +154,9 @@ def test_once_stopping_new_work_gets_503_daemon_stopping(lab: Lab) -> None:
         assert response.headers["retry-after"] == "5"
     assert lab.client.get("/v1/health/live").status_code == 200
     assert lab.client.get("/metrics").status_code == 200
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        lab.client.websocket_connect(f"/v1/devices/{DEVICE}/stream", headers=lab.admin) as ws,
+    ):
+        ws.receive_bytes()
+    assert closed.value.code == CLOSE_SERVICE_RESTART
