@@ -97,7 +97,8 @@ def test_a_restart_keeps_users_tokens_bookings_and_the_audit_log(
     args = _daemon_args(database_url)
     env = {"SPECKLAB_VIRTUAL": "none"}
     with run_daemon(tmp_path / "data", *args, env=env) as first:
-        found = re.search(r"API token \(shown once\): (spk_\S+)", first.log())
+        # Printed once to stderr; the log line saying so has it redacted.
+        found = re.search(r"first start: .* \(shown once\): (spk_\S+)", first.log())
         assert found, first.log()
         admin = bearer(found[1])
         db = _database(first, database_url)
