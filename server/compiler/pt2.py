@@ -140,7 +140,7 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def member(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def member(obj: Any, key: str, kind: type, where: str) -> Any:
     """``obj[key]``, which must exist and be of ``kind`` (``int`` excludes ``bool``)."""
     if not isinstance(obj, dict):
         raise CorruptArchive(f"{where} is not a JSON object")
@@ -160,10 +160,9 @@ def union(obj: Any, where: str) -> tuple[str, Any]:
     return kind, value
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
+def _kind_name(kind: type) -> str:
     names = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return names.get(kind, kind.__name__)
 
 
 def _short(value: Any) -> str:

@@ -67,8 +67,8 @@ _LISTS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def load_export(data: bytes, limits: ArchiveLimits) -> LayerGraph:
-    return _read(ExportArchive(data, limits))
+def load_export(data: bytes, limits: ArchiveLimits | None = None) -> LayerGraph:
+    return _read(ExportArchive(data, limits or ArchiveLimits()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +153,7 @@ def _read(archive: ExportArchive) -> LayerGraph:
             f"the graph's inputs {declared!r:.200} are not those its signature declares "
             f"{placeholders.names!r:.200}"
         )
+    _check_shapes(placeholders.tensors, member(body, "tensor_values", dict, "graph"))
     values: dict[str, Any] = dict.fromkeys(declared)
     values.update(placeholders.tensors)
     values[placeholders.user_inputs[0]] = Activation(GRAPH_INPUT)
@@ -169,6 +170,20 @@ def _read(archive: ExportArchive) -> LayerGraph:
     ]
     graph.outputs = activations(returned)
     return graph
+
+
+def _check_shapes(tensors: dict[str, np.ndarray], metas: dict[str, Any]) -> None:
+    """A stored tensor has the static shape the graph declares for its placeholder."""
+    for name, tensor in tensors.items():
+        if name not in metas:
+            continue
+        where = f"graph tensor_values '{name}'"
+        sizes = [union(size, where) for size in member(metas[name], "sizes", list, where)]
+        static = tuple(value for kind, value in sizes if kind == "as_int" and is_int(value))
+        if len(static) == len(sizes) and static != tensor.shape:
+            raise CorruptArchive(
+                f"'{name}' is stored with shape {tensor.shape}; the graph declares {static}"
+            )
 
 
 def _check_version(program: dict[str, Any]) -> None:

@@ -234,6 +234,10 @@ _CORRUPT: dict[str, tuple[dict[str, Any], str]] = {
         },
         "not a non-negative integer",
     ),
+    "weight stored in another shape": (
+        {"json_edits": {WEIGHTS_CONFIG: _weight(tensor_meta([10, 2, 5, 5], [50, 25, 5, 1]))}},
+        "'p_0_weight' is stored with shape (10, 2, 5, 5); the graph declares (20, 1, 5, 5)",
+    ),
     "too many dimensions": (
         {"json_edits": {WEIGHTS_CONFIG: _weight(tensor_meta([1] * 65, [1] * 65))}},
         "at most 64",
