@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     max_recording_events: int = Field(default=20_000_000, ge=1)
     #: Largest model upload accepted.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    #: A forward batch may span this much device time (first to last event) ...
+    max_batch_span_s: float = Field(default=600.0, gt=0)
+    #: ... and this many slow-clock ticks (span x slow clock: each tick visits every leaky
+    #: neuron, up to ~70 us on the virtual devkit).
+    max_batch_ticks: int = Field(default=1_000_000, ge=1)
+    #: Largest answer to one forward batch, in events (4 M spikes: 59 MB held per stream).
+    max_batch_output_events: int = Field(default=1 << 22, ge=1)
+    #: An open stream re-checks its token this often (and at every heartbeat).
+    token_recheck_s: float = Field(default=30.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod

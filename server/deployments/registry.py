@@ -31,7 +31,7 @@ from ..models import ModelService
 from ..storage import Database, utcnow
 from ..storage.audit import audit
 from ..storage.tables import Booking
-from .hub import DeviceHub, EndReason
+from .hub import BatchLimits, DeviceHub, EndReason
 
 log = logging.getLogger("specklab.deployments")
 
@@ -108,8 +108,10 @@ class Deployments:
         booking_events: BookingEvents,
         policy: BookingPolicy,
         models: ModelService,
+        limits: BatchLimits,
     ) -> None:
         self.devices = devices
+        self.limits = limits
         self.db = db
         self.booking_events = booking_events
         self.policy = policy
@@ -185,7 +187,14 @@ class Deployments:
             except DeviceError:
                 await session.close()
                 raise
-            hub = DeviceHub(session, config, deployment, booking_id=booking.id, user_id=user.id)
+            hub = DeviceHub(
+                session,
+                config,
+                deployment,
+                booking_id=booking.id,
+                user_id=user.id,
+                limits=self.limits,
+            )
             self._hubs[device_id] = hub
             session.on_end(lambda error: self._device_gone(hub, error))
             self._watchers[device_id] = asyncio.create_task(

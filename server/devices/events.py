@@ -90,6 +90,18 @@ def batch_origin(spikes: np.ndarray, dvs: np.ndarray) -> int:
     return min(starts) if starts else 0
 
 
+def batch_span_s(*batches: np.ndarray | None) -> float:
+    """Seconds from a batch's first to its last event (0 for what is not an event array)."""
+    times = [
+        b["t"]
+        for b in batches
+        if b is not None and len(b) and b.dtype.names and "t" in b.dtype.names
+    ]
+    if not times:
+        return 0.0
+    return (max(int(t.max()) for t in times) - min(int(t.min()) for t in times)) / 1e6
+
+
 def batch_end(spikes: np.ndarray, dvs: np.ndarray) -> int:
     ends = [int(a["t"].max()) for a in (spikes, dvs) if len(a)]
     return max(ends) if ends else 0
