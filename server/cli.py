@@ -62,6 +62,9 @@ def _compile(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from specklab.schemas.frames import MAX_MESSAGE_BYTES
+
+    from .api.streams import stop_streams
     from .app import create_app
     from .logs import configure_logging
     from .settings import load_settings
@@ -77,19 +80,27 @@ def _serve(args: argparse.Namespace) -> int:
         virtual=args.virtual,
     )
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         # Compression costs 8-50x on event frames (spec section 7); frames are already packed.
         ws="websockets-sansio",
         ws_per_message_deflate=False,
-        ws_max_size=64 * 1024 * 1024,
+        ws_max_size=MAX_MESSAGE_BYTES,
         timeout_graceful_shutdown=5,
     )
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            # uvicorn closes WebSockets with 1012 first thing: streams say why before that.
+            await stop_streams(app)
+            await super().shutdown(sockets)
+
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         return 130
     return 0

@@ -5,13 +5,32 @@ the shutdown frame."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
-from specklab.schemas.events import spikes
+from specklab.schemas.events import SPIKE_DTYPE, EventKind, spikes
+from specklab.schemas.frames import EventsFrame, encode
+from specklab.schemas.stream import (
+    CLOSE_ENDED,
+    CLOSE_TOKEN_INVALID,
+    MAX_EVENTS_PER_FRAME,
+    BatchEnd,
+    ClientStream,
+    Outputs,
+    ServerStream,
+    Stats,
+    StreamError,
+    StreamMode,
+)
+from specklab.server.api.streams import _Connection
 from specklab.server.devices.base import DeviceDescription, DeviceOutput
 from specklab.server.devices.errors import (
     DeviceStateError,
@@ -27,8 +46,7 @@ from specklab.server.simulator import ChipSimulator, engine
 
 from .chip_configs import guide_network
 from .simulator.random_chips import random_chip, random_inputs
-
-DEVICE = "virtual-speck2fdevkit:0"
+from .stream_lab import DEVICE, StreamLab, open_stream, stream_lab
 
 
 def leaky_guide(slow_clock_hz: float = 1_000_000.0):
@@ -190,3 +208,153 @@ async def test_a_device_stuck_in_a_call_is_restarted_for_the_next_user(
     await again.close()
     with pytest.raises(DeviceStateError):
         await again.read(0.01)
+
+
+# ----- through a real daemon -----
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamLab]:
+    env = {"SPECKLAB_TOKEN_RECHECK_S": "0.5", "SPECKLAB_MAX_BATCH_OUTPUT_EVENTS": "2000000"}
+    with stream_lab(tmp_path_factory.mktemp("limits") / "data", env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: StreamLab) -> dict:
+    """ada deploys the guide's network on the virtual devkit, with a 1 MHz slow clock."""
+    return lab.book_and_deploy_guide("ada", monitor_layers="all", slow_clock_hz=1_000_000)
+
+
+def model_spikes(t: np.typing.ArrayLike, seed: int = 0) -> np.ndarray:
+    t = np.asarray(t, dtype=np.uint64)
+    rng = np.random.default_rng(seed)
+    return spikes(
+        t=t, layer=0, feature=0, x=rng.integers(0, 28, t.size), y=rng.integers(0, 28, t.size)
+    )
+
+
+def send(websocket: ClientConnection, client: ClientStream) -> None:
+    for message in client.data_to_send():
+        websocket.send(message)
+
+
+def reply(websocket: ClientConnection, client: ClientStream) -> object:
+    return client.receive_data(websocket.recv(timeout=120))
+
+
+def run_batch(websocket: ClientConnection, client: ClientStream, events: np.ndarray) -> int:
+    """Forward a batch and read its answer to the end; returns the number of output frames."""
+    client.send_events("spike", events)
+    send(websocket, client)
+    frames = 0
+    while not isinstance(event := reply(websocket, client), BatchEnd):
+        assert isinstance(event, Outputs), event
+        frames += 1
+    return frames
+
+
+@pytest.mark.parametrize(
+    "times,limit",
+    [([0, 10**10], "max_batch_span_s"), ([0, 2_000_000], "max_batch_ticks")],
+    ids=["two spikes 10^10 us apart", "2 M ticks of the 1 MHz slow clock"],
+)
+def test_batches_over_the_limits_are_refused_before_the_device_starts(
+    lab: StreamLab, deployed: dict, times: list[int], limit: str
+) -> None:
+    with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream") as websocket:
+        client = open_stream(websocket)
+        client.send_events("spike", model_spikes(times))
+        send(websocket, client)
+        error = reply(websocket, client)
+        assert isinstance(error, StreamError) and not error.fatal
+        assert error.code == "batch_too_long" and limit in error.message
+        assert run_batch(websocket, client, model_spikes(np.arange(0, 500, 50))) >= 0
+    # the device is free for the next call at once
+    with lab.http("ada") as http:
+        assert http.post(f"/v1/devices/{DEVICE}/reset-states").status_code in (200, 204)
+
+
+def test_bad_timestamps_and_oversized_messages_get_error_frames(
+    lab: StreamLab, deployed: dict
+) -> None:
+    with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream") as websocket:
+        client = open_stream(websocket)
+        websocket.send(encode(EventsFrame(EventKind.SPIKE, model_spikes([1 << 63]))))
+        error = reply(websocket, client)
+        assert isinstance(error, StreamError) and not error.fatal and error.code == "bad_input"
+        websocket.send(b"\x00" * (65 * 1024 * 1024))
+        error = reply(websocket, client)
+        assert isinstance(error, StreamError) and not error.fatal and error.code == "too_large"
+        run_batch(websocket, client, model_spikes(np.arange(0, 500, 50)))
+
+
+class UnreadSocket:
+    """A WebSocket whose client never reads: the first send waits forever (the transport's
+    backpressure), the ones before it are counted."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.blocked = asyncio.Event()
+
+    async def send_bytes(self, message: bytes) -> None:
+        if self.sent:
+            self.blocked.set()
+            await asyncio.Event().wait()
+        self.sent.append(message)
+
+
+async def test_a_client_that_does_not_read_holds_one_frame_of_the_daemons_memory() -> None:
+    stream = ServerStream(guide_network(), StreamMode.FORWARD)
+    socket = UnreadSocket()
+    conn = _Connection(socket, stream, hub=None)  # type: ignore[arg-type]
+    answer = np.zeros(5_400_000, dtype=SPIKE_DTYPE)  # the issue's 5.4 M output spikes
+    sending = asyncio.create_task(conn.send_events(EventKind.SPIKE, answer, 0))
+    await socket.blocked.wait()
+    one_frame = MAX_EVENTS_PER_FRAME * SPIKE_DTYPE.itemsize + 1024
+    assert len(socket.sent) == 1 and stream.counters.frames_out == 2  # one sent, one waiting
+    assert 0 < conn.buffered_bytes_peak <= one_frame
+    assert stream.data_to_send() == []
+    sending.cancel()
+
+
+def new_token(lab: StreamLab, user: str) -> tuple[int, str]:
+    with lab.http("admin") as http:
+        users = {u["name"]: u["id"] for u in http.get("/v1/users").json()}
+        response = http.post("/v1/tokens", json={"name": "short", "user_id": users[user]})
+        assert response.status_code == 201, response.text
+        return response.json()["id"], response.json()["token"]
+
+
+@pytest.mark.parametrize("then", ["wait", "heartbeat"])
+def test_a_revoked_token_ends_its_open_stream(lab: StreamLab, deployed: dict, then: str) -> None:
+    token_id, secret = new_token(lab, "ada")
+    lab.tokens["ada-short"] = secret
+    with lab.websocket("ada-short", f"/v1/devices/{DEVICE}/stream") as websocket:
+        client = open_stream(websocket)
+        run_batch(websocket, client, model_spikes([0, 10]))
+        with lab.http("ada") as http:
+            assert http.delete(f"/v1/tokens/{token_id}").status_code == 200
+        if then == "heartbeat":
+            client.send_control("heartbeat")
+            send(websocket, client)
+        error = reply(websocket, client)
+        assert isinstance(error, StreamError) and error.fatal and error.code == "token_revoked"
+        with pytest.raises(ConnectionClosed) as closed:
+            websocket.recv(timeout=30)
+        assert closed.value.rcvd.code == CLOSE_TOKEN_INVALID
+
+
+def test_sigterm_sends_daemon_stopping_on_every_open_stream(tmp_path: Path) -> None:
+    with stream_lab(tmp_path / "data", users=("ada",)) as lab:
+        lab.book("ada")
+        with lab.websocket("ada", f"/v1/devices/{DEVICE}/dvs?raw=true") as websocket:
+            client = open_stream(websocket)
+            lab.daemon.process.send_signal(signal.SIGTERM)
+            while not isinstance(event := reply(websocket, client), StreamError):
+                assert isinstance(event, Outputs | Stats), event
+            assert event.fatal and event.code == "daemon_stopping"
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    websocket.recv(timeout=30)
+            assert closed.value.rcvd.code == CLOSE_ENDED

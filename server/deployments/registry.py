@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -120,8 +120,37 @@ class Deployments:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._endings: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        #: Set when the daemon begins to stop: new deployments and streams are refused.
+        self.stopping = False
+        #: One per open stream, set when it has finished.
+        self._streams: set[asyncio.Event] = set()
+
+    @contextlib.contextmanager
+    def stream_open(self) -> Iterator[None]:
+        """Count a stream as open for the block (:meth:`stop_streams` waits for it)."""
+        finished = asyncio.Event()
+        self._streams.add(finished)
+        try:
+            yield
+        finally:
+            self._streams.discard(finished)
+            finished.set()
+
+    async def stop_streams(self, timeout: float) -> None:
+        """The daemon is stopping: end every deployment, so that each stream gets its fatal
+        ``daemon_stopping`` frame, and wait (up to ``timeout``) for the streams to finish.
+        Called before the server closes its connections."""
+        self.stopping = True
+        waits = [asyncio.ensure_future(finished.wait()) for finished in self._streams]
+        await self.close()
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for wait in pending:
+                wait.cancel()
 
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
+        if self.stopping:
+            raise ApiError(503, "daemon_stopping", "the daemon is shutting down")
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
         return await self.db.run(lambda s: require_active_booking(s, user, device_id))
 
