@@ -36,8 +36,11 @@ from specklab.server.devices.errors import (
     DeviceStateError,
     DeviceTimeout,
     DeviceUnresponsive,
+    InputQueueFull,
+    InvalidEvents,
     OutputTooLarge,
 )
+from specklab.server.devices.events import InputQueue
 from specklab.server.devices.manager import DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
@@ -126,6 +129,50 @@ def test_the_virtual_devkit_stops_a_call_whose_answer_grows_too_large() -> None:
     devkit.apply(small)
     spike_in, _ = random_inputs(small, 1)
     assert 0 < devkit.forward(spike_in, timeout=1.0).count <= 10_000
+
+
+# ----- continuous-mode input waits in a bounded queue -----
+
+
+def test_the_input_queue_keeps_time_order_without_resorting_in_order_writes() -> None:
+    queue = InputQueue(SPIKE_DTYPE, max_events=100, horizon_us=1_000)
+    first, second = guide_input(10, 100), guide_input(10, 100, seed=1)
+    second["t"] += 100
+    queue.add(first, now_us=0)
+    queue.add(second, now_us=0)
+    late = guide_input(5, 200, seed=2)  # goes back in time: merged with what it overlaps
+    queue.add(late, now_us=0)
+    assert len(queue) == 25
+    everything = np.concatenate([first, second, late])
+    expected = everything[np.argsort(everything["t"], kind="stable")]
+    due = queue.pop_due(int(first["t"].max()))
+    assert len(due) and int(due["t"].max()) <= int(first["t"].max())
+    rest = queue.pop_due(10_000)
+    np.testing.assert_array_equal(np.concatenate([due, rest]), expected)
+    assert len(queue) == 0 and len(queue.pop_due(10**9)) == 0
+
+
+def test_an_in_order_write_is_queued_as_it_is() -> None:
+    queue = InputQueue(SPIKE_DTYPE, max_events=100, horizon_us=1_000)
+    first, second = guide_input(10, 100), guide_input(10, 100, seed=1)
+    second["t"] += 100
+    queue.add(first, now_us=0)
+    queue.add(second, now_us=0)
+    assert np.shares_memory(queue.pop_due(99), first)
+    assert np.shares_memory(queue.pop_due(199), second)
+
+
+def test_the_input_queue_refuses_far_future_and_too_many_events() -> None:
+    queue = InputQueue(SPIKE_DTYPE, max_events=30, horizon_us=1_000)
+    far = guide_input(3, 10)
+    far["t"][-1] = 5_001
+    with pytest.raises(InvalidEvents, match="ahead"):
+        queue.add(far, now_us=4_000)
+    assert len(queue) == 0
+    queue.add(far, now_us=4_001)
+    with pytest.raises(InputQueueFull, match="30"):
+        queue.add(guide_input(28, 10), now_us=0)
+    assert len(queue) == 3
 
 
 # ----- device calls that overrun their timeout -----
@@ -316,6 +363,22 @@ async def test_a_client_that_does_not_read_holds_one_frame_of_the_daemons_memory
     assert 0 < conn.buffered_bytes_peak <= one_frame
     assert stream.data_to_send() == []
     sending.cancel()
+
+
+def test_far_future_continuous_input_gets_an_error_frame(lab: StreamLab, deployed: dict) -> None:
+    with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream?mode=continuous") as websocket:
+        client = open_stream(websocket)
+        client.send_events("spike", model_spikes([10**9]))  # 1000 s ahead
+        send(websocket, client)
+        while not isinstance(event := reply(websocket, client), StreamError):
+            assert isinstance(event, Outputs | Stats), event
+        assert not event.fatal and event.code == "invalid_events" and "ahead" in event.message
+        client.send_events("spike", model_spikes(np.arange(0, 500, 50)))
+        client.send_control("stats")
+        send(websocket, client)
+        while not isinstance(event := reply(websocket, client), Stats):
+            assert isinstance(event, Outputs), event
+        assert event.counters["errors"] == 1
 
 
 def new_token(lab: StreamLab, user: str) -> tuple[int, str]:

@@ -14,6 +14,7 @@ and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.m
     ├── DeviceStateError    the call makes no sense now (no configuration applied, closed ...)
     ├── ConfigRejected      the device (samna's validator) refused the configuration
     ├── InvalidEvents       input events that do not fit the applied configuration
+    ├── InputQueueFull      too many continuous-mode inputs wait for their time
     ├── OutputTooLarge      one call's answer would hold more events than allowed
     └── InvalidArgument     any other argument out of range (e.g. a neuron that does not exist)
 """
@@ -77,6 +78,11 @@ class ConfigRejected(DeviceError):
 class InvalidEvents(DeviceError):
     code = "invalid_events"
     http_status = 422
+
+
+class InputQueueFull(DeviceError):
+    code = "input_queue_full"
+    http_status = 429
 
 
 class OutputTooLarge(DeviceError):

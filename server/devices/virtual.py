@@ -102,8 +102,8 @@ class VirtualDevkit:
         self._sensor: SyntheticSensor | None = None
         self._sensor_on = False
         #: Written inputs the stopwatch has not reached yet, sorted by t.
-        self._queued_spikes = np.zeros(0, dtype=SPIKE_DTYPE)
-        self._queued_dvs = np.zeros(0, dtype=DVS_DTYPE)
+        self._queued_spikes = ev.InputQueue(SPIKE_DTYPE)
+        self._queued_dvs = ev.InputQueue(DVS_DTYPE)
         #: Stopwatch time up to which the chip has run (the simulator keeps the stopwatch's time
         #: base outside forward).
         self._done_us = 0
@@ -169,10 +169,9 @@ class VirtualDevkit:
         self._require_open()
         spikes = ev.input_spikes(self._config, spikes)
         dvs = ev.input_dvs(self._config, dvs)
-        if len(spikes):
-            self._queued_spikes = _merged(self._queued_spikes, spikes)
-        if len(dvs):
-            self._queued_dvs = _merged(self._queued_dvs, dvs)
+        now = self._watch.now_us()
+        self._queued_spikes.add(spikes, now)
+        self._queued_dvs.add(dvs, now)
 
     def forward(
         self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
@@ -256,8 +255,8 @@ class VirtualDevkit:
         if self._sim is None:
             return
         now = self._watch.now_us()
-        spikes, self._queued_spikes = _due(self._queued_spikes, now)
-        dvs, self._queued_dvs = _due(self._queued_dvs, now)
+        spikes = self._queued_spikes.pop_due(now)
+        dvs = self._queued_dvs.pop_due(now)
         start = self._done_us
         if now < start and not (len(spikes) or len(dvs)):
             return  # no time has passed and nothing is due
@@ -331,8 +330,8 @@ class VirtualDevkit:
         self._drop_io()
 
     def _drop_io(self) -> None:
-        self._queued_spikes = self._queued_spikes[:0]
-        self._queued_dvs = self._queued_dvs[:0]
+        self._queued_spikes.clear()
+        self._queued_dvs.clear()
         self._out_spikes, self._out_dvs, self._out_readout = [], [], []
 
     def _queued_count(self) -> int:
@@ -356,12 +355,6 @@ def _as_simulated(config: ChipConfig) -> ChipConfig:
 def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     both = np.concatenate([a, b])
     return both[np.argsort(both["t"], kind="stable")]
-
-
-def _due(queue: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split a t-sorted queue into (t <= now, the rest)."""
-    split = int(np.searchsorted(queue["t"], np.uint64(now_us), side="right"))
-    return queue[:split], queue[split:]
 
 
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
