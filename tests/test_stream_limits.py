@@ -134,12 +134,17 @@ def test_the_virtual_devkit_stops_a_call_whose_answer_grows_too_large() -> None:
 # ----- continuous-mode input waits in a bounded queue -----
 
 
-def test_the_input_queue_keeps_time_order_without_resorting_in_order_writes() -> None:
+def two_runs_in_order() -> tuple[InputQueue, np.ndarray, np.ndarray]:
     queue = InputQueue(SPIKE_DTYPE, max_events=100, horizon_us=1_000)
     first, second = guide_input(10, 100), guide_input(10, 100, seed=1)
     second["t"] += 100
     queue.add(first, now_us=0)
     queue.add(second, now_us=0)
+    return queue, first, second
+
+
+def test_the_input_queue_keeps_time_order_without_resorting_in_order_writes() -> None:
+    queue, first, second = two_runs_in_order()
     late = guide_input(5, 200, seed=2)  # goes back in time: merged with what it overlaps
     queue.add(late, now_us=0)
     assert len(queue) == 25
@@ -153,11 +158,7 @@ def test_the_input_queue_keeps_time_order_without_resorting_in_order_writes() ->
 
 
 def test_an_in_order_write_is_queued_as_it_is() -> None:
-    queue = InputQueue(SPIKE_DTYPE, max_events=100, horizon_us=1_000)
-    first, second = guide_input(10, 100), guide_input(10, 100, seed=1)
-    second["t"] += 100
-    queue.add(first, now_us=0)
-    queue.add(second, now_us=0)
+    queue, first, second = two_runs_in_order()
     assert np.shares_memory(queue.pop_due(99), first)
     assert np.shares_memory(queue.pop_due(199), second)
 
