@@ -196,7 +196,7 @@ async def _output_loop(conn: _Connection, select: OutputSelector) -> None:
     while True:
         item = await conn.subscription.get()
         if isinstance(item, EndReason):
-            return
+            raise _ended(conn.hub)
         for kind, events in select(item):
             await conn.send_events(kind, events, None)
         if time.monotonic() >= next_stats:
