@@ -52,8 +52,10 @@ def closed_error(exc: ConnectionClosed, failure: StreamError | None) -> Specklab
 
     A stream the daemon refuses at its start (no booking, no deployment, unknown device) gets a
     fatal error frame, then the close code ``4000 + HTTP status``: that becomes the ApiError
-    the same refusal gets over REST. A stream the daemon ends (booking over, device unplugged)
-    closes with :data:`CLOSE_ENDED` after its fatal frame, which is the error.
+    the same refusal gets over REST; so does a stream whose token was revoked or expired
+    (:data:`~specklab.schemas.stream.CLOSE_TOKEN_INVALID`, 4401: an AuthenticationError). A
+    stream the daemon ends (booking over, device unplugged, daemon stopping) closes with
+    :data:`CLOSE_ENDED` after its fatal frame, which is the error.
     """
     close = exc.rcvd
     if close is not None and 4000 <= close.code < 5000 and close.code != CLOSE_ENDED:

@@ -29,6 +29,10 @@ from .events import DTYPES, SIGNATURES, EventKind
 PROTOCOL_VERSION: Final = 1
 #: Default largest frame a peer accepts (64 MiB, about 4.8 M spikes).
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+#: Largest WebSocket message the daemon's transport reads: a little above MAX_FRAME_BYTES, so
+#: that a frame slightly too large is answered with a ``too_large`` error frame (and the
+#: stream goes on) instead of the transport's close 1009.
+MAX_MESSAGE_BYTES: Final = MAX_FRAME_BYTES + 16 * 1024 * 1024
 
 
 class FrameError(ValueError):

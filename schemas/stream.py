@@ -19,7 +19,7 @@ A session, in order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -53,6 +53,11 @@ CLIENT_OPS: Final = frozenset({"heartbeat", "reset_states", "start_sensor", "sto
 MAX_EVENTS_PER_FRAME: Final = 1 << 17
 #: WebSocket close code of a session the server ended (the fatal error frame says why).
 CLOSE_ENDED: Final = 4410
+#: WebSocket close code of a session whose token was revoked or expired while it ran.
+CLOSE_TOKEN_INVALID: Final = 4401
+#: Largest timestamp of an input event (about 146,000 years of microseconds): device time
+#: arithmetic stays within signed 64 bits.
+MAX_TIMESTAMP_US: Final = (1 << 62) - 1
 
 
 def refusal_close_code(http_status: int) -> int:
@@ -170,7 +175,7 @@ class ServerStream(_Endpoint):
             events = self._input_dvs(frame.events)
         else:
             raise FrameError("bad_input", f"{frame.kind.value} events cannot be sent to a device")
-        _check_sorted(events)
+        _check_times(events)
         self.counters.events_in += len(events)
         return InputBatch(frame.kind, events, frame.seq)
 
@@ -197,10 +202,21 @@ class ServerStream(_Endpoint):
 
     def send_events(self, kind: EventKind, events: np.ndarray, seq: int | None = None) -> None:
         """Queue output events, split into frames of at most ``max_events_per_frame``."""
+        self._outgoing.extend(self.events_messages(kind, events, seq))
+
+    def events_messages(
+        self, kind: EventKind, events: np.ndarray, seq: int | None = None
+    ) -> Iterator[bytes]:
+        """Output events as messages of at most ``max_events_per_frame`` events, each encoded
+        only when asked for: an adapter that sends one before taking the next holds one frame
+        at a time, whatever the number of events."""
         step = self.max_events_per_frame
         for start in range(0, len(events), step):
-            self._send(EventsFrame(kind, events[start : start + step], seq))
-        self.counters.events_out += len(events)
+            part = events[start : start + step]
+            message = encode(EventsFrame(kind, part, seq))
+            self.counters.frames_out += 1
+            self.counters.events_out += len(part)
+            yield message
 
     def send_end(self, seq: int | None, counts: Mapping[str, int]) -> None:
         self._send(EndFrame(seq, counts))
@@ -231,8 +247,15 @@ def _check_ranges(events: np.ndarray, limits: Mapping[str, int], target: str) ->
             )
 
 
-def _check_sorted(events: np.ndarray) -> None:
+def _check_times(events: np.ndarray) -> None:
     times = events["t"]
+    if times.size and int(times.max()) > MAX_TIMESTAMP_US:
+        index = int(np.argmax(times > MAX_TIMESTAMP_US))
+        raise FrameError(
+            "bad_input",
+            f"event {index}: t={int(times[index])} is beyond the largest timestamp, "
+            f"{MAX_TIMESTAMP_US} us",
+        )
     if times.size > 1 and bool((times[1:] < times[:-1]).any()):
         index = int(np.flatnonzero(times[1:] < times[:-1])[0]) + 1
         raise FrameError(

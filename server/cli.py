@@ -63,6 +63,9 @@ def _compile(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from specklab.schemas.frames import MAX_MESSAGE_BYTES
+
+    from .api.streams import stop_streams
     from .app import create_app
     from .draining import begin_shutdown
     from .logs import configure_logging
@@ -80,13 +83,6 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # From the signal on, new requests get 503 daemon_stopping (``draining``).
-            begin_shutdown(app.state)
-            super().handle_exit(sig, frame)
-
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -95,11 +91,23 @@ def _serve(args: argparse.Namespace) -> int:
         # Compression costs 8-50x on event frames (spec section 7); frames are already packed.
         ws="websockets-sansio",
         ws_per_message_deflate=False,
-        ws_max_size=64 * 1024 * 1024,
+        ws_max_size=MAX_MESSAGE_BYTES,
         timeout_graceful_shutdown=5,
     )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # From the signal on, new requests get 503 daemon_stopping (``draining``).
+            begin_shutdown(app.state)
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: list | None = None) -> None:
+            # uvicorn closes WebSockets with 1012 first thing: streams say why before that.
+            await stop_streams(app)
+            await super().shutdown(sockets)
+
     try:
-        _Server(config).run()
+        Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
         return 130
     return 0

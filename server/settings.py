@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     max_uploads_per_user: int = Field(default=32, ge=1)
     #: How often model files no model refers to any more are deleted (also at start-up).
     orphan_collect_interval_s: float = Field(default=3600.0, gt=0)
+    #: A forward batch may span this much device time (first to last event) ...
+    max_batch_span_s: float = Field(default=600.0, gt=0)
+    #: ... and this many slow-clock ticks (span x slow clock: each tick visits every leaky
+    #: neuron, up to ~70 us on the virtual devkit).
+    max_batch_ticks: int = Field(default=1_000_000, ge=1)
+    #: Largest answer to one forward batch, in events (4 M spikes: 59 MB held per stream).
+    max_batch_output_events: int = Field(default=1 << 22, ge=1)
+    #: An open stream re-checks its token this often (and at every heartbeat).
+    token_recheck_s: float = Field(default=30.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
@@ -56,6 +57,18 @@ class StreamLab:
             assert response.status_code == 201, response.text
             return response.json()["id"]
 
+    def book_and_deploy_guide(self, user: str, **request: Any) -> dict:
+        """``user`` books the virtual devkit and deploys the guide's network there
+        (``request``: more fields of the deployment request); returns the deployment."""
+        model_id = self.upload_guide(user)
+        self.book(user)
+        with self.http(user) as http:
+            response = http.post(
+                f"/v1/devices/{DEVICE}/deployment", json={"model_id": model_id, **request}
+            )
+            assert response.status_code == 201, response.text
+            return response.json()
+
     def book(self, user: str, device: str = DEVICE, minutes: int = 30) -> int:
         with self.http(user) as http:
             response = http.post("/v1/bookings", json={"device_id": device, "minutes": minutes})
@@ -65,9 +78,14 @@ class StreamLab:
 
 @contextmanager
 def stream_lab(
-    data_dir: Path, *args: str, users: tuple[str, ...] = ("ada", "bob")
+    data_dir: Path,
+    *args: str,
+    users: tuple[str, ...] = ("ada", "bob"),
+    env: dict[str, str] | None = None,
 ) -> Iterator[StreamLab]:
-    with run_daemon(data_dir, *args, env={"SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN}) as daemon:
+    """``env``: more settings (``SPECKLAB_*``) for the daemon."""
+    full_env = {"SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+    with run_daemon(data_dir, *args, env=full_env) as daemon:
         tokens = {"admin": ADMIN_TOKEN}
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         for name in users:

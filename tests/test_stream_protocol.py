@@ -16,8 +16,16 @@ from specklab.schemas.events import (
     dvs_events,
     spikes,
 )
-from specklab.schemas.frames import ControlFrame, EndFrame, EventsFrame, StatsFrame, encode
+from specklab.schemas.frames import (
+    MAX_FRAME_BYTES,
+    ControlFrame,
+    EndFrame,
+    EventsFrame,
+    StatsFrame,
+    encode,
+)
 from specklab.schemas.stream import (
+    MAX_TIMESTAMP_US,
     BatchEnd,
     ClientStream,
     ControlRequest,
@@ -114,6 +122,19 @@ BAD_INPUT = {
         encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=1, x=0, y=0))),
         "bad_input",
     ),
+    "timestamp of 2^63 us": (
+        encode(EventsFrame(EventKind.SPIKE, spikes(t=1 << 63, layer=0, feature=0, x=0, y=0))),
+        "bad_input",
+    ),
+    "timestamp past the largest": (
+        encode(
+            EventsFrame(
+                EventKind.SPIKE, spikes(t=[0, MAX_TIMESTAMP_US + 1], layer=0, feature=0, x=0, y=0)
+            )
+        ),
+        "bad_input",
+    ),
+    "frame over the size limit": (b"\x00" * (MAX_FRAME_BYTES + 1), "too_large"),
     "events out of order": (
         encode(EventsFrame(EventKind.SPIKE, spikes(t=[5, 4], layer=0, feature=0, x=0, y=0))),
         "bad_input",
@@ -206,14 +227,46 @@ frame_like = st.dictionaries(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(message=st.binary(max_size=120) | frame_like.map(lambda body: msgpack.packb(body)))
+#: Spike batches of any timestamps (up to 2^64 - 1) and coordinates, in and out of range.
+spike_batches = st.lists(
+    st.tuples(
+        st.integers(0, (1 << 64) - 1), st.integers(0, 3), st.integers(0, 2), st.integers(0, 40)
+    ),
+    min_size=1,
+    max_size=8,
+).map(
+    lambda rows: encode(
+        EventsFrame(
+            EventKind.SPIKE,
+            spikes(
+                t=np.array([r[0] for r in rows], dtype=np.uint64),
+                layer=[r[1] for r in rows],
+                feature=[r[2] for r in rows],
+                x=[r[3] for r in rows],
+                y=0,
+            ),
+        )
+    )
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    message=st.binary(max_size=120)
+    | frame_like.map(lambda body: msgpack.packb(body))
+    | spike_batches
+)
 def test_fuzzed_messages_never_break_the_server_session(config, message: bytes) -> None:
     server = ServerStream(config, StreamMode.FORWARD)
     requests = server.receive_data(message)
     replies = server.data_to_send()
     if requests:  # a well-formed request: nothing to complain about
         assert replies == []
+        for request in requests:
+            if isinstance(request, InputBatch):  # what reaches a device is in range
+                assert int(request.events["t"].max()) <= MAX_TIMESTAMP_US
     else:
         [reply] = replies
         error = ClientStream().receive_data(reply)

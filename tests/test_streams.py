@@ -38,15 +38,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamLab]:
 @pytest.fixture(scope="module")
 def deployed(lab: StreamLab) -> dict:
     """ada books the virtual devkit and deploys the guide's network, monitoring every layer."""
-    model_id = lab.upload_guide("ada")
-    lab.book("ada")
-    with lab.http("ada") as http:
-        response = http.post(
-            f"/v1/devices/{DEVICE}/deployment",
-            json={"model_id": model_id, "monitor_layers": "all"},
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
+    return lab.book_and_deploy_guide("ada", monitor_layers="all")
 
 
 def input_spikes(n: int, seed: int = 0) -> np.ndarray:

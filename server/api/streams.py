@@ -3,12 +3,17 @@
 Each endpoint is a short adapter around :class:`~specklab.schemas.stream.ServerStream` (the
 sans-I/O session): messages in, device calls, frames out through one writer. A stream the
 server refuses gets a fatal error frame and the close code 4000 + the HTTP status; one it ends
-(booking preempted or over, device unplugged, deployment removed) gets a fatal error frame
-and close code 4410. Bad frames get non-fatal error frames and the stream goes on.
+(booking preempted or over, device unplugged, deployment removed, daemon stopping) gets a
+fatal error frame and close code 4410, and one whose token is revoked or expires (checked at
+every heartbeat and every ``token_recheck_s``) close code 4401. Bad frames get non-fatal error
+frames and the stream goes on.
 
-Continuous outputs are flushed as the device produces them (the pump reads every ~1 ms),
-in frames of at most 64 KiB; a consumer that falls behind loses outputs, counted in the
-``dropped`` of its stats frames (see ``deployments.hub``).
+Output frames are encoded one at a time, each when the previous one has been handed to the
+transport, which waits while the client's socket is full: a client that does not read holds
+at most one frame of the daemon's memory (plus the device's answer being sent, at most
+``max_batch_output_events``). Continuous outputs are flushed as the device produces them (the
+pump reads every ~1 ms), in frames of at most 64 KiB; a consumer that falls behind loses
+outputs, counted in the ``dropped`` of its stats frames (see ``deployments.hub``).
 """
 
 from __future__ import annotations
@@ -17,17 +22,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import (
     CLOSE_ENDED,
+    CLOSE_TOKEN_INVALID,
     ControlRequest,
     InputBatch,
     ServerStream,
@@ -35,6 +41,7 @@ from specklab.schemas.stream import (
     refusal_close_code,
 )
 
+from ..auth.accounts import Authenticator
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..devices.base import DeviceOutput
@@ -48,8 +55,28 @@ router = APIRouter(prefix="/v1/devices/{device_id}", tags=["streams"])
 #: Continuous outputs go out in frames of at most 64 KiB.
 CONTINUOUS_FRAME_EVENTS = 64 * 1024 // SPIKE_DTYPE.itemsize
 STATS_INTERVAL_S = 1.0
+#: How long a stream's last (fatal) frame and close may wait for a client that does not read.
+LAST_WORD_TIMEOUT_S = 5.0
+#: How long a stopping daemon waits for its streams to send their ``daemon_stopping`` frame.
+STOP_STREAMS_TIMEOUT_S = 5.0
 
 OutputSelector = Callable[[DeviceOutput], list[tuple[EventKind, np.ndarray]]]
+
+
+class _StreamEnd(Exception):
+    """Ends a stream: its fatal error frame, then ``close_code``."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+def _ended(hub: DeviceHub) -> _StreamEnd:
+    reason = hub.end_reason
+    assert reason is not None
+    return _StreamEnd(reason.code, reason.message, CLOSE_ENDED)
 
 
 class _Connection:
@@ -60,6 +87,9 @@ class _Connection:
         self.stream = stream
         self.hub = hub
         self.subscription: OutputSubscription | None = None
+        #: Most bytes of encoded frames this connection held at once, not yet taken by the
+        #: transport (reported in stats frames as ``buffered_bytes_peak``).
+        self.buffered_bytes_peak = 0
         self._lock = asyncio.Lock()
 
         self._sensor: contextlib.AsyncExitStack | None = None
@@ -75,12 +105,26 @@ class _Connection:
             await sensor.aclose()
 
     async def flush(self) -> None:
+        messages = self.stream.data_to_send()
+        await self._write(messages, sum(map(len, messages)))
+
+    async def send_events(self, kind: EventKind, events: np.ndarray, seq: int | None) -> None:
+        """Output events, one frame encoded at a time (the transport's backpressure)."""
+        await self.flush()
+        await self._write(self.stream.events_messages(kind, events, seq), 0)
+
+    async def _write(self, messages: Iterable[bytes], held: int) -> None:
+        """Send ``messages`` in order; ``held`` bytes of them are encoded already."""
         async with self._lock:
-            for message in self.stream.data_to_send():
+            for message in messages:
+                held = max(held, len(message))
+                self.buffered_bytes_peak = max(self.buffered_bytes_peak, held)
                 await self.websocket.send_bytes(message)
+                held -= len(message)
 
     async def send_stats(self) -> None:
         extra: dict[str, int | float] = dict(self.hub.stats())
+        extra["buffered_bytes_peak"] = self.buffered_bytes_peak
         if self.subscription is not None:
             extra["dropped"] = self.subscription.dropped
             extra["queued_events"] = self.subscription.queued_events
@@ -138,7 +182,7 @@ async def _receive_loop(
                     await _control(conn, request, heartbeat)
             except (ApiError, DeviceError) as exc:
                 if conn.hub.ended:
-                    return  # the end watcher tells the client why
+                    raise _ended(conn.hub) from None
                 if isinstance(exc, ApiError):
                     conn.stream.send_error(exc.body.code, exc.body.message)
                 else:
@@ -152,10 +196,9 @@ async def _output_loop(conn: _Connection, select: OutputSelector) -> None:
     while True:
         item = await conn.subscription.get()
         if isinstance(item, EndReason):
-            return
+            raise _ended(conn.hub)
         for kind, events in select(item):
-            conn.stream.send_events(kind, events)
-        await conn.flush()
+            await conn.send_events(kind, events, None)
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_INTERVAL_S
             await conn.send_stats()
@@ -163,11 +206,30 @@ async def _output_loop(conn: _Connection, select: OutputSelector) -> None:
 
 async def _end_watch(conn: _Connection) -> None:
     await conn.hub.ended_event.wait()
-    reason = conn.hub.end_reason
-    assert reason is not None
-    conn.stream.send_error(reason.code, reason.message, fatal=True)
-    await conn.flush()
-    await conn.websocket.close(code=CLOSE_ENDED, reason=reason.code)
+    raise _ended(conn.hub)
+
+
+class _TokenCheck:
+    """Whether the token a stream was opened with is still valid: at every heartbeat, and
+    every ``interval_s`` in :meth:`watch`."""
+
+    def __init__(self, websocket: WebSocket, user: Principal) -> None:
+        self._auth: Authenticator = websocket.app.state.auth
+        self._user = user
+        self.interval_s: float = websocket.app.state.settings.token_recheck_s
+
+    async def __call__(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._auth.revalidate, self._user)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            raise _StreamEnd(exc.body.code, exc.body.message, CLOSE_TOKEN_INVALID) from None
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self()
 
 
 async def _serve_continuously(
@@ -175,9 +237,11 @@ async def _serve_continuously(
     on_events: Callable[[InputBatch], Awaitable[None]],
     heartbeat: Callable[[], Awaitable[None]],
     select: OutputSelector,
+    token: _TokenCheck,
 ) -> None:
     """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
-    selected outputs flow out as they come, until the client leaves or the deployment ends."""
+    selected outputs flow out as they come, until the client leaves, the deployment ends or
+    the token stops being valid."""
     await conn.hub.restart_stopwatch()
     async with conn.hub.subscribe() as subscription:
         conn.subscription = subscription
@@ -185,6 +249,7 @@ async def _serve_continuously(
             _receive_loop(conn, on_events, heartbeat),
             _output_loop(conn, select),
             _end_watch(conn),
+            token.watch(),
         )
 
 
@@ -192,9 +257,11 @@ async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
     tasks = [asyncio.ensure_future(job) for job in jobs]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect):
+        failures = [task.exception() for task in done if task.exception() is not None]
+        # A stream's end has its say over a failure it caused (a send on a closing socket).
+        failures.sort(key=lambda exc: not isinstance(exc, _StreamEnd))
+        for exc in failures:
+            if not isinstance(exc, WebSocketDisconnect):
                 raise exc
     finally:
         for task in tasks:
@@ -208,15 +275,35 @@ async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def _reported(websocket: WebSocket, device_id: str) -> AsyncIterator[None]:
-    """An unexpected failure ends the stream with a fatal error frame (details in the log only)."""
-    try:
-        yield
-    except Exception:
-        log.exception("stream on %s failed", device_id)
-        with contextlib.suppress(Exception):
+    """The stream's end: a fatal error frame and its close code (an unexpected failure is an
+    ``internal_error``, with the details in the log only)."""
+    deployments: Deployments = websocket.app.state.deployments
+    with deployments.stream_open():
+        try:
+            yield
+        except _StreamEnd as end:
+            await _last_word(websocket, end)
+        except Exception:
+            log.exception("stream on %s failed", device_id)
             message = f"the stream on {device_id} failed on the server; the failure is logged"
-            await websocket.send_bytes(encode(ErrorFrame("internal_error", message, fatal=True)))
-            await websocket.close(code=1011, reason="internal_error")
+            await _last_word(websocket, _StreamEnd("internal_error", message, 1011))
+
+
+async def _last_word(websocket: WebSocket, end: _StreamEnd) -> None:
+    """Send the fatal frame and close, unless the client is gone or does not read."""
+    frame = encode(ErrorFrame(end.code, end.message, fatal=True))
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(LAST_WORD_TIMEOUT_S):
+            await websocket.send_bytes(frame)
+            await websocket.close(code=end.close_code, reason=end.code)
+
+
+async def stop_streams(app: FastAPI) -> None:
+    """Before the server closes its connections at shutdown: every open stream gets its fatal
+    ``daemon_stopping`` frame (close code 4410), and new streams are refused (4503)."""
+    deployments: Deployments | None = getattr(app.state, "deployments", None)
+    if deployments is not None:
+        await deployments.stop_streams(STOP_STREAMS_TIMEOUT_S)
 
 
 def _monitored_outputs(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
@@ -266,8 +353,10 @@ async def _stream_events(
     )
     conn = _Connection(websocket, stream, hub)
     await conn.flush()
+    token = _TokenCheck(websocket, user)
 
     async def heartbeat() -> None:
+        await token()
         await deployments.heartbeat(user, hub)
 
     async def forward(batch: InputBatch) -> None:
@@ -276,7 +365,7 @@ async def _stream_events(
         output = await hub.forward(spikes, dvs)
         counts: dict[str, int] = {}
         for kind, events in _monitored_outputs(output):
-            stream.send_events(kind, events, batch.seq)
+            await conn.send_events(kind, events, batch.seq)
             counts[kind.value] = len(events)
         counts["complete"] = int(output.complete)
         stream.send_end(batch.seq, counts)
@@ -289,9 +378,11 @@ async def _stream_events(
 
     try:
         if mode is StreamMode.FORWARD:
-            await _run_until_first_done(_receive_loop(conn, forward, heartbeat), _end_watch(conn))
+            await _run_until_first_done(
+                _receive_loop(conn, forward, heartbeat), _end_watch(conn), token.watch()
+            )
             return
-        await _serve_continuously(conn, write, heartbeat, _monitored_outputs)
+        await _serve_continuously(conn, write, heartbeat, _monitored_outputs, token)
     finally:
         await conn.stop_sensor()
 
@@ -322,8 +413,10 @@ async def _stream_dvs(
             stream.start({"device": device_id, "raw": raw, "booking_id": hub.booking_id})
             conn = _Connection(websocket, stream, hub)
             await conn.flush()
+            token = _TokenCheck(websocket, user)
 
             async def heartbeat() -> None:
+                await token()
                 await deployments.heartbeat(user, hub)
 
             async def refuse_input(batch: InputBatch) -> None:
@@ -340,7 +433,7 @@ async def _stream_dvs(
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():
-                await _serve_continuously(conn, refuse_input, heartbeat, select)
+                await _serve_continuously(conn, refuse_input, heartbeat, select, token)
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

@@ -115,6 +115,16 @@ def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _valid(token: ApiToken | None, now: datetime) -> ApiToken:
+    if token is None:
+        raise _unauthorized("invalid_token", "the API token is not valid")
+    if token.revoked_at is not None:
+        raise _unauthorized("token_revoked", f"the API token {token.prefix}... was revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise _unauthorized("token_expired", f"the API token {token.prefix}... has expired")
+    return token
+
+
 class Authenticator:
     """Turns a bearer token into a :class:`Principal` with its own short sessions, so it is as
     usable from a WebSocket handler as from a request dependency."""
@@ -136,16 +146,20 @@ class Authenticator:
             token = session.scalars(
                 select(ApiToken).where(ApiToken.token_hash == hash_token(secret))
             ).one_or_none()
-        if token is None:
-            raise _unauthorized("invalid_token", "the API token is not valid")
-        if token.revoked_at is not None:
-            raise _unauthorized("token_revoked", f"the API token {token.prefix}... was revoked")
-        if token.expires_at is not None and token.expires_at <= now:
-            raise _unauthorized("token_expired", f"the API token {token.prefix}... has expired")
+        token = _valid(token, now)
         self._touch(token.id, now)
         return Principal(
             id=token.user.id, name=token.user.name, role=Role(token.user.role), token_id=token.id
         )
+
+    def revalidate(self, principal: Principal, *, now: datetime | None = None) -> None:
+        """Check again that the token ``principal`` came with is valid (long-lived
+        connections); the same 401s as :meth:`authenticate`."""
+        if principal.token_id is None:
+            return
+        with self._db.session() as session:
+            token = session.get(ApiToken, principal.token_id)
+        _valid(token, now or utcnow())
 
     def _touch(self, token_id: int, now: datetime) -> None:
         with self._lock:

@@ -9,7 +9,9 @@ counted in ``dropped``, which stream stats frames report; the device and the oth
 never wait for a slow reader, and the daemon's memory stays bounded.
 
 A forward batch takes the device exclusively: the pump pauses while it runs, and the batch's
-outputs go to its caller only.
+outputs go to its caller only. Its cost is bounded by :class:`BatchLimits` (the daemon's
+settings), checked before the device starts: the simulated span, the slow-clock ticks that
+span holds, and the number of output events its answer may hold.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.deploy import Deployment
 
 from ..devices.base import DeviceOutput
-from ..devices.errors import DeviceError
+from ..devices.errors import DeviceError, OutputTooLarge
+from ..devices.events import batch_span_s
 from ..devices.manager import DeviceSession
+from ..errors import ApiError
 from ..metrics import EVENTS_DROPPED
 
 log = logging.getLogger("specklab.deployments")
@@ -36,6 +40,52 @@ log = logging.getLogger("specklab.deployments")
 DEFAULT_BACKLOG_EVENTS = 1 << 20
 #: How long one pump read waits for outputs: the continuous streams' flush interval.
 PUMP_INTERVAL_S = 0.001
+
+
+#: Device-call time allowed per slow-clock tick of a batch, beyond its span (a tick of a large
+#: leaky network costs up to ~70 us on a slow machine).
+TICK_ALLOWANCE_S = 1e-4
+#: Device-call time allowed beyond a batch's span and ticks.
+FORWARD_SLACK_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """What one forward batch may cost (settings ``max_batch_*``)."""
+
+    span_s: float
+    ticks: int
+    output_events: int
+
+    def check(self, config: ChipConfig, *batches: np.ndarray | None) -> float:
+        """Refuse a batch over the limits (422 ``batch_too_long``); returns the device-call
+        timeout it deserves."""
+        span_s = batch_span_s(*batches)
+        if span_s > self.span_s:
+            raise ApiError(
+                422,
+                "batch_too_long",
+                f"the batch spans {span_s:g} s of device time, more than the {self.span_s:g} s "
+                "a batch may (max_batch_span_s): split it into several batches",
+            )
+        ticks = int(span_s * (config.slow_clock_hz or 0))
+        if ticks > self.ticks:
+            raise ApiError(
+                422,
+                "batch_too_long",
+                f"the batch spans {ticks} ticks of the {config.slow_clock_hz:g} Hz slow clock, "
+                f"more than the {self.ticks} a batch may (max_batch_ticks): split it into "
+                "several batches or slow the clock down",
+            )
+        return span_s + ticks * TICK_ALLOWANCE_S + FORWARD_SLACK_S
+
+    def check_output(self, output: DeviceOutput) -> None:
+        if output.count > self.output_events:
+            raise OutputTooLarge(
+                f"the batch caused {output.count} output events, more than the "
+                f"{self.output_events} one answer may hold (max_batch_output_events): "
+                "send shorter batches"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +130,10 @@ class DeviceHub:
         *,
         booking_id: int,
         user_id: int,
+        limits: BatchLimits,
     ) -> None:
         self.session = session
+        self.limits = limits
         self.config = config
         self.deployment = deployment
         self.booking_id = booking_id
@@ -104,8 +156,12 @@ class DeviceHub:
     # ----- device calls -----
 
     async def forward(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> DeviceOutput:
+        """Run a batch within :attr:`limits`; ApiError 422 for one over them."""
+        timeout = self.limits.check(self.config, spikes, dvs)
         async with self._device_lock:
-            return await self.session.forward(spikes, dvs)
+            output = await self.session.forward(spikes, dvs, timeout=timeout)
+        self.limits.check_output(output)
+        return output
 
     async def write(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> None:
         await self.session.write(spikes, dvs)

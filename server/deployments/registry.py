@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from ..models import ModelService
 from ..storage import Database, utcnow
 from ..storage.audit import audit
 from ..storage.tables import Booking
-from .hub import DeviceHub, EndReason
+from .hub import BatchLimits, DeviceHub, EndReason
 
 log = logging.getLogger("specklab.deployments")
 
@@ -122,8 +122,10 @@ class Deployments:
         booking_events: BookingEvents,
         policy: BookingPolicy,
         models: ModelService,
+        limits: BatchLimits,
     ) -> None:
         self.devices = devices
+        self.limits = limits
         self.db = db
         self.booking_events = booking_events
         self.policy = policy
@@ -133,8 +135,37 @@ class Deployments:
         self._endings: set[asyncio.Task[None]] = set()
         self._sensor_uses: dict[DeviceHub, _SensorUse] = {}
         self._lock = asyncio.Lock()
+        #: Set when the daemon begins to stop: new deployments and streams are refused.
+        self.stopping = False
+        #: One per open stream, set when it has finished.
+        self._streams: set[asyncio.Event] = set()
+
+    @contextlib.contextmanager
+    def stream_open(self) -> Iterator[None]:
+        """Count a stream as open for the block (:meth:`stop_streams` waits for it)."""
+        finished = asyncio.Event()
+        self._streams.add(finished)
+        try:
+            yield
+        finally:
+            self._streams.discard(finished)
+            finished.set()
+
+    async def stop_streams(self, timeout: float) -> None:
+        """The daemon is stopping: end every deployment, so that each stream gets its fatal
+        ``daemon_stopping`` frame, and wait (up to ``timeout``) for the streams to finish.
+        Called before the server closes its connections."""
+        self.stopping = True
+        waits = [asyncio.ensure_future(finished.wait()) for finished in self._streams]
+        await self.close()
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for wait in pending:
+                wait.cancel()
 
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
+        if self.stopping:
+            raise ApiError(503, "daemon_stopping", "the daemon is shutting down")
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
         return await self.db.run(lambda s: require_active_booking(s, user, device_id))
 
@@ -222,7 +253,14 @@ class Deployments:
             except DeviceError:
                 await session.close()
                 raise
-            hub = DeviceHub(session, config, deployment, booking_id=booking.id, user_id=user.id)
+            hub = DeviceHub(
+                session,
+                config,
+                deployment,
+                booking_id=booking.id,
+                user_id=user.id,
+                limits=self.limits,
+            )
             self._hubs[device_id] = hub
             session.on_end(lambda error: self._device_gone(hub, error))
             self._watchers[device_id] = asyncio.create_task(

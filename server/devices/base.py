@@ -124,3 +124,12 @@ class Device(Protocol):
         """The membrane state of one neuron of a configured core."""
 
     def health(self) -> DeviceHealth: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A device whose long calls can be stopped: the manager interrupts a call that overruns
+    its timeout (devices without this get a new thread and driver instead)."""
+
+    def interrupt(self) -> None:
+        """Make the running call stop soon and raise; called from another thread."""

@@ -9,10 +9,13 @@ and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.m
     ├── DeviceBusy          another session holds the device
     ├── DeviceUnsupported   the device cannot take a network (e.g. a DAVIS camera)
     ├── DeviceTimeout       a call did not finish in time
+    │   └── DeviceUnresponsive  ... and did not stop when asked: the device is restarted
     ├── DeviceIOError       talking to the device failed; the manager then treats it as gone
     ├── DeviceStateError    the call makes no sense now (no configuration applied, closed ...)
     ├── ConfigRejected      the device (samna's validator) refused the configuration
     ├── InvalidEvents       input events that do not fit the applied configuration
+    ├── InputQueueFull      too many continuous-mode inputs wait for their time
+    ├── OutputTooLarge      one call's answer would hold more events than allowed
     └── InvalidArgument     any other argument out of range (e.g. a neuron that does not exist)
 """
 
@@ -53,6 +56,10 @@ class DeviceTimeout(DeviceError):
     http_status = 504
 
 
+class DeviceUnresponsive(DeviceTimeout):
+    """A call overran its timeout and did not stop: its thread is stuck in it."""
+
+
 class DeviceIOError(DeviceError):
     code = "device_io_error"
     http_status = 502
@@ -70,6 +77,16 @@ class ConfigRejected(DeviceError):
 
 class InvalidEvents(DeviceError):
     code = "invalid_events"
+    http_status = 422
+
+
+class InputQueueFull(DeviceError):
+    code = "input_queue_full"
+    http_status = 429
+
+
+class OutputTooLarge(DeviceError):
+    code = "output_too_large"
     http_status = 422
 
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
 
 from .base import DeviceDescription
-from .errors import ConfigRejected, DeviceStateError, InvalidEvents
+from .errors import ConfigRejected, DeviceStateError, InputQueueFull, InvalidEvents
 
 _NO_LIMIT = -1
+#: Continuous-mode inputs further ahead of the device's stopwatch than this are refused.
+MAX_INPUT_HORIZON_US = 60_000_000
+#: Most input events of one kind a device holds waiting for their time (56 MB of spikes).
+MAX_QUEUED_INPUTS = 1 << 22
 
 
 def check_chip(description: DeviceDescription, config: ChipConfig) -> None:
@@ -84,10 +90,96 @@ def _as_events(events: np.ndarray | None, dtype: np.dtype, kind: EventKind) -> n
     return events
 
 
+class InputQueue:
+    """Written inputs waiting for the stopwatch to reach their ``t``, bounded in length
+    (``max_events``) and in how far ahead of the stopwatch they reach (``horizon_us``).
+
+    Kept as runs of t-sorted arrays: a write that comes after everything queued (a client
+    streaming in time order) is appended without copying the queue; one that goes back in
+    time is merged with the runs it overlaps only. At equal t, earlier writes go first.
+    """
+
+    def __init__(
+        self,
+        dtype: np.dtype,
+        *,
+        max_events: int = MAX_QUEUED_INPUTS,
+        horizon_us: int = MAX_INPUT_HORIZON_US,
+    ) -> None:
+        self._dtype = dtype
+        self._max_events = max_events
+        self._horizon_us = horizon_us
+        self._runs: deque[np.ndarray] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, events: np.ndarray, now_us: int) -> None:
+        """Queue ``events``; all or none (InvalidEvents, InputQueueFull)."""
+        if not len(events):
+            return
+        times = events["t"]
+        if bool((times[1:] < times[:-1]).any()):
+            events = events[np.argsort(times, kind="stable")]
+            times = events["t"]
+        if int(times[-1]) > now_us + self._horizon_us:
+            raise InvalidEvents(
+                f"an input at t={int(times[-1])} us is more than {self._horizon_us / 1e6:g} s "
+                f"ahead of the device's stopwatch ({now_us} us): send it closer to its time"
+            )
+        if self._count + len(events) > self._max_events:
+            raise InputQueueFull(
+                f"{self._count} inputs wait for their time already; {len(events)} more would "
+                f"pass the {self._max_events} a device holds: send them closer to their time"
+            )
+        self._count += len(events)
+        overlapping: list[np.ndarray] = []
+        while self._runs and int(self._runs[-1]["t"][-1]) > int(times[0]):
+            overlapping.append(self._runs.pop())
+        if overlapping:
+            merged = np.concatenate([*reversed(overlapping), events])
+            events = merged[np.argsort(merged["t"], kind="stable")]
+        self._runs.append(events)
+
+    def pop_due(self, now_us: int) -> np.ndarray:
+        """Remove and return the queued events with ``t <= now_us``, in order."""
+        due: list[np.ndarray] = []
+        while self._runs:
+            run = self._runs[0]
+            split = int(np.searchsorted(run["t"], np.uint64(now_us), side="right"))
+            if split < len(run):
+                if split:
+                    due.append(run[:split])
+                    self._runs[0] = run[split:]
+                break
+            due.append(self._runs.popleft())
+        self._count -= sum(len(part) for part in due)
+        if len(due) == 1:
+            return due[0]
+        return np.concatenate(due) if due else np.zeros(0, dtype=self._dtype)
+
+    def clear(self) -> None:
+        self._runs.clear()
+        self._count = 0
+
+
 def batch_origin(spikes: np.ndarray, dvs: np.ndarray) -> int:
     """The earliest timestamp of a batch: forward shifts inputs so that it becomes 0."""
     starts = [int(a["t"].min()) for a in (spikes, dvs) if len(a)]
     return min(starts) if starts else 0
+
+
+def batch_span_s(*batches: np.ndarray | None) -> float:
+    """Seconds from a batch's first to its last event (0 for what is not an event array)."""
+    times = [
+        b["t"]
+        for b in batches
+        if b is not None and len(b) and b.dtype.names and "t" in b.dtype.names
+    ]
+    if not times:
+        return 0.0
+    return (max(int(t.max()) for t in times) - min(int(t.min()) for t in times)) / 1e6
 
 
 def batch_end(spikes: np.ndarray, dvs: np.ndarray) -> int:

@@ -25,6 +25,7 @@ async def device_manager(app: FastAPI, settings: Settings) -> AsyncIterator[Devi
         host=settings.host_name,
         virtual=settings.virtual,
         samna=SamnaLoader(timeout_s=settings.samna_import_timeout_s),
+        max_output_events=settings.max_batch_output_events,
     )
     await manager.start(rescan_interval_s=settings.device_rescan_s)
     if any(state.description.virtual for state in manager.states()):

@@ -31,7 +31,7 @@ from specklab.schemas.chipconfig import ChipConfig
 
 from ..chips import SUPPORTED_DEVICES
 from ..metrics import EVENTS_IN, EVENTS_OUT
-from .base import Device, DeviceDescription, DeviceHealth, DeviceOutput
+from .base import Device, DeviceDescription, DeviceHealth, DeviceOutput, Interruptible
 from .errors import (
     DeviceBusy,
     DeviceError,
@@ -39,8 +39,11 @@ from .errors import (
     DeviceNotFound,
     DeviceOffline,
     DeviceStateError,
+    DeviceTimeout,
+    DeviceUnresponsive,
     DeviceUnsupported,
 )
+from .events import batch_span_s
 from .naming import DeviceId, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
 from .worker import DeviceThread
@@ -84,6 +87,8 @@ class _Entry:
         self.key = key
         self.online = False
         self.detail: str | None = None
+        #: Makes the driver, again when a stuck one is replaced; None: cannot take a network.
+        self.factory: Callable[[], Device] | None = None
         self.driver: Device | None = None
         self.thread: DeviceThread | None = None
         self.session: DeviceSession | None = None
@@ -131,8 +136,15 @@ class DeviceSession:
         entry = self._check_open()
         assert entry.thread is not None and entry.driver is not None
         label = what or getattr(fn, "__name__", "call")
+        driver = entry.driver
+        interrupt = driver.interrupt if isinstance(driver, Interruptible) else None
         try:
-            return await entry.thread.call(fn, entry.driver, timeout=timeout, what=label)
+            return await entry.thread.call(
+                fn, driver, timeout=timeout, what=label, interrupt=interrupt
+            )
+        except DeviceUnresponsive as exc:
+            self._manager._restart(entry, exc.message)
+            raise
         except DeviceIOError as exc:
             self._manager._lost(entry, f"{label} failed: {exc.message}")
             raise DeviceOffline(f"device {self.device_id} went offline: {exc.message}") from exc
@@ -170,7 +182,7 @@ class DeviceSession:
         call's timeout defaults to the batch's duration plus ``settle_s`` plus 30 s.
         """
         if timeout is None:
-            timeout = _span_s(spikes, dvs) + settle_s + 30.0
+            timeout = batch_span_s(spikes, dvs) + settle_s + 30.0
         output = await self.call(
             lambda d: d.forward(spikes, dvs, timeout=settle_s), timeout=timeout, what="forward"
         )
@@ -223,6 +235,8 @@ class DeviceSession:
                 log.warning("closing %s failed: %s", self.device_id, exc.message)
                 if isinstance(exc, DeviceIOError):
                     self._manager._lost(entry, f"close failed: {exc.message}")
+                elif isinstance(exc, DeviceUnresponsive):
+                    self._manager._restart(entry, exc.message)
         log.info("device released", extra={"device": self.device_id})
 
     def _check_open(self) -> _Entry:
@@ -254,18 +268,6 @@ def _count(*batches: np.ndarray | None) -> int:
     return sum(len(batch) for batch in batches if batch is not None)
 
 
-def _span_s(*batches: np.ndarray | None) -> float:
-    """Seconds from a batch's first to its last event (0 for what is not an event array)."""
-    times = [
-        b["t"]
-        for b in batches
-        if b is not None and len(b) and b.dtype.names and "t" in b.dtype.names
-    ]
-    if not times:
-        return 0.0
-    return (max(int(t.max()) for t in times) - min(int(t.min()) for t in times)) / 1e6
-
-
 class DeviceManager:
     def __init__(
         self,
@@ -277,15 +279,19 @@ class DeviceManager:
         samna_factory: SamnaFactory | None = None,
         enumerate_timeout_s: float = 10.0,
         close_timeout_s: float = 10.0,
+        max_output_events: int | None = None,
     ) -> None:
         """``virtual``: specs like ``speck2fdevkit=2``; None = one Speck 2F devkit if no real
-        device is found at start, [] = none."""
+        device is found at start, [] = none. ``max_output_events``: the most events one call
+        of a virtual devkit may answer with."""
         self.host = host
         self._virtual_specs = (
             None if virtual is None else [parse_virtual_spec(spec) for spec in virtual]
         )
         self._samna = samna or SamnaLoader(timeout_s=60.0)
-        self._virtual_factory = virtual_factory or _default_virtual_factory
+        self._virtual_factory = virtual_factory or (
+            lambda description: _default_virtual_factory(description, max_output_events)
+        )
         self._samna_factory = samna_factory or _default_samna_factory
         self._enumerate_timeout_s = enumerate_timeout_s
         self._close_timeout_s = close_timeout_s
@@ -480,9 +486,12 @@ class DeviceManager:
 
     def _bring_online(self, entry: _Entry, module: ModuleType, info: Any) -> None:
         description = entry.description
-        entry.driver = (
-            self._samna_factory(module, info, description) if description.supported else None
+        entry.factory = (
+            (lambda: self._samna_factory(module, info, description))
+            if description.supported
+            else None
         )
+        entry.driver = entry.factory() if entry.factory else None
         entry.thread = DeviceThread(f"device {description.id}") if entry.driver else None
         entry.online = True
         entry.detail = None
@@ -498,7 +507,8 @@ class DeviceManager:
             host=self.host,
         )
         entry = _Entry(description, key=description.id)
-        entry.driver = self._virtual_factory(description)
+        entry.factory = lambda: self._virtual_factory(description)
+        entry.driver = entry.factory()
         entry.thread = DeviceThread(f"device {description.id}")
         entry.online = True
         self._entries[description.id] = entry
@@ -519,11 +529,25 @@ class DeviceManager:
             )
         driver, thread = entry.driver, entry.thread
         entry.driver = entry.thread = None
-        if driver is not None and thread is not None:
-            # Release what can be released, without waiting: the handle may hang on a dead bus.
-            thread.submit(driver.close).add_done_callback(_log_close_error(device_id))
-            thread.shutdown()
+        _abandon(device_id, driver, thread)
         self._emit(DeviceEvent(device_id, online=False, reason=reason))
+
+    def _restart(self, entry: _Entry, reason: str) -> None:
+        """A device thread is stuck in a call: a new thread and driver take over (the old
+        thread is abandoned; it releases its driver if the call ever returns), and the session
+        ends, so that its deployment ends and the next user finds the device working."""
+        if entry.thread is None or entry.factory is None or not entry.online:
+            return
+        device_id = entry.description.id
+        log.error("device restarted: %s", reason, extra={"device": device_id})
+        driver, thread = entry.driver, entry.thread
+        entry.driver, entry.thread = entry.factory(), DeviceThread(f"device {device_id}")
+        _abandon(device_id, driver, thread)
+        session, entry.session = entry.session, None
+        if session is not None:
+            session._end(
+                DeviceTimeout(f"{reason}; the device was restarted and the session is ended")
+            )
 
     def _emit(self, event: DeviceEvent) -> None:
         for device_id, callback in list(self._subscribers):
@@ -573,6 +597,14 @@ def _describe(device_id: str, device_type: str, info: Any, host: str) -> DeviceD
     )
 
 
+def _abandon(device_id: str, driver: Device | None, thread: DeviceThread | None) -> None:
+    """Release what can be released, without waiting: the handle may hang on a dead bus, or
+    the thread be stuck in a call."""
+    if driver is not None and thread is not None:
+        thread.submit(driver.close).add_done_callback(_log_close_error(device_id))
+        thread.shutdown()
+
+
 def _log_close_error(device_id: str) -> Callable[[Any], None]:
     def check(future: Any) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -581,10 +613,12 @@ def _log_close_error(device_id: str) -> Callable[[Any], None]:
     return check
 
 
-def _default_virtual_factory(description: DeviceDescription) -> Device:
+def _default_virtual_factory(
+    description: DeviceDescription, max_output_events: int | None
+) -> Device:
     from .virtual import VirtualDevkit
 
-    return VirtualDevkit(description)
+    return VirtualDevkit(description, max_output_events=max_output_events)
 
 
 def _default_samna_factory(module: ModuleType, info: Any, description: DeviceDescription) -> Device:

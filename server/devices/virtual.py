@@ -16,6 +16,7 @@ vendor documents), and only sensor events appear on the raw monitor.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -25,9 +26,16 @@ from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
+from ..simulator.engine import Cancelled, OutputLimit
 from . import events as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
-from .errors import ConfigRejected, DeviceStateError, InvalidArgument
+from .errors import (
+    ConfigRejected,
+    DeviceStateError,
+    DeviceTimeout,
+    InvalidArgument,
+    OutputTooLarge,
+)
 
 #: Events per second of the virtual DVS sensor when it is on.
 DEFAULT_SENSOR_RATE_HZ = 20_000.0
@@ -75,13 +83,16 @@ class VirtualDevkit:
         poll_s: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_output_events: int | None = None,
     ) -> None:
+        """``max_output_events``: the most events one call may answer with (OutputTooLarge)."""
         if description.chip is None:
             raise DeviceStateError(f"{description.id} cannot take a network")
         self._description = description
         self._sensor_rate_hz = sensor_rate_hz
         self._seed = seed
         self._poll_s = poll_s
+        self._max_output_events = max_output_events
         self._clock = clock
         self._sleep = sleep
         self._watch = _Stopwatch(clock)
@@ -91,8 +102,8 @@ class VirtualDevkit:
         self._sensor: SyntheticSensor | None = None
         self._sensor_on = False
         #: Written inputs the stopwatch has not reached yet, sorted by t.
-        self._queued_spikes = np.zeros(0, dtype=SPIKE_DTYPE)
-        self._queued_dvs = np.zeros(0, dtype=DVS_DTYPE)
+        self._queued_spikes = ev.InputQueue(SPIKE_DTYPE)
+        self._queued_dvs = ev.InputQueue(DVS_DTYPE)
         #: Stopwatch time up to which the chip has run (the simulator keeps the stopwatch's time
         #: base outside forward).
         self._done_us = 0
@@ -100,6 +111,8 @@ class VirtualDevkit:
         self._out_dvs: list[np.ndarray] = []
         self._out_readout: list[np.ndarray] = []
         self._events_out = 0
+        #: Set by :meth:`interrupt` (another thread); the simulator stops between its chunks.
+        self._cancel = threading.Event()
 
     @property
     def description(self) -> DeviceDescription:
@@ -109,6 +122,9 @@ class VirtualDevkit:
 
     def open(self) -> None:
         self._open = True
+
+    def interrupt(self) -> None:
+        self._cancel.set()
 
     def close(self) -> None:
         self._unload()
@@ -153,10 +169,9 @@ class VirtualDevkit:
         self._require_open()
         spikes = ev.input_spikes(self._config, spikes)
         dvs = ev.input_dvs(self._config, dvs)
-        if len(spikes):
-            self._queued_spikes = _merged(self._queued_spikes, spikes)
-        if len(dvs):
-            self._queued_dvs = _merged(self._queued_dvs, dvs)
+        now = self._watch.now_us()
+        self._queued_spikes.add(spikes, now)
+        self._queued_dvs.add(dvs, now)
 
     def forward(
         self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
@@ -173,12 +188,15 @@ class VirtualDevkit:
         # inputs nor outputs need their timestamps rewritten.
         self._drop_io()
         simulator.reset_clock(origin)
-        spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1, origin_us=origin)
-        # Back to the stopwatch's time base, which stands just past the batch and runs on.
-        simulator.shift_clock(-origin)
-        self._done_us = end - origin + 1
-        self._watch.set(self._done_us)
-        self._watch.start()
+        try:
+            spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1, origin_us=origin)
+        finally:
+            # Back to the stopwatch's time base, which stands just past the batch and runs on
+            # (also after an interrupted batch, which leaves the chip where it stopped).
+            simulator.shift_clock(-origin)
+            self._done_us = end - origin + 1
+            self._watch.set(self._done_us)
+            self._watch.start()
         return DeviceOutput(spikes=spikes_out, dvs=dvs_out, readout=readout)
 
     def read(self, timeout: float) -> DeviceOutput:
@@ -237,8 +255,8 @@ class VirtualDevkit:
         if self._sim is None:
             return
         now = self._watch.now_us()
-        spikes, self._queued_spikes = _due(self._queued_spikes, now)
-        dvs, self._queued_dvs = _due(self._queued_dvs, now)
+        spikes = self._queued_spikes.pop_due(now)
+        dvs = self._queued_dvs.pop_due(now)
         start = self._done_us
         if now < start and not (len(spikes) or len(dvs)):
             return  # no time has passed and nothing is due
@@ -267,8 +285,19 @@ class VirtualDevkit:
         raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
         if layer is not None and layer.pass_sensor_events and len(sensed):
             dvs = _merged(dvs, sensed)
-        out = simulator.run(spikes, dvs)
-        ticks = simulator.advance_to(max(t1_us - 1, 0))
+        limit = self._max_output_events
+        try:
+            out = simulator.run(spikes, dvs, cancel=self._cancel, max_events=limit)
+            if limit is not None:
+                limit -= out.spikes.size + out.dvs.size + out.readout.size
+            ticks = simulator.advance_to(max(t1_us - 1, 0), cancel=self._cancel, max_events=limit)
+        except Cancelled:
+            raise DeviceTimeout(f"{self._description.id}: the call was interrupted") from None
+        except OutputLimit:
+            raise OutputTooLarge(
+                f"the chip made more than {self._max_output_events} output events in one call "
+                "(max_batch_output_events): send shorter batches"
+            ) from None
         spikes_out = _joined([out.spikes, ticks.spikes], SPIKE_DTYPE)
         readout = _joined([out.readout, ticks.readout], READOUT_DTYPE)
         self._events_out += len(spikes_out) + len(raw) + len(readout)
@@ -285,6 +314,8 @@ class VirtualDevkit:
     # ----- helpers -----
 
     def _require_open(self) -> None:
+        # Every call starts here: an interrupt meant for an earlier call is forgotten.
+        self._cancel.clear()
         if not self._open:
             raise DeviceStateError(f"{self._description.id} is not open")
 
@@ -299,8 +330,8 @@ class VirtualDevkit:
         self._drop_io()
 
     def _drop_io(self) -> None:
-        self._queued_spikes = self._queued_spikes[:0]
-        self._queued_dvs = self._queued_dvs[:0]
+        self._queued_spikes.clear()
+        self._queued_dvs.clear()
         self._out_spikes, self._out_dvs, self._out_readout = [], [], []
 
     def _queued_count(self) -> int:
@@ -324,12 +355,6 @@ def _as_simulated(config: ChipConfig) -> ChipConfig:
 def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     both = np.concatenate([a, b])
     return both[np.argsort(both["t"], kind="stable")]
-
-
-def _due(queue: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split a t-sorted queue into (t <= now, the rest)."""
-    split = int(np.searchsorted(queue["t"], np.uint64(now_us), side="right"))
-    return queue[:split], queue[split:]
 
 
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Not a ``ThreadPoolExecutor``: its workers are joined when the interpreter exits, so one samna call
 that never returns (a wedged USB transfer) would hang the daemon's shutdown. These threads are
-daemon threads; a call that times out keeps its thread busy and later calls queue behind it.
+daemon threads. A call that times out is withdrawn if it has not started, asked to stop if the
+device can be interrupted, and otherwise reported as :class:`DeviceUnresponsive`: the thread
+is then stuck, and the device manager gives the device a new thread and driver.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .errors import DeviceTimeout
+from .errors import DeviceTimeout, DeviceUnresponsive
 
 T = TypeVar("T")
+
+#: Seconds an interrupted call has to stop before its thread counts as stuck.
+INTERRUPT_GRACE_S = 2.0
 
 _STOP = object()
 
@@ -38,14 +43,42 @@ class DeviceThread:
         self._queue.put((future, fn, args))
         return future
 
-    async def call(self, fn: Callable[..., T], *args: Any, timeout: float, what: str = "") -> T:
-        """Run ``fn(*args)`` on this thread; DeviceTimeout after ``timeout`` seconds."""
-        future = asyncio.wrap_future(self.submit(fn, *args))
+    async def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float,
+        what: str = "",
+        interrupt: Callable[[], None] | None = None,
+        grace_s: float = INTERRUPT_GRACE_S,
+    ) -> T:
+        """Run ``fn(*args)`` on this thread; DeviceTimeout after ``timeout`` seconds.
+
+        At the timeout, a call still queued is withdrawn; a running one is asked to stop with
+        ``interrupt`` (called from here, another thread) if given, and has ``grace_s`` more
+        seconds to end. One that is still running raises :class:`DeviceUnresponsive`: this
+        thread is stuck in it.
+        """
+        future = self.submit(fn, *args)
+        waiter = asyncio.wrap_future(future)
+        # Read the outcome even when nobody awaits it any more (no "never retrieved" warnings).
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            label = what or getattr(fn, "__name__", "call")
-            raise DeviceTimeout(f"{label} on {self.name} took over {timeout:g} s") from None
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        except asyncio.CancelledError:
+            future.cancel()  # the caller is gone: a call not started yet is dropped
+            raise
+        if done:
+            return waiter.result()
+        label = what or getattr(fn, "__name__", "call")
+        if future.cancel():
+            raise DeviceTimeout(f"{label} on {self.name} waited over {timeout:g} s to start")
+        if interrupt is not None:
+            interrupt()
+        done, _ = await asyncio.wait({waiter}, timeout=grace_s)
+        if done:
+            raise DeviceTimeout(f"{label} on {self.name} took over {timeout:g} s")
+        raise DeviceUnresponsive(f"{label} on {self.name} took over {timeout:g} s and did not stop")
 
     @property
     def alive(self) -> bool:

@@ -9,6 +9,8 @@ half-run batch. See ``docs/simulator.md`` for the semantics.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,22 @@ _MIN_BUFFER = 1024
 #: Buffers up to this many events are reused from call to call; the compiled loop grows a
 #: buffer by doubling, and a larger one is not kept.
 _KEEP_BUFFER = 1 << 20
+#: One compiled call takes at most CHUNK_EVENTS input events (per array) and a number of
+#: slow-clock ticks fitted to their cost (1 to MAX_CHUNK_TICKS, aiming at CHUNK_S seconds: a
+#: tick of a leaky network whose biases make every neuron fire can take 80 ms), so that a
+#: cancel request and the output limit, checked between calls, are seen within a fraction of
+#: a second. The chunks change nothing the chip does.
+CHUNK_EVENTS = 1 << 16
+MAX_CHUNK_TICKS = 1 << 12
+CHUNK_S = 0.05
+
+
+class Cancelled(SimulatorError):
+    """A run stopped at its caller's request; what it did before stopping stays done."""
+
+
+class OutputLimit(SimulatorError):
+    """A run stopped because it made more output events than its caller allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,8 @@ class ChipSimulator:
         self._out = np.empty(_MIN_BUFFER, dtype=SPIKE_DTYPE)
         self._ro_out = np.empty(_MIN_BUFFER, dtype=READOUT_DTYPE)
         self._dvs_out = np.empty(_MIN_BUFFER, dtype=DVS_DTYPE)
+        #: Slow-clock ticks per compiled call (see CHUNK_S).
+        self._chunk_ticks = 1
 
     @property
     def time_us(self) -> int:
@@ -93,13 +113,22 @@ class ChipSimulator:
             "dropped_overflow": int(self._dyn[kernel.DROPPED_OVERFLOW]),
         }
 
-    def run(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> SimOutput:
+    def run(
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        max_events: int | None = None,
+    ) -> SimOutput:
         """Process input spikes (``core`` set) and DVS events, merged in t order.
 
         Each array is sorted by t if it is not already (stable); at equal t, spikes go first.
         An event stamped before the clock (:attr:`time_us`) is processed at the clock, as
         the devkit forwards events already in the past at once. Slow-clock ticks due before
         an event run before it; ticks after the last event wait for :meth:`advance_to`.
+        Setting ``cancel`` (from another thread) stops the run with :class:`Cancelled`; more
+        than ``max_events`` output events stop it with :class:`OutputLimit`.
         """
         spike_in = _sorted_by_t(spikes, SPIKE_DTYPE, "spikes")
         dvs_in = _sorted_by_t(dvs, DVS_DTYPE, "dvs")
@@ -119,13 +148,21 @@ class ChipSimulator:
                 raise SimulatorError(
                     f"DVS event {bad} (x {e['x']}, y {e['y']}, p {e['p']}) is outside the sensor"
                 )
-        return self._run(spike_in, dvs_in, -1)
+        return self._run(spike_in, dvs_in, -1, cancel, max_events)
 
-    def advance_to(self, t_us: int) -> SimOutput:
-        """Run the slow-clock ticks due at or before ``t_us`` and move the clock there."""
+    def advance_to(
+        self,
+        t_us: int,
+        *,
+        cancel: threading.Event | None = None,
+        max_events: int | None = None,
+    ) -> SimOutput:
+        """Run the slow-clock ticks due at or before ``t_us`` and move the clock there
+        (``cancel`` and ``max_events`` as in :meth:`run`)."""
         if t_us < 0:
             raise SimulatorError(f"time must be >= 0, got {t_us}")
-        return self._run(np.zeros(0, SPIKE_DTYPE), np.zeros(0, DVS_DTYPE), int(t_us))
+        empty = (np.zeros(0, SPIKE_DTYPE), np.zeros(0, DVS_DTYPE))
+        return self._run(*empty, int(t_us), cancel, max_events)
 
     def reset_states(self) -> None:
         """Neurons back to their initial values; decimators, readout window, counters cleared.
@@ -179,34 +216,121 @@ class ChipSimulator:
     def _core_view(self, core: int) -> np.ndarray:
         return state_view(self._packed, self._states, core)
 
-    def _run(self, spikes: np.ndarray, dvs: np.ndarray, t_end: int) -> SimOutput:
-        p = self._packed
+    def _run(
+        self,
+        spikes: np.ndarray,
+        dvs: np.ndarray,
+        t_end: int,
+        cancel: threading.Event | None,
+        max_events: int | None,
+    ) -> SimOutput:
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        made = 0
         with self._lock:
-            out, nout, ro_out, nro, dvs_out, ndvs = kernel.run(
-                p.cores,
-                p.dvs,
-                p.readout,
-                p.weights,
-                p.biases,
-                p.tick_period_us,
-                self._states,
-                self._dyn,
-                self._ro_counts,
-                self._ro_ring,
-                self._stack,
-                spikes,
-                dvs,
-                t_end,
-                self._out,
-                self._ro_out,
-                self._dvs_out,
-            )
-            spikes_out, self._out = _keep(out, nout)
-            dvs_out, self._dvs_out = _keep(dvs_out, ndvs)
-            readout_out, self._ro_out = _keep(ro_out, nro)
+            for spike_part, dvs_part, part_end in self._chunks(spikes, dvs, t_end):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("the run was cancelled")
+                started = time.perf_counter()
+                parts.append(self._run_compiled(spike_part, dvs_part, part_end))
+                self._fit_chunk(time.perf_counter() - started)
+                made += sum(len(out) for out in parts[-1])
+                if max_events is not None and made > max_events:
+                    raise OutputLimit(f"the run made more than {max_events} output events")
+        spikes_out, dvs_out, readout_out = (
+            _joined([part[k] for part in parts], dtype)
+            for k, dtype in enumerate((SPIKE_DTYPE, DVS_DTYPE, READOUT_DTYPE))
+        )
         return SimOutput(
             spikes=self.config.spikes_to_layers(spikes_out), dvs=dvs_out, readout=readout_out
         )
+
+    def _chunks(
+        self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """The run as compiled calls of at most ~CHUNK_EVENTS events and ``_chunk_ticks`` ticks.
+
+        Each call takes a prefix of the inputs in processing order (cut at a time, so ties
+        between spikes and DVS events keep their order) and long stretches of ticks before an
+        event or ``t_end`` run on their own first: the chip does exactly what one call does.
+        """
+        period = self._packed.tick_period_us
+        spike_t, dvs_t = spikes["t"], dvs["t"]
+        i = j = 0
+        while i < len(spike_t) or j < len(dvs_t):
+            tick_span = max(int(self._chunk_ticks * period), 1) if period > 0 else None
+            first = min(int(times[k]) for times, k in ((spike_t, i), (dvs_t, j)) if k < len(times))
+            clock = int(self._dyn[kernel.CLOCK])
+            if tick_span is not None and first - clock > tick_span:
+                yield spikes[:0], dvs[:0], clock + tick_span
+                continue
+            cut = first + tick_span if tick_span is not None else None
+            for times, k in ((spike_t, i), (dvs_t, j)):
+                if k + CHUNK_EVENTS < len(times):
+                    limit = int(times[k + CHUNK_EVENTS])
+                    cut = limit if cut is None else min(cut, limit)
+            if cut is None:
+                i2, j2 = len(spike_t), len(dvs_t)
+            else:
+                i2, j2 = _before(spike_t, cut), _before(dvs_t, cut)
+                if (i2, j2) == (i, j):  # many events at one time: they go together
+                    i2, j2 = _before(spike_t, first + 1), _before(dvs_t, first + 1)
+            yield spikes[i:i2], dvs[j:j2], -1
+            i, j = i2, j2
+        while t_end >= 0 and period > 0:
+            clock = int(self._dyn[kernel.CLOCK])
+            tick_span = max(int(self._chunk_ticks * period), 1)
+            if t_end - clock <= tick_span:
+                break
+            yield spikes[:0], dvs[:0], clock + tick_span
+        if t_end >= 0:
+            yield spikes[:0], dvs[:0], t_end
+
+    def _fit_chunk(self, seconds: float) -> None:
+        """More ticks in the next compiled call when this one was quick, fewer when slow."""
+        if seconds < CHUNK_S / 2:
+            self._chunk_ticks = min(2 * self._chunk_ticks, MAX_CHUNK_TICKS)
+        elif seconds > CHUNK_S:
+            self._chunk_ticks = max(self._chunk_ticks // 2, 1)
+
+    def _run_compiled(
+        self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self._packed
+        out, nout, ro_out, nro, dvs_out, ndvs = kernel.run(
+            p.cores,
+            p.dvs,
+            p.readout,
+            p.weights,
+            p.biases,
+            p.tick_period_us,
+            self._states,
+            self._dyn,
+            self._ro_counts,
+            self._ro_ring,
+            self._stack,
+            spikes,
+            dvs,
+            t_end,
+            self._out,
+            self._ro_out,
+            self._dvs_out,
+        )
+        spikes_out, self._out = _keep(out, nout)
+        dvs_out, self._dvs_out = _keep(dvs_out, ndvs)
+        readout_out, self._ro_out = _keep(ro_out, nro)
+        return spikes_out, dvs_out, readout_out
+
+
+def _before(times: np.ndarray, t: int) -> int:
+    """How many of the sorted ``times`` are before ``t``."""
+    return int(np.searchsorted(times, np.uint64(t), side="left"))
+
+
+def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    filled = [part for part in parts if len(part)]
+    if len(filled) == 1:
+        return filled[0]
+    return np.concatenate(filled) if filled else np.zeros(0, dtype=dtype)
 
 
 def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:
