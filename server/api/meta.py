@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
+import anyio
 import numpy as np
 from fastapi import APIRouter
 
 from specklab.schemas.api import Health, Version
 
+from ..compiler.sandbox import LAYERS, missing_layers
 from ..devices.samna_probe import probe_samna
 
 router = APIRouter(prefix="/v1", tags=["meta"])
@@ -29,6 +31,7 @@ async def health() -> Health:
 
 @router.get("/version", response_model=Version)
 async def version() -> Version:
+    missing = await anyio.to_thread.run_sync(missing_layers)
     return Version(
         specklab=_installed_version("specklab") or "unknown",
         python=platform.python_version(),
@@ -36,4 +39,5 @@ async def version() -> Version:
         # Read from metadata: importing torch would cost seconds and memory in the daemon.
         torch=_installed_version("torch"),
         samna=probe_samna().describe(),
+        compile_sandbox={layer: layer not in missing for layer in LAYERS},
     )

@@ -1,8 +1,10 @@
 """A warm pool of isolated compile workers, and :func:`compile_model`, the one entry point.
 
-Each worker is a child process (see ``worker.py``) that pays the torch import once and then
-compiles uploads one at a time, under an address-space limit, a per-compile CPU-time limit
-and a wall-clock timeout enforced from here. A worker that times out is killed; one that
+Each worker is a child process (see ``worker.py``) in a sandbox (``sandbox.py``) that pays the
+torch import once and then compiles uploads one at a time, under an address-space limit, a
+per-compile CPU-time limit and a wall-clock timeout enforced from here. Several workers serve
+compiles side by side, so one slow or hostile upload holds one worker, not the daemon's
+compiling. A worker that times out is killed; one that
 dies (CPU limit, memory, crash) is replaced; either way the pool keeps serving. The daemon
 holds one pool for its lifetime; :meth:`CompilerPool.compile` is blocking and thread-safe
 (call it with ``asyncio.to_thread``).
@@ -21,9 +23,9 @@ import queue
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +35,7 @@ import msgpack
 
 from specklab.schemas.compile import CompileOptions, CompileReport
 
+from . import sandbox
 from .archive import ArchiveLimits, check_upload_size
 from .errors import CompileTimeout, ResourceLimit, WorkerCrashed, error_from_code
 from .pipeline import CompileResult
@@ -68,23 +71,9 @@ class _Deadline(Exception):
 class _Worker:
     """One child process and its pipes."""
 
-    def __init__(self, limits: WorkerLimits, warm: bool) -> None:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "specklab.server.compiler.worker",
-                json.dumps({"limits": asdict(limits), "warm": warm}),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            # a pipe, not our stderr: the worker may not write files (RLIMIT_FSIZE = 0)
-            stderr=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-        )
+    def __init__(self, limits: WorkerLimits, warm: bool, layers: frozenset[str]) -> None:
+        setup = {"limits": asdict(limits), "warm": warm, "layers": sorted(layers)}
+        self.process = sandbox.start(["-m", "specklab.server.compiler.worker", json.dumps(setup)])
         self.limits = limits
         self.ready = False
         threading.Thread(
@@ -157,13 +146,22 @@ class CompilerPool:
     """``workers`` warm compile processes; see the module docstring."""
 
     def __init__(
-        self, workers: int = 1, limits: WorkerLimits | None = None, *, warm: bool = True
+        self,
+        workers: int = 2,
+        limits: WorkerLimits | None = None,
+        *,
+        warm: bool = True,
+        layers: Collection[str] | None = None,
     ) -> None:
-        """``warm``: workers import everything up front (a one-off compile imports lazily)."""
+        """``warm``: workers import everything up front (a one-off compile imports lazily).
+
+        ``layers``: the sandbox layers of the workers; by default every one the kernel gives.
+        """
         if workers < 1:
             raise ValueError("a compiler pool needs at least one worker")
         self.limits = limits or WorkerLimits()
         self.warm = warm
+        self.layers = sandbox.available_layers() if layers is None else frozenset(layers)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._workers: set[_Worker] = set()
@@ -172,7 +170,7 @@ class CompilerPool:
             self._start()
 
     def _start(self) -> None:
-        worker = _Worker(self.limits, self.warm)
+        worker = _Worker(self.limits, self.warm, self.layers)
         with self._lock:
             self._workers.add(worker)
         self._idle.put(worker)
@@ -190,6 +188,7 @@ class CompilerPool:
 
     @property
     def pids(self) -> list[int]:
+        """The processes started (with the ``pid`` layer, the sandboxed worker is a grandchild)."""
         with self._lock:
             return sorted(w.pid for w in self._workers)
 
