@@ -39,7 +39,7 @@ from . import sandbox
 from .archive import ArchiveLimits, check_upload_size
 from .errors import CompileTimeout, ResourceLimit, WorkerCrashed, error_from_code
 from .pipeline import CompileResult
-from .protocol import HEADER, write_message
+from .protocol import HEADER, encode
 
 _GIB = 1024**3
 log = logging.getLogger(__name__)
@@ -82,8 +82,12 @@ class _Worker:
 
     def _log_stderr(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            log.warning("compile worker %d: %s", self.pid, line.decode(errors="replace").rstrip())
+        # Closed here, at its end: closing it from another thread would wait for this read.
+        with self.process.stderr as stderr:
+            for line in stderr:
+                log.warning(
+                    "compile worker %d: %s", self.pid, line.decode(errors="replace").rstrip()
+                )
 
     @property
     def pid(self) -> int:
@@ -115,14 +119,31 @@ class _Worker:
             self._receive(time.monotonic() + self.limits.startup_seconds)
             self.ready = True
 
+    def _write(self, data: bytes, deadline: float) -> None:
+        """Under the deadline too: a worker that stops reading must not block us (the pipe
+        holds 64 KiB, an upload up to the size limit)."""
+        assert self.process.stdin is not None
+        fd = self.process.stdin.fileno()
+        os.set_blocking(fd, False)
+        left = memoryview(data)
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_WRITE)
+            while left:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise _Deadline
+                try:
+                    left = left[os.write(fd, left) :]
+                except BlockingIOError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    raise _WorkerGone(self.process.wait()) from exc
+
     def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
-        assert self.process.stdin is not None
-        try:
-            write_message(self.process.stdin, message)
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise _WorkerGone(self.process.wait()) from exc
-        return self._receive(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self._write(encode(message), deadline)
+        return self._receive(deadline)
 
     def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(OSError):
@@ -133,9 +154,8 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def kill(self) -> None:
         self.process.kill()

@@ -165,6 +165,26 @@ def test_a_death_by_signal_inside_reaches_the_pool_as_that_signal(
     assert returncode == -signal.SIGXCPU
 
 
+def test_libraries_asking_for_a_temporary_directory_get_one() -> None:
+    """tempfile's own search writes a file in each candidate, which fails everywhere here."""
+    code = (
+        "import tempfile; from specklab.server.compiler import sandbox; "
+        "sandbox.enter(sandbox.LAYERS); print(tempfile.gettempdir())"
+    )
+    with sandbox.start(["-c", code]) as process:
+        out, err = process.communicate(timeout=120)
+    assert out.decode().strip() == sandbox.TEMP_DIR, err.decode(errors="replace")
+
+
+def test_the_daemon_compiles_with_two_workers_by_default(tmp_path: Path) -> None:
+    async def workers() -> int:
+        app = FastAPI()
+        async with lifespan.model_store(app, Settings(data_dir=tmp_path)):
+            return app.state.models.workers
+
+    assert anyio.run(workers) == 2
+
+
 def _status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {key: value.strip() for key, value in (line.split(":", 1) for line in lines)}

@@ -179,13 +179,16 @@ def test_workers_run_under_resource_limits(
 def test_a_timed_out_worker_is_replaced(
     pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
+    """A worker that never answers (stopped here; a hostile loop would do the same) is killed
+    at the deadline, its sandboxed process included, and replaced."""
     pool.warm_up()
     [started] = pool.pids
     worker = worker_process(started)
+    os.kill(worker, signal.SIGSTOP)
     with pytest.raises(CompileTimeout):
-        pool.compile(guide_files["export"], options(), timeout=0.0001)
+        pool.compile(guide_files["export"], options(), timeout=1)
     assert pool.pids != [started]
-    _wait_until_gone(worker)  # killing the process the pool started ends the sandboxed one
+    _wait_until_gone(worker)
     _assert_works(pool, guide_files)
 
 
