@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +68,17 @@ class _Deadline(Exception):
     pass
 
 
+def _whenever_ready(fd: int, event: int, deadline: float) -> Iterator[int]:
+    """Yield ``fd`` each time it is ready for ``event``; raise _Deadline at the deadline."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, event)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise _Deadline
+            yield fd
+
+
 class _Worker:
     """One child process and its pipes."""
 
@@ -95,19 +106,17 @@ class _Worker:
 
     def _read(self, size: int, deadline: float) -> bytes:
         assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
+        if not size:
+            return b""
         chunks, left = [], size
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while left:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise _Deadline
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    raise _WorkerGone(self.process.wait())
-                chunks.append(chunk)
-                left -= len(chunk)
+        for fd in _whenever_ready(self.process.stdout.fileno(), selectors.EVENT_READ, deadline):
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise _WorkerGone(self.process.wait())
+            chunks.append(chunk)
+            left -= len(chunk)
+            if not left:
+                break
         return b"".join(chunks)
 
     def _receive(self, deadline: float) -> dict[str, Any]:
@@ -123,21 +132,17 @@ class _Worker:
         """Under the deadline too: a worker that stops reading must not block us (the pipe
         holds 64 KiB, an upload up to the size limit)."""
         assert self.process.stdin is not None
-        fd = self.process.stdin.fileno()
-        os.set_blocking(fd, False)
+        os.set_blocking(self.process.stdin.fileno(), False)
         left = memoryview(data)
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_WRITE)
-            while left:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise _Deadline
-                try:
-                    left = left[os.write(fd, left) :]
-                except BlockingIOError:
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise _WorkerGone(self.process.wait()) from exc
+        for fd in _whenever_ready(self.process.stdin.fileno(), selectors.EVENT_WRITE, deadline):
+            try:
+                left = left[os.write(fd, left) :]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _WorkerGone(self.process.wait()) from exc
+            if not left:
+                break
 
     def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
