@@ -33,3 +33,5 @@ class Version(BaseModel):
     numpy: str
     torch: str | None
     samna: str
+    #: Each layer of the compile workers' sandbox and whether it is on (docs/security.md).
+    compile_sandbox: dict[str, bool] = {}

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     #: The first (lazy, threaded) import of samna may take this long before scans go on without.
     samna_import_timeout_s: float = Field(default=60.0, gt=0)
 
-    #: Compile worker processes (each holds torch: about 0.75 GiB).
-    compile_workers: int = Field(default=1, ge=1, le=16)
+    #: Compile worker processes, compiling side by side (each holds torch: about 0.75 GiB).
+    compile_workers: int = Field(default=2, ge=1, le=16)
     #: A recording stops once it holds this many events (20 M DVS events: 260 MB).
     max_recording_events: int = Field(default=20_000_000, ge=1)
     #: Recordings one user may run at once on this daemon (more: 409 too_many_recordings).

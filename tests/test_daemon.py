@@ -21,7 +21,7 @@ def test_daemon_starts_answers_and_stops_cleanly(tmp_path: Path, sig: int) -> No
         assert httpx.get(f"{daemon.url}/v1/health/live").json()["status"] == "ok"
         assert "specklab_devices" in httpx.get(f"{daemon.url}/metrics").text
         version = httpx.get(f"{daemon.url}/v1/version").json()
-        assert set(version) == {"specklab", "python", "numpy", "torch", "samna"}
+        assert set(version) == {"specklab", "python", "numpy", "torch", "samna", "compile_sandbox"}
         assert httpx.get(f"{daemon.url}/docs").status_code == 200
         assert "/v1/health" in httpx.get(f"{daemon.url}/openapi.json").json()["paths"]
         assert daemon.stop(sig) in (0, -sig, 128 + sig)

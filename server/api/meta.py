@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from specklab.schemas.api import Health, HealthCheck, Version
 
+from ..compiler.sandbox import LAYERS, missing_layers
 from ..devices.samna_probe import probe_samna
 from ..draining import is_stopping
 from ..errors import ApiError
@@ -131,7 +132,8 @@ def metrics(request: Request) -> Response:
 
 
 @router.get("/version", response_model=Version)
-def version() -> Version:  # on a worker thread: the metadata lookups read files
+def version() -> Version:  # on a worker thread: the metadata lookups and kernel probes
+    missing = missing_layers()
     return Version(
         specklab=_installed_version("specklab") or "unknown",
         python=platform.python_version(),
@@ -139,4 +141,5 @@ def version() -> Version:  # on a worker thread: the metadata lookups read files
         # Read from metadata: importing torch would cost seconds and memory in the daemon.
         torch=_installed_version("torch"),
         samna=probe_samna().describe(),
+        compile_sandbox={layer: layer not in missing for layer in LAYERS},
     )

@@ -1,8 +1,10 @@
 """A warm pool of isolated compile workers, and :func:`compile_model`, the one entry point.
 
-Each worker is a child process (see ``worker.py``) that pays the torch import once and then
-compiles uploads one at a time, under an address-space limit, a per-compile CPU-time limit
-and a wall-clock timeout enforced from here. A worker that times out is killed; one that
+Each worker is a child process (see ``worker.py``) in a sandbox (``sandbox.py``) that pays the
+torch import once and then compiles uploads one at a time, under an address-space limit, a
+per-compile CPU-time limit and a wall-clock timeout enforced from here. Several workers serve
+compiles side by side, so one slow or hostile upload holds one worker, not the daemon's
+compiling. A worker that times out is killed; one that
 dies (CPU limit, memory, crash) is replaced; either way the pool keeps serving. The daemon
 holds one pool for its lifetime; :meth:`CompilerPool.compile` is blocking and thread-safe
 (call it with ``asyncio.to_thread``).
@@ -21,9 +23,9 @@ import queue
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,10 +35,11 @@ import msgpack
 
 from specklab.schemas.compile import CompileOptions, CompileReport
 
+from . import sandbox
 from .archive import ArchiveLimits, check_upload_size
 from .errors import CompileTimeout, ResourceLimit, WorkerCrashed, error_from_code
 from .pipeline import CompileResult
-from .protocol import HEADER, write_message
+from .protocol import HEADER, encode
 
 _GIB = 1024**3
 log = logging.getLogger(__name__)
@@ -65,26 +68,23 @@ class _Deadline(Exception):
     pass
 
 
+def _whenever_ready(fd: int, event: int, deadline: float) -> Iterator[int]:
+    """Yield ``fd`` each time it is ready for ``event``; raise _Deadline at the deadline."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, event)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise _Deadline
+            yield fd
+
+
 class _Worker:
     """One child process and its pipes."""
 
-    def __init__(self, limits: WorkerLimits, warm: bool) -> None:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "specklab.server.compiler.worker",
-                json.dumps({"limits": asdict(limits), "warm": warm}),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            # a pipe, not our stderr: the worker may not write files (RLIMIT_FSIZE = 0)
-            stderr=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-        )
+    def __init__(self, limits: WorkerLimits, warm: bool, layers: frozenset[str]) -> None:
+        setup = {"limits": asdict(limits), "warm": warm, "layers": sorted(layers)}
+        self.process = sandbox.start(["-m", "specklab.server.compiler.worker", json.dumps(setup)])
         self.limits = limits
         self.ready = False
         threading.Thread(
@@ -93,8 +93,12 @@ class _Worker:
 
     def _log_stderr(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            log.warning("compile worker %d: %s", self.pid, line.decode(errors="replace").rstrip())
+        # Closed here, at its end: closing it from another thread would wait for this read.
+        with self.process.stderr as stderr:
+            for line in stderr:
+                log.warning(
+                    "compile worker %d: %s", self.pid, line.decode(errors="replace").rstrip()
+                )
 
     @property
     def pid(self) -> int:
@@ -102,19 +106,17 @@ class _Worker:
 
     def _read(self, size: int, deadline: float) -> bytes:
         assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
+        if not size:
+            return b""
         chunks, left = [], size
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while left:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise _Deadline
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    raise _WorkerGone(self.process.wait())
-                chunks.append(chunk)
-                left -= len(chunk)
+        for fd in _whenever_ready(self.process.stdout.fileno(), selectors.EVENT_READ, deadline):
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                raise _WorkerGone(self.process.wait())
+            chunks.append(chunk)
+            left -= len(chunk)
+            if not left:
+                break
         return b"".join(chunks)
 
     def _receive(self, deadline: float) -> dict[str, Any]:
@@ -126,14 +128,27 @@ class _Worker:
             self._receive(time.monotonic() + self.limits.startup_seconds)
             self.ready = True
 
+    def _write(self, data: bytes, deadline: float) -> None:
+        """Under the deadline too: a worker that stops reading must not block us (the pipe
+        holds 64 KiB, an upload up to the size limit)."""
+        assert self.process.stdin is not None
+        os.set_blocking(self.process.stdin.fileno(), False)
+        left = memoryview(data)
+        for fd in _whenever_ready(self.process.stdin.fileno(), selectors.EVENT_WRITE, deadline):
+            try:
+                left = left[os.write(fd, left) :]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _WorkerGone(self.process.wait()) from exc
+            if not left:
+                break
+
     def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
-        assert self.process.stdin is not None
-        try:
-            write_message(self.process.stdin, message)
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise _WorkerGone(self.process.wait()) from exc
-        return self._receive(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self._write(encode(message), deadline)
+        return self._receive(deadline)
 
     def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(OSError):
@@ -144,9 +159,8 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def kill(self) -> None:
         self.process.kill()
@@ -157,13 +171,22 @@ class CompilerPool:
     """``workers`` warm compile processes; see the module docstring."""
 
     def __init__(
-        self, workers: int = 1, limits: WorkerLimits | None = None, *, warm: bool = True
+        self,
+        workers: int = 2,
+        limits: WorkerLimits | None = None,
+        *,
+        warm: bool = True,
+        layers: Collection[str] | None = None,
     ) -> None:
-        """``warm``: workers import everything up front (a one-off compile imports lazily)."""
+        """``warm``: workers import everything up front (a one-off compile imports lazily).
+
+        ``layers``: the sandbox layers of the workers; by default every one the kernel gives.
+        """
         if workers < 1:
             raise ValueError("a compiler pool needs at least one worker")
         self.limits = limits or WorkerLimits()
         self.warm = warm
+        self.layers = sandbox.available_layers() if layers is None else frozenset(layers)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._workers: set[_Worker] = set()
@@ -172,7 +195,7 @@ class CompilerPool:
             self._start()
 
     def _start(self) -> None:
-        worker = _Worker(self.limits, self.warm)
+        worker = _Worker(self.limits, self.warm, self.layers)
         with self._lock:
             self._workers.add(worker)
         self._idle.put(worker)
@@ -190,6 +213,7 @@ class CompilerPool:
 
     @property
     def pids(self) -> list[int]:
+        """The processes started (with the ``pid`` layer, the sandboxed worker is a grandchild)."""
         with self._lock:
             return sorted(w.pid for w in self._workers)
 

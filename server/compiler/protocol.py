@@ -13,9 +13,13 @@ import msgpack
 HEADER = struct.Struct(">I")
 
 
-def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+def encode(message: dict[str, Any]) -> bytes:
     body = msgpack.packb(message, use_bin_type=True)
-    stream.write(HEADER.pack(len(body)) + body)
+    return HEADER.pack(len(body)) + body
+
+
+def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+    stream.write(encode(message))
     stream.flush()
 
 

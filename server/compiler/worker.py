@@ -1,9 +1,10 @@
 """The compile worker: a separate process that reads uploads, so the daemon never does.
 
 Started by :class:`~.pool.CompilerPool` as ``python -P -m specklab.server.compiler.worker
-SETUP_JSON`` (``{"limits": ..., "warm": bool}``). It limits itself (address space, no file
-writes, no core dumps), imports torch, torch.export's deserializer, nir and h5py once when
-``warm`` (that is what makes warm compiles fast), says it is ready, then answers
+SETUP_JSON`` (``{"limits": ..., "warm": bool, "layers": [...]}``). Before anything else it
+enters the sandbox (``sandbox.py``: the ``layers`` named), then limits itself (address space,
+no file writes, no core dumps), imports torch, torch.export's deserializer, nir and h5py once
+when ``warm`` (that is what makes warm compiles fast), says it is ready, then answers
 requests until its stdin closes. Each request gets a fresh CPU-time budget (RLIMIT_CPU is
 cumulative, so the soft limit moves up by the budget each time); exceeding it kills the
 process with SIGXCPU, which the pool reports and replaces.
@@ -24,6 +25,7 @@ import sys
 import traceback
 from typing import Any
 
+from . import sandbox
 from .protocol import read_message, write_message
 
 
@@ -33,7 +35,6 @@ def _limit_memory(memory_bytes: int) -> None:
 
 
 def _forbid_file_writes() -> None:
-    """After the warm-up: imports probe the temporary directory by writing to it."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails with EFBIG instead of killing
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
@@ -96,16 +97,17 @@ def main() -> int:
     from .archive import ArchiveLimits
 
     setup = json.loads(sys.argv[1])
+    sandbox.enter(setup["layers"])
     limits = setup["limits"]
     archive_limits = ArchiveLimits(**limits["archive"])
     channel_in = sys.stdin.buffer
     channel_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt replies
     _limit_memory(limits["memory_bytes"])
+    _forbid_file_writes()
     if setup["warm"]:
         _warm_up()
-    _forbid_file_writes()
-    write_message(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
+    write_message(channel_out, {"ok": True, "ready": True})
     while (request := read_message(channel_in)) is not None:
         _budget(limits["cpu_seconds"])
         try:

@@ -5,18 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
 
+from ..compiler.sandbox import LAYERS, missing_layers
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore
 from .service import ModelService
 
 log = logging.getLogger(__name__)
+
+
+def warn_about_missing_sandbox_layers() -> None:
+    """Log, loudly, each layer of the compile sandbox this kernel cannot give."""
+    missing = missing_layers()
+    for layer, reason in missing.items():
+        log.warning(
+            "COMPILE SANDBOX INCOMPLETE: layer %r is off (%s). %d of %d layers are on; "
+            "see docs/security.md for what that layer stops",
+            layer,
+            reason,
+            len(LAYERS) - len(missing),
+            len(LAYERS),
+        )
 
 
 @asynccontextmanager
@@ -37,6 +53,8 @@ async def model_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         _collect_periodically(models, db, settings.orphan_collect_interval_s),
         name="orphan-collector",
     )
+    # In the background: testing the kernel takes a second that start-up need not wait for.
+    threading.Thread(target=warn_about_missing_sandbox_layers, daemon=True).start()
     try:
         yield
     finally:

@@ -10,10 +10,12 @@ import signal
 import time
 import zipfile
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
 
+from specklab.client.cli import main
 from specklab.server.compiler import (
     ArchiveBomb,
     ArchiveLimits,
@@ -32,6 +34,7 @@ from specklab.server.compiler.pipeline import import_model
 
 from .conftest import TEST_UPLOAD_LIMIT
 from .graphs import options
+from .sandbox_probe import worker_process
 
 GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}
 
@@ -166,7 +169,7 @@ def test_workers_run_under_resource_limits(
 ) -> None:
     _assert_works(pool, guide_files)
     [pid] = pool.pids
-    limits = _limits(pid)
+    limits = _limits(worker_process(pid))
     assert limits["Max address space"] == str(pool.limits.memory_bytes)
     assert limits["Max file size"] == "0"
     assert limits["Max core file size"] == "0"
@@ -176,11 +179,54 @@ def test_workers_run_under_resource_limits(
 def test_a_timed_out_worker_is_replaced(
     pool: CompilerPool, guide_files: Mapping[str, bytes]
 ) -> None:
-    before = pool.pids
+    """A worker that never answers (stopped here; a hostile loop would do the same) is killed
+    at the deadline, its sandboxed process included, and replaced."""
+    pool.warm_up()
+    [started] = pool.pids
+    worker = worker_process(started)
+    os.kill(worker, signal.SIGSTOP)
     with pytest.raises(CompileTimeout):
-        pool.compile(guide_files["export"], options(), timeout=0.0001)
-    assert pool.pids != before
+        pool.compile(guide_files["export"], options(), timeout=1)
+    assert pool.pids != [started]
+    _wait_until_gone(worker)
     _assert_works(pool, guide_files)
+
+
+def _wait_until_gone(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}/stat").exists() and "Z" not in _state(pid):
+        assert time.monotonic() < deadline, f"process {pid} outlived its worker"
+        time.sleep(0.05)
+
+
+def test_a_stuck_worker_does_not_hold_up_the_others(guide_files: Mapping[str, bytes]) -> None:
+    """What a hostile upload holding its worker looks like to everyone else: the other worker
+    serves them meanwhile."""
+    with CompilerPool(2) as pool, ThreadPoolExecutor(2) as threads:
+        pool.warm_up()
+        stuck = worker_process(pool.pids[0])
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            compiles = [
+                threads.submit(pool.compile, guide_files["trace"], options(), timeout=600)
+                for _ in range(2)
+            ]
+            done, waiting = wait(compiles, timeout=300, return_when=FIRST_COMPLETED)
+            assert len(done) == 1 and len(waiting) == 1
+            assert next(iter(done)).result().report.ok
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert next(iter(waiting)).result(timeout=300).report.ok
+
+
+def test_specklab_compile_reads_a_pt2_file(
+    guide_files: Mapping[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one-off worker imports torch inside the sandbox, where no temporary directory is
+    writable; it once failed there with "No usable temporary directory"."""
+    path = tmp_path / "model.pt2"
+    path.write_bytes(guide_files["export"])
+    assert main(["compile", str(path), "--input-shape", "1,28,28"]) == 0, capsys.readouterr()
 
 
 def test_a_worker_killed_while_idle_is_replaced(
@@ -189,10 +235,7 @@ def test_a_worker_killed_while_idle_is_replaced(
     _assert_works(pool, guide_files)
     [pid] = pool.pids
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}/stat").exists() and "Z" not in _state(pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_until_gone(pid)
     _assert_works(pool, guide_files)
     assert pool.pids != [pid]
 
