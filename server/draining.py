@@ -1,5 +1,6 @@
 """Graceful shutdown for new work: once the daemon starts stopping, new requests get a 503
-``daemon_stopping`` ErrorBody (and new WebSockets close with 1012, "service restart") instead
+``daemon_stopping`` ErrorBody (and new WebSockets close with 4503, reason ``daemon_stopping``,
+the code every refused stream start uses: 4000 + the HTTP status) instead
 of a dropped connection or a half-done answer; work already in flight finishes.
 
 Uvicorn stops accepting connections at once, but requests can still arrive on connections it
@@ -19,8 +20,8 @@ from .errors import json_error_response
 
 #: Still answered while stopping: liveness and metrics (operators watch the shutdown).
 _ALWAYS = ("/v1/health/live", "/metrics")
-#: WebSocket close code for "service restart" (RFC 6455 registry).
-CLOSE_SERVICE_RESTART = 1012
+#: WebSocket close code of a stream refused because the daemon stops (docs/streams.md).
+CLOSE_DAEMON_STOPPING = 4503
 
 
 def begin_shutdown(state: Any) -> None:
@@ -45,7 +46,13 @@ class Draining:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CLOSE_DAEMON_STOPPING,
+                    "reason": "daemon_stopping",
+                }
+            )
             return
         body = ErrorBody(
             code="daemon_stopping", message="the daemon is shutting down; try again shortly"

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 from starlette.websockets import WebSocketDisconnect
 
 from specklab.server.api import meta
-from specklab.server.draining import CLOSE_SERVICE_RESTART, begin_shutdown
+from specklab.server.draining import CLOSE_DAEMON_STOPPING, begin_shutdown
 
 from .db_fixtures import add_devices
 from .lab_client import Lab, bearer, running_lab
@@ -159,4 +159,4 @@ def test_once_stopping_new_work_gets_503_daemon_stopping(lab: Lab) -> None:
         lab.client.websocket_connect(f"/v1/devices/{DEVICE}/stream", headers=lab.admin) as ws,
     ):
         ws.receive_bytes()
-    assert closed.value.code == CLOSE_SERVICE_RESTART
+    assert closed.value.code == CLOSE_DAEMON_STOPPING
