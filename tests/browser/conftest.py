@@ -27,7 +27,9 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and the async tests after this package need the thread's loop free.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
