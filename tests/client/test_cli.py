@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,9 @@ def test_devices_as_table_and_json(capsys: pytest.CaptureFixture[str], account: 
 
 
 def test_book_extend_list_and_cancel(capsys: pytest.CaptureFixture[str], account: Account) -> None:
-    booking = run_json(
-        capsys, account, "book", "speck2fdevkit", "--minutes", "5", "--start", "2099-01-01T10:00"
-    )
+    # Within the lab's booking horizon (90 days by default), on the minute.
+    start = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")
+    booking = run_json(capsys, account, "book", "speck2fdevkit", "--minutes", "5", "--start", start)
     assert booking["status"] == "upcoming"
     extended = run_json(capsys, account, "extend", str(booking["id"]), "--minutes", "10")
     assert extended["ends_at"] > booking["ends_at"]

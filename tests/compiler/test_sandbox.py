@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from specklab.server.compiler import CompilerPool, sandbox
 from specklab.server.models import lifespan
 from specklab.server.settings import Settings
+from specklab.server.storage import Database, upgrade
 
 from .sandbox_probe import PROBE_PATH, worker_process
 
@@ -176,9 +177,17 @@ def test_libraries_asking_for_a_temporary_directory_get_one() -> None:
     assert out.decode().strip() == sandbox.TEMP_DIR, err.decode(errors="replace")
 
 
+def _app_with_database(data_dir: Path) -> FastAPI:
+    """The app state the model store starts from: a migrated database."""
+    app = FastAPI()
+    app.state.db = Database(f"sqlite:///{data_dir / 'specklab.db'}")
+    upgrade(app.state.db)
+    return app
+
+
 def test_the_daemon_compiles_with_two_workers_by_default(tmp_path: Path) -> None:
     async def workers() -> int:
-        app = FastAPI()
+        app = _app_with_database(tmp_path)
         async with lifespan.model_store(app, Settings(data_dir=tmp_path)):
             return app.state.models.workers
 
@@ -227,11 +236,11 @@ def test_a_missing_layer_is_logged_at_start_and_reported_by_version(
     [record] = [r for r in caplog.records if "COMPILE SANDBOX INCOMPLETE" in r.message]
     assert record.levelname == "WARNING"
     assert "'landlock'" in record.message and "Function not implemented" in record.message
-    version = anyio.run(meta.version)
+    version = meta.version()
     assert version.compile_sandbox == {layer: layer != "landlock" for layer in sandbox.LAYERS}
 
     async def start_and_stop() -> None:
-        async with lifespan.model_store(FastAPI(), Settings(data_dir=tmp_path)):
+        async with lifespan.model_store(_app_with_database(tmp_path), Settings(data_dir=tmp_path)):
             pass
 
     caplog.clear()
