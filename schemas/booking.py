@@ -20,7 +20,7 @@ class BookingStatus(StrEnum):
     RELEASED = "released"
     #: Ended early by an admin.
     PREEMPTED = "preempted"
-    #: Ended early because its lease got no heartbeat (or was never started).
+    #: Ended early because its holder left it unused for the daemon's idle time.
     EXPIRED = "expired"
 
 
@@ -82,13 +82,19 @@ class BookingPublic(BaseModel):
     created_at: datetime
     #: When a booking that ended early stopped (cancel, release, preemption, expiry).
     ended_at: datetime | None
-    #: When the lease lapses without another heartbeat; ``None`` before the first heartbeat.
+    #: Why it is over, in words ("released by its holder", "preempted by root: maintenance",
+    #: "idle for 30 minutes", "its window is over"); ``None`` while upcoming or running.
+    end_reason: str | None = None
+    #: The holder's last use (deploy, stream, heartbeat, a call naming the booking).
+    last_used_at: datetime | None = None
+    #: While running: when the booking is released as idle unless its holder uses it before.
     lease_expires_at: datetime | None
 
 
 class LeasePublic(BaseModel):
     booking_id: int
     renewed_at: datetime
+    #: When the booking is released as idle without another use.
     expires_at: datetime
 
 

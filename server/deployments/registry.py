@@ -121,7 +121,13 @@ class Deployments:
 
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
-        return await self.db.run(lambda s: require_active_booking(s, user, device_id))
+
+        def require(session: Session) -> Booking:
+            booking = require_active_booking(session, user, device_id)
+            session.commit()  # the call counts as use of the booking
+            return booking
+
+        return await self.db.run(require, write=True)
 
     async def deploy(
         self, user: Principal, device_id: str, request: DeploymentRequest
@@ -266,7 +272,7 @@ class Deployments:
                 if event.kind == "preempted":
                     reason = EndReason(
                         "booking_preempted",
-                        f"booking {event.booking_id} of {hub.device_id} was preempted by an admin",
+                        f"booking {event.booking_id} of {hub.device_id} was {event.reason}",
                     )
                 else:
                     reason = EndReason(
