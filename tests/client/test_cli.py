@@ -197,9 +197,51 @@ def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account
         booking_id = json.loads(printed)["id"]
         time.sleep(LEASE_LAPSES_S)  # it outlives a lease only by beating
         assert admin.booking(booking_id).status == "running"
-        admin.preempt(booking_id, reason="tests")
+        admin.preempt(booking_id, reason="maintenance")
         _, err = holder.communicate(timeout=30)
     finally:
         holder.kill()
     assert holder.returncode == 1
-    assert "preempted" in err
+    assert f"booking {booking_id} is over: preempted by " in err and ": maintenance" in err
+
+
+def test_sigterm_on_book_hold_releases_the_booking(admin: Client, account: Account) -> None:
+    env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
+    command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
+    holder = subprocess.Popen(
+        [*command, "--minutes", "5", "--hold", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None and holder.stderr is not None
+        printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
+        booking_id = json.loads(printed)["id"]
+        assert "holding" in holder.stderr.readline()  # the handler is in place from here on
+        holder.terminate()
+        _, err = holder.communicate(timeout=30)
+    finally:
+        holder.kill()
+    assert holder.returncode == 0, err
+    released = admin.booking(booking_id)
+    assert (released.status, released.end_reason) == ("released", "released by its holder")
+
+
+def test_bookings_show_the_idle_release_and_a_call_on_an_ended_one_says_why(
+    capsys: pytest.CaptureFixture[str], account: Account
+) -> None:
+    booking = run_json(capsys, account, "book", "speck2fdevkit", "--minutes", "5")
+    code, out, _ = run(capsys, account, "bookings", "--current")
+    assert code == 0 and out.splitlines()[0].split()[-1] == "LEASE"
+    [row] = [line for line in out.splitlines() if line.startswith(f"{booking['id']} ")]
+    assert "unused, idle release in " in row
+    run_json(capsys, account, "cancel", str(booking["id"]))
+    code, out, _ = run(capsys, account, "bookings", "--device", booking["device_id"])
+    [row] = [line for line in out.splitlines() if line.startswith(f"{booking['id']} ")]
+    assert row.endswith("released by its holder")
+    code, _, err = run(capsys, account, "deploy", "999999", booking["device_id"])
+    assert code != 0
+    assert f"your booking {booking['id']} of {booking['device_id']} is over" in err
+    assert "released by its holder" in err and "POST /v1/bookings" not in err
