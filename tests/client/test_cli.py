@@ -181,16 +181,21 @@ def model_file_of(module: Any, shape: tuple[int, ...]) -> bytes:
     return model_file(module, input_shape=shape).content
 
 
-def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
+def _book_and_hold(account: Account) -> subprocess.Popen[str]:
+    """``specklab book --hold`` in a process of its own (it is signalled and waits)."""
     env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
     command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
-    holder = subprocess.Popen(
+    return subprocess.Popen(
         [*command, "--minutes", "5", "--hold", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
+    holder = _book_and_hold(account)
     try:
         assert holder.stdout is not None
         printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
@@ -206,15 +211,7 @@ def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account
 
 
 def test_sigterm_on_book_hold_releases_the_booking(admin: Client, account: Account) -> None:
-    env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
-    command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
-    holder = subprocess.Popen(
-        [*command, "--minutes", "5", "--hold", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    holder = _book_and_hold(account)
     try:
         assert holder.stdout is not None and holder.stderr is not None
         printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
