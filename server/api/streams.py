@@ -175,6 +175,7 @@ async def _serve_continuously(
     on_events: Callable[[InputBatch], Awaitable[None]],
     heartbeat: Callable[[], Awaitable[None]],
     select: OutputSelector,
+    in_use: Awaitable[None],
 ) -> None:
     """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
     selected outputs flow out as they come, until the client leaves or the deployment ends."""
@@ -185,6 +186,7 @@ async def _serve_continuously(
             _receive_loop(conn, on_events, heartbeat),
             _output_loop(conn, select),
             _end_watch(conn),
+            in_use,
         )
 
 
@@ -288,10 +290,13 @@ async def _stream_events(
             await hub.write(None, batch.events)
 
     try:
+        in_use = deployments.keep_in_use(user, hub)
         if mode is StreamMode.FORWARD:
-            await _run_until_first_done(_receive_loop(conn, forward, heartbeat), _end_watch(conn))
+            await _run_until_first_done(
+                _receive_loop(conn, forward, heartbeat), _end_watch(conn), in_use
+            )
             return
-        await _serve_continuously(conn, write, heartbeat, _monitored_outputs)
+        await _serve_continuously(conn, write, heartbeat, _monitored_outputs, in_use)
     finally:
         await conn.stop_sensor()
 
@@ -340,7 +345,8 @@ async def _stream_dvs(
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():
-                await _serve_continuously(conn, refuse_input, heartbeat, select)
+                in_use = deployments.keep_in_use(user, hub)
+                await _serve_continuously(conn, refuse_input, heartbeat, select, in_use)
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

@@ -211,6 +211,14 @@ class Deployments:
 
         await self.db.run(renew, write=True)
 
+    async def keep_in_use(self, user: Principal, hub: DeviceHub) -> None:
+        """An open stream is use of its booking, frames or not: renew it well within the idle
+        time until the stream closes (the caller cancels this)."""
+        while True:
+            await asyncio.sleep(self.policy.idle.total_seconds() / 3)
+            with contextlib.suppress(ApiError):  # the booking ended: its watch ends the stream
+                await self.heartbeat(user, hub)
+
     def hub(self, user: Principal, device_id: str) -> DeviceHub:
         """The live deployment of ``device_id``, if ``user`` may see it (owner or admin)."""
         hub = self._hubs.get(device_id)
