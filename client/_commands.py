@@ -56,6 +56,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     length.add_argument("--until", type=_when, help="end time (ISO 8601, e.g. 2030-01-01T10:00)")
     book.add_argument("--start", type=_when, help="start time (ISO 8601; default now)")
     book.add_argument(
+        "--next-free",
+        action="store_true",
+        help="for a type whose devices are all busy: book the next free slot instead of failing",
+    )
+    book.add_argument(
         "--hold",
         action="store_true",
         help="keep the booking in use until Ctrl-C or SIGTERM, then release it",
@@ -265,7 +270,9 @@ def _span(length: timedelta) -> str:
 def _book(client: Client, args: argparse.Namespace) -> None:
     from ._errors import SpecklabError
 
-    booking = client.book(args.target, minutes=args.minutes, start=args.start, end=args.until)
+    booking = client.book(
+        args.target, minutes=args.minutes, start=args.start, end=args.until, wait=args.next_free
+    )
     _emit(args, booking.booking, lambda: _booking_rows([booking.booking]))
     if not args.hold:
         return

@@ -28,7 +28,9 @@ class BookingCreate(BaseModel):
     """Book ``device_id`` for a window, or the earliest free slot of any ``device_type``.
 
     The window starts at ``starts_at`` (default: now) and lasts ``minutes`` or until ``ends_at``.
-    With ``device_type`` the daemon picks the device that is free soonest at or after the start.
+    With ``device_type`` the daemon picks the device that is free soonest at or after the start;
+    when every device of the type is busy then, it refuses (409 ``booking_conflict`` with the
+    next free time) unless ``next_free`` asks for that later slot.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,8 @@ class BookingCreate(BaseModel):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     minutes: int | None = Field(default=None, ge=1)
+    #: Booking a type: take the earliest later slot when none is free at the start.
+    next_free: bool = False
 
     @model_validator(mode="after")
     def _one_of_each(self) -> Self:

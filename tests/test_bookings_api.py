@@ -80,8 +80,24 @@ def test_a_window_and_the_next_free_slot_of_a_type(
     )
     assert when(first["ends_at"]) - when(first["starts_at"]) == timedelta(minutes=45)
     book(lab, users["alice"], device_id="speck2fdevkit:1", starts_at=iso(start), minutes=30)
-    # Both devices are busy from `start`: the one free soonest (device 1, after 30 min) wins.
-    picked = book(lab, users["bob"], device_type="speck2fdevkit", starts_at=iso(start), minutes=15)
+    # Both devices are busy from `start`: refused with when the one free soonest (device 1,
+    # after 30 min) is free, and that slot when asked for.
+    refused = lab.client.post(
+        "/v1/bookings",
+        json={"device_type": "speck2fdevkit", "starts_at": iso(start), "minutes": 15},
+        headers=users["bob"],
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "booking_conflict")
+    assert refused.json()["detail"]["device_id"] == "speck2fdevkit:1"
+    assert when(refused.json()["detail"]["next_free"]) == start + timedelta(minutes=30)
+    picked = book(
+        lab,
+        users["bob"],
+        device_type="speck2fdevkit",
+        starts_at=iso(start),
+        minutes=15,
+        next_free=True,
+    )
     assert picked["device_id"] == "speck2fdevkit:1"
     assert when(picked["starts_at"]) == start + timedelta(minutes=30)
     unknown = lab.client.post(

@@ -138,6 +138,18 @@ def _conflict(
     )
 
 
+def _all_busy(device_type: str, device_id: str, free_at: datetime, length: timedelta) -> ApiError:
+    minutes = int(length.total_seconds() // 60)
+    return ApiError(
+        409,
+        "booking_conflict",
+        f"every {device_type} device is booked then; {device_id} is next free for {minutes} "
+        f"minutes at {free_at.isoformat(timespec='seconds')} (ask for the next free slot to "
+        "book that)",
+        ConflictDetail(device_id=device_id, next_free=free_at).model_dump(mode="json"),
+    )
+
+
 def _check_quota(
     session: Session,
     *,
@@ -217,6 +229,8 @@ def create_booking(
         if request.device_type is not None:
             busy = _busy(session, candidates, after=window.start)
             device_id, start = rules.earliest_slot(busy, after=window.start, length=window.length)
+            if start > window.start and not request.next_free:
+                raise _all_busy(request.device_type, device_id, start, window.length)
             window = Window(start, start + window.length)
         if not user.is_admin:
             _check_quota(session, user_id=user.id, window=window, policy=policy)

@@ -16,7 +16,7 @@ import pytest
 from specklab.client import Client
 from specklab.client.cli import main
 
-from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, Account, grid
+from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, VIRTUAL_DEVKITS, Account, grid
 
 
 def run(capsys: pytest.CaptureFixture[str], account: Account, *argv: str) -> tuple[int, str, str]:
@@ -242,3 +242,19 @@ def test_bookings_show_the_idle_release_and_a_call_on_an_ended_one_says_why(
     assert code != 0
     assert f"your booking {booking['id']} of {booking['device_id']} is over" in err
     assert "released by its holder" in err and "POST /v1/bookings" not in err
+
+
+def test_booking_a_type_whose_devices_are_all_busy_refuses_unless_next_free(
+    capsys: pytest.CaptureFixture[str], account: Account
+) -> None:
+    at = ("speck2fdevkit", "--minutes", "5", "--start", "2098-06-01T10:00+00:00")
+    taken = [run_json(capsys, account, "book", *at) for _ in range(VIRTUAL_DEVKITS)]
+    try:
+        assert len({b["device_id"] for b in taken}) == VIRTUAL_DEVKITS
+        code, _, err = run(capsys, account, "book", *at)
+        assert code != 0 and "is next free for 5 minutes at 2098-06-01T10:05:00+00:00" in err
+        later = run_json(capsys, account, "book", *at, "--next-free")
+        taken.append(later)
+        assert later["starts_at"].startswith("2098-06-01T10:05:00")
+    finally:
+        run_json(capsys, account, "cancel", *(str(b["id"]) for b in taken))
