@@ -194,12 +194,20 @@ def _book_and_hold(account: Account) -> subprocess.Popen[str]:
     )
 
 
+def _printed_booking_id(holder: subprocess.Popen[str]) -> int:
+    """The id in the booking ``book --json`` prints (its error if it printed none)."""
+    assert holder.stdout is not None and holder.stderr is not None
+    lines = []
+    while (line := holder.stdout.readline()) not in ("}\n", ""):
+        lines.append(line)
+    assert line, holder.stderr.read()
+    return int(json.loads("".join(lines) + "}")["id"])
+
+
 def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
     holder = _book_and_hold(account)
     try:
-        assert holder.stdout is not None
-        printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
-        booking_id = json.loads(printed)["id"]
+        booking_id = _printed_booking_id(holder)
         time.sleep(LEASE_LAPSES_S)  # it outlives a lease only by beating
         assert admin.booking(booking_id).status == "running"
         admin.preempt(booking_id, reason="maintenance")
@@ -213,9 +221,8 @@ def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account
 def test_sigterm_on_book_hold_releases_the_booking(admin: Client, account: Account) -> None:
     holder = _book_and_hold(account)
     try:
-        assert holder.stdout is not None and holder.stderr is not None
-        printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
-        booking_id = json.loads(printed)["id"]
+        booking_id = _printed_booking_id(holder)
+        assert holder.stderr is not None
         assert "holding" in holder.stderr.readline()  # the handler is in place from here on
         holder.terminate()
         _, err = holder.communicate(timeout=30)
