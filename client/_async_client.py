@@ -229,6 +229,7 @@ class AsyncClient:
         minutes: int | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        wait: bool = False,
     ) -> _Opening[AsyncBooking]:
         """Book a device or any device of a type; see :meth:`Client.book`.
 
@@ -237,7 +238,9 @@ class AsyncClient:
         """
 
         async def create() -> AsyncBooking:
-            booking = await self.create_booking(target, minutes=minutes, start=start, end=end)
+            booking = await self.create_booking(
+                target, minutes=minutes, start=start, end=end, wait=wait
+            )
             return AsyncBooking(self, booking, release=True)
 
         return _Opening(create())

@@ -193,14 +193,16 @@ class Client:
         minutes: int | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        wait: bool = False,
     ) -> Booking:
         """Book a device (``speck2fdevkit:0``) or any device of a type (``speck2fdevkit``).
 
         The booking is made at once (:class:`~specklab.client.BookingConflict` if the slot is
-        taken). Use the result as a context manager: entering waits for the start, then keeps
-        the lease alive with heartbeats from a background thread; leaving releases the booking.
+        taken; for a type whose devices are all busy, unless ``wait`` takes the next free slot).
+        Use the result as a context manager: entering waits for the start, then keeps the lease
+        alive with heartbeats from a background thread; leaving releases the booking.
         """
-        booking = self.create_booking(target, minutes=minutes, start=start, end=end)
+        booking = self.create_booking(target, minutes=minutes, start=start, end=end, wait=wait)
         return Booking(self, booking, release=True)
 
     def lease(self, booking: Any, *, release: bool = False) -> Booking:

@@ -8,13 +8,16 @@ standard library so that ``specklab --help`` starts fast; handlers import the cl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,7 +57,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     length.add_argument("--until", type=_when, help="end time (ISO 8601, e.g. 2030-01-01T10:00)")
     book.add_argument("--start", type=_when, help="start time (ISO 8601; default now)")
     book.add_argument(
-        "--hold", action="store_true", help="keep the lease alive until Ctrl-C, then release"
+        "--next-free",
+        action="store_true",
+        help="for a type whose devices are all busy: book the next free slot instead of failing",
+    )
+    book.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the booking in use until Ctrl-C or SIGTERM, then release it",
     )
 
     bookings = command("bookings", _bookings, "list your bookings (admins: everyone's)")
@@ -265,28 +275,63 @@ def _devices(client: Client, args: argparse.Namespace) -> None:
 def _booking_rows(bookings: Sequence[Any]) -> str:
     from ._tables import format_table
 
-    headers = ("id", "device", "user", "starts", "ends", "status")
-    rows = [(b.id, b.device_id, b.user_name, b.starts_at, b.ends_at, b.status) for b in bookings]
+    now = datetime.now(UTC)
+    headers = ("id", "device", "user", "starts", "ends", "status", "lease")
+    rows = [
+        (b.id, b.device_id, b.user_name, b.starts_at, b.ends_at, b.status, _lease(b, now))
+        for b in bookings
+    ]
     return format_table(headers, rows)
+
+
+def _lease(booking: Any, now: datetime) -> str:
+    """A running booking's use and time to its idle release; why an ended one ended."""
+    if booking.status == "running" and booking.lease_expires_at is not None:
+        used = f"used {_span(now - booking.last_used_at)} ago" if booking.last_used_at else "unused"
+        return f"{used}, idle release in {_span(booking.lease_expires_at - now)}"
+    return booking.end_reason or "-"
+
+
+def _span(length: timedelta) -> str:
+    seconds = max(0, round(length.total_seconds()))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
 def _book(client: Client, args: argparse.Namespace) -> None:
     from ._errors import SpecklabError
 
-    booking = client.book(args.target, minutes=args.minutes, start=args.start, end=args.until)
+    booking = client.book(
+        args.target, minutes=args.minutes, start=args.start, end=args.until, wait=args.next_free
+    )
     _emit(args, booking.booking, lambda: _booking_rows([booking.booking]))
     if not args.hold:
         return
-    print("holding the lease; Ctrl-C releases the booking", file=sys.stderr)
-    with booking:
+    with _terminate_as_interrupt():
         try:
-            # Look now and then for a booking that ended under us (ran out, preempted).
-            while booking.lost is None and booking.refresh().status in ("upcoming", "running"):
-                time.sleep(1.0)
+            with booking:
+                print("holding the booking; Ctrl-C or SIGTERM releases it", file=sys.stderr)
+                # Look now and then for a booking that ended under us (preempted, idle).
+                while booking.lost is None and booking.refresh().status in ("upcoming", "running"):
+                    time.sleep(1.0)
         except KeyboardInterrupt:
-            pass
+            pass  # leaving the block released the booking
     if booking.booking.status in ("preempted", "expired"):
-        raise booking.lost or SpecklabError(f"booking {booking.id} was {booking.booking.status}")
+        ended = booking.booking
+        raise booking.lost or SpecklabError(f"booking {ended.id} is over: {ended.end_reason}")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager, ``kill``) ends the block as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bookings(client: Client, args: argparse.Namespace) -> None:

@@ -128,12 +128,16 @@ class Operations(BaseClient):
         minutes: int | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        wait: bool = False,
     ) -> Op[BookingPublic]:
         """Book a device (an id such as ``speck2fdevkit:0``) or any device of a type
-        (``speck2fdevkit``) for ``minutes`` or until ``end``, from ``start`` (default now)."""
+        (``speck2fdevkit``) for ``minutes`` or until ``end``, from ``start`` (default now).
+
+        A type whose devices are all busy then is refused with the next free time
+        (:class:`~specklab.client.BookingConflict`); ``wait`` books that later slot instead."""
         name = target if isinstance(target, str) else device_id(target)
         by = {"device_id": name} if ":" in name else {"device_type": name}
-        body = BookingCreate(**by, minutes=minutes, starts_at=start, ends_at=end)
+        body = BookingCreate(**by, minutes=minutes, starts_at=start, ends_at=end, next_free=wait)
         return self.fetch("POST", "/v1/bookings", BookingPublic, json=body)
 
     def bookings(

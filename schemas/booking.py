@@ -20,7 +20,7 @@ class BookingStatus(StrEnum):
     RELEASED = "released"
     #: Ended early by an admin.
     PREEMPTED = "preempted"
-    #: Ended early because its lease got no heartbeat (or was never started).
+    #: Ended early because its holder left it unused for the daemon's idle time.
     EXPIRED = "expired"
 
 
@@ -28,7 +28,9 @@ class BookingCreate(BaseModel):
     """Book ``device_id`` for a window, or the earliest free slot of any ``device_type``.
 
     The window starts at ``starts_at`` (default: now) and lasts ``minutes`` or until ``ends_at``.
-    With ``device_type`` the daemon picks the device that is free soonest at or after the start.
+    With ``device_type`` the daemon picks the device that is free soonest at or after the start;
+    when every device of the type is busy then, it refuses (409 ``booking_conflict`` with the
+    next free time) unless ``next_free`` asks for that later slot.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,8 @@ class BookingCreate(BaseModel):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     minutes: int | None = Field(default=None, ge=1)
+    #: Booking a type: take the earliest later slot when none is free at the start.
+    next_free: bool = False
 
     @model_validator(mode="after")
     def _one_of_each(self) -> Self:
@@ -82,13 +86,19 @@ class BookingPublic(BaseModel):
     created_at: datetime
     #: When a booking that ended early stopped (cancel, release, preemption, expiry).
     ended_at: datetime | None
-    #: When the lease lapses without another heartbeat; ``None`` before the first heartbeat.
+    #: Why it is over, in words ("released by its holder", "preempted by root: maintenance",
+    #: "idle for 30 minutes", "its window is over"); ``None`` while upcoming or running.
+    end_reason: str | None = None
+    #: The holder's last use (deploy, stream, heartbeat, a call naming the booking).
+    last_used_at: datetime | None = None
+    #: While running: when the booking is released as idle unless its holder uses it before.
     lease_expires_at: datetime | None
 
 
 class LeasePublic(BaseModel):
     booking_id: int
     renewed_at: datetime
+    #: When the booking is released as idle without another use.
     expires_at: datetime
 
 

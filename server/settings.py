@@ -46,11 +46,9 @@ class Settings(BaseSettings):
     booking_daily_quota_minutes: int = Field(default=480, ge=1)
     #: How many days ahead a booking may start.
     booking_horizon_days: int = Field(default=90, ge=1, le=3650)
-    #: A lease without a heartbeat for this long (plus the grace) ends its booking early.
-    lease_timeout_s: float = Field(default=60.0, gt=0)
-    lease_grace_s: float = Field(default=15.0, ge=0)
-    #: A booking whose owner never started a lease is released this long after its start.
-    booking_claim_grace_s: float = Field(default=300.0, ge=0)
+    #: A running booking its holder has not used at all for this long is released (idle); any
+    #: call of the holder on the device or booking, heartbeats included, counts as use.
+    booking_idle_s: float = Field(default=1800.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     #: Virtual devkits to serve, e.g. ["speck2fdevkit=2"] (env: comma-separated). Unset: one
     #: Speck 2F devkit when no real device is found at start; [] (or "none"): none.

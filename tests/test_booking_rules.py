@@ -14,9 +14,11 @@ from specklab.server.booking.rules import (
     check_quota,
     check_window,
     earliest_slot,
+    end_reason,
     free_until,
     held_window,
-    lease_deadline,
+    idle_deadline,
+    idle_reason,
     next_free,
 )
 
@@ -157,15 +159,35 @@ def test_held_window(
 
 
 @pytest.mark.parametrize(
-    ("renewed", "expected"),
-    [(None, 5), (10, 10 + 1 + 0.5), (30, 30 + 1.5)],
+    ("used", "expected"),
+    # Never used: idle from the start; used (a heartbeat counts) before its start: from the start.
+    [(None, 30), (10, 40), (-5, 30), (29, 59)],
 )
-def test_lease_deadline(renewed: float | None, expected: float) -> None:
-    deadline = lease_deadline(
-        starts_at=at(0),
-        renewed_at=None if renewed is None else at(renewed),
-        timeout=1 * M,
-        grace=0.5 * M,
-        claim_grace=5 * M,
+def test_a_booking_is_idle_the_configured_time_after_its_last_use(
+    used: float | None, expected: float
+) -> None:
+    deadline = idle_deadline(
+        starts_at=at(0), last_used_at=None if used is None else at(used), idle=30 * M
     )
     assert deadline == at(expected)
+
+
+@pytest.mark.parametrize(
+    ("state", "actor", "reason", "expected"),
+    [
+        ("preempted", "root", "maintenance", "preempted by root: maintenance"),
+        ("preempted", "root", "", "preempted by root"),
+        ("released", "alice", "", "released by its holder"),
+        ("released", "root", "", "released by root"),
+        ("cancelled", "alice", "", "cancelled by its holder"),
+    ],
+)
+def test_every_early_end_says_who_and_why(
+    state: str, actor: str, reason: str, expected: str
+) -> None:
+    assert end_reason(state, actor_name=actor, owner_name="alice", reason=reason) == expected
+
+
+@pytest.mark.parametrize(("idle", "expected"), [(30 * M, "30"), (1.5 * M, "1.5"), (90 * M, "90")])
+def test_the_idle_reason_names_the_idle_time(idle: timedelta, expected: str) -> None:
+    assert idle_reason(idle) == f"idle for {expected} minutes"

@@ -14,10 +14,9 @@ import pytest
 from specklab.schemas.accounts import Role
 from specklab.server.auth.principal import Principal
 from specklab.server.booking.events import BookingEvents
-from specklab.server.booking.service import require_active_booking
+from specklab.server.booking.service import require_active_booking, sweep_leases
 from specklab.server.errors import ApiError
 from specklab.server.storage import utcnow
-from specklab.server.storage.tables import Booking
 
 from .db_fixtures import add_devices
 from .lab_client import Lab, bearer, running_lab
@@ -81,8 +80,24 @@ def test_a_window_and_the_next_free_slot_of_a_type(
     )
     assert when(first["ends_at"]) - when(first["starts_at"]) == timedelta(minutes=45)
     book(lab, users["alice"], device_id="speck2fdevkit:1", starts_at=iso(start), minutes=30)
-    # Both devices are busy from `start`: the one free soonest (device 1, after 30 min) wins.
-    picked = book(lab, users["bob"], device_type="speck2fdevkit", starts_at=iso(start), minutes=15)
+    # Both devices are busy from `start`: refused with when the one free soonest (device 1,
+    # after 30 min) is free, and that slot when asked for.
+    refused = lab.client.post(
+        "/v1/bookings",
+        json={"device_type": "speck2fdevkit", "starts_at": iso(start), "minutes": 15},
+        headers=users["bob"],
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "booking_conflict")
+    assert refused.json()["detail"]["device_id"] == "speck2fdevkit:1"
+    assert when(refused.json()["detail"]["next_free"]) == start + timedelta(minutes=30)
+    picked = book(
+        lab,
+        users["bob"],
+        device_type="speck2fdevkit",
+        starts_at=iso(start),
+        minutes=15,
+        next_free=True,
+    )
     assert picked["device_id"] == "speck2fdevkit:1"
     assert when(picked["starts_at"]) == start + timedelta(minutes=30)
     unknown = lab.client.post(
@@ -199,7 +214,11 @@ def test_admin_preemption_tells_live_sessions(lab: Lab, users: dict[str, dict[st
         assert response.json()["status"] == "preempted"
 
     event = asyncio.run(_next_event(lab.app.state.booking_events, DEVICE, preempt))
-    assert (event.kind, event.booking_id, event.reason) == ("preempted", alice["id"], "preempted")
+    assert (event.kind, event.booking_id, event.reason) == (
+        "preempted",
+        alice["id"],
+        "preempted by admin: demo",
+    )
     entries = lab.client.get("/v1/audit", params={"action": "booking."}, headers=lab.admin).json()
     assert [(e["action"], e["actor_name"]) for e in entries][:2] == [
         ("booking.preempt", "admin"),
@@ -250,9 +269,7 @@ def fast_leases(tmp_path: Path, database_url: str) -> Iterator[Lab]:
     with running_lab(
         tmp_path,
         database_url,
-        lease_timeout_s=1.0,
-        lease_grace_s=0.5,
-        booking_claim_grace_s=3.0,
+        booking_idle_s=1.5,
         sweep_interval_s=0.1,
     ) as lab:
         add_devices(lab.db, (DEVICE, "speck2fdevkit"))
@@ -290,29 +307,79 @@ def test_an_abandoned_lease_frees_the_device(fast_leases: Lab) -> None:
         )
     )
     # ... and the silence after them ends it: the device is free, the session was told.
-    assert (event.kind, event.booking_id, event.reason) == ("ended", booking["id"], "expired")
+    assert (event.kind, event.booking_id, event.reason) == (
+        "ended",
+        booking["id"],
+        "idle for 0.025 minutes",
+    )
     assert book(lab, bob, device_id=DEVICE, minutes=5)["status"] == "running"
     expiry = lab.client.get(
         "/v1/audit", params={"action": "booking.expire"}, headers=lab.admin
     ).json()
     assert expiry[0]["actor_name"] == "specklab"
-    assert expiry[0]["detail"] == {"device_id": DEVICE, "reason": "no heartbeat"}
+    assert expiry[0]["detail"] == {"device_id": DEVICE, "reason": "idle for 0.025 minutes"}
 
 
-def test_a_booking_never_claimed_is_swept_after_its_grace_only(fast_leases: Lab) -> None:
-    lab = fast_leases
-    alice = bearer(lab.add_user("alice")[1])
-    booking = book(lab, alice, device_id=DEVICE, minutes=30)
-    time.sleep(2.0)  # past the lease timeout and grace, within the claim grace
-    assert (
-        lab.client.get(f"/v1/bookings/{booking['id']}", headers=alice).json()["status"] == "running"
+def test_a_booking_lives_until_its_holder_leaves_it_unused_for_the_idle_time(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    booking = book(lab, users["alice"], device_id=DEVICE, minutes=120)
+    start = when(booking["starts_at"])
+    policy, events = lab.app.state.booking_policy, lab.app.state.booking_events
+    assert policy.idle == timedelta(minutes=30)  # the default: well above a coffee break
+    alice_id = lab.client.get("/v1/users/me", headers=users["alice"]).json()["id"]
+    alice = Principal(alice_id, "alice", Role.USER)
+
+    def sweep(minutes: float) -> list[int]:
+        with lab.db.write_session() as session:
+            ended = sweep_leases(
+                session, policy=policy, events=events, now=start + timedelta(minutes=minutes)
+            )
+            session.commit()
+            return [b.id for b in ended]
+
+    # A 10-minute pause and more: never used, it lasts 30 minutes from its start.
+    assert sweep(29.9) == []
+    # Any use (a deploy or stream asks for the booking) restarts the idle time.
+    with lab.db.write_session() as session:
+        require_active_booking(session, alice, DEVICE, now=start + timedelta(minutes=25))
+        session.commit()
+    assert sweep(54.9) == []
+    shown = lab.client.get(f"/v1/bookings/{booking['id']}", headers=users["alice"]).json()
+    assert when(shown["lease_expires_at"]) == start + timedelta(minutes=55)
+    assert sweep(55) == [booking["id"]]
+
+    over = lab.client.get(f"/v1/bookings/{booking['id']}", headers=users["alice"]).json()
+    assert (over["status"], over["end_reason"]) == ("expired", "idle for 30 minutes")
+    with lab.db.session() as session, pytest.raises(ApiError) as refused:
+        require_active_booking(session, alice, DEVICE, now=start + timedelta(minutes=56))
+    body = refused.value.body
+    assert (body.code, body.detail["end_reason"]) == ("not_booked", "idle for 30 minutes")
+    assert f"booking {booking['id']}" in body.message and "idle for 30 minutes" in body.message
+    assert "POST /v1/bookings" not in body.message
+
+
+def test_every_end_of_a_booking_says_why(lab: Lab, users: dict[str, dict[str, str]]) -> None:
+    released = book(lab, users["alice"], device_id=DEVICE, minutes=10)
+    preempted = book(lab, users["bob"], device_id="speck2fdevkit:1", minutes=10)
+    lab.client.delete(f"/v1/bookings/{released['id']}", headers=users["alice"])
+    lab.client.post(
+        f"/v1/bookings/{preempted['id']}/preempt", json={"reason": "maintenance"}, headers=lab.admin
     )
-    waited = _wait_status(lab, alice, booking["id"], "expired")
-    with lab.db.session() as session:
-        stored = session.get(Booking, booking["id"])
-        assert stored is not None and stored.ended_at is not None
-        assert stored.ended_at - stored.starts_at >= timedelta(seconds=3)
-    assert waited < 6
+    reasons = {
+        b["id"]: b["end_reason"] for b in lab.client.get("/v1/bookings", headers=lab.admin).json()
+    }
+    assert reasons == {
+        released["id"]: "released by its holder",
+        preempted["id"]: "preempted by admin: maintenance",
+    }
+    again = lab.client.post(f"/v1/bookings/{preempted['id']}/heartbeat", headers=users["bob"])
+    assert again.status_code == 409
+    assert "preempted by admin: maintenance" in again.json()["message"]
+    extend = lab.client.post(
+        f"/v1/bookings/{released['id']}/extend", json={"minutes": 5}, headers=users["alice"]
+    )
+    assert extend.json()["detail"]["end_reason"] == "released by its holder"
 
 
 def test_huge_and_far_away_windows_are_refused_with_a_4xx(

@@ -191,10 +191,14 @@ def test_preemption_ends_the_stream_with_a_fatal_error(tmp_path: Path) -> None:
         with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream") as websocket:
             client = open_stream(websocket)
             with lab.http("admin") as http:
-                assert http.post(f"/v1/bookings/{booking}/preempt").status_code == 200
+                preempt = http.post(
+                    f"/v1/bookings/{booking}/preempt", json={"reason": "maintenance"}
+                )
+                assert preempt.status_code == 200
             error = client.receive_data(websocket.recv(timeout=30))
             assert isinstance(error, StreamError) and error.fatal
             assert error.code == "booking_preempted"
+            assert error.message.endswith(": maintenance")
             with pytest.raises(ConnectionClosed) as closed:
                 websocket.recv(timeout=30)
             assert closed.value.rcvd.code == CLOSE_ENDED

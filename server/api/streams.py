@@ -238,6 +238,7 @@ async def _serve_continuously(
     heartbeat: Callable[[], Awaitable[None]],
     select: OutputSelector,
     token: _TokenCheck,
+    in_use: Awaitable[None],
 ) -> None:
     """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
     selected outputs flow out as they come, until the client leaves, the deployment ends or
@@ -250,6 +251,7 @@ async def _serve_continuously(
             _output_loop(conn, select),
             _end_watch(conn),
             token.watch(),
+            in_use,
         )
 
 
@@ -377,12 +379,13 @@ async def _stream_events(
             await hub.write(None, batch.events)
 
     try:
+        in_use = deployments.keep_in_use(user, hub)
         if mode is StreamMode.FORWARD:
             await _run_until_first_done(
-                _receive_loop(conn, forward, heartbeat), _end_watch(conn), token.watch()
+                _receive_loop(conn, forward, heartbeat), _end_watch(conn), token.watch(), in_use
             )
             return
-        await _serve_continuously(conn, write, heartbeat, _monitored_outputs, token)
+        await _serve_continuously(conn, write, heartbeat, _monitored_outputs, token, in_use)
     finally:
         await conn.stop_sensor()
 
@@ -433,7 +436,8 @@ async def _stream_dvs(
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():
-                await _serve_continuously(conn, refuse_input, heartbeat, select, token)
+                in_use = deployments.keep_in_use(user, hub)
+                await _serve_continuously(conn, refuse_input, heartbeat, select, token, in_use)
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

@@ -150,19 +150,32 @@ def check_quota(existing: Iterable[Window], new: Window, *, per_day: timedelta) 
             )
 
 
-def lease_deadline(
-    *,
-    starts_at: datetime,
-    renewed_at: datetime | None,
-    timeout: timedelta,
-    grace: timedelta,
-    claim_grace: timedelta,
+def idle_deadline(
+    *, starts_at: datetime, last_used_at: datetime | None, idle: timedelta
 ) -> datetime:
-    """When an active booking is ended for want of a heartbeat.
+    """When a running booking is released for want of use: ``idle`` after its holder last used
+    it (a deploy, a stream, a heartbeat, a call naming it), or after its start if never."""
+    return max(starts_at, last_used_at or starts_at) + idle
 
-    A lease lapses ``timeout + grace`` after its last heartbeat; a booking whose owner never
-    started one is released ``claim_grace`` after its start.
-    """
-    if renewed_at is None:
-        return starts_at + claim_grace
-    return renewed_at + timeout + grace
+
+def idle_reason(idle: timedelta) -> str:
+    return f"idle for {_minutes(idle)} minutes"
+
+
+def _minutes(length: timedelta) -> str:
+    minutes = length.total_seconds() / 60
+    return f"{minutes:g}" if minutes < 10 else str(round(minutes))
+
+
+def end_reason(state: str, *, actor_name: str | None, owner_name: str, reason: str = "") -> str:
+    """Why a booking ended early, in words its holder reads (stored on the booking)."""
+    by = "its holder" if actor_name in (None, owner_name) else actor_name
+    if state == "preempted":
+        return f"preempted by {actor_name}" + (f": {reason}" if reason else "")
+    if state == "cancelled":
+        return f"cancelled by {by}"
+    return f"released by {by}"
+
+
+#: Why a booking that ran to its end stopped.
+WINDOW_OVER = "its window is over"

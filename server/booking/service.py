@@ -45,9 +45,8 @@ _OPEN = (BookingStatus.UPCOMING, BookingStatus.RUNNING)
 class BookingPolicy:
     max_length: timedelta
     daily_quota: timedelta
-    lease_timeout: timedelta
-    lease_grace: timedelta
-    claim_grace: timedelta
+    #: A running booking unused this long is released.
+    idle: timedelta
     #: A host silent this long has its devices shown offline.
     host_stale_after: timedelta
     #: How far ahead a booking may start.
@@ -58,20 +57,14 @@ class BookingPolicy:
         return cls(
             max_length=timedelta(minutes=settings.booking_max_minutes),
             daily_quota=timedelta(minutes=settings.booking_daily_quota_minutes),
-            lease_timeout=timedelta(seconds=settings.lease_timeout_s),
-            lease_grace=timedelta(seconds=settings.lease_grace_s),
-            claim_grace=timedelta(seconds=settings.booking_claim_grace_s),
+            idle=timedelta(seconds=settings.booking_idle_s),
             host_stale_after=lab.host_stale_after(settings.sweep_interval_s),
             horizon=timedelta(days=settings.booking_horizon_days),
         )
 
-    def lease_deadline(self, booking: Booking) -> datetime:
-        return rules.lease_deadline(
-            starts_at=booking.starts_at,
-            renewed_at=booking.lease_renewed_at,
-            timeout=self.lease_timeout,
-            grace=self.lease_grace,
-            claim_grace=self.claim_grace,
+    def idle_deadline(self, booking: Booking) -> datetime:
+        return rules.idle_deadline(
+            starts_at=booking.starts_at, last_used_at=booking.lease_renewed_at, idle=self.idle
         )
 
 
@@ -83,7 +76,15 @@ def status_of(booking: Booking, now: datetime) -> BookingStatus:
     return rules.booking_status(booking.state, window_of(booking), now)
 
 
+def ending_of(booking: Booking, now: datetime) -> str | None:
+    """Why a booking is over (None while it is not)."""
+    if booking.end_reason is not None:
+        return booking.end_reason
+    return rules.WINDOW_OVER if status_of(booking, now) is BookingStatus.FINISHED else None
+
+
 def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) -> BookingPublic:
+    status = status_of(booking, now)
     return BookingPublic(
         id=booking.id,
         device_id=booking.device_id,
@@ -91,10 +92,12 @@ def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) ->
         user_name=booking.user.name,
         starts_at=booking.starts_at,
         ends_at=booking.ends_at,
-        status=status_of(booking, now),
+        status=status,
         created_at=booking.created_at,
         ended_at=booking.ended_at,
-        lease_expires_at=policy.lease_deadline(booking) if booking.lease_renewed_at else None,
+        end_reason=ending_of(booking, now),
+        last_used_at=booking.lease_renewed_at,
+        lease_expires_at=policy.idle_deadline(booking) if status is BookingStatus.RUNNING else None,
     )
 
 
@@ -135,6 +138,18 @@ def _conflict(
         ConflictDetail(device_id=device_id, next_free=free_at, free_until=until).model_dump(
             mode="json"
         ),
+    )
+
+
+def _all_busy(device_type: str, device_id: str, free_at: datetime, length: timedelta) -> ApiError:
+    minutes = int(length.total_seconds() // 60)
+    return ApiError(
+        409,
+        "booking_conflict",
+        f"every {device_type} device is booked then; {device_id} is next free for {minutes} "
+        f"minutes at {free_at.isoformat(timespec='seconds')} (ask for the next free slot to "
+        "book that)",
+        ConflictDetail(device_id=device_id, next_free=free_at).model_dump(mode="json"),
     )
 
 
@@ -229,6 +244,8 @@ def create_booking(
         if request.device_type is not None:
             busy = _busy(session, candidates, after=window.start)
             device_id, start = rules.earliest_slot(busy, after=window.start, length=window.length)
+            if start > window.start and not request.next_free:
+                raise _all_busy(request.device_type, device_id, start, window.length)
             window = Window(start, start + window.length)
         if not user.is_admin:
             _check_quota(session, user_id=user.id, window=window, policy=policy)
@@ -299,9 +316,10 @@ def _end(
     actor: Principal | None,
     now: datetime,
     events: BookingEvents,
+    reason: str,
     detail: dict[str, str] | None = None,
 ) -> None:
-    booking.state, booking.ended_at = state, now
+    booking.state, booking.ended_at, booking.end_reason = state, now, reason
     action = {
         BookingState.CANCELLED: "booking.cancel",
         BookingState.RELEASED: "booking.release",
@@ -316,7 +334,7 @@ def _end(
         {"device_id": booking.device_id, **(detail or {})},
     )
     kind: EventKind = "preempted" if state is BookingState.PREEMPTED else "ended"
-    event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, state.value, now)
+    event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, reason, now)
     on_commit(session, lambda: events.publish(event))
 
 
@@ -343,8 +361,29 @@ def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:
 def _require_open(booking: Booking, now: datetime) -> BookingStatus:
     status = status_of(booking, now)
     if status not in _OPEN:
-        raise ApiError(409, "booking_over", f"booking {booking.id} is {status} already")
+        raise ApiError(
+            409,
+            "booking_over",
+            f"booking {booking.id} is over: {_ended_when(booking, now)}",
+            _ended_detail(booking, now),
+        )
     return status
+
+
+def _ended_when(booking: Booking, now: datetime) -> str:
+    ended_at = booking.ended_at or booking.ends_at
+    return f"{ending_of(booking, now)} (at {ended_at.isoformat(timespec='seconds')})"
+
+
+def _ended_detail(booking: Booking, now: datetime) -> dict[str, object]:
+    ended_at = booking.ended_at or booking.ends_at
+    return {
+        "booking_id": booking.id,
+        "device_id": booking.device_id,
+        "status": status_of(booking, now).value,
+        "end_reason": ending_of(booking, now),
+        "ended_at": ended_at.isoformat(),
+    }
 
 
 def cancel_booking(
@@ -359,7 +398,8 @@ def cancel_booking(
     now = now or utcnow()
     status = _require_open(booking, now)
     state = BookingState.CANCELLED if status is BookingStatus.UPCOMING else BookingState.RELEASED
-    _end(session, booking, state=state, actor=actor, now=now, events=events)
+    reason = rules.end_reason(state, actor_name=actor.name, owner_name=booking.user.name)
+    _end(session, booking, state=state, actor=actor, now=now, events=events, reason=reason)
     return booking
 
 
@@ -382,6 +422,12 @@ def preempt_booking(
         actor=actor,
         now=now,
         events=events,
+        reason=rules.end_reason(
+            BookingState.PREEMPTED,
+            actor_name=actor.name,
+            owner_name=booking.user.name,
+            reason=reason,
+        ),
         detail={"reason": reason},
     )
     return booking
@@ -420,6 +466,8 @@ def extend_booking(
         if not is_booking_overlap(error):
             raise
         raise _conflict(session, booking.device_id, added, exclude=booking.id) from None
+    if actor.id == booking.user_id:
+        booking.lease_renewed_at = now  # the holder's call counts as use
     audit(
         session,
         actor,
@@ -449,12 +497,19 @@ def renew_lease(
             403, "not_your_booking", f"only {booking.user.name} holds booking {booking.id}'s lease"
         )
     status = status_of(booking, now)
+    if status is BookingStatus.UPCOMING:
+        raise ApiError(
+            409,
+            "booking_not_running",
+            f"booking {booking.id} starts at {booking.starts_at.isoformat()}: a lease is held "
+            "while the booking runs",
+        )
     if status is not BookingStatus.RUNNING:
         raise ApiError(
             409,
             "booking_not_running",
-            f"booking {booking.id} is {status}: a lease is held while the booking runs "
-            f"({booking.starts_at.isoformat()} to {booking.ends_at.isoformat()})",
+            f"booking {booking.id} is over: {_ended_when(booking, now)}",
+            _ended_detail(booking, now),
         )
     if booking.lease_renewed_at is None:
         audit(
@@ -462,23 +517,26 @@ def renew_lease(
         )
     booking.lease_renewed_at = now
     return LeasePublic(
-        booking_id=booking.id, renewed_at=now, expires_at=policy.lease_deadline(booking)
+        booking_id=booking.id, renewed_at=now, expires_at=policy.idle_deadline(booking)
     )
 
 
 def require_active_booking(
     session: Session, user: Principal, device_id: str, *, now: datetime | None = None
 ) -> Booking:
-    """The running booking that lets ``user`` deploy to or stream from ``device_id``.
+    """The running booking that lets ``user`` deploy to or stream from ``device_id``; the call
+    counts as use of it (the caller commits).
 
-    403 ``read_only`` for observers; 409 ``not_booked`` when nobody holds the device now, 409
-    ``device_booked`` when someone else does (both with ``detail.next_free``).
+    403 ``read_only`` for observers; 409 ``not_booked`` when nobody holds the device now (saying
+    why the user's own booking of this time ended, if it did), 409 ``device_booked`` when someone
+    else does (both with ``detail.next_free``).
     """
     now = now or utcnow()
     if not user.can_write:
         raise ApiError(403, "read_only", "observers cannot use devices")
     running = lab.current_bookings(session, now=now, device_ids=[device_id]).get(device_id)
     if running is not None and running.user_id == user.id:
+        running.lease_renewed_at = now
         return running
     busy = _busy(session, [device_id], after=now)[device_id]
     detail = {
@@ -486,11 +544,17 @@ def require_active_booking(
         "next_free": rules.next_free(busy, after=now, length=timedelta(minutes=1)).isoformat(),
     }
     if running is None:
+        ended = _ended_early(session, user, device_id, now)
+        if ended is not None:
+            raise ApiError(
+                409,
+                "not_booked",
+                f"your booking {ended.id} of {device_id} is over: {_ended_when(ended, now)}; "
+                "book the device again to use it",
+                {**detail, **_ended_detail(ended, now)},
+            )
         raise ApiError(
-            409,
-            "not_booked",
-            f"{device_id} is not booked by you now: book it first (POST /v1/bookings)",
-            detail,
+            409, "not_booked", f"{device_id} is not booked by you now: book it first", detail
         )
     raise ApiError(
         409,
@@ -500,10 +564,28 @@ def require_active_booking(
     )
 
 
+def _ended_early(
+    session: Session, user: Principal, device_id: str, now: datetime
+) -> Booking | None:
+    """``user``'s booking of ``device_id`` whose window holds ``now`` but that ended early."""
+    return session.scalars(
+        select(Booking)
+        .where(
+            Booking.user_id == user.id,
+            Booking.device_id == device_id,
+            Booking.state != BookingState.ACTIVE,
+            Booking.starts_at <= now,
+            Booking.ends_at > now,
+        )
+        .order_by(Booking.ended_at.desc())
+        .limit(1)
+    ).first()
+
+
 def sweep_leases(
     session: Session, *, policy: BookingPolicy, events: BookingEvents, now: datetime | None = None
 ) -> list[Booking]:
-    """End running bookings whose lease lapsed (or was never started in time)."""
+    """End running bookings their holders left unused for the idle time."""
     now = now or utcnow()
     running = session.scalars(
         select(Booking)
@@ -513,9 +595,9 @@ def sweep_leases(
         # Daemons of one lab sweep the same table: each row is ended by one of them.
         .with_for_update(skip_locked=True, of=Booking)
     ).all()
-    expired = [booking for booking in running if policy.lease_deadline(booking) <= now]
+    expired = [booking for booking in running if policy.idle_deadline(booking) <= now]
+    reason = rules.idle_reason(policy.idle)
     for booking in expired:
-        reason = "no heartbeat" if booking.lease_renewed_at else "lease never started"
         _end(
             session,
             booking,
@@ -523,6 +605,7 @@ def sweep_leases(
             actor=None,
             now=now,
             events=events,
+            reason=reason,
             detail={"reason": reason},
         )
     return expired
@@ -541,7 +624,7 @@ def ended_between(session: Session, *, since: datetime, now: datetime) -> list[B
             b.id,
             b.device_id,
             b.user_id,
-            b.state,
+            b.end_reason or b.state,
             b.ended_at or now,
         )
         for b in early
@@ -552,6 +635,7 @@ def ended_between(session: Session, *, since: datetime, now: datetime) -> list[B
         )
     )
     events += [
-        BookingEvent("ended", b.id, b.device_id, b.user_id, "finished", b.ends_at) for b in finished
+        BookingEvent("ended", b.id, b.device_id, b.user_id, rules.WINDOW_OVER, b.ends_at)
+        for b in finished
     ]
     return events

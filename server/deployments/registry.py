@@ -167,7 +167,13 @@ class Deployments:
         if self.stopping:
             raise ApiError(503, "daemon_stopping", "the daemon is shutting down")
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
-        return await self.db.run(lambda s: require_active_booking(s, user, device_id))
+
+        def require(session: Session) -> Booking:
+            booking = require_active_booking(session, user, device_id)
+            session.commit()  # the call counts as use of the booking
+            return booking
+
+        return await self.db.run(require, write=True)
 
     async def deploy(
         self, user: Principal, device_id: str, request: DeploymentRequest
@@ -280,6 +286,14 @@ class Deployments:
 
         await self.db.run(renew, write=True)
 
+    async def keep_in_use(self, user: Principal, hub: DeviceHub) -> None:
+        """An open stream is use of its booking, frames or not: renew it well within the idle
+        time until the stream closes (the caller cancels this)."""
+        while True:
+            await asyncio.sleep(self.policy.idle.total_seconds() / 3)
+            with contextlib.suppress(ApiError):  # the booking ended: its watch ends the stream
+                await self.heartbeat(user, hub)
+
     def hub(self, user: Principal, device_id: str) -> DeviceHub:
         """The live deployment of ``device_id``, if ``user`` may see it (owner or admin)."""
         hub = self._hubs.get(device_id)
@@ -347,7 +361,7 @@ class Deployments:
                 if event.kind == "preempted":
                     reason = EndReason(
                         "booking_preempted",
-                        f"booking {event.booking_id} of {hub.device_id} was preempted by an admin",
+                        f"booking {event.booking_id} of {hub.device_id} was {event.reason}",
                     )
                 else:
                     reason = EndReason(

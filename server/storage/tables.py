@@ -106,8 +106,12 @@ class Booking(Base):
     state: Mapped[str] = mapped_column(String(16), default=BookingState.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
-    #: Last heartbeat of the owner's interactive session; ``None`` until the first one.
+    #: The holder's last use of the booking (deploy, stream, heartbeat, a call naming it);
+    #: ``None`` until the first. The column keeps its first name, from when only heartbeats
+    #: counted.
     lease_renewed_at: Mapped[datetime | None]
+    #: Why the booking ended early, in words for its holder (``None`` while active).
+    end_reason: Mapped[str | None] = mapped_column(String(300))
 
     user: Mapped[User] = relationship(lazy="joined")
 

@@ -27,9 +27,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """The daemon of the whole client suite, with virtual devkits and a known admin token."""
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN,
-        # Short leases (2.5 s with the grace) so that heartbeats must flow within a test.
-        "SPECKLAB_LEASE_TIMEOUT_S": "2",
-        "SPECKLAB_LEASE_GRACE_S": "0.5",
+        # A short idle release so that heartbeats must flow within a test, long enough that a
+        # compile on a loaded machine between two calls does not end a booking.
+        "SPECKLAB_BOOKING_IDLE_S": "12",
         "SPECKLAB_SWEEP_INTERVAL_S": "0.5",
     }
     data = tmp_path_factory.mktemp("daemon")
@@ -71,8 +71,8 @@ def client(account: Account) -> Iterator[Client]:
         yield client
 
 
-#: Seconds after which a lease without heartbeats has lapsed, with some slack.
-LEASE_LAPSES_S = 3.5
+#: Seconds after which a booking without any use is released as idle, with some slack.
+LEASE_LAPSES_S = 13.5
 
 
 def all_ones_network() -> Any:

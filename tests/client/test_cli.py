@@ -17,7 +17,7 @@ import pytest
 from specklab.client import Client
 from specklab.client.cli import main
 
-from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, Account, grid
+from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, VIRTUAL_DEVKITS, Account, grid
 
 
 def run(capsys: pytest.CaptureFixture[str], account: Account, *argv: str) -> tuple[int, str, str]:
@@ -182,25 +182,87 @@ def model_file_of(module: Any, shape: tuple[int, ...]) -> bytes:
     return model_file(module, input_shape=shape).content
 
 
-def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
+def _book_and_hold(account: Account) -> subprocess.Popen[str]:
+    """``specklab book --hold`` in a process of its own (it is signalled and waits)."""
     env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
     command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
-    holder = subprocess.Popen(
+    return subprocess.Popen(
         [*command, "--minutes", "5", "--hold", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def _printed_booking_id(holder: subprocess.Popen[str]) -> int:
+    """The id in the booking ``book --json`` prints (its error if it printed none)."""
+    assert holder.stdout is not None and holder.stderr is not None
+    lines = []
+    while (line := holder.stdout.readline()) not in ("}\n", ""):
+        lines.append(line)
+    assert line, holder.stderr.read()
+    return int(json.loads("".join(lines) + "}")["id"])
+
+
+def test_book_hold_keeps_the_lease_until_the_booking_ends(admin: Client, account: Account) -> None:
+    holder = _book_and_hold(account)
     try:
-        assert holder.stdout is not None
-        printed = "".join(iter(holder.stdout.readline, "}\n")) + "}"
-        booking_id = json.loads(printed)["id"]
+        booking_id = _printed_booking_id(holder)
         time.sleep(LEASE_LAPSES_S)  # it outlives a lease only by beating
         assert admin.booking(booking_id).status == "running"
-        admin.preempt(booking_id, reason="tests")
+        admin.preempt(booking_id, reason="maintenance")
         _, err = holder.communicate(timeout=30)
     finally:
         holder.kill()
     assert holder.returncode == 1
-    assert "preempted" in err
+    assert f"booking {booking_id} is over: preempted by " in err and ": maintenance" in err
+
+
+def test_sigterm_on_book_hold_releases_the_booking(admin: Client, account: Account) -> None:
+    holder = _book_and_hold(account)
+    try:
+        booking_id = _printed_booking_id(holder)
+        assert holder.stderr is not None
+        assert "holding" in holder.stderr.readline()  # the handler is in place from here on
+        holder.terminate()
+        _, err = holder.communicate(timeout=30)
+    finally:
+        holder.kill()
+    assert holder.returncode == 0, err
+    released = admin.booking(booking_id)
+    assert (released.status, released.end_reason) == ("released", "released by its holder")
+
+
+def test_bookings_show_the_idle_release_and_a_call_on_an_ended_one_says_why(
+    capsys: pytest.CaptureFixture[str], account: Account
+) -> None:
+    booking = run_json(capsys, account, "book", "speck2fdevkit", "--minutes", "5")
+    code, out, _ = run(capsys, account, "bookings", "--current")
+    assert code == 0 and out.splitlines()[0].split()[-1] == "LEASE"
+    [row] = [line for line in out.splitlines() if line.startswith(f"{booking['id']} ")]
+    assert "unused, idle release in " in row
+    run_json(capsys, account, "cancel", str(booking["id"]))
+    code, out, _ = run(capsys, account, "bookings", "--device", booking["device_id"])
+    [row] = [line for line in out.splitlines() if line.startswith(f"{booking['id']} ")]
+    assert row.endswith("released by its holder")
+    code, _, err = run(capsys, account, "deploy", "999999", booking["device_id"])
+    assert code != 0
+    assert f"your booking {booking['id']} of {booking['device_id']} is over" in err
+    assert "released by its holder" in err and "POST /v1/bookings" not in err
+
+
+def test_booking_a_type_whose_devices_are_all_busy_refuses_unless_next_free(
+    capsys: pytest.CaptureFixture[str], account: Account
+) -> None:
+    at = ("speck2fdevkit", "--minutes", "5", "--start", "2098-06-01T10:00+00:00")
+    taken = [run_json(capsys, account, "book", *at) for _ in range(VIRTUAL_DEVKITS)]
+    try:
+        assert len({b["device_id"] for b in taken}) == VIRTUAL_DEVKITS
+        code, _, err = run(capsys, account, "book", *at)
+        assert code != 0 and "is next free for 5 minutes at 2098-06-01T10:05:00+00:00" in err
+        later = run_json(capsys, account, "book", *at, "--next-free")
+        taken.append(later)
+        assert later["starts_at"].startswith("2098-06-01T10:05:00")
+    finally:
+        run_json(capsys, account, "cancel", *(str(b["id"]) for b in taken))

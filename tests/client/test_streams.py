@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,7 @@ from specklab.client import (
 from specklab.schemas.events import SPIKE_DTYPE, spikes
 from specklab.schemas.patch import ConfigPatch, CorePatch
 
-from .conftest import GRID_OUTPUTS, all_ones_outputs, grid
+from .conftest import GRID_OUTPUTS, LEASE_LAPSES_S, all_ones_outputs, grid
 
 
 def test_deploy_then_call_the_model_like_the_guide(hw_model: HardwareModel) -> None:
@@ -112,6 +114,16 @@ def test_a_preempted_booking_ends_the_stream_with_a_fatal_error(
         hw_model(grid())
         hw_model(grid())  # the end may race with the first batch
     assert raised.value.fatal
+
+
+def test_an_open_stream_keeps_its_booking_in_use(lab: Client, remote_model: RemoteModel) -> None:
+    booking = lab.book("speck2fdevkit", minutes=5)  # no lease held: only use keeps it
+    try:
+        with lab.deploy(remote_model, booking.device_id) as model, model.stream():
+            time.sleep(LEASE_LAPSES_S)  # longer than the idle time, with no frame sent
+            assert booking.refresh().status == "running"
+    finally:
+        lab.cancel(booking.id)
 
 
 def test_deploy_with_a_config_patch(
