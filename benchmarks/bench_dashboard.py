@@ -58,8 +58,8 @@ def serve(port: int, data_dir: str, rate: float) -> None:
 
     scene = ReplaySensor(SyntheticSensor(rate_hz=rate).events(0, 1_000_000), loop=True)
 
-    def devkit(description: DeviceDescription) -> VirtualDevkit:
-        device = VirtualDevkit(description)
+    def devkit(description: DeviceDescription, max_output_events: int | None) -> VirtualDevkit:
+        device = VirtualDevkit(description, max_output_events=max_output_events)
         device._sensor = scene
         return device
 

@@ -78,15 +78,7 @@ async def _upload_mix(client: httpx.AsyncClient, round_: int) -> None:
     "mix",
     [
         pytest.param(_rest_mix, id="rest"),
-        pytest.param(
-            _upload_mix,
-            id="model-upload",
-            marks=pytest.mark.xfail(
-                reason="upload_model (server/api/models.py) hashes, stores and commits on the "
-                "loop; another engineer moves the upload path to threads",
-                strict=False,
-            ),
-        ),
+        pytest.param(_upload_mix, id="model-upload"),
     ],
 )
 def test_no_callback_blocks_the_loop_for_100_ms(

@@ -255,14 +255,16 @@ def test_bookings_show_the_idle_release_and_a_call_on_an_ended_one_says_why(
 def test_booking_a_type_whose_devices_are_all_busy_refuses_unless_next_free(
     capsys: pytest.CaptureFixture[str], account: Account
 ) -> None:
-    at = ("speck2fdevkit", "--minutes", "5", "--start", "2098-06-01T10:00+00:00")
+    # A day within the lab's booking horizon (90 days by default), where no other test books.
+    day = (datetime.now(UTC) + timedelta(days=60)).date().isoformat()
+    at = ("speck2fdevkit", "--minutes", "5", "--start", f"{day}T10:00+00:00")
     taken = [run_json(capsys, account, "book", *at) for _ in range(VIRTUAL_DEVKITS)]
     try:
         assert len({b["device_id"] for b in taken}) == VIRTUAL_DEVKITS
         code, _, err = run(capsys, account, "book", *at)
-        assert code != 0 and "is next free for 5 minutes at 2098-06-01T10:05:00+00:00" in err
+        assert code != 0 and f"is next free for 5 minutes at {day}T10:05:00+00:00" in err
         later = run_json(capsys, account, "book", *at, "--next-free")
         taken.append(later)
-        assert later["starts_at"].startswith("2098-06-01T10:05:00")
+        assert later["starts_at"].startswith(f"{day}T10:05:00")
     finally:
         run_json(capsys, account, "cancel", *(str(b["id"]) for b in taken))
