@@ -341,7 +341,9 @@ def held(monkeypatch: pytest.MonkeyPatch, guide_result: CompileResult) -> HeldCo
 
 @pytest.fixture
 def held_lab(tmp_path: Path, held: HeldCompiles) -> Iterator[Lab]:
-    with running_lab(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}") as lab:
+    # One compile at a time, so that a held compile makes every later upload queue.
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with running_lab(tmp_path / "data", database, compile_workers=1) as lab:
         yield lab
 
 
