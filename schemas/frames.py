@@ -24,6 +24,7 @@ from typing import Any, Final
 import msgpack
 import numpy as np
 
+from .errors import DomainError
 from .events import DTYPES, SIGNATURES, EventKind
 
 PROTOCOL_VERSION: Final = 1
@@ -35,13 +36,11 @@ MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 MAX_MESSAGE_BYTES: Final = MAX_FRAME_BYTES + 16 * 1024 * 1024
 
 
-class FrameError(ValueError):
+class FrameError(DomainError, ValueError):
     """A frame that cannot be encoded or decoded. ``code`` is stable and machine-readable."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(400, code, message)
 
 
 @dataclass(frozen=True, slots=True)

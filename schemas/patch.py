@@ -23,20 +23,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .chipconfig import ChipConfig, CoreId, Pooling
+from .errors import DomainError
 
 Coordinate = Annotated[int, Field(ge=0, lt=128)]
 #: In ``monitor_layers``: every exit layer of the network, as sinabs reads it.
 EXIT_LAYERS = -1
 
 
-class PatchError(ValueError):
+class PatchError(DomainError, ValueError):
     """A patch that is valid on its own but does not fit the configuration; ``loc`` names the
     field (``dvs.cut``, ``cores.4`` ...)."""
 
     def __init__(self, loc: str, message: str) -> None:
-        super().__init__(f"{loc}: {message}")
+        super().__init__(422, "invalid_patch", f"{loc}: {message}", detail={"loc": loc})
         self.loc = loc
-        self.message = message
 
 
 class _Patch(BaseModel):

@@ -14,13 +14,13 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from .api import PUBLIC_ROUTERS, ROUTERS, meta
+from .api.errors import install_error_handlers
 from .auth.dependencies import require_user
 from .booking.lifespan import accounts_and_bookings
 from .dashboard import install as install_dashboard
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
 from .draining import Draining, begin_shutdown
-from .errors import install_error_handlers
 from .logs import redact_also
 from .metrics import AppCollector, MetricsMiddleware
 from .models.lifespan import model_store

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from specklab.schemas.api import ErrorBody
-
-from .errors import json_error_response
 
 #: Still answered while stopping: liveness and metrics (operators watch the shutdown).
 _ALWAYS = ("/v1/health/live", "/metrics")
@@ -57,5 +56,5 @@ class Draining:
         body = ErrorBody(
             code="daemon_stopping", message="the daemon is shutting down; try again shortly"
         )
-        response = json_error_response(503, body, {"Retry-After": "5", "Connection": "close"})
+        response = JSONResponse(body.model_dump(), 503, {"Retry-After": "5", "Connection": "close"})
         await response(scope, receive, send)

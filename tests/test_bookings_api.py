@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from specklab.schemas.accounts import Role
+from specklab.schemas.errors import DomainError
 from specklab.server.auth.principal import Principal
 from specklab.server.booking.events import BookingEvents
 from specklab.server.booking.service import require_active_booking, sweep_leases
-from specklab.server.errors import ApiError
 from specklab.server.storage import utcnow
 
 from .db_fixtures import add_devices
@@ -258,7 +258,7 @@ def test_heartbeats_and_the_active_booking_check(
             (Principal(alice_id, "alice", Role.USER), "speck2fdevkit:1", 409, "not_booked"),
         ]
         for principal, device, status, code in cases:
-            with pytest.raises(ApiError) as refused:
+            with pytest.raises(DomainError) as refused:
                 require_active_booking(session, principal, device)
             assert (refused.value.status, refused.value.body.code) == (status, code)
         assert refused.value.body.detail["next_free"]
@@ -351,7 +351,7 @@ def test_a_booking_lives_until_its_holder_leaves_it_unused_for_the_idle_time(
 
     over = lab.client.get(f"/v1/bookings/{booking['id']}", headers=users["alice"]).json()
     assert (over["status"], over["end_reason"]) == ("expired", "idle for 30 minutes")
-    with lab.db.session() as session, pytest.raises(ApiError) as refused:
+    with lab.db.session() as session, pytest.raises(DomainError) as refused:
         require_active_booking(session, alice, DEVICE, now=start + timedelta(minutes=56))
     body = refused.value.body
     assert (body.code, body.detail["end_reason"]) == ("not_booked", "idle for 30 minutes")

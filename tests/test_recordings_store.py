@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from specklab.schemas.accounts import Role
+from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind, empty
 from specklab.schemas.recordings import RecordingRequest
 from specklab.server.auth.principal import Principal
 from specklab.server.deployments import EndReason
 from specklab.server.devices.base import DeviceOutput
-from specklab.server.errors import ApiError
 from specklab.server.recordings import service as recordings_module
 from specklab.server.recordings.service import RecordingLimits, RecordingService
 from specklab.server.storage import Database
@@ -119,7 +119,7 @@ async def test_an_export_of_a_recording_deleted_meanwhile_never_lands(
     await exporting.wait()
     await store.delete(ada, recording_id)
     finish.set()
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await download
     assert (refused.value.status, refused.value.body.code) == (404, "recording_not_found")
     assert list(store.root.iterdir()) == []  # neither the export nor a temporary file
@@ -151,18 +151,18 @@ async def test_a_user_runs_at_most_the_limit_of_recordings_at_once(
     ada, bob = _principal(db), _principal(db, "bob")
     running = [asyncio.create_task(store.record(ada, _monitor(3600))) for _ in range(2)]
     await hub.entered.wait()
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await store.record(ada, _monitor(3600))
     assert (refused.value.status, refused.value.body.code) == (409, "too_many_recordings")
     # Another user is not held back by ada's.
     hub.release.set()
-    with pytest.raises(ApiError, match="released by the test"):
+    with pytest.raises(DomainError, match="released by the test"):
         await store.record(bob, _monitor(3600))
     for task in running:
-        with pytest.raises(ApiError, match="released by the test"):
+        with pytest.raises(DomainError, match="released by the test"):
             await task
     # Finished recordings free their places.
-    with pytest.raises(ApiError, match="released by the test"):
+    with pytest.raises(DomainError, match="released by the test"):
         await store.record(ada, _monitor(3600))
 
 
@@ -177,7 +177,7 @@ async def test_a_full_storage_refuses_new_recordings_and_stops_one_that_fills_it
     _stored_recording(store, ada, np.zeros(2, DVS_DTYPE))
     kept = await store.record(ada, _monitor(3600))
     assert kept.event_count == (100 * item - 2 * DVS_DTYPE.itemsize) // item
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await store.record(ada, _monitor(1))
     assert (refused.value.status, refused.value.body.code) == (413, "storage_full")
     assert refused.value.body.detail == {

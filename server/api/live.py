@@ -38,13 +38,14 @@ import anyio
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from specklab.schemas.errors import DomainError
+
 from ..auth.accounts import Authenticator
 from ..auth.dependencies import bearer_token
 from ..auth.principal import Principal
 from ..dashboard.binning import DvsBinner, RasterBinner, raster_layers
 from ..deployments import Deployments, DeviceHub, EndReason
-from ..devices.errors import DeviceError
-from ..errors import ApiError
+from .errors import stream_error
 
 log = logging.getLogger("specklab.live")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["live"])
@@ -174,7 +175,7 @@ async def _holds_booking(deployments: Deployments, user: Principal, device_id: s
         return False
     try:
         await deployments.require_booking(user, device_id)
-    except ApiError:
+    except DomainError:
         return False
     return True
 
@@ -193,10 +194,9 @@ async def live_view(websocket: WebSocket, device_id: str, sensor: bool = False) 
             await _hold(view, deployments, user, device_id)
         else:
             await _spectate(view, deployments, device_id)
-    except ApiError as exc:
-        await view.error(exc.body.code, exc.body.message, 4000 + exc.status)
-    except DeviceError as exc:
-        await view.error(exc.code, exc.message, 4000 + exc.http_status)
+    except DomainError as exc:
+        frame, close_code = stream_error(exc)
+        await view.error(frame.code, frame.message, close_code)
     except WebSocketDisconnect:
         pass
     except Exception:

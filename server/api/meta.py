@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from specklab.schemas.api import Health, HealthCheck, Version
+from specklab.schemas.errors import DomainError
 
 from ..compiler.sandbox import LAYERS, missing_layers
 from ..devices.samna_probe import probe_samna
 from ..draining import is_stopping
-from ..errors import ApiError
 from ..metrics import CONTENT_TYPE, render
 from ..storage import Database
 
@@ -122,7 +122,7 @@ def metrics(request: Request) -> Response:
     read them (counts only: no user, token or device id); with it, only that bearer."""
     expected = request.app.state.settings.metrics_token.get_secret_value()
     if expected and request.headers.get("authorization") != f"Bearer {expected}":
-        raise ApiError(
+        raise DomainError(
             401,
             "unauthorized",
             "/metrics needs 'Authorization: Bearer <metrics_token>'",

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions
+from specklab.schemas.errors import DomainError
 from specklab.schemas.models import CompileStatus, ModelInfo
 
-from ..errors import ApiError
 from ..models.receive import UploadForm, receive_form
 from ..models.service import Upload, stopping
 from .deps import CurrentUser, DatabaseDep, ModelsDep, SessionDep, WriterUser
@@ -58,25 +58,25 @@ CompileId = Annotated[
 
 def _options(text: str | None) -> CompileOptions:
     if text is None:
-        raise ApiError(422, "invalid_request", "options: the form needs an options field")
+        raise DomainError(422, "invalid_request", "options: the form needs an options field")
     try:
         return CompileOptions.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
-        raise ApiError(422, "invalid_request", f"options: not JSON: {exc}") from exc
+        raise DomainError(422, "invalid_request", f"options: not JSON: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
         )
-        raise ApiError(422, "invalid_request", problems) from exc
+        raise DomainError(422, "invalid_request", problems) from exc
 
 
 def _upload(form: UploadForm) -> Upload:
     unknown = sorted(set(form.fields) - {"options", "name"})
     if unknown:
-        raise ApiError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
+        raise DomainError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
     name = form.fields.get("name")
     if name is not None and len(name) > _NAME_LIMIT:
-        raise ApiError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
+        raise DomainError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
     name = name or form.filename[:_NAME_LIMIT] or "model"
     return Upload(form.file, name, _options(form.fields.get("options")))
 

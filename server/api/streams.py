@@ -29,6 +29,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import (
@@ -38,16 +39,14 @@ from specklab.schemas.stream import (
     InputBatch,
     ServerStream,
     StreamMode,
-    refusal_close_code,
 )
 
 from ..auth.accounts import Authenticator
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..devices.base import DeviceOutput
-from ..devices.errors import DeviceError
-from ..errors import ApiError
 from .deps import CurrentUser, DeploymentsDep
+from .errors import stream_error
 
 log = logging.getLogger("specklab.streams")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["streams"])
@@ -132,16 +131,10 @@ class _Connection:
         await self.flush()
 
 
-async def _refuse(websocket: WebSocket, exc: ApiError | DeviceError) -> None:
-    if isinstance(exc, ApiError):
-        status, frame = (
-            exc.status,
-            ErrorFrame(exc.body.code, exc.body.message, True, exc.body.detail),
-        )
-    else:
-        status, frame = exc.http_status, ErrorFrame(exc.code, exc.message, fatal=True)
+async def _refuse(websocket: WebSocket, exc: DomainError) -> None:
+    frame, close_code = stream_error(exc)
     await websocket.send_bytes(encode(frame))
-    await websocket.close(code=refusal_close_code(status), reason=frame.code)
+    await websocket.close(code=close_code, reason=frame.code)
 
 
 async def _control(
@@ -180,13 +173,11 @@ async def _receive_loop(
                     await on_events(request)
                 else:
                     await _control(conn, request, heartbeat)
-            except (ApiError, DeviceError) as exc:
+            except DomainError as exc:
                 if conn.hub.ended:
                     raise _ended(conn.hub) from None
-                if isinstance(exc, ApiError):
-                    conn.stream.send_error(exc.body.code, exc.body.message)
-                else:
-                    conn.stream.send_error(exc.code, exc.message)
+                frame, _ = stream_error(exc)
+                conn.stream.send_error(frame.code, frame.message)
         await conn.flush()
 
 
@@ -221,7 +212,7 @@ class _TokenCheck:
     async def __call__(self) -> None:
         try:
             await anyio.to_thread.run_sync(self._auth.revalidate, self._user)
-        except ApiError as exc:
+        except DomainError as exc:
             if exc.status != 401:
                 raise
             raise _StreamEnd(exc.body.code, exc.body.message, CLOSE_TOKEN_INVALID) from None
@@ -343,7 +334,7 @@ async def _stream_events(
     try:
         hub = await deployments.hub_for_use(user, device_id)
         await deployments.heartbeat(user, hub)
-    except (ApiError, DeviceError) as exc:
+    except DomainError as exc:
         await _refuse(websocket, exc)
         return
     frame_events = CONTINUOUS_FRAME_EVENTS if mode is StreamMode.CONTINUOUS else None
@@ -423,7 +414,7 @@ async def _stream_dvs(
                 await deployments.heartbeat(user, hub)
 
             async def refuse_input(batch: InputBatch) -> None:
-                raise ApiError(
+                raise DomainError(
                     400,
                     "bad_input",
                     "a DVS stream only carries the sensor's events out; send input on /stream",
@@ -438,6 +429,6 @@ async def _stream_dvs(
             async with hub.sensor():
                 in_use = deployments.keep_in_use(user, hub)
                 await _serve_continuously(conn, refuse_input, heartbeat, select, token, in_use)
-    except (ApiError, DeviceError) as exc:
+    except DomainError as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

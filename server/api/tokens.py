@@ -7,11 +7,11 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from specklab.schemas.accounts import TokenCreate, TokenCreated, TokenPublic
+from specklab.schemas.errors import DomainError
 
 from ..auth import accounts
 from ..auth.ownership import get_owned
 from ..auth.principal import Principal
-from ..errors import ApiError
 from ..storage.tables import ApiToken
 from .deps import CurrentUser, RowId, SessionDep, WriterUser
 
@@ -22,7 +22,7 @@ def _target_user_id(user: Principal, user_id: int | None) -> int:
     if user_id is None or user_id == user.id:
         return user.id
     if not user.is_admin:
-        raise ApiError(403, "admin_only", "only admins manage other users' tokens")
+        raise DomainError(403, "admin_only", "only admins manage other users' tokens")
     return user_id
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from specklab.schemas.accounts import Role, TokenPublic, UserPublic
+from specklab.schemas.errors import DomainError
 
-from ..errors import ApiError
 from ..storage import Database, utcnow
 from ..storage.audit import audit
 from ..storage.tables import ApiToken, User
@@ -51,7 +51,7 @@ def create_user(session: Session, *, name: str, role: Role, actor: Principal | N
         with session.begin_nested():
             session.add(user)
     except IntegrityError:
-        raise ApiError(409, "user_exists", f"a user named {name!r} exists already") from None
+        raise DomainError(409, "user_exists", f"a user named {name!r} exists already") from None
     audit(session, actor, "user.create", f"user:{name}", {"role": role.value})
     return user
 
@@ -65,7 +65,7 @@ def get_user(session: Session, *, user_id: int | None = None, name: str | None =
     query = select(User).where(User.id == user_id if name is None else User.name == name)
     user = session.scalars(query).one_or_none()
     if user is None:
-        raise ApiError(404, "user_not_found", f"no user {name or user_id!r}")
+        raise DomainError(404, "user_not_found", f"no user {name or user_id!r}")
     return user
 
 
@@ -91,7 +91,7 @@ def issue_token(
         with session.begin_nested():
             session.add(token)
     except IntegrityError:  # only a caller-chosen secret can collide
-        raise ApiError(409, "token_exists", "this token secret is in use already") from None
+        raise DomainError(409, "token_exists", "this token secret is in use already") from None
     audit(session, actor, "token.create", f"token:{token.id}", {"user": user.name, "name": name})
     return token, secret
 
@@ -111,8 +111,8 @@ def revoke_token(session: Session, *, token: ApiToken, actor: Principal | None) 
     return token
 
 
-def _unauthorized(code: str, message: str) -> ApiError:
-    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(code: str, message: str) -> DomainError:
+    return DomainError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _valid(token: ApiToken | None, now: datetime) -> ApiToken:

@@ -62,7 +62,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..errors import ApiError
+    from specklab.schemas.errors import DomainError
+
     from ..settings import load_settings
     from ..storage import Database, upgrade
 
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         with db.write_session() as session:
             _ACTIONS[args.admin_command](session, args)
             session.commit()
-    except ApiError as error:
+    except DomainError as error:
         print(f"specklab admin: {error.body.message}", file=sys.stderr)
         return 1
     finally:
@@ -122,13 +123,14 @@ def _list_tokens(session: Any, args: argparse.Namespace) -> None:
 
 
 def _revoke_token(session: Any, args: argparse.Namespace) -> None:
-    from ..errors import ApiError
+    from specklab.schemas.errors import DomainError
+
     from ..storage.tables import ApiToken
     from .accounts import revoke_token
 
     token = session.get(ApiToken, args.token_id)
     if token is None:
-        raise ApiError(404, "token_not_found", f"no token {args.token_id}")
+        raise DomainError(404, "token_not_found", f"no token {args.token_id}")
     revoke_token(session, token=token, actor=None)
     print(f"revoked token {token.id} ({token.user.name}, {token.name})")
 

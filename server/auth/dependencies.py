@@ -17,7 +17,8 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
-from ..errors import ApiError
+from specklab.schemas.errors import DomainError
+
 from ..storage import Database
 from .accounts import Authenticator
 from .principal import Principal
@@ -37,7 +38,7 @@ def bearer_token(conn: HTTPConnection) -> str | None:
         return conn.query_params.get("token") or None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
+        raise DomainError(
             401,
             "unauthorized",
             "the Authorization header must be 'Bearer <token>'",
@@ -84,17 +85,17 @@ def require_user(conn: HTTPConnection) -> Principal:
     authenticator: Authenticator = conn.app.state.auth
     user = authenticator.authenticate(bearer_token(conn))
     if is_write(conn) and not user.can_write:
-        raise ApiError(403, "read_only", f"{user.name} is an observer: observers can only read")
+        raise DomainError(403, "read_only", f"{user.name} is an observer: observers can only read")
     return user
 
 
 async def require_writer(user: Annotated[Principal, Depends(require_user)]) -> Principal:
     if not user.can_write:
-        raise ApiError(403, "read_only", f"{user.name} is an observer: observers can only read")
+        raise DomainError(403, "read_only", f"{user.name} is an observer: observers can only read")
     return user
 
 
 async def require_admin(user: Annotated[Principal, Depends(require_user)]) -> Principal:
     if not user.is_admin:
-        raise ApiError(403, "admin_only", "this needs an admin")
+        raise DomainError(403, "admin_only", "this needs an admin")
     return user

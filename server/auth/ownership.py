@@ -11,7 +11,8 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from ..errors import ApiError
+from specklab.schemas.errors import DomainError
+
 from .principal import Principal
 
 
@@ -32,5 +33,5 @@ def get_owned(session: Session, model: type[T], row_id: int, user: Principal, *,
     """The row ``row_id`` of ``model`` if ``user`` owns it or is an admin; 404 otherwise."""
     row = session.get(model, row_id)
     if row is None or not (user.is_admin or row.user_id == user.id):
-        raise ApiError(404, f"{what}_not_found", f"no {what} {row_id}")
+        raise DomainError(404, f"{what}_not_found", f"no {what} {row_id}")
     return row

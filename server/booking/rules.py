@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from specklab.schemas.booking import BookingStatus
+from specklab.schemas.errors import DomainError
 
 #: What an early end of an active booking turns its status into.
 _ENDED_STATES = {
@@ -22,14 +23,12 @@ _ENDED_STATES = {
 }
 
 
-class BookingRuleError(Exception):
-    """A request the rules refuse; ``code`` is the API error code."""
+class BookingRuleError(DomainError):
+    """A request the rules refuse: 422, but 409 for a quota the user's other bookings used up
+    (cancelling one of them makes it possible)."""
 
-    def __init__(self, code: str, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.detail = detail
+    def __init__(self, code: str, message: str, detail: Any = None, *, status: int = 422) -> None:
+        super().__init__(status, code, message, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +146,7 @@ def check_quota(existing: Iterable[Window], new: Window, *, per_day: timedelta) 
                 f"this would book {int(total.total_seconds() // 60)} minutes on {day} (UTC); "
                 f"the daily quota is {quota} minutes and {already} are booked already",
                 {"day": day.isoformat(), "quota_minutes": quota, "used_minutes": already},
+                status=409,
             )
 
 

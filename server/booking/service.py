@@ -24,17 +24,17 @@ from specklab.schemas.booking import (
     ConflictDetail,
     LeasePublic,
 )
+from specklab.schemas.errors import DomainError
 
 from ..auth.ownership import visible_to
 from ..auth.principal import Principal
-from ..errors import ApiError
 from ..settings import Settings
 from ..storage import on_commit, utcnow
 from ..storage.audit import audit
 from ..storage.tables import Booking, BookingState, User, is_booking_overlap
 from . import lab, rules
 from .events import BookingEvent, BookingEvents, EventKind
-from .rules import BookingRuleError, Window
+from .rules import Window
 
 #: A booking by device type that loses its slot to a concurrent request looks again this often.
 _TYPE_ATTEMPTS = 5
@@ -101,11 +101,6 @@ def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) ->
     )
 
 
-def _rule_error(error: BookingRuleError) -> ApiError:
-    status = 409 if error.code == "quota_exceeded" else 422
-    return ApiError(status, error.code, error.message, error.detail)
-
-
 def _busy(
     session: Session, device_ids: Iterable[str], *, after: datetime, exclude: int | None = None
 ) -> dict[str, list[Window]]:
@@ -125,12 +120,12 @@ def _busy(
 
 def _conflict(
     session: Session, device_id: str, wanted: Window, *, exclude: int | None = None
-) -> ApiError:
+) -> DomainError:
     busy = _busy(session, [device_id], after=wanted.start, exclude=exclude)[device_id]
     free_at = rules.next_free(busy, after=wanted.start, length=wanted.length)
     until = rules.free_until(busy, after=wanted.start) if exclude is not None else None
     minutes = int(wanted.length.total_seconds() // 60)
-    return ApiError(
+    return DomainError(
         409,
         "booking_conflict",
         f"{device_id} is booked during that time; it is next free for {minutes} minutes "
@@ -141,9 +136,11 @@ def _conflict(
     )
 
 
-def _all_busy(device_type: str, device_id: str, free_at: datetime, length: timedelta) -> ApiError:
+def _all_busy(
+    device_type: str, device_id: str, free_at: datetime, length: timedelta
+) -> DomainError:
     minutes = int(length.total_seconds() // 60)
-    return ApiError(
+    return DomainError(
         409,
         "booking_conflict",
         f"every {device_type} device is booked then; {device_id} is next free for {minutes} "
@@ -177,29 +174,23 @@ def _check_quota(
     if exclude is not None:
         query = query.where(Booking.id != exclude)
     held = [rules.held_window(b.starts_at, b.ends_at, b.ended_at) for b in session.scalars(query)]
-    try:
-        rules.check_quota([w for w in held if w], window, per_day=policy.daily_quota)
-    except BookingRuleError as error:
-        raise _rule_error(error) from None
+    rules.check_quota([w for w in held if w], window, per_day=policy.daily_quota)
 
 
 def _duration(minutes: int, policy: BookingPolicy) -> timedelta:
     """``minutes`` as a duration; past the longest booking it is refused (before a huge count
     could overflow ``timedelta``)."""
     if minutes * 60 > policy.max_length.total_seconds():
-        raise _rule_error(rules.too_long(policy.max_length))
+        raise rules.too_long(policy.max_length)
     return timedelta(minutes=minutes)
 
 
 def _requested_window(request: BookingCreate, policy: BookingPolicy, now: datetime) -> Window:
     start = request.starts_at or now
-    try:
-        rules.check_horizon(start, now=now, horizon=policy.horizon)
-    except BookingRuleError as error:
-        raise _rule_error(error) from None
+    rules.check_horizon(start, now=now, horizon=policy.horizon)
     end = request.ends_at or start + _duration(request.minutes or 0, policy)
     if end <= now:
-        raise ApiError(422, "invalid_window", f"the window ends in the past ({end.isoformat()})")
+        raise DomainError(422, "invalid_window", f"the window ends in the past ({end.isoformat()})")
     # What has passed of a window (clock skew, a slow request) cannot be booked any more.
     return Window(max(start, now), end)
 
@@ -209,7 +200,9 @@ def _candidates(
 ) -> list[str]:
     if request.device_id is not None:
         if lab.find_device(session, request.device_id) is None:
-            raise ApiError(404, "device_not_found", f"no device {request.device_id!r} in this lab")
+            raise DomainError(
+                404, "device_not_found", f"no device {request.device_id!r} in this lab"
+            )
         return [request.device_id]
     online = [
         device.id
@@ -217,7 +210,7 @@ def _candidates(
         if device.device_type == request.device_type and device.online
     ]
     if not online:
-        raise ApiError(
+        raise DomainError(
             404, "device_not_found", f"no online device of type {request.device_type!r} in this lab"
         )
     return online
@@ -234,10 +227,7 @@ def create_booking(
     """Book a device for a window, or the earliest slot of any online device of a type."""
     now = now or utcnow()
     window = _requested_window(request, policy, now)
-    try:
-        rules.check_window(window, now=now, max_length=policy.max_length)
-    except BookingRuleError as error:
-        raise _rule_error(error) from None
+    rules.check_window(window, now=now, max_length=policy.max_length)
     candidates = _candidates(session, request, policy, now)
     for _ in range(_TYPE_ATTEMPTS):
         device_id = candidates[0]
@@ -278,7 +268,7 @@ def create_booking(
             },
         )
         return booking
-    raise ApiError(
+    raise DomainError(
         409,
         "booking_conflict",
         f"other requests kept taking the free slots of {request.device_type!r} devices; try again",
@@ -348,20 +338,20 @@ def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:
     """
     owner_id = session.scalar(select(Booking.user_id).where(Booking.id == booking_id))
     if owner_id is None or not (user.is_admin or owner_id == user.id):
-        raise ApiError(404, "booking_not_found", f"no booking {booking_id}")
+        raise DomainError(404, "booking_not_found", f"no booking {booking_id}")
     session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     booking = session.get(
         Booking, booking_id, with_for_update={"of": Booking}, populate_existing=True
     )
     if booking is None:  # deleted with its owner in the meantime
-        raise ApiError(404, "booking_not_found", f"no booking {booking_id}")
+        raise DomainError(404, "booking_not_found", f"no booking {booking_id}")
     return booking
 
 
 def _require_open(booking: Booking, now: datetime) -> BookingStatus:
     status = status_of(booking, now)
     if status not in _OPEN:
-        raise ApiError(
+        raise DomainError(
             409,
             "booking_over",
             f"booking {booking.id} is over: {_ended_when(booking, now)}",
@@ -449,13 +439,8 @@ def extend_booking(
     old_end = booking.ends_at
     new_end = request.ends_at or old_end + _duration(request.minutes or 0, policy)
     if new_end <= old_end:
-        raise ApiError(422, "invalid_window", f"the new end must be after {old_end.isoformat()}")
-    try:
-        rules.check_window(
-            Window(booking.starts_at, new_end), now=now, max_length=policy.max_length
-        )
-    except BookingRuleError as error:
-        raise _rule_error(error) from None
+        raise DomainError(422, "invalid_window", f"the new end must be after {old_end.isoformat()}")
+    rules.check_window(Window(booking.starts_at, new_end), now=now, max_length=policy.max_length)
     added = Window(old_end, new_end)
     if not actor.is_admin:
         _check_quota(session, user_id=booking.user_id, window=added, policy=policy)
@@ -493,19 +478,19 @@ def renew_lease(
     """A heartbeat of the owner's session: the first one starts the lease."""
     now = now or utcnow()
     if booking.user_id != user.id:
-        raise ApiError(
+        raise DomainError(
             403, "not_your_booking", f"only {booking.user.name} holds booking {booking.id}'s lease"
         )
     status = status_of(booking, now)
     if status is BookingStatus.UPCOMING:
-        raise ApiError(
+        raise DomainError(
             409,
             "booking_not_running",
             f"booking {booking.id} starts at {booking.starts_at.isoformat()}: a lease is held "
             "while the booking runs",
         )
     if status is not BookingStatus.RUNNING:
-        raise ApiError(
+        raise DomainError(
             409,
             "booking_not_running",
             f"booking {booking.id} is over: {_ended_when(booking, now)}",
@@ -533,7 +518,7 @@ def require_active_booking(
     """
     now = now or utcnow()
     if not user.can_write:
-        raise ApiError(403, "read_only", "observers cannot use devices")
+        raise DomainError(403, "read_only", "observers cannot use devices")
     running = lab.current_bookings(session, now=now, device_ids=[device_id]).get(device_id)
     if running is not None and running.user_id == user.id:
         running.lease_renewed_at = now
@@ -546,17 +531,17 @@ def require_active_booking(
     if running is None:
         ended = _ended_early(session, user, device_id, now)
         if ended is not None:
-            raise ApiError(
+            raise DomainError(
                 409,
                 "not_booked",
                 f"your booking {ended.id} of {device_id} is over: {_ended_when(ended, now)}; "
                 "book the device again to use it",
                 {**detail, **_ended_detail(ended, now)},
             )
-        raise ApiError(
+        raise DomainError(
             409, "not_booked", f"{device_id} is not booked by you now: book it first", detail
         )
-    raise ApiError(
+    raise DomainError(
         409,
         "device_booked",
         f"{device_id} is booked by {running.user.name} until {running.ends_at.isoformat()}",

@@ -1,5 +1,5 @@
-"""Every way a compile can fail, each with a stable ``code`` (for clients) and a suggested
-HTTP status (for the REST layer)::
+r"""Every way a compile can fail: :class:`~specklab.schemas.errors.DomainError`\ s whose class
+sets a stable ``code`` (for clients) and the HTTP ``status`` (for the REST layer)::
 
     CompileError
     ├── InputError               the upload cannot be read (CLI exit 2)
@@ -13,6 +13,7 @@ HTTP status (for the REST layer)::
     │       ├── ResourceLimit    resource_limit     413  CPU time or memory limit hit
     │       └── WorkerCrashed    worker_crashed     500
     └── ModelError               read fine, cannot run on the chip (CLI exit 1); carries a report
+        │                        on the wire: model_does_not_fit 422, its code as the reason
         ├── UnsupportedLayer     unsupported_layer  422
         ├── IllegalSequence      illegal_sequence   422
         ├── ShapeMismatch        shape_mismatch     422
@@ -27,14 +28,17 @@ The worker sends errors to the daemon as ``(code, message, detail, report)``;
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
+from specklab.schemas.api import ErrorBody
 from specklab.schemas.compile import CompileReport, Problem
+from specklab.schemas.errors import DomainError
+from specklab.schemas.models import DoesNotFit
 
 
-class CompileError(Exception):
-    code: ClassVar[str] = "compile_error"
-    http_status: ClassVar[int] = 400
+class CompileError(DomainError):
+    code = "compile_error"
+    status = 400
 
     def __init__(
         self,
@@ -44,9 +48,7 @@ class CompileError(Exception):
         problems: list[Problem] | None = None,
         report: CompileReport | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
+        super().__init__(self.status, self.code, message, detail)
         self.problems = problems or []
         self.report = report
 
@@ -57,12 +59,12 @@ class InputError(CompileError):
 
 class UploadTooLarge(InputError):
     code = "upload_too_large"
-    http_status = 413
+    status = 413
 
 
 class UnknownFormat(InputError):
     code = "unknown_format"
-    http_status = 415
+    status = 415
 
 
 class CorruptArchive(InputError):
@@ -75,22 +77,22 @@ class UnsafeArchive(InputError):
 
 class ArchiveBomb(InputError):
     code = "archive_bomb"
-    http_status = 413
+    status = 413
 
 
 class WorkerError(InputError):
     code = "worker_error"
-    http_status = 500
+    status = 500
 
 
 class CompileTimeout(WorkerError):
     code = "compile_timeout"
-    http_status = 504
+    status = 504
 
 
 class ResourceLimit(WorkerError):
     code = "resource_limit"
-    http_status = 413
+    status = 413
 
 
 class WorkerCrashed(WorkerError):
@@ -99,7 +101,15 @@ class WorkerCrashed(WorkerError):
 
 class ModelError(CompileError):
     code = "model_error"
-    http_status = 422
+    status = 422
+
+    @property
+    def body(self) -> ErrorBody:
+        # Clients tell one failure apart, "does not fit", and read which from the reason.
+        detail = DoesNotFit(reason=self.code, problems=self.problems, report=self.report)
+        return ErrorBody(
+            code="model_does_not_fit", message=self.message, detail=detail.model_dump(mode="json")
+        )
 
 
 class UnsupportedLayer(ModelError):

@@ -26,12 +26,12 @@ import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.deploy import Deployment
+from specklab.schemas.errors import DomainError
 
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError, OutputTooLarge
 from ..devices.events import batch_span_s
 from ..devices.manager import DeviceSession
-from ..errors import ApiError
 from ..metrics import EVENTS_DROPPED
 
 log = logging.getLogger("specklab.deployments")
@@ -62,7 +62,7 @@ class BatchLimits:
         timeout it deserves."""
         span_s = batch_span_s(*batches)
         if span_s > self.span_s:
-            raise ApiError(
+            raise DomainError(
                 422,
                 "batch_too_long",
                 f"the batch spans {span_s:g} s of device time, more than the {self.span_s:g} s "
@@ -70,7 +70,7 @@ class BatchLimits:
             )
         ticks = int(span_s * (config.slow_clock_hz or 0))
         if ticks > self.ticks:
-            raise ApiError(
+            raise DomainError(
                 422,
                 "batch_too_long",
                 f"the batch spans {ticks} ticks of the {config.slow_clock_hz:g} Hz slow clock, "
@@ -156,7 +156,7 @@ class DeviceHub:
     # ----- device calls -----
 
     async def forward(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> DeviceOutput:
-        """Run a batch within :attr:`limits`; ApiError 422 for one over them."""
+        """Run a batch within :attr:`limits`; DomainError 422 for one over them."""
         timeout = self.limits.check(self.config, spikes, dvs)
         async with self._device_lock:
             output = await self.session.forward(spikes, dvs, timeout=timeout)

@@ -22,14 +22,14 @@ from sqlalchemy.orm import Session
 from specklab.schemas.chipconfig import ChipConfig, DVSLayer, unclocked_leak_warning
 from specklab.schemas.compile import CompileOptions
 from specklab.schemas.deploy import Deployment, DeploymentRequest
-from specklab.schemas.patch import ConfigPatch, PatchError, apply_patch
+from specklab.schemas.errors import DomainError
+from specklab.schemas.patch import ConfigPatch, apply_patch
 
 from ..auth.principal import Principal
 from ..booking.events import BookingEvents
 from ..booking.service import BookingPolicy, renew_lease, require_active_booking
 from ..devices.errors import DeviceError
 from ..devices.manager import DeviceManager
-from ..errors import ApiError
 from ..models import ModelService
 from ..storage import Database, utcnow
 from ..storage.audit import audit
@@ -53,14 +53,11 @@ def monitoring_patch(
 
 def deployed_config(config: ChipConfig, request: DeploymentRequest) -> ChipConfig:
     """The compiled configuration with the request's monitors, slow clock and patch applied."""
-    try:
-        config = apply_patch(config, monitoring_patch(config, request.monitor_layers))
-        if request.slow_clock_hz is not None:
-            config = apply_patch(config, ConfigPatch(slow_clock_hz=request.slow_clock_hz))
-        if request.config_patch is not None:
-            config = apply_patch(config, request.config_patch)
-    except PatchError as exc:
-        raise ApiError(422, "invalid_patch", str(exc), detail={"loc": exc.loc}) from exc
+    config = apply_patch(config, monitoring_patch(config, request.monitor_layers))
+    if request.slow_clock_hz is not None:
+        config = apply_patch(config, ConfigPatch(slow_clock_hz=request.slow_clock_hz))
+    if request.config_patch is not None:
+        config = apply_patch(config, request.config_patch)
     return config
 
 
@@ -165,7 +162,7 @@ class Deployments:
 
     async def require_booking(self, user: Principal, device_id: str) -> Booking:
         if self.stopping:
-            raise ApiError(503, "daemon_stopping", "the daemon is shutting down")
+            raise DomainError(503, "daemon_stopping", "the daemon is shutting down")
         self.devices.state(device_id)  # DeviceNotFound for unknown ids
 
         def require(session: Session) -> Booking:
@@ -218,7 +215,7 @@ class Deployments:
             return
         chip = self.devices.state(device_id).description.chip
         if chip is None:
-            raise ApiError(409, "no_chip", f"{device_id} carries no chip with a DVS layer")
+            raise DomainError(409, "no_chip", f"{device_id} carries no chip with a DVS layer")
         config = with_dvs_monitor(ChipConfig(chip=chip), raw=raw)
         description = describe(device_id, None, "the DVS layer alone", user.name, config)
         hub = await self._install(user, booking, config, description)
@@ -280,7 +277,7 @@ class Deployments:
         def renew(session: Session) -> None:
             booking = session.get(Booking, hub.booking_id)
             if booking is None:
-                raise ApiError(404, "booking_not_found", f"no booking {hub.booking_id}")
+                raise DomainError(404, "booking_not_found", f"no booking {hub.booking_id}")
             renew_lease(session, booking=booking, user=user, policy=self.policy)
             session.commit()
 
@@ -291,7 +288,7 @@ class Deployments:
         time until the stream closes (the caller cancels this)."""
         while True:
             await asyncio.sleep(self.policy.idle.total_seconds() / 3)
-            with contextlib.suppress(ApiError):  # the booking ended: its watch ends the stream
+            with contextlib.suppress(DomainError):  # the booking ended: its watch ends the stream
                 await self.heartbeat(user, hub)
 
     def hub(self, user: Principal, device_id: str) -> DeviceHub:
@@ -299,7 +296,7 @@ class Deployments:
         hub = self._hubs.get(device_id)
         if hub is None or hub.ended or not (user.is_admin or hub.user_id == user.id):
             self.devices.state(device_id)  # unknown devices answer device_not_found
-            raise ApiError(404, "not_deployed", f"nothing is deployed on {device_id}")
+            raise DomainError(404, "not_deployed", f"nothing is deployed on {device_id}")
         return hub
 
     def live_hub(self, device_id: str) -> DeviceHub | None:
@@ -313,7 +310,7 @@ class Deployments:
         booking = await self.require_booking(user, device_id)
         hub = self._hubs.get(device_id)
         if hub is None or hub.ended or hub.booking_id != booking.id:
-            raise ApiError(
+            raise DomainError(
                 409,
                 "not_deployed",
                 f"nothing is deployed on {device_id} in your booking: "
@@ -324,7 +321,7 @@ class Deployments:
     async def remove(self, user: Principal, device_id: str) -> None:
         hub = self.hub(user, device_id)
         if not user.can_write:
-            raise ApiError(403, "read_only", "observers cannot change deployments")
+            raise DomainError(403, "read_only", "observers cannot change deployments")
         async with self._lock:
             if self._hubs.get(device_id) is hub:
                 del self._hubs[device_id]

@@ -1,5 +1,5 @@
-"""Device errors. Each has a stable ``code`` that the API and the stream layer pass on as is,
-and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.message)``).
+r"""Device errors: :class:`~specklab.schemas.errors.DomainError`\ s whose class sets the stable
+``code`` and the HTTP ``status``, passed on as is by the API and the stream layer.
 
 ::
 
@@ -21,39 +21,40 @@ and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.m
 
 from __future__ import annotations
 
+from specklab.schemas.errors import DomainError
 
-class DeviceError(Exception):
+
+class DeviceError(DomainError):
     code = "device_error"
-    http_status = 500
+    status = 500
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status, self.code, message)
 
 
 class DeviceNotFound(DeviceError):
     code = "device_not_found"
-    http_status = 404
+    status = 404
 
 
 class DeviceOffline(DeviceError):
     code = "device_offline"
-    http_status = 409
+    status = 409
 
 
 class DeviceBusy(DeviceError):
     code = "device_busy"
-    http_status = 409
+    status = 409
 
 
 class DeviceUnsupported(DeviceError):
     code = "device_unsupported"
-    http_status = 422
+    status = 422
 
 
 class DeviceTimeout(DeviceError):
     code = "device_timeout"
-    http_status = 504
+    status = 504
 
 
 class DeviceUnresponsive(DeviceTimeout):
@@ -62,34 +63,34 @@ class DeviceUnresponsive(DeviceTimeout):
 
 class DeviceIOError(DeviceError):
     code = "device_io_error"
-    http_status = 502
+    status = 502
 
 
 class DeviceStateError(DeviceError):
     code = "device_state"
-    http_status = 409
+    status = 409
 
 
 class ConfigRejected(DeviceError):
     code = "config_rejected"
-    http_status = 422
+    status = 422
 
 
 class InvalidEvents(DeviceError):
     code = "invalid_events"
-    http_status = 422
+    status = 422
 
 
 class InputQueueFull(DeviceError):
     code = "input_queue_full"
-    http_status = 429
+    status = 429
 
 
 class OutputTooLarge(DeviceError):
     code = "output_too_large"
-    http_status = 422
+    status = 422
 
 
 class InvalidArgument(DeviceError):
     code = "invalid_argument"
-    http_status = 422
+    status = 422

@@ -18,7 +18,8 @@ import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from ..errors import ApiError
+from specklab.schemas.errors import DomainError
+
 from ..storage.blobs import BlobStore, Incoming
 
 #: The text fields (options JSON, name) and the multipart framing together, at most.
@@ -29,8 +30,8 @@ _PARTS_LIMIT = 8
 _FLUSH = 1 << 20
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(
+def too_large(limit: int) -> DomainError:
+    return DomainError(
         413,
         "upload_too_large",
         f"the upload is over the limit of {limit} bytes",
@@ -38,8 +39,8 @@ def too_large(limit: int) -> ApiError:
     )
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(422, "invalid_request", message)
+def _invalid(message: str) -> DomainError:
+    return DomainError(422, "invalid_request", message)
 
 
 @dataclass
@@ -150,7 +151,7 @@ async def receive_form(
         raise too_large(max_file_bytes)
     media_type, params = parse_options_header(request.headers.get("content-type", ""))
     if media_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise ApiError(415, "unsupported_media_type", "an upload is a multipart/form-data body")
+        raise DomainError(415, "unsupported_media_type", "an upload is a multipart/form-data body")
     incoming = await anyio.to_thread.run_sync(Incoming, store)
     try:
         form = UploadForm(incoming)
@@ -166,7 +167,7 @@ async def receive_form(
                 if len(reader.pending) >= _FLUSH:
                     await _flush(reader)
         except ClientDisconnect:
-            raise ApiError(400, "upload_incomplete", "the client went away mid-upload") from None
+            raise DomainError(400, "upload_incomplete", "the client went away mid-upload") from None
         _feed(parser, b"", final=True)
         await _flush(reader)
         if not reader.ended:
@@ -185,7 +186,7 @@ def _feed(parser: MultipartParser, chunk: bytes, *, final: bool = False) -> None
             parser.finalize()
         else:
             parser.write(chunk)
-    except ApiError:
+    except DomainError:
         raise
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise _invalid(f"the upload is not a readable multipart form: {exc}") from exc

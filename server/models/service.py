@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions, CompileReport
-from specklab.schemas.models import CompileStatus, DoesNotFit, ModelInfo
+from specklab.schemas.errors import DomainError
+from specklab.schemas.models import CompileStatus, ModelInfo
 
 from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
-from ..compiler import ArchiveLimits, CompileError, CompilerPool, ModelError, WorkerLimits
+from ..compiler import ArchiveLimits, CompilerPool, WorkerLimits
 from ..compiler.pipeline import CompileResult
-from ..errors import ApiError
 from ..metrics import compiling
 from ..storage import Database
 from ..storage.blobs import BlobStore, Incoming, sha256_hex
@@ -49,8 +49,10 @@ def options_key(upload_sha256: str, options: CompileOptions) -> str:
     return sha256_hex(f"{upload_sha256}\n{canonical}".encode())
 
 
-def stopping() -> ApiError:
-    return ApiError(503, "daemon_stopping", "the daemon is stopping; upload again once it is back")
+def stopping() -> DomainError:
+    return DomainError(
+        503, "daemon_stopping", "the daemon is stopping; upload again once it is back"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ class ModelService:
         """A new upload's place (429 past the user's uploads in flight); under ``compile_id``
         it can be asked for (:meth:`status`). Every ``track`` is followed by an ``untrack``."""
         if self._in_flight[user.id] >= self.uploads_per_user:
-            raise ApiError(
+            raise DomainError(
                 429,
                 "too_many_uploads",
                 f"{user.name} has {self.uploads_per_user} uploads in flight, the most at once; "
@@ -137,7 +139,7 @@ class ModelService:
         if compile_id is not None:
             key = (user.id, compile_id)
             if key in self._tickets:
-                raise ApiError(
+                raise DomainError(
                     409, "compile_id_in_use", f"an upload with id {compile_id} is in flight"
                 )
             self._tickets[key] = ticket
@@ -154,7 +156,7 @@ class ModelService:
     def status(self, user: Principal, compile_id: str) -> CompileStatus:
         ticket = self._tickets.get((user.id, compile_id))
         if ticket is None:
-            raise ApiError(404, "compile_not_found", f"no upload in flight with id {compile_id}")
+            raise DomainError(404, "compile_not_found", f"no upload in flight with id {compile_id}")
         status = self.queue.status(ticket)
         return CompileStatus(
             id=compile_id,
@@ -176,7 +178,7 @@ class ModelService:
         """The compiled configuration (JSON) and report, compiling on a cache miss.
 
         ``source`` reads the upload (default: from the store); the compile waits its turn in
-        the queue under ``ticket``. Raises :class:`ApiError` with the compiler's code: 4xx for
+        the queue under ``ticket``. Raises the compiler's :class:`CompileError`: 4xx for
         bad uploads, 422 ``model_does_not_fit`` (the report in ``detail``) for models the chip
         cannot hold, 503 ``daemon_stopping`` once shutdown began.
         """
@@ -197,8 +199,6 @@ class ModelService:
             except Exception as exc:
                 if self._stopping:  # the pool was closed under this compile
                     raise stopping() from exc
-                if isinstance(exc, CompileError):
-                    raise _api_error(exc) from exc
                 raise
             await anyio.to_thread.run_sync(self._keep_compiled, key, result)
             return result.config_json, result.report
@@ -213,7 +213,7 @@ class ModelService:
     def _stored_upload(self, digest: str) -> bytes:
         upload = self.uploads.get(digest)
         if upload is None:
-            raise ApiError(404, "model_not_found", "the model's upload is gone from the store")
+            raise DomainError(404, "model_not_found", "the model's upload is gone from the store")
         return upload
 
     def _keep_compiled(self, key: str, result: CompileResult) -> None:
@@ -275,7 +275,7 @@ class ModelService:
             return
         used = self.usage(session, user.id)
         if used + size > self.quota_bytes:
-            raise ApiError(
+            raise DomainError(
                 413,
                 "quota_exceeded",
                 f"{user.name}'s models hold {used} bytes of a quota of {self.quota_bytes}; "
@@ -344,7 +344,7 @@ class ModelService:
         if report is None:
             stored = self.compiled.get(record.options_key, _REPORT)
             if stored is None:
-                raise ApiError(404, "model_not_found", f"model {record.id} lost its report")
+                raise DomainError(404, "model_not_found", f"model {record.id} lost its report")
             report = CompileReport.model_validate_json(stored)
         return ModelInfo(
             id=record.id,
@@ -357,12 +357,3 @@ class ModelService:
             options=CompileOptions.model_validate(record.options),
             report=report,
         )
-
-
-def _api_error(exc: CompileError) -> ApiError:
-    if isinstance(exc, ModelError):
-        detail = DoesNotFit(reason=exc.code, problems=exc.problems, report=exc.report)
-        return ApiError(
-            422, "model_does_not_fit", exc.message, detail=detail.model_dump(mode="json")
-        )
-    return ApiError(exc.http_status, exc.code, exc.message, detail=exc.detail)

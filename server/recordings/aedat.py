@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from specklab.schemas.errors import DomainError
 from specklab.schemas.events import dvs_events
 
 #: An export runs at about 1.5 M events/s; this bounds the largest recording's.
 EXPORT_TIMEOUT_S = 600.0
 
 
-class ExportFailed(Exception):
-    pass
+class ExportFailed(DomainError):
+    def __init__(self, message: str) -> None:
+        super().__init__(500, "export_failed", message)
 
 
 async def export_aedat4(npy: Path, target: Path) -> None:

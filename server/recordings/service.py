@@ -27,13 +27,13 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DTYPES, EventKind
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
 from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
-from ..errors import ApiError
 from ..storage import Database
 from ..storage.audit import audit
 from ..storage.tables import RecordingRecord, User
@@ -74,7 +74,7 @@ class RecordingService:
 
     async def record(self, user: Principal, request: RecordingRequest) -> Recording:
         if not user.can_write:
-            raise ApiError(403, "read_only", "observers cannot record")
+            raise DomainError(403, "read_only", "observers cannot record")
         kind = EventKind.DVS if request.source == "dvs" else EventKind.SPIKE
         with self._one_more_running(user):
             max_events = await self._room_for(user, kind)
@@ -91,7 +91,7 @@ class RecordingService:
     def _one_more_running(self, user: Principal) -> Iterator[None]:
         running = self._running.get(user.id, 0)
         if running >= self.limits.concurrent_per_user:
-            raise ApiError(
+            raise DomainError(
                 409,
                 "too_many_recordings",
                 f"you have {running} recordings running; at most "
@@ -120,7 +120,7 @@ class RecordingService:
         in_use = await self.db.run(used)
         room = (self.limits.storage_per_user - in_use) // DTYPES[kind].itemsize
         if room <= 0:
-            raise ApiError(
+            raise DomainError(
                 413,
                 "storage_full",
                 f"your recordings take {in_use} bytes, the limit is "
@@ -236,18 +236,20 @@ class RecordingService:
             handle = None
         try:
             await self.get(user, recording_id)
-        except ApiError:
+        except DomainError:
             if handle is not None:
                 handle.close()
             raise
         if handle is None:
-            raise ApiError(409, "recording_changed", "the export was removed meanwhile; try again")
+            raise DomainError(
+                409, "recording_changed", "the export was removed meanwhile; try again"
+            )
         return handle
 
     async def _aedat4(self, user: Principal, recording_id: int) -> Path:
         recording = await self.get(user, recording_id)
         if recording.kind is not EventKind.DVS:
-            raise ApiError(
+            raise DomainError(
                 422,
                 "not_dvs",
                 f"recording {recording_id} holds {recording.kind.value} events; "
@@ -262,7 +264,7 @@ class RecordingService:
                 await export_aedat4(self.npy_path(recording_id), partial)
             except ExportFailed as exc:
                 await self.get(user, recording_id)  # deleted during the export: 404
-                raise ApiError(500, "export_failed", str(exc)) from exc
+                raise DomainError(500, "export_failed", str(exc)) from exc
             await self.db.run(
                 lambda session: self._land(session, recording_id, partial), write=True
             )
@@ -273,13 +275,13 @@ class RecordingService:
     def _land(self, session: Session, recording_id: int, partial: Path) -> None:
         """Rename an export to its final name, only while its row is locked and exists."""
         if session.get(RecordingRecord, recording_id, with_for_update=True) is None:
-            raise ApiError(404, "recording_not_found", f"no recording {recording_id}")
+            raise DomainError(404, "recording_not_found", f"no recording {recording_id}")
         partial.replace(self.aedat4_path(recording_id))
         session.commit()
 
     async def delete(self, user: Principal, recording_id: int) -> None:
         if not user.can_write:
-            raise ApiError(403, "read_only", "observers cannot delete recordings")
+            raise DomainError(403, "read_only", "observers cannot delete recordings")
 
         def remove(session: Session) -> None:
             record = get_owned(session, RecordingRecord, recording_id, user, what="recording")
@@ -297,12 +299,12 @@ class RecordingService:
         device's stopwatch (restarted), ``speed`` times real time. Returns the event count."""
         recording = await self.get(user, recording_id)
         if recording.kind is not EventKind.DVS:
-            raise ApiError(
+            raise DomainError(
                 422, "not_dvs", "only DVS recordings replay (into the DVS layer of a deployment)"
             )
         hub = await self.deployments.hub_for_use(user, request.device_id)
         if not hub.deployment.dvs_input:
-            raise ApiError(
+            raise DomainError(
                 409,
                 "no_dvs_input",
                 f"the deployment on {request.device_id} takes no DVS input: "
@@ -324,7 +326,7 @@ async def _next_events(
     except TimeoutError:
         return None
     if isinstance(item, EndReason):
-        raise ApiError(409, item.code, f"the recording stopped: {item.message}")
+        raise DomainError(409, item.code, f"the recording stopped: {item.message}")
     events = item.dvs if kind is EventKind.DVS else item.spikes
     return events if len(events) else None
 

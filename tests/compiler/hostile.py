@@ -75,7 +75,7 @@ def assert_refused(
         data={"options": OPTIONS_JSON},
         headers=bearer(token),
     )
-    assert response.status_code == error.http_status, response.text
+    assert response.status_code == error.status, response.text
     assert 400 <= response.status_code < 500
     body = response.json()
     assert body["code"] == error.code

@@ -174,7 +174,7 @@ def test_hostile_archives_are_refused_in_process(
     with pytest.raises(InputError) as caught:
         compile_upload(data, options(), ArchiveLimits())
     assert isinstance(caught.value, UnsafeArchive), caught.value.message
-    assert caught.value.http_status == 400
+    assert caught.value.status == 400
     assert _HOLES[case][1] in caught.value.message
     assert not marker.exists()
 

@@ -1,9 +1,12 @@
-"""One error type for the API: raise :class:`ApiError` anywhere, the app renders ErrorBody."""
+"""Where errors meet HTTP and WebSockets: services raise
+:class:`~specklab.schemas.errors.DomainError`; :func:`install_error_handlers` renders it (and the
+framework's and database's own exceptions) as an ``ErrorBody`` answer, :func:`stream_error` as a
+stream's error frame and close code.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,29 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from specklab.schemas.api import ErrorBody
+from specklab.schemas.errors import DomainError
+from specklab.schemas.frames import ErrorFrame
+from specklab.schemas.stream import refusal_close_code
 
-from .devices.errors import DeviceError
-from .storage.db import is_retryable
+from ..storage.db import is_retryable
 
 log = logging.getLogger("specklab.server")
 #: Seconds a client is told to wait after a 503 of a busy database.
 BUSY_RETRY_AFTER_S = 1
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        detail: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(code=code, message=message, detail=detail)
-        #: E.g. ``WWW-Authenticate`` on a 401.
-        self.headers = headers
 
 
 def json_error_response(
@@ -49,13 +38,9 @@ def _out_of_range() -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return json_error_response(exc.status, exc.body, exc.headers)
-
-    @app.exception_handler(DeviceError)
-    async def _device_error(request: Request, exc: DeviceError) -> JSONResponse:
-        return json_error_response(exc.http_status, ErrorBody(code=exc.code, message=exc.message))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -95,3 +80,10 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         body = ErrorBody(code=code.get(exc.status_code, "http_error"), message=str(exc.detail))
         return json_error_response(exc.status_code, body, getattr(exc, "headers", None))
+
+
+def stream_error(exc: DomainError) -> tuple[ErrorFrame, int]:
+    """``exc`` as a stream's fatal error frame, and the close code of a stream it refuses
+    (4000 + its HTTP status); a stream that goes on sends the frame's code and message."""
+    body = exc.body
+    return ErrorFrame(body.code, body.message, True, body.detail), refusal_close_code(exc.status)
