@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import anyio
 import numpy as np
@@ -247,23 +247,31 @@ async def _serve_continuously(
 
 
 async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
-    tasks = [asyncio.ensure_future(job) for job in jobs]
+    """Run ``jobs`` until one returns or fails; the others are cancelled. A client that left is
+    no failure, and a stream's end has its say over a failure it caused (a send on a closing
+    socket)."""
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        failures = [task.exception() for task in done if task.exception() is not None]
-        # A stream's end has its say over a failure it caused (a send on a closing socket).
-        failures.sort(key=lambda exc: not isinstance(exc, _StreamEnd))
-        for exc in failures:
-            if not isinstance(exc, WebSocketDisconnect):
-                raise exc
-    finally:
-        for task in tasks:
-            task.cancel()
-        # Reaping the jobs must finish even while this task is itself being cancelled (a test
-        # client cancels the app as soon as it has closed; servers do at shutdown): cancelled
-        # inside this wait, the CancelledError escaped the caller's cancel scope.
-        with anyio.CancelScope(shield=True):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async with anyio.create_task_group() as group:
+            for job in jobs:
+                group.start_soon(_then_stop, job, group.cancel_scope)
+    except ExceptionGroup as failures:
+        found = [exc for exc in _leaves(failures) if not isinstance(exc, WebSocketDisconnect)]
+        found.sort(key=lambda exc: not isinstance(exc, _StreamEnd))
+        if found:
+            raise found[0] from None
+
+
+async def _then_stop(job: Awaitable[None], scope: anyio.CancelScope) -> None:
+    await job
+    scope.cancel()
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 @contextlib.asynccontextmanager
