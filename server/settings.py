@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import socket
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -132,25 +137,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlFileSource(settings_cls))
-
-
-class _TomlFileSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``SPECKLAB_CONFIG`` (set by ``--config`` too)."""
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("SPECKLAB_CONFIG")
-        if not path:
-            return {}
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads the whole file at once
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings; ``overrides`` are command-line values (None means not given)."""
-    if config_file is not None:
-        os.environ["SPECKLAB_CONFIG"] = str(config_file)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build settings; ``overrides`` are command-line values (None means not given), the file is
+    ``config_file`` or else the one ``SPECKLAB_CONFIG`` names."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    path = config_file or os.environ.get("SPECKLAB_CONFIG")
+    if not path:
+        return Settings(**given)
+    if not Path(path).is_file():
+        # The TOML source skips a missing file; a named one that is missing is a mistake.
+        raise FileNotFoundError(f"no settings file {path}")
+    from_file = type(Settings.__name__, (Settings,), {"model_config": {"toml_file": path}})
+    return from_file(**given)

@@ -60,3 +60,20 @@ def test_unknown_config_file_keys_are_rejected(
     monkeypatch.setenv("SPECKLAB_CONFIG", str(path))
     with pytest.raises(ValidationError, match="prot"):
         load_settings()
+
+
+def test_a_named_file_leaves_the_environment_alone(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("port = 9100\n")
+    monkeypatch.setenv("SPECKLAB_CONFIG", str(other))
+    assert load_settings(config_file).port == 9001
+    # The next build without a file named reads the environment's file, not the last one named.
+    assert load_settings().port == 9100
+
+
+def test_a_missing_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPECKLAB_CONFIG", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml"):
+        load_settings(tmp_path / "missing.toml")
