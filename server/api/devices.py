@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from starlette.requests import HTTPConnection
 
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
@@ -11,33 +10,37 @@ from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
 from ..booking.devices_view import lab_device, lab_device_list
 from ..chips import DEVICE_TYPES, SUPPORTED_DEVICES
 from ..devices.errors import DeviceError
-from ..devices.views import device_public, samna_info
-from .deps import ManagerDep
+from ..devices.views import devices_public, samna_info
+from .deps import DatabaseDep, ManagerDep, PolicyDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 
 
 @router.get("/devices", response_model=DeviceList)
-async def list_devices(conn: HTTPConnection, manager: ManagerDep) -> DeviceList:
+async def list_devices(
+    manager: ManagerDep, db: DatabaseDep, settings: SettingsDep, policy: PolicyDep
+) -> DeviceList:
     """This host's devices, then those other hosts of the lab serve (each with its ``url``)."""
-    devices = [await device_public(manager, state) for state in manager.states()]
-    devices = await lab_device_list(conn.app.state, devices)
+    devices = await devices_public(manager, manager.states())
+    devices = await lab_device_list(db, settings, policy, devices)
     return DeviceList(devices=devices, samna=samna_info(manager))
 
 
 @router.get(
     "/devices/{device_id}", response_model=DevicePublic, responses={404: {"model": ErrorBody}}
 )
-async def get_device(conn: HTTPConnection, device_id: str, manager: ManagerDep) -> DevicePublic:
+async def get_device(
+    device_id: str, manager: ManagerDep, db: DatabaseDep, settings: SettingsDep, policy: PolicyDep
+) -> DevicePublic:
     try:
         state = manager.state(device_id)
     except DeviceError:
-        remote = await lab_device(conn.app.state, device_id)
+        remote = await lab_device(db, settings, policy, device_id)
         if remote is None:
             raise
         return remote
-    local = await device_public(manager, state)
-    return local.model_copy(update={"url": conn.app.state.settings.effective_public_url})
+    [local] = await devices_public(manager, [state])
+    return local.model_copy(update={"url": settings.effective_public_url})
 
 
 @router.get("/device-types", response_model=list[DeviceType])

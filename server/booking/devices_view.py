@@ -9,23 +9,24 @@ and stream there.
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
-from starlette.datastructures import State
 
 from specklab.schemas.booking import BookingSummary
 from specklab.schemas.devices import DevicePublic, DeviceStatus
 
 from ..chips import SUPPORTED_DEVICES
 from ..devices.naming import VIRTUAL_PREFIX
+from ..settings import Settings
 from ..storage import Database, utcnow
 from . import lab
+from .service import BookingPolicy
 
 
-async def device_booking(db: Database, device_id: str) -> BookingSummary | None:
-    """The running booking of ``device_id``, if any."""
+async def device_bookings(db: Database, device_ids: list[str]) -> dict[str, BookingSummary]:
+    """The running booking of each of ``device_ids`` that has one, in one query."""
 
-    def lookup(session: Session) -> BookingSummary | None:
-        running = lab.current_bookings(session, now=utcnow(), device_ids=[device_id])
-        return lab.summary(running[device_id]) if device_id in running else None
+    def lookup(session: Session) -> dict[str, BookingSummary]:
+        running = lab.current_bookings(session, now=utcnow(), device_ids=device_ids)
+        return {device_id: lab.summary(booking) for device_id, booking in running.items()}
 
     return await db.run(lookup)
 
@@ -49,11 +50,10 @@ def _public(device: lab.LabDevice) -> DevicePublic:
     )
 
 
-async def lab_device_list(state: State, local: list[DevicePublic]) -> list[DevicePublic]:
+async def lab_device_list(
+    db: Database, settings: Settings, policy: BookingPolicy, local: list[DevicePublic]
+) -> list[DevicePublic]:
     """``local`` (this host's devices, given this host's URL) and the other hosts' devices."""
-    settings = state.settings
-    policy = state.booking_policy
-    db: Database = state.db
 
     def remote(session: Session) -> list[DevicePublic]:
         devices = lab.lab_devices(session, now=utcnow(), stale_after=policy.host_stale_after)
@@ -63,6 +63,9 @@ async def lab_device_list(state: State, local: list[DevicePublic]) -> list[Devic
     return here + await db.run(remote)
 
 
-async def lab_device(state: State, device_id: str) -> DevicePublic | None:
+async def lab_device(
+    db: Database, settings: Settings, policy: BookingPolicy, device_id: str
+) -> DevicePublic | None:
     """A device another host of the lab serves, or None."""
-    return next((d for d in await lab_device_list(state, []) if d.id == device_id), None)
+    devices = await lab_device_list(db, settings, policy, [])
+    return next((d for d in devices if d.id == device_id), None)

@@ -22,7 +22,7 @@ from ..auth.dependencies import SessionLimits
 from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
-from .devices_view import device_booking
+from .devices_view import device_bookings
 from .events import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
@@ -62,7 +62,7 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
     )
     manager = getattr(app.state, "devices", None)
     if manager is not None:
-        manager.booking_lookup = partial(device_booking, db)
+        manager.booking_lookup = partial(device_bookings, db)
     # Check in before serving, so this host's devices are bookable from the first request.
     await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
     task = asyncio.create_task(sweeper.run(), name="booking-sweeper")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, TypeVar
@@ -303,8 +303,9 @@ class DeviceManager:
         self._unknown_types: set[str] = set()
         self._subscribers: list[tuple[str | None, Callable[[DeviceEvent], None]]] = []
         self._task: asyncio.Task[None] | None = None
-        #: Set by the booking subsystem: device id -> its current booking (or None).
-        self.booking_lookup: Callable[[str], Awaitable[Any | None]] | None = None
+        #: Set by the booking subsystem: device ids -> the current booking of each booked one
+        #: (one database query for a whole listing).
+        self.booking_lookup: Callable[[list[str]], Awaitable[Mapping[str, Any]]] | None = None
 
     # ----- life cycle -----
 

@@ -19,10 +19,15 @@ def device_status(state: DeviceState, booking: BookingSummary | None) -> DeviceS
     return DeviceStatus.FREE
 
 
-async def device_public(manager: DeviceManager, state: DeviceState) -> DevicePublic:
-    description = state.description
+async def devices_public(manager: DeviceManager, states: list[DeviceState]) -> list[DevicePublic]:
+    """``states`` as the API shows them, with their bookings looked up at once."""
     lookup = manager.booking_lookup
-    booking = await lookup(description.id) if lookup is not None else None
+    bookings = await lookup([state.description.id for state in states]) if lookup else {}
+    return [device_public(state, bookings.get(state.description.id)) for state in states]
+
+
+def device_public(state: DeviceState, booking: BookingSummary | None) -> DevicePublic:
+    description = state.description
     usb = None
     if description.usb_bus is not None and description.usb_address is not None:
         usb = UsbAddress(bus=description.usb_bus, address=description.usb_address)

@@ -9,6 +9,8 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+from sqlalchemy import event
+
 from specklab.schemas.booking import BookingSummary
 from specklab.schemas.devices import DeviceList, DevicePublic
 from specklab.schemas.events import spikes
@@ -83,8 +85,8 @@ def test_status_follows_sessions_and_bookings(make_lab: Any) -> None:
         ends_at=datetime.now(UTC) + timedelta(hours=1),
     )
 
-    async def booked(asked: str) -> BookingSummary | None:
-        return booking if asked == device_id else None
+    async def booked(asked: list[str]) -> dict[str, BookingSummary]:
+        return {device_id: booking} if device_id in asked else {}
 
     manager.booking_lookup = booked
     shown = _devices(lab).devices[0]
@@ -213,3 +215,26 @@ def test_a_client_closing_its_stream_right_after_a_batch_ends_it_cleanly(make_la
                 ws.send_bytes(message)
             while not isinstance(client.receive_data(ws.receive_bytes()), BatchEnd):
                 pass
+
+
+def test_the_listing_looks_bookings_up_once_for_all_devices(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=3"])
+    ids = [d.id for d in _devices(lab).devices]
+    for device in ids[:2]:
+        response = lab.client.post(
+            "/v1/bookings", headers=lab.admin, json={"device_id": device, "minutes": 30}
+        )
+        assert response.status_code == 201, response.text
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(lab.db.engine, "before_cursor_execute", seen)
+    try:
+        listing = _devices(lab)
+    finally:
+        event.remove(lab.db.engine, "before_cursor_execute", seen)
+    assert [d.status for d in listing.devices] == ["booked", "booked", "free"]
+    # One query for this host's devices, one in the lab's listing (other hosts' devices).
+    assert sum("FROM bookings" in s for s in statements) == 2
