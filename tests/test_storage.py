@@ -180,6 +180,35 @@ def test_audit_entries_name_the_host(db: Database) -> None:
 
 
 @pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["user.create", "booking.extend", "booking.create"]),
+        ({"action": "booking."}, ["booking.extend", "booking.create"]),
+        ({"action": "booking"}, []),
+        ({"action": "booking.create"}, ["booking.create"]),
+        ({"target": "user:ada"}, ["user.create"]),
+        ({"limit": 1}, ["user.create"]),
+        ({"before_id": 3}, ["booking.extend", "booking.create"]),
+    ],
+)
+def test_audit_entries_filter_newest_first(
+    db: Database, filters: dict[str, object], expected: list[str]
+) -> None:
+    from specklab.server.storage.audit import audit, audit_entries
+
+    with db.write_session() as session:
+        for action, target in [
+            ("booking.create", "booking:1"),
+            ("booking.extend", "booking:1"),
+            ("user.create", "user:ada"),
+        ]:
+            audit(session, None, action, target)
+        session.commit()
+    with db.session() as session:
+        assert [e.action for e in audit_entries(session, **filters)] == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("postgresql://u:p@h/db", "postgresql+psycopg://u:p@h/db"),

@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from specklab.schemas.audit import AuditEntryPublic
 
-from ..storage.tables import AuditEntry
+from ..storage.audit import audit_entries
 from .deps import AdminUser, RowId, SessionDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -29,22 +28,13 @@ def list_audit(
 ) -> list[AuditEntryPublic]:
     """Newest first. ``action`` matches exactly or by prefix with a trailing ``.``
     (``booking.`` for every booking action)."""
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if action is not None:
-        query = query.where(
-            AuditEntry.action.startswith(action)
-            if action.endswith(".")
-            else AuditEntry.action == action
-        )
-    if actor_id is not None:
-        query = query.where(AuditEntry.actor_id == actor_id)
-    if target is not None:
-        query = query.where(AuditEntry.target == target)
-    if since is not None:
-        query = query.where(AuditEntry.at >= since)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
-    return [
-        AuditEntryPublic.model_validate(entry, from_attributes=True)
-        for entry in session.scalars(query)
-    ]
+    entries = audit_entries(
+        session,
+        action=action,
+        actor_id=actor_id,
+        target=target,
+        since=since,
+        before_id=before_id,
+        limit=limit,
+    )
+    return [AuditEntryPublic.model_validate(entry, from_attributes=True) for entry in entries]

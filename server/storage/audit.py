@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .tables import AuditEntry
@@ -42,3 +45,33 @@ def audit(
     )
     session.add(entry)
     return entry
+
+
+def audit_entries(
+    session: Session,
+    *,
+    action: str | None = None,
+    actor_id: int | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> Sequence[AuditEntry]:
+    """Entries newest first, each filter applied when given; ``action`` matches exactly, or by
+    prefix when it ends with ``.`` (``booking.`` for every booking action)."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if action is not None:
+        query = query.where(
+            AuditEntry.action.startswith(action)
+            if action.endswith(".")
+            else AuditEntry.action == action
+        )
+    if actor_id is not None:
+        query = query.where(AuditEntry.actor_id == actor_id)
+    if target is not None:
+        query = query.where(AuditEntry.target == target)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    return session.scalars(query).all()
