@@ -5,6 +5,7 @@
 ...     print(lab.devices())
 """
 
+from specklab.schemas.render import report_table
 from specklab.schemas.stream import StreamMode
 
 from ._async_client import AsyncBooking, AsyncClient, AsyncEventStream, AsyncHardwareModel
@@ -40,7 +41,6 @@ from ._events import (
     to_spikes,
 )
 from ._remote import RemoteModel
-from ._report import report_table
 from ._stream import BatchOutput
 
 __all__ = [

@@ -180,9 +180,10 @@ def _monitor_layers(text: str) -> list[int | str] | str:
 
 def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from specklab.schemas.render import report_table
+
         from ._client import Client
         from ._errors import ModelDoesNotFit, SpecklabError, SpecklabWarning
-        from ._report import report_table
 
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -241,7 +242,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _devices(client: Client, args: argparse.Namespace) -> None:
-    from ._tables import format_table
+    from specklab.schemas.render import format_table
 
     if args.types:
         types = client.device_types()
@@ -273,7 +274,7 @@ def _devices(client: Client, args: argparse.Namespace) -> None:
 
 
 def _booking_rows(bookings: Sequence[Any]) -> str:
-    from ._tables import format_table
+    from specklab.schemas.render import format_table
 
     now = datetime.now(UTC)
     headers = ("id", "device", "user", "starts", "ends", "status", "lease")
@@ -371,7 +372,7 @@ def _upload(client: Client, args: argparse.Namespace) -> None:
 
 
 def _models(client: Client, args: argparse.Namespace) -> None:
-    from ._tables import format_table
+    from specklab.schemas.render import format_table
 
     models = client.models()
     headers = ("id", "name", "format", "owner", "created", "layers")
@@ -415,7 +416,7 @@ def _stream(client: Client, args: argparse.Namespace) -> None:
 
 
 def _recording_rows(recordings: Sequence[Any]) -> str:
-    from ._tables import format_table
+    from specklab.schemas.render import format_table
 
     headers = ("id", "name", "device", "source", "created", "seconds", "events", "bytes")
     rows = [
@@ -459,7 +460,7 @@ def _recordings(client: Client, args: argparse.Namespace) -> None:
 
 
 def _token(client: Client, args: argparse.Namespace) -> None:
-    from ._tables import format_table
+    from specklab.schemas.render import format_table
 
     if args.action == "create":
         days = None if args.never_expires else args.days

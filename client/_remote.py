@@ -7,8 +7,7 @@ from datetime import datetime
 
 from specklab.schemas.compile import CompileOptions, CompileReport
 from specklab.schemas.models import ModelInfo
-
-from ._report import report_table
+from specklab.schemas.render import report_table
 
 
 @dataclass(frozen=True, slots=True)

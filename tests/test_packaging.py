@@ -31,3 +31,13 @@ def test_client_side_imports_no_server_stack(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_server_module_imports_the_client() -> None:
+    """Shared rendering lives in ``specklab.schemas``; the daemon never reaches into the client."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "server").rglob("*.py")
+        if "specklab.client" in path.read_text()
+    ]
+    assert offenders == []

@@ -16,10 +16,9 @@ from typing import TextIO
 import numpy as np
 from pydantic import ValidationError
 
-from specklab.client._report import report_table
-from specklab.client._tables import format_table
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.compile import CompileOptions, CompileReport
+from specklab.schemas.render import format_table, report_table
 
 from .errors import CompileError, InputError
 from .pipeline import CompileResult

@@ -20,9 +20,9 @@ from specklab.client import (
     SpecklabError,
 )
 from specklab.client._errors import api_error
-from specklab.client._report import report_table
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.compile import CompileReport, Problem
+from specklab.schemas.render import report_table
 
 
 @pytest.mark.parametrize(
