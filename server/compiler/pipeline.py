@@ -2,8 +2,9 @@
 placed -> ChipConfig + CompileReport.
 
 :func:`compile_graph` is for graphs already in memory (tests, trusted code);
-:func:`compile_bytes` reads an upload and is what the isolated worker runs. The daemon and
-the CLI never call it directly: they go through :class:`~.pool.CompilerPool`.
+:func:`compile_upload` reads an upload and is what the isolated worker runs. The daemon and
+the CLI never call it directly: they go through :class:`~.pool.CompilerPool` (the CLI by
+:func:`~.pool.compile_model`).
 """
 
 from __future__ import annotations
