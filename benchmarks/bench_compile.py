@@ -13,12 +13,17 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from specklab.schemas.compile import CompileOptions
 from specklab.server.compiler import CompilerPool, compile_model
 from specklab.server.compiler.pipeline import CompileResult
-from specklab.server.compiler.samples import (
+
+# The guide's network in every format, from the tests' fixtures (run from a checkout).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fixtures_models import (
     GUIDE_INPUT_SHAPE,
     export_bytes,
     guide_network,

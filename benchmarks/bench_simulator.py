@@ -6,7 +6,7 @@ Linear(500,10), no bias, input 1x28x28), placed {0:0, 1:3, 2:5, 3:6, 4:1}, last 
 
 A trained network's activity depends on its data, which random weights do not have, so the
 activity is set on purpose and reported. Two regimes are quantized here by hand the way the
-vendor does (spec sections 3-4: threshold 1, min_v_mem -1, AvgPool -> sum pooling with the
+vendor does (docs/chip.md §5-6: threshold 1, min_v_mem -1, AvgPool -> sum pooling with the
 destination's weights scaled by 1/k^2, one scale per core) from float weights
 ``N(mean, 1) / sqrt(fan_in)``, the means setting the activity: "moderate" (each layer emits
 about one spike or fewer per input event) and "busy" (about three times as many spikes in the
@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,8 +49,11 @@ from specklab.schemas.compile import CompileOptions
 from specklab.schemas.events import SPIKE_DTYPE
 from specklab.server.compiler import ArchiveLimits
 from specklab.server.compiler.pipeline import compile_graph, import_model
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.simulator import ChipSimulator
+
+# The guide's network, from the tests' fixtures (run from a checkout).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fixtures_models import guide_network, torchscript_bytes
 
 #: (c_in, size_in, kernel, c_out, pooling after the layer) per converted layer.
 LENET = [
@@ -65,7 +70,7 @@ GOAL, STRETCH = 2_000_000, 10_000_000
 
 
 def _scale(x: np.ndarray, bits: int) -> float:
-    """The vendor's per-tensor scale (spec section 4)."""
+    """The vendor's per-tensor scale (docs/chip.md §6)."""
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     lo, hi = float(x.min()), float(x.max())
     if abs(lo) <= abs(hi) * abs(low / high):

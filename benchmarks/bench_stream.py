@@ -30,10 +30,10 @@ from websockets.sync.client import connect
 from specklab.schemas.events import EventKind, dvs_events, spikes
 from specklab.schemas.frames import EventsFrame, encode
 from specklab.schemas.stream import BatchEnd, ClientStream, Outputs, StreamError
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import free_port, run_daemon
+from tests.fixtures_models import guide_network, torchscript_bytes
 
 ADMIN = "spk_bench-admin-token-0123456789"
 #: Four devices pass DVS events through; the fifth runs the guide's network.

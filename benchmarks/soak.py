@@ -37,10 +37,10 @@ from websockets.sync.client import connect
 
 from specklab.schemas.events import spikes
 from specklab.schemas.stream import BatchEnd, ClientStream, StreamError
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import run_daemon
+from tests.fixtures_models import guide_network, torchscript_bytes
 
 ADMIN = "spk_soak-admin-token-0123456789"
 WS_OPTIONS = {"compression": None, "max_size": 256 * 1024 * 1024, "open_timeout": 60}

@@ -13,9 +13,9 @@ import httpx
 from websockets.sync.client import ClientConnection, connect
 
 from specklab.schemas.stream import ClientStream, Ready
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 
 from .daemon import Daemon, run_daemon
+from .fixtures_models import guide_network, torchscript_bytes
 
 ADMIN_TOKEN = "spk_stream-test-admin-0123456789abcdef"
 DEVICE = "virtual-speck2fdevkit:0"

@@ -15,7 +15,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.events import dvs_events, spikes
 from specklab.schemas.stream import ClientStream
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.dashboard.binning import (
     MAX_PIXEL_COUNT,
     DvsBinner,
@@ -23,6 +22,7 @@ from specklab.server.dashboard.binning import (
     RasterLayer,
 )
 
+from .fixtures_models import guide_network, torchscript_bytes
 from .lab_client import Lab, bearer, running_lab
 
 DEVICE = "virtual-speck2fdevkit:0"

@@ -103,7 +103,8 @@ class DocsLab:
 def docs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsLab]:
     from specklab.client import Client
     from specklab.schemas.events import spikes
-    from specklab.server.compiler.samples import guide_network, torchscript_bytes
+
+    from .fixtures_models import guide_network, torchscript_bytes
 
     folder = tmp_path_factory.mktemp("docs")
     ann = guide_network()

@@ -14,8 +14,8 @@ import pytest
 from torch import nn
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.server.compiler.samples import guide_network, nir_bytes, torchscript_bytes
 
+from .fixtures_models import guide_network, nir_bytes, torchscript_bytes
 from .lab_client import Lab, bearer, running_lab
 
 GUIDE_OPTIONS = json.dumps({"input_shape": [1, 28, 28]})

@@ -18,9 +18,9 @@ import pytest
 
 from specklab.schemas.compile import CompileOptions
 from specklab.server.compiler.pipeline import CompileResult
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.storage.blobs import BlobStore
 
+from .fixtures_models import guide_network, torchscript_bytes
 from .lab_client import Lab, bearer, running_lab
 from .test_models_api import BAD_UPLOADS, GUIDE_OPTIONS, upload
 

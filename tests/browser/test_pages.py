@@ -17,8 +17,8 @@ import pytest
 from torch import nn
 
 from specklab.schemas.events import spikes
-from specklab.server.compiler.samples import torchscript_bytes
 
+from ..fixtures_models import torchscript_bytes
 from ..stream_lab import StreamLab, open_stream
 from .conftest import screenshot, wait_for
 

@@ -6,7 +6,8 @@ import pytest
 from torch import nn
 
 from specklab.server.compiler import ArchiveLimits, CompilerPool, WorkerLimits
-from specklab.server.compiler.samples import (
+
+from ..fixtures_models import (
     export_bytes,
     guide_network,
     nir_bytes,

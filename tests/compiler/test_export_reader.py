@@ -25,9 +25,9 @@ from specklab.server.compiler import (
 from specklab.server.compiler.graph import Conv, Linear
 from specklab.server.compiler.pipeline import compile_upload
 from specklab.server.compiler.pt2 import ExportArchive
-from specklab.server.compiler.samples import export_bytes, guide_network
 from specklab.server.compiler.torchexport import load_export, read_placeholders
 
+from ..fixtures_models import export_bytes, guide_network
 from .pt2_edits import (
     CONSTANTS_CONFIG,
     MODEL,

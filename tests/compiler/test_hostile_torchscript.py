@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from specklab.server.compiler import ArchiveLimits, CorruptArchive, UnsafeArchive, UnsupportedLayer
 from specklab.server.compiler.pipeline import compile_upload
-from specklab.server.compiler.samples import torchscript_bytes
 
+from ..fixtures_models import torchscript_bytes
 from ..lab_client import Lab, bearer
 from .graphs import options
 from .hostile import OPTIONS_JSON, Payload, assert_refused, rewrite

@@ -28,7 +28,8 @@ from specklab.server.compiler.graph import (
 )
 from specklab.server.compiler.nirgraph import from_nir
 from specklab.server.compiler.pipeline import import_model
-from specklab.server.compiler.samples import export_bytes, guide_network, torchscript_bytes
+
+from ..fixtures_models import export_bytes, guide_network, torchscript_bytes
 
 GUIDE_OPS = [Conv, ReLU, Pool, Conv, ReLU, Pool, Conv, ReLU, Pool, Flatten, Linear, ReLU, Linear]
 LIMITS = ArchiveLimits()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specklab.client._payload import model_file
-from specklab.server.compiler.samples import export_bytes, torchscript_bytes
+from ..fixtures_models import export_bytes, torchscript_bytes
 
 
 class Net(nn.Module):

@@ -16,9 +16,9 @@ from specklab.schemas.devices import DeviceList, DevicePublic
 from specklab.schemas.events import spikes
 from specklab.schemas.stream import CLOSE_ENDED, BatchEnd, ClientStream, Ready, StreamError
 from specklab.server.chips import DEVICE_TYPES
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.devices.manager import DeviceManager
 
+from ..fixtures_models import guide_network, torchscript_bytes
 from ..lab_client import Lab
 
 

@@ -10,9 +10,9 @@ from specklab.schemas.events import spikes
 from specklab.schemas.patch import ConfigPatch, apply_patch
 from specklab.server.compiler import ArchiveLimits
 from specklab.server.compiler.pipeline import compile_graph, import_model
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.simulator import ChipSimulator
 
+from ..fixtures_models import guide_network, torchscript_bytes
 from .simref import SlowChip
 
 

@@ -1,8 +1,9 @@
 """The vendor guide's example network, written in every format the compiler reads.
 
-For tests, the benchmark and the docs. ``nir_bytes`` is a small exporter for sequential torch
-models of the layers the guide uses, writing each ReLU as the integrate-and-fire layer it
-becomes (threshold ``spike_threshold``), as the vendor's NIR exporter does.
+For tests, the benchmarks (which put the checkout on ``sys.path``) and the docs' test run; it
+imports torch, so it is no part of the installed package. ``nir_bytes`` is a small exporter for
+sequential torch models of the layers the guide uses, writing each ReLU as the integrate-and-fire
+layer it becomes (threshold ``spike_threshold``), as the vendor's NIR exporter does.
 """
 
 from __future__ import annotations
