@@ -1,7 +1,7 @@
 """Per-chip facts in one place: device types, core memories, layer limits, memory formulas.
 
 Sources: the vendor's published figures and its Python tooling's constraint tables
-(``shared/spec/speck-chip.md`` sections 1 and 6). Nothing else in specklab hard-codes them.
+(``docs/chip.md`` §1-3 and §8). Nothing else in specklab hard-codes them.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        # Compression costs 8-50x on event frames (spec section 7); frames are already packed.
+        # Compression costs 8-50x on event frames (docs/chip.md §9); frames are already packed.
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=MAX_MESSAGE_BYTES,

@@ -1,4 +1,4 @@
-"""The chip's layer limits (spec section 1), checked on the converted network.
+"""The chip's layer limits (docs/chip.md §3), checked on the converted network.
 
 Every violation is a :class:`Problem` naming the model layer, the value and the limit; the
 limits themselves come from ``server/chips.py``. Memory is the placement's business.

@@ -1,4 +1,4 @@
-"""Layer graph -> chip layers, following the vendor's conversion rules (spec section 3).
+"""Layer graph -> chip layers, following the vendor's conversion rules (docs/chip.md §5).
 
 A chip layer (a "model layer", one core) is a weight layer (Conv2d, or Linear as a
 convolution) followed by a spiking layer; its spikes go to at most two destinations, each
@@ -57,7 +57,7 @@ Shape = tuple[int, int, int]
 SEQUENCE_RULE = (
     "a core is a weight layer (Conv2d/Linear) then a spiking layer (ReLU/IF); its spikes may "
     "be pooled (AvgPool2d/SumPool2d, stride = kernel), flattened or merged, then reach weight "
-    "layers (spec section 3)"
+    "layers (docs/chip.md §5)"
 )
 
 
@@ -322,7 +322,7 @@ class _Converter:
     def _pool_shape(self, node: Node, op: Pool, value: _Value) -> _Value:
         if value.flat:
             fail(ShapeMismatch, "pools a flattened tensor", node)
-        rule = "sum pooling tiles the map: stride = kernel, no padding (spec section 3)"
+        rule = "sum pooling tiles the map: stride = kernel, no padding (docs/chip.md §5)"
         if op.stride != op.kernel:
             fail(
                 IllegalSequence,

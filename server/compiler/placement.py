@@ -1,4 +1,4 @@
-"""Placing model layers on cores by memory (spec section 5), and explaining when it fails.
+"""Placing model layers on cores by memory (docs/chip.md §7), and explaining when it fails.
 
 ``auto`` is a maximum bipartite matching of layers to the cores they fit, found as the vendor
 finds it: Edmonds-Karp on source -> layers -> cores -> sink with unit capacities, breadth

@@ -1,4 +1,4 @@
-"""Quantization to the chip's integers, exactly as the vendor's ``discretize`` (spec section 4).
+"""Quantization to the chip's integers, exactly as the vendor's ``discretize`` (docs/chip.md §6).
 
 One scale ``s`` per core: the smallest of ``scale(W, 8)``, ``scale(b, 8)`` and
 ``scale([min_v_mem, threshold], 16)``. Then ``W' = round(W * s)`` etc., rounding half to even

@@ -1,4 +1,4 @@
-"""ChipConfig -> samna's ``SpeckConfiguration``, field by field (spec section 6).
+"""ChipConfig -> samna's ``SpeckConfiguration``, field by field (docs/chip.md §8).
 
 Differences from a plain copy, all deliberate:
 

@@ -4,7 +4,7 @@ It gets the samna module from the manager (imported lazily, off the event loop) 
 imports it itself. Every samna call that talks to the board is wrapped so that a failure
 becomes :class:`DeviceIOError`, which the manager treats as the device being gone.
 
-Timing of a batch (``forward``), following spec section 6:
+Timing of a batch (``forward``), following docs/chip.md §8:
 
 1. the inputs are shifted to start at 0 (the devkit forwards an event once its stopwatch reaches
    the event's timestamp; past events go at once);
@@ -157,7 +157,7 @@ class SamnaDevkit:
         self._config = None
 
     def reset_states(self) -> None:
-        # Only re-writing the configuration really resets neuron states (spec section 6).
+        # Only re-writing the configuration really resets neuron states (docs/chip.md §8).
         self._require_open()
         if self._config is not None:
             self._write_config(self._config)

@@ -1,4 +1,4 @@
-"""Conversion rules (spec section 3): what becomes what, and every illegal sequence's error."""
+"""Conversion rules (docs/chip.md §5): what becomes what, and every illegal sequence's error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One test per chip limit (spec section 1, values from server/chips.py)."""
+"""One test per chip limit (docs/chip.md §3, values from server/chips.py)."""
 
 from __future__ import annotations
 

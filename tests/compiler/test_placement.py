@@ -1,4 +1,4 @@
-"""Placement (spec section 5): the vendor's deterministic matching, checked explicit
+"""Placement (docs/chip.md §7): the vendor's deterministic matching, checked explicit
 orderings, and reports that explain a failure."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from specklab.server.compiler.placement import hall_violator, max_matching
 from .graphs import conv, linear, options, sequential
 
 CHIP = CHIPS["speck2f"]
-GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}  # spec section 5
+GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}  # docs/chip.md §7
 
 
 def test_the_guide_network_is_placed_as_the_vendor_places_it(

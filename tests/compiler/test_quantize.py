@@ -1,4 +1,4 @@
-"""Quantization exactly as the vendor's discretize (spec section 4)."""
+"""Quantization exactly as the vendor's discretize (docs/chip.md §6)."""
 
 from __future__ import annotations
 

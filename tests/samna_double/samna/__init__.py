@@ -1,4 +1,4 @@
-"""A test double of samna: the documented API surface (spec section 6), recording every call.
+"""A test double of samna: the documented API surface (docs/chip.md §8), recording every call.
 
 Not samna: no code of it, only its public names. ``samna._double.STATE`` controls the devices
 it lists and what the chip answers; ``STATE.calls`` holds every call, in order.
