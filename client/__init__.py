@@ -10,6 +10,15 @@ from specklab.schemas.stream import StreamMode
 
 from ._async_client import AsyncBooking, AsyncClient, AsyncEventStream, AsyncHardwareModel
 from ._client import Booking, Client, EventStream, HardwareModel
+from ._conversions import (
+    DvsEvent,
+    Spike,
+    as_events,
+    raster_to_events,
+    to_dvs_events,
+    to_raster,
+    to_spikes,
+)
 from ._errors import (
     ApiError,
     AuthenticationError,
@@ -30,15 +39,6 @@ from ._errors import (
     StreamError,
     Timeout,
     TransportError,
-)
-from ._events import (
-    DvsEvent,
-    Spike,
-    as_events,
-    raster_to_events,
-    to_dvs_events,
-    to_raster,
-    to_spikes,
 )
 from ._remote import RemoteModel
 from ._stream import BatchOutput

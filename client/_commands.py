@@ -398,7 +398,7 @@ def _deploy(client: Client, args: argparse.Namespace) -> None:
 def _stream(client: Client, args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ._events import as_events
+    from ._conversions import as_events
 
     events = as_events(np.load(args.input, allow_pickle=False))
     with client.stream(args.device, mode=args.mode) as stream:

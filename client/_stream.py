@@ -31,8 +31,8 @@ from specklab.schemas.stream import (
 )
 from specklab.schemas.stream import StreamError as ErrorFrameEvent
 
+from ._conversions import as_events, event_kind
 from ._errors import ProtocolError, StreamError
-from ._events import as_events, event_kind
 
 T = TypeVar("T")
 

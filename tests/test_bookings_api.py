@@ -14,7 +14,7 @@ import pytest
 from specklab.schemas.accounts import Role
 from specklab.schemas.errors import DomainError
 from specklab.server.auth.principal import Principal
-from specklab.server.booking.events import BookingEvents
+from specklab.server.booking.notifications import BookingEvents
 from specklab.server.booking.service import require_active_booking, sweep_leases
 from specklab.server.storage import utcnow
 

@@ -40,7 +40,7 @@ from specklab.server.devices.errors import (
     InvalidEvents,
     OutputTooLarge,
 )
-from specklab.server.devices.events import InputQueue
+from specklab.server.devices.inputs import InputQueue
 from specklab.server.devices.manager import DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus

@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 
 from ..auth.dependencies import get_db, get_session, require_admin, require_user, require_writer
 from ..auth.principal import Principal
-from ..booking.events import BookingEvents
+from ..booking.notifications import BookingEvents
 from ..booking.service import BookingPolicy
 from ..deployments import Deployments
 from ..devices.manager import DeviceManager

@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
 from .devices_view import device_bookings
-from .events import BookingEvents
+from .notifications import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
 

@@ -33,7 +33,7 @@ from ..storage import on_commit, utcnow
 from ..storage.audit import audit
 from ..storage.tables import Booking, BookingState, User, is_booking_overlap
 from . import lab, rules
-from .events import BookingEvent, BookingEvents, EventKind
+from .notifications import BookingEvent, BookingEvents, EventKind
 from .rules import Window
 
 #: A booking by device type that loses its slot to a concurrent request looks again this often.

@@ -12,7 +12,7 @@ import anyio
 
 from ..storage import Database, utcnow
 from . import lab, service
-from .events import BookingEvents
+from .notifications import BookingEvents
 from .service import BookingPolicy
 
 log = logging.getLogger("specklab.booking")

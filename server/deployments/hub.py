@@ -30,7 +30,7 @@ from specklab.schemas.errors import DomainError
 
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError, OutputTooLarge
-from ..devices.events import batch_span_s
+from ..devices.inputs import batch_span_s
 from ..devices.manager import DeviceSession
 from ..metrics import EVENTS_DROPPED
 

@@ -26,7 +26,7 @@ from specklab.schemas.errors import DomainError
 from specklab.schemas.patch import ConfigPatch, apply_patch
 
 from ..auth.principal import Principal
-from ..booking.events import BookingEvents
+from ..booking.notifications import BookingEvents
 from ..booking.service import BookingPolicy, renew_lease, require_active_booking
 from ..devices.errors import DeviceError
 from ..devices.manager import DeviceManager

@@ -43,7 +43,7 @@ from .errors import (
     DeviceUnresponsive,
     DeviceUnsupported,
 )
-from .events import batch_span_s
+from .inputs import batch_span_s
 from .naming import DeviceId, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
 from .worker import DeviceThread

@@ -27,7 +27,7 @@ from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from ..simulator.engine import Cancelled, OutputLimit
-from . import events as ev
+from . import inputs as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
 from .errors import (
     ConfigRejected,
