@@ -15,7 +15,7 @@ export const session = {
   get isAdmin() { return this.user !== null && this.user.role === "admin"; },
 };
 
-export class ApiError extends Error {
+export class ErrorAnswer extends Error {
   constructor(status, body) {
     super(body.message || `HTTP ${status}`);
     this.status = status;
@@ -42,7 +42,7 @@ export async function request(method, path, { json, form, raw } = {}) {
   if (!response.ok) {
     let error = { message: `${response.status} ${response.statusText}` };
     try { error = await response.json(); } catch { /* not JSON: keep the status line */ }
-    throw new ApiError(response.status, error);
+    throw new ErrorAnswer(response.status, error);
   }
   if (raw) return response;
   if (response.status === 204) return null;

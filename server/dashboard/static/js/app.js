@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in, navigation (hash routes, so every URL stays relative) and
 // the pages.
-import { ApiError, get, session } from "./api.js";
+import { ErrorAnswer, get, session } from "./api.js";
 import { h } from "./dom.js";
 import { adminPage } from "./page-admin.js";
 import { devicePage } from "./page-device.js";
@@ -26,7 +26,7 @@ export function onLeave(cleanup) { cleanups.push(cleanup); }
 export function showError(error) {
   notice.hidden = false;
   notice.className = "error";
-  notice.textContent = error instanceof ApiError ? `${error.message} (${error.code})` : String(error.message || error);
+  notice.textContent = error instanceof ErrorAnswer ? `${error.message} (${error.code})` : String(error.message || error);
 }
 
 export function showInfo(text) {

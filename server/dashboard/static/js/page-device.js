@@ -1,6 +1,6 @@
 // The Device page: who holds it and what runs on it, the live view, and for the holder:
 // deploy a model, turn the sensor view on, record.
-import { ApiError, del, get, post, session } from "./api.js";
+import { ErrorAnswer, del, get, post, session } from "./api.js";
 import { h, when } from "./dom.js";
 import { onLeave, refresh, showError, showInfo } from "./app.js";
 import { LiveView } from "./live.js";
@@ -13,7 +13,7 @@ export async function devicePage(deviceId, mode = "") {
     try {
       deployment = await get(`v1/devices/${encodeURIComponent(deviceId)}/deployment`);
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      if (!(error instanceof ErrorAnswer && error.status === 404)) throw error;
     }
   }
   const sensor = holder && mode === "sensor";
