@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import anyio
 import numpy as np
@@ -132,16 +133,17 @@ class _Connection:
         await self.flush()
 
 
-async def _refuse(websocket: WebSocket, exc: ApiError | DeviceError) -> None:
+def _error_fields(exc: ApiError | DeviceError) -> tuple[int, str, str, Any]:
+    """The HTTP status, code, message and detail an error frame carries for ``exc``."""
     if isinstance(exc, ApiError):
-        status, frame = (
-            exc.status,
-            ErrorFrame(exc.body.code, exc.body.message, True, exc.body.detail),
-        )
-    else:
-        status, frame = exc.http_status, ErrorFrame(exc.code, exc.message, fatal=True)
-    await websocket.send_bytes(encode(frame))
-    await websocket.close(code=refusal_close_code(status), reason=frame.code)
+        return exc.status, exc.body.code, exc.body.message, exc.body.detail
+    return exc.http_status, exc.code, exc.message, None
+
+
+async def _refuse(websocket: WebSocket, exc: ApiError | DeviceError) -> None:
+    status, code, message, detail = _error_fields(exc)
+    await websocket.send_bytes(encode(ErrorFrame(code, message, True, detail)))
+    await websocket.close(code=refusal_close_code(status), reason=code)
 
 
 async def _control(
@@ -161,32 +163,27 @@ async def _control(
 
 async def _receive_loop(
     conn: _Connection,
-    on_events: Callable[[InputBatch], Awaitable[None]],
+    on_events: Callable[[InputBatch], Awaitable[None]] | None,
     heartbeat: Callable[[], Awaitable[None]],
 ) -> None:
+    """Messages in, device calls, frames out. ``on_events`` None: a listen-only stream (its
+    session refuses input, so none reaches here)."""
     while True:
         message = await conn.websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         data = message.get("bytes")
-        if data is None:
-            conn.stream.send_error("malformed", "frames are binary messages (msgpack), not text")
-            requests = []
-        else:
-            requests = conn.stream.receive_data(data)
-        for request in requests:
+        for request in conn.stream.receive_data(message.get("text") if data is None else data):
             try:
-                if isinstance(request, InputBatch):
-                    await on_events(request)
-                else:
+                if isinstance(request, ControlRequest):
                     await _control(conn, request, heartbeat)
+                elif on_events is not None:
+                    await on_events(request)
             except (ApiError, DeviceError) as exc:
                 if conn.hub.ended:
                     raise _ended(conn.hub) from None
-                if isinstance(exc, ApiError):
-                    conn.stream.send_error(exc.body.code, exc.body.message)
-                else:
-                    conn.stream.send_error(exc.code, exc.message)
+                _, code, text, detail = _error_fields(exc)
+                conn.stream.send_error(code, text, detail=detail)
         await conn.flush()
 
 
@@ -234,7 +231,7 @@ class _TokenCheck:
 
 async def _serve_continuously(
     conn: _Connection,
-    on_events: Callable[[InputBatch], Awaitable[None]],
+    on_events: Callable[[InputBatch], Awaitable[None]] | None,
     heartbeat: Callable[[], Awaitable[None]],
     select: OutputSelector,
     token: _TokenCheck,
@@ -411,7 +408,10 @@ async def _stream_dvs(
     try:
         async with deployments.sensor_hub(user, device_id, raw=raw) as hub:
             stream = ServerStream(
-                hub.config, StreamMode.CONTINUOUS, max_events_per_frame=CONTINUOUS_FRAME_EVENTS
+                hub.config,
+                StreamMode.CONTINUOUS,
+                takes_input=False,
+                max_events_per_frame=CONTINUOUS_FRAME_EVENTS,
             )
             stream.start({"device": device_id, "raw": raw, "booking_id": hub.booking_id})
             conn = _Connection(websocket, stream, hub)
@@ -422,13 +422,6 @@ async def _stream_dvs(
                 await token()
                 await deployments.heartbeat(user, hub)
 
-            async def refuse_input(batch: InputBatch) -> None:
-                raise ApiError(
-                    400,
-                    "bad_input",
-                    "a DVS stream only carries the sensor's events out; send input on /stream",
-                )
-
             def select(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
                 if raw:
                     return [(EventKind.DVS, output.dvs)] if len(output.dvs) else []
@@ -437,7 +430,7 @@ async def _stream_dvs(
 
             async with hub.sensor():
                 in_use = deployments.keep_in_use(user, hub)
-                await _serve_continuously(conn, refuse_input, heartbeat, select, token, in_use)
+                await _serve_continuously(conn, None, heartbeat, select, token, in_use)
     except (ApiError, DeviceError) as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

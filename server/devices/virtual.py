@@ -34,6 +34,7 @@ from .errors import (
     DeviceStateError,
     DeviceTimeout,
     InvalidArgument,
+    InvalidEvents,
     OutputTooLarge,
 )
 
@@ -298,6 +299,10 @@ class VirtualDevkit:
                 f"the chip made more than {self._max_output_events} output events in one call "
                 "(max_batch_output_events): send shorter batches"
             ) from None
+        except SimulatorError as exc:
+            # The simulator's own guard: inputs are checked before they reach a device, so
+            # this only answers a caller that skipped the check, as a device error.
+            raise InvalidEvents(str(exc)) from None
         spikes_out = _joined([out.spikes, ticks.spikes], SPIKE_DTYPE)
         readout = _joined([out.readout, ticks.readout], READOUT_DTYPE)
         self._events_out += len(spikes_out) + len(raw) + len(readout)

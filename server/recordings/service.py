@@ -28,6 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.events import DTYPES, EventKind
+from specklab.schemas.frames import FrameError
+from specklab.schemas.inputs import InputCheck
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
 from ..auth.ownership import get_owned, visible_to
@@ -311,6 +313,10 @@ class RecordingService:
         events = await self.events(user, recording_id)
         events = events.copy()
         events["t"] = (events["t"] / request.speed).astype(events["t"].dtype)
+        try:
+            events = InputCheck(hub.config).events(EventKind.DVS, events)
+        except FrameError as exc:
+            raise ApiError(422, exc.code, exc.message) from None
         await hub.restart_stopwatch(only_if_alone=False)
         await hub.write(None, events)
         return len(events)
