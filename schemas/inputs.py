@@ -17,7 +17,7 @@ from typing import Final
 import numpy as np
 
 from .chipconfig import ChipConfig
-from .events import DTYPES, EventKind
+from .events import DTYPES, EventKind, copy_events
 from .frames import FrameError
 
 #: Largest timestamp of an input event (about 146,000 years of microseconds): device time
@@ -80,7 +80,7 @@ class InputCheck:
             _refuse_outside(
                 spikes[name], limits[layers], name, lambda i: f"model layer {int(layers[i])}"
             )
-        out = spikes.copy()
+        out = copy_events(spikes)
         out["core"] = cores
         return out
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 import numpy as np
 
 from .chipconfig import ChipConfig
-from .events import DTYPES, EventKind
+from .events import DTYPES, EventKind, concat_events
 from .frames import (
     MAX_FRAME_BYTES,
     ControlFrame,
@@ -473,7 +473,7 @@ class ForwardResult:
 
     def events(self, kind: EventKind) -> np.ndarray:
         parts = self.parts.get(kind)
-        return np.concatenate(parts) if parts else np.zeros(0, DTYPES[kind])
+        return concat_events(parts or [], DTYPES[kind])
 
 
 _MODE_STATES: Final = {

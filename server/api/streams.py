@@ -30,7 +30,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind
+from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind, take_events
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import (
     CLOSE_ENDED,
@@ -425,7 +425,9 @@ async def _stream_dvs(
             def select(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
                 if raw:
                     return [(EventKind.DVS, output.dvs)] if len(output.dvs) else []
-                spikes = output.spikes[output.spikes["core"] == DVS_CORE]
+                spikes = take_events(
+                    output.spikes, np.flatnonzero(output.spikes["core"] == DVS_CORE)
+                )
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():

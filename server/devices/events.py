@@ -7,7 +7,14 @@ from collections import deque
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    SIGNATURES,
+    SPIKE_DTYPE,
+    EventKind,
+    concat_events,
+    take_events,
+)
 
 from .base import DeviceDescription
 from .errors import ConfigRejected, DeviceStateError, InputQueueFull, InvalidEvents
@@ -85,7 +92,7 @@ class InputQueue:
             return
         times = events["t"]
         if bool((times[1:] < times[:-1]).any()):
-            events = events[np.argsort(times, kind="stable")]
+            events = take_events(events, np.argsort(times, kind="stable"))
             times = events["t"]
         if int(times[-1]) > now_us + self._horizon_us:
             raise InvalidEvents(
@@ -102,8 +109,8 @@ class InputQueue:
         while self._runs and int(self._runs[-1]["t"][-1]) > int(times[0]):
             overlapping.append(self._runs.pop())
         if overlapping:
-            merged = np.concatenate([*reversed(overlapping), events])
-            events = merged[np.argsort(merged["t"], kind="stable")]
+            merged = concat_events([*reversed(overlapping), events], self._dtype)
+            events = take_events(merged, np.argsort(merged["t"], kind="stable"))
         self._runs.append(events)
 
     def pop_due(self, now_us: int) -> np.ndarray:
@@ -121,7 +128,7 @@ class InputQueue:
         self._count -= sum(len(part) for part in due)
         if len(due) == 1:
             return due[0]
-        return np.concatenate(due) if due else np.zeros(0, dtype=self._dtype)
+        return concat_events(due, self._dtype)
 
     def clear(self) -> None:
         self._runs.clear()

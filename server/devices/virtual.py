@@ -23,7 +23,13 @@ from collections.abc import Callable
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    READOUT_DTYPE,
+    SPIKE_DTYPE,
+    concat_events,
+    take_events,
+)
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from ..simulator.engine import Cancelled, OutputLimit
@@ -282,7 +288,7 @@ class VirtualDevkit:
             sensed["t"] += np.uint64(origin_us)
             # Only the part of the sensor the DVS layer takes (its input may be a crop of 128x128).
             inside = (sensed["x"] < layer.input_size.x) & (sensed["y"] < layer.input_size.y)
-            sensed = sensed[inside]
+            sensed = take_events(sensed, np.flatnonzero(inside))
         raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
         if layer is not None and layer.pass_sensor_events and len(sensed):
             dvs = _merged(dvs, sensed)
@@ -358,8 +364,8 @@ def _as_simulated(config: ChipConfig) -> ChipConfig:
 
 
 def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    both = np.concatenate([a, b])
-    return both[np.argsort(both["t"], kind="stable")]
+    both = concat_events([a, b], a.dtype)
+    return take_events(both, np.argsort(both["t"], kind="stable"))
 
 
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -367,4 +373,4 @@ def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     filled = [part for part in parts if len(part)]
     if len(filled) == 1:
         return filled[0]
-    return np.concatenate(filled) if filled else np.zeros(0, dtype=dtype)
+    return concat_events(filled, dtype)

@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from specklab.schemas.events import DTYPES, EventKind
+from specklab.schemas.events import DTYPES, EventKind, copy_events
 from specklab.schemas.frames import FrameError
 from specklab.schemas.inputs import InputCheck
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
@@ -311,7 +311,7 @@ class RecordingService:
                 "compile the model with dvs_input",
             )
         events = await self.events(user, recording_id)
-        events = events.copy()
+        events = copy_events(events)
         events["t"] = (events["t"] / request.speed).astype(events["t"].dtype)
         try:
             events = InputCheck(hub.config).events(EventKind.DVS, events)
