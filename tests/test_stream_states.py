@@ -132,19 +132,15 @@ def test_server_rules(state: ServerState, message: str, expected: type | str | N
         assert replies == []
         return
     [reply] = replies
-    error = ClientStream()
-    error.state = ClientState.CONTINUOUS  # a greeted client
-    frame = error.receive_data(reply)
-    assert isinstance(frame, StreamError)
-    assert (frame.code, frame.fatal) == (expected, False) and frame.message
+    error = client_in(ClientState.CONTINUOUS).receive_data(reply)
+    assert isinstance(error, StreamError)
+    assert (error.code, error.fatal) == (expected, False) and error.message
 
 
 def test_listening_refuses_input_with_the_reason() -> None:
     server = server_in(ServerState.LISTENING)
     server.receive_data(CLIENT_MESSAGES["batch"])
-    client = ClientStream()
-    client.state = ClientState.CONTINUOUS
-    error = client.receive_data(server.data_to_send()[0])
+    error = client_in(ClientState.CONTINUOUS).receive_data(server.data_to_send()[0])
     assert isinstance(error, StreamError) and "send input on /stream" in error.message
 
 
