@@ -1,12 +1,21 @@
 """Event streams end to end, through a real daemon on loopback; prints one JSON object.
 
+Every figure of issue 19's stream goals, each with its baseline from the same run and whether
+the goal is met:
+
 - transport: DVS events client -> daemon -> client through ``/stream`` (forward mode) with a
-  deployment that only passes events through (the DVS layer monitored), against a bare
-  FastAPI WebSocket echo of the same frames (same server, same settings) in the same run;
-- the guide's network on the virtual devkit, input spikes/s end to end;
-- latency p50/p99 of a small forward batch (10 spikes);
-- 4 streams on 4 devices at once: aggregate events/s.
-Goals: transport >= 10 M events/s and >= 50 % of the echo; p99 <= 10 ms.
+  deployment that only passes events through (the DVS layer monitored); baseline: a bare
+  FastAPI WebSocket echo of the same frames (same server, same settings). Goals >= 10 M
+  events/s and >= 50 % of the echo;
+- guide network: input spikes/s end to end through the daemon; baseline: the same batch on a
+  virtual devkit in this process (no daemon, no transport). Goal >= 2 M;
+- concurrent: 4 streams on 4 devices at once, aggregate events/s; baseline: one stream
+  (the transport figure). Goal >= 1.6x;
+- latency: p99 of a 10-spike forward batch while the 4 streams run; baseline: p99 with nothing
+  else running. Goal <= 10 ms.
+
+Sizes (for smoke runs): ``BENCH_STREAM_EVENTS`` (transport batch, 200k), ``BENCH_STREAM_ROUNDS``
+(batches per measurement, 8), ``BENCH_STREAM_TRIALS`` (latency samples, 300).
 """
 
 from __future__ import annotations
@@ -27,15 +36,23 @@ import torch
 from torch import nn
 from websockets.sync.client import connect
 
+from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import EventKind, dvs_events, spikes
 from specklab.schemas.frames import EventsFrame, encode
+from specklab.schemas.inputs import InputCheck
 from specklab.schemas.stream import BatchEnd, ClientStream, Outputs, StreamError
+from specklab.server.devices.base import DeviceDescription
+from specklab.server.devices.virtual import VirtualDevkit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import free_port, run_daemon
 from tests.fixtures_models import guide_network, torchscript_bytes
 
 ADMIN = "spk_bench-admin-token-0123456789"
+BATCH_EVENTS = int(os.environ.get("BENCH_STREAM_EVENTS", 200_000))
+ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", 8))
+TRIALS = int(os.environ.get("BENCH_STREAM_TRIALS", 300))
+WARM_UP = 20
 #: Four devices pass DVS events through; the fifth runs the guide's network.
 DEVICES = [f"virtual-speck2fdevkit:{i}" for i in range(5)]
 PASSTHROUGH, GUIDE = DEVICES[:4], DEVICES[4]
@@ -102,22 +119,77 @@ def echo_rate(url: str, events: np.ndarray, rounds: int) -> float:
         return best
 
 
-def latency_ms(url: str, headers: dict[str, str], trials: int) -> list[float]:
+def latency_ms(
+    url: str, headers: dict[str, str], trials: int, during: threading.Event | None = None
+) -> list[float]:
+    """Round trips of a 10-spike forward batch after a warm-up: ``trials`` of them, or, with
+    ``during``, as many as fit before it is set (at least one)."""
     small = spikes(t=np.arange(10), layer=0, feature=0, x=np.arange(10), y=3)
     with connect(url, additional_headers=headers, **WS_OPTIONS) as websocket:
         client = ClientStream()
         client.receive_data(websocket.recv())
-        samples = []
-        for trial in range(trials + 20):
+        samples: list[float] = []
+        for trial in range(1_000_000):
+            if during is None and len(samples) >= trials:
+                break
+            if during is not None and during.is_set() and samples:
+                break
             start = time.perf_counter()
             client.send_events("spike", small)
             for message in client.data_to_send():
                 websocket.send(message)
             while not isinstance(client.receive_data(websocket.recv()), BatchEnd):
                 pass
-            if trial >= 20:  # warm-up
+            if trial >= WARM_UP or during is not None:
                 samples.append((time.perf_counter() - start) * 1e3)
         return samples
+
+
+def concurrently(
+    urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int
+) -> tuple[float, threading.Event]:
+    """Start one forward stream per url; returns when they started and an event set once
+    every one of them is done."""
+    done = threading.Event()
+    threads = [
+        threading.Thread(target=forward_rate, args=(url, headers, "dvs", batch, rounds))
+        for url in urls
+    ]
+
+    def wait() -> None:
+        for thread in threads:
+            thread.join()
+        done.set()
+
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    threading.Thread(target=wait).start()
+    return start, done
+
+
+def device_alone_rate(config: dict, events: np.ndarray, rounds: int) -> float:
+    """Input events/s of the same batch on a virtual devkit in this process."""
+    devkit = VirtualDevkit(DeviceDescription("bench", "speck2fdevkit", "speck2f", virtual=True))
+    devkit.open()
+    devkit.apply(ChipConfig.model_validate(config))
+    devkit.forward(events[:10], timeout=60)  # loads the simulator's compiled kernels
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        devkit.forward(events, timeout=60)
+        best = max(best, len(events) / (time.perf_counter() - start))
+    return best
+
+
+def figure(value: float, baseline: float, goal: float, met: bool, **extra: object) -> dict:
+    return {
+        "value": round(value, 3),
+        "baseline": round(baseline, 3),
+        "goal": goal,
+        "met": met,
+        **extra,
+    }
 
 
 def main() -> None:
@@ -160,10 +232,11 @@ def main() -> None:
             def stream_url(device: str) -> str:
                 return f"{ws}/v1/devices/{device}/stream"
 
-            batch = random_dvs(200_000, rng)
-            transport, passed = forward_rate(stream_url(PASSTHROUGH[0]), headers, "dvs", batch, 8)
+            batch = random_dvs(BATCH_EVENTS, rng)
+            one = stream_url(PASSTHROUGH[0])
+            transport, passed = forward_rate(one, headers, "dvs", batch, ROUNDS)
 
-            n = 100_000
+            n = max(BATCH_EVENTS // 2, 1)
             guide_input = spikes(
                 t=np.sort(rng.integers(0, 1_000_000, n)),
                 layer=0,
@@ -171,24 +244,27 @@ def main() -> None:
                 x=rng.integers(0, 28, n),
                 y=rng.integers(0, 28, n),
             )
+            rounds = max(ROUNDS // 2, 1)
             guide_rate, guide_out = forward_rate(
-                stream_url(GUIDE), headers, "spike", guide_input, 4
+                stream_url(GUIDE), headers, "spike", guide_input, rounds
             )
-            latencies = latency_ms(stream_url(GUIDE), headers, 300)
+            guide_config = http.get(f"/v1/models/{models['guide']}/config").json()
+            alone = device_alone_rate(
+                guide_config,
+                InputCheck(ChipConfig.model_validate(guide_config)).spikes(guide_input),
+                rounds,
+            )
+            latencies = latency_ms(stream_url(GUIDE), headers, TRIALS)
 
-            rounds = 4
-            threads = [
-                threading.Thread(
-                    target=forward_rate, args=(stream_url(d), headers, "dvs", batch, rounds)
-                )
-                for d in PASSTHROUGH
-            ]
-            start = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            aggregate = len(PASSTHROUGH) * rounds * len(batch) / (time.perf_counter() - start)
+            urls = [stream_url(d) for d in PASSTHROUGH]
+            for url in urls[1:]:  # each device's first batch sets it up: not measured
+                forward_rate(url, headers, "dvs", batch[:10], 1)
+            start, done = concurrently(urls, headers, batch, rounds)
+            done.wait()
+            aggregate = len(urls) * rounds * len(batch) / (time.perf_counter() - start)
+            _, done = concurrently(urls, headers, batch, rounds)
+            loaded = latency_ms(stream_url(GUIDE), headers, TRIALS, during=done)
+            done.wait()
 
         port = free_port()
         echo = subprocess.Popen(
@@ -218,30 +294,51 @@ def main() -> None:
                         break
                 except OSError:
                     time.sleep(0.1)
-            echo_events = echo_rate(f"ws://127.0.0.1:{port}/echo", batch, 8)
+            echo_events = echo_rate(f"ws://127.0.0.1:{port}/echo", batch, ROUNDS)
         finally:
             echo.terminate()
             echo.wait()
 
-    result["transport"] = {
-        "batch_events": len(batch),
-        "events_per_s": round(transport),
-        "outputs_per_batch": passed,
-        "echo_events_per_s": round(echo_events),
-        "fraction_of_echo": round(transport / echo_events, 3),
-        "goal_events_per_s": 10_000_000,
-        "goal_fraction_of_echo": 0.5,
-    }
-    result["guide_network"] = {
-        "input_events_per_s": round(guide_rate),
-        "outputs_per_batch": guide_out,
-    }
-    result["latency_ms"] = {
-        "p50": round(statistics.median(latencies), 3),
-        "p99": round(float(np.percentile(latencies, 99)), 3),
-        "goal_p99": 10.0,
-    }
-    result["concurrent"] = {"streams": len(PASSTHROUGH), "aggregate_events_per_s": round(aggregate)}
+    p99, loaded_p99 = (float(np.percentile(x, 99)) for x in (latencies, loaded))
+    result["sizes"] = {"batch_events": len(batch), "rounds": ROUNDS, "trials": TRIALS}
+    result["transport_events_per_s"] = figure(
+        transport,
+        echo_events,
+        10_000_000,
+        transport >= 10_000_000,
+        baseline_is="bare echo of the same frames",
+        outputs_per_batch=passed,
+    )
+    result["transport_fraction_of_echo"] = figure(
+        transport / echo_events, 1.0, 0.5, transport >= 0.5 * echo_events
+    )
+    result["guide_input_events_per_s"] = figure(
+        guide_rate,
+        alone,
+        2_000_000,
+        guide_rate >= 2_000_000,
+        baseline_is="the same batch on a virtual devkit in process",
+        outputs_per_batch=guide_out,
+    )
+    result["concurrent_aggregate_events_per_s"] = figure(
+        aggregate,
+        transport,
+        round(1.6 * transport),
+        aggregate >= 1.6 * transport,
+        baseline_is="one stream (transport); the goal is 1.6x it",
+        streams=len(PASSTHROUGH),
+        ratio=round(aggregate / transport, 3),
+    )
+    result["small_batch_p99_ms_under_load"] = figure(
+        loaded_p99,
+        p99,
+        10.0,
+        loaded_p99 <= 10.0,
+        baseline_is="p99 with no other stream",
+        p50_ms=round(statistics.median(loaded), 3),
+        baseline_p50_ms=round(statistics.median(latencies), 3),
+        samples=len(loaded),
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -19,13 +19,13 @@ from typing import Any, Final, TypeVar
 import numpy as np
 
 from specklab.schemas.events import EventKind
-from specklab.schemas.frames import MAX_FRAME_BYTES, FrameError
+from specklab.schemas.frames import MAX_FRAME_BYTES
 from specklab.schemas.stream import (
     BatchEnd,
     ClientStream,
     ForwardResult,
     Outputs,
-    Ready,
+    ProtocolViolation,
     Stats,
     StreamMode,
 )
@@ -122,10 +122,7 @@ class Session:
     def receive(self, data: Any) -> None:
         if data is CLOSED:
             raise self.failure or ProtocolError("the daemon closed the stream")
-        try:
-            event = self.protocol.receive_data(data)
-        except FrameError as exc:
-            raise ProtocolError(f"unreadable frame from the daemon: {exc.message}") from exc
+        event = self.protocol.receive_data(data)
         if isinstance(event, Outputs):
             self._take_outputs(event)
         elif isinstance(event, BatchEnd):
@@ -139,8 +136,8 @@ class Session:
             # The batches in flight will get no end frame; their late outputs are dropped.
             self._pending.clear()
             raise error
-        elif not isinstance(event, Ready):
-            raise ProtocolError(f"unexpected message on the stream: {event!r}")
+        elif isinstance(event, ProtocolViolation):
+            raise ProtocolError(f"the daemon broke the stream protocol: {event.message}")
 
     def _take_outputs(self, event: Outputs) -> None:
         if self.mode is not StreamMode.FORWARD:
@@ -212,8 +209,6 @@ class Session:
             # the matching ApiError when it reads it.
             yield Receive(GREETING_TIMEOUT)
             raise
-        if self.protocol.info is None:
-            raise ProtocolError("the daemon's first message on the stream was not 'ready'")
         return self.info
 
     def forward(self, batch: Any, options: InputOptions) -> StreamOp[BatchOutput]:

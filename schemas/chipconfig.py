@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .events import DVS_LAYER
+from .events import DVS_LAYER, copy_events
 
 CHIP_CONFIG_FORMAT = "specklab.chip-config"
 CHIP_CONFIG_VERSION = 1
@@ -274,7 +274,7 @@ class ChipConfig(_Document):
             raise ValueError(
                 f"model layer {layer} takes no input spikes; inputs are layers {self.inputs}"
             )
-        out = spikes.copy()
+        out = copy_events(spikes)
         out["core"] = cores
         return out
 

@@ -53,6 +53,33 @@ def dtype_signature(dtype: np.dtype) -> str:
 SIGNATURES: Final[dict[EventKind, str]] = {kind: dtype_signature(dt) for kind, dt in DTYPES.items()}
 
 
+# numpy copies packed structured arrays field by field (a 200k-spike copy takes ~10 ms, a
+# concatenation or a gather several times that); the same bytes copied as bytes take ~0.2 ms.
+# The helpers below move events as rows of bytes: same results, no per-field work.
+
+
+def _rows(events: np.ndarray) -> np.ndarray:
+    """The events as an (n, itemsize) byte matrix (a view when they are contiguous)."""
+    return np.ascontiguousarray(events).view(np.uint8).reshape(len(events), events.dtype.itemsize)
+
+
+def copy_events(events: np.ndarray) -> np.ndarray:
+    """A writable copy of an event array."""
+    return _rows(events).copy().view(events.dtype).reshape(len(events))
+
+
+def concat_events(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """The event arrays one after the other, as one new array of ``dtype``."""
+    if not parts:
+        return np.zeros(0, dtype)
+    return np.concatenate([_rows(part) for part in parts]).view(dtype).reshape(-1)
+
+
+def take_events(events: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``events[indices]`` for an index array (a reordering or a selection)."""
+    return _rows(events)[indices].view(events.dtype).reshape(len(indices))
+
+
 def empty(kind: EventKind | str, size: int = 0) -> np.ndarray:
     return np.zeros(size, dtype=DTYPES[EventKind(kind)])
 

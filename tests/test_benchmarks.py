@@ -66,3 +66,34 @@ def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
     for work in figures["work"].values():
         assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
     assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]
+
+
+def test_the_stream_benchmark_prints_every_goal_with_its_baseline() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_stream.py")],
+        env={
+            **os.environ,
+            "BENCH_STREAM_EVENTS": "2000",
+            "BENCH_STREAM_ROUNDS": "2",
+            "BENCH_STREAM_TRIALS": "3",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["sizes"] == {"batch_events": 2000, "rounds": 2, "trials": 3}
+    goals = {
+        "transport_events_per_s",
+        "transport_fraction_of_echo",
+        "guide_input_events_per_s",
+        "concurrent_aggregate_events_per_s",
+        "small_batch_p99_ms_under_load",
+    }
+    assert goals <= set(figures)
+    for name in goals:
+        figure = figures[name]
+        assert figure["value"] > 0 and figure["baseline"] > 0 and figure["goal"] > 0, name
+        assert isinstance(figure["met"], bool), name
+    assert figures["transport_events_per_s"]["outputs_per_batch"] > 0

@@ -10,7 +10,18 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from specklab.schemas import frames
-from specklab.schemas.events import DTYPES, SIGNATURES, SPIKE_DTYPE, EventKind, dvs_events, spikes
+from specklab.schemas.events import (
+    DTYPES,
+    DVS_DTYPE,
+    SIGNATURES,
+    SPIKE_DTYPE,
+    EventKind,
+    concat_events,
+    copy_events,
+    dvs_events,
+    spikes,
+    take_events,
+)
 from specklab.schemas.frames import (
     ControlFrame,
     EndFrame,
@@ -191,3 +202,27 @@ def test_encoding_refuses_wrong_arrays(events: object) -> None:
 def test_arbitrary_bytes_never_escape_frame_error(data: bytes) -> None:
     with contextlib.suppress(FrameError):
         decode(data)
+
+
+def test_event_arrays_copy_join_and_reorder_as_numpy_does() -> None:
+    rng = np.random.default_rng(3)
+    events = spikes(
+        t=np.sort(rng.integers(0, 10**6, 500)),
+        layer=1,
+        feature=rng.integers(0, 9, 500),
+        x=rng.integers(0, 28, 500),
+        y=rng.integers(0, 28, 500),
+    )
+    frozen = decode(encode(EventsFrame(EventKind.SPIKE, events))).events  # read-only view
+    copied = copy_events(frozen)
+    copied["core"] = 4  # writable, and a copy
+    assert (frozen["core"] == 0).all() and (copied["core"] == 4).all()
+    np.testing.assert_array_equal(copy_events(events[::3]), events[::3])
+    np.testing.assert_array_equal(
+        concat_events([frozen, events[:7]], SPIKE_DTYPE), np.concatenate([frozen, events[:7]])
+    )
+    assert concat_events([], DVS_DTYPE).dtype == DVS_DTYPE
+    order = rng.permutation(500)
+    np.testing.assert_array_equal(take_events(frozen, order), frozen[order])
+    inside = np.flatnonzero(frozen["x"] < 10)
+    np.testing.assert_array_equal(take_events(frozen, inside), frozen[frozen["x"] < 10])

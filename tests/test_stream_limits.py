@@ -328,7 +328,7 @@ def test_bad_timestamps_and_oversized_messages_get_error_frames(
 ) -> None:
     with lab.websocket("ada", f"/v1/devices/{DEVICE}/stream") as websocket:
         client = open_stream(websocket)
-        websocket.send(encode(EventsFrame(EventKind.SPIKE, model_spikes([1 << 63]))))
+        websocket.send(encode(EventsFrame(EventKind.SPIKE, model_spikes([1 << 63]), seq=0)))
         error = reply(websocket, client)
         assert isinstance(error, StreamError) and not error.fatal and error.code == "bad_input"
         websocket.send(b"\x00" * (65 * 1024 * 1024))

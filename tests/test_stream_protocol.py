@@ -24,8 +24,8 @@ from specklab.schemas.frames import (
     StatsFrame,
     encode,
 )
+from specklab.schemas.inputs import MAX_TIMESTAMP_US
 from specklab.schemas.stream import (
-    MAX_TIMESTAMP_US,
     BatchEnd,
     ClientStream,
     ControlRequest,
@@ -103,32 +103,37 @@ def test_outputs_are_split_into_frames_and_closed_by_end(server: ServerStream) -
     assert len(result.events(EventKind.READOUT)) == 0
 
 
+def batch(kind: EventKind, events: np.ndarray) -> EventsFrame:
+    """An input batch as a client sends it: numbered."""
+    return EventsFrame(kind, events, seq=0)
+
+
 BAD_INPUT = {
     "not msgpack": (b"\x00\xff", "malformed"),
     "unknown frame type": (b"\x82\xa1v\x01\xa4type\xa3foo", "unknown_type"),
     "layer that takes no input": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=2, feature=0, x=0, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=0, layer=2, feature=0, x=0, y=0))),
         "bad_input",
     ),
     "layer beyond the model": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=9, feature=0, x=0, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=0, layer=9, feature=0, x=0, y=0))),
         "bad_input",
     ),
     "x out of range": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=28, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=28, y=0))),
         "bad_input",
     ),
     "feature out of range": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=1, x=0, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=0, layer=0, feature=1, x=0, y=0))),
         "bad_input",
     ),
     "timestamp of 2^63 us": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=1 << 63, layer=0, feature=0, x=0, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=1 << 63, layer=0, feature=0, x=0, y=0))),
         "bad_input",
     ),
     "timestamp past the largest": (
         encode(
-            EventsFrame(
+            batch(
                 EventKind.SPIKE, spikes(t=[0, MAX_TIMESTAMP_US + 1], layer=0, feature=0, x=0, y=0)
             )
         ),
@@ -136,15 +141,15 @@ BAD_INPUT = {
     ),
     "frame over the size limit": (b"\x00" * (MAX_FRAME_BYTES + 1), "too_large"),
     "events out of order": (
-        encode(EventsFrame(EventKind.SPIKE, spikes(t=[5, 4], layer=0, feature=0, x=0, y=0))),
+        encode(batch(EventKind.SPIKE, spikes(t=[5, 4], layer=0, feature=0, x=0, y=0))),
         "bad_input",
     ),
     "dvs without a dvs layer": (
-        encode(EventsFrame(EventKind.DVS, dvs_events(t=0, x=0, y=0, p=0))),
+        encode(batch(EventKind.DVS, dvs_events(t=0, x=0, y=0, p=0))),
         "bad_input",
     ),
     "readout events as input": (
-        encode(EventsFrame(EventKind.READOUT, np.zeros(1, READOUT_DTYPE))),
+        encode(batch(EventKind.READOUT, np.zeros(1, READOUT_DTYPE))),
         "bad_input",
     ),
     "unknown control op": (encode(ControlFrame("self_destruct")), "unknown_op"),
@@ -236,7 +241,7 @@ spike_batches = st.lists(
     max_size=8,
 ).map(
     lambda rows: encode(
-        EventsFrame(
+        batch(
             EventKind.SPIKE,
             spikes(
                 t=np.array([r[0] for r in rows], dtype=np.uint64),
@@ -260,6 +265,8 @@ spike_batches = st.lists(
 )
 def test_fuzzed_messages_never_break_the_server_session(config, message: bytes) -> None:
     server = ServerStream(config, StreamMode.FORWARD)
+    server.start({})
+    client = connect(server)
     requests = server.receive_data(message)
     replies = server.data_to_send()
     if requests:  # a well-formed request: nothing to complain about
@@ -269,5 +276,5 @@ def test_fuzzed_messages_never_break_the_server_session(config, message: bytes) 
                 assert int(request.events["t"].max()) <= MAX_TIMESTAMP_US
     else:
         [reply] = replies
-        error = ClientStream().receive_data(reply)
+        error = client.receive_data(reply)
         assert isinstance(error, StreamError) and not error.fatal and error.message

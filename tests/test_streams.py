@@ -109,14 +109,15 @@ def test_bad_frames_get_error_frames_and_the_stream_goes_on(lab: StreamLab, depl
         client = open_stream(websocket)
         bad = [
             b"\xc1garbage",
-            encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=3, feature=0, x=0, y=0))),
-            encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=99, y=0))),
-            encode(EventsFrame(EventKind.DVS, dvs_events(t=0, x=1, y=1, p=1))),
+            encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=3, feature=0, x=0, y=0), seq=0)),
+            encode(EventsFrame(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=99, y=0), seq=0)),
+            encode(EventsFrame(EventKind.DVS, dvs_events(t=0, x=1, y=1, p=1), seq=0)),
         ]
         for message in bad:
             websocket.send(message)
             error = client.receive_data(websocket.recv(timeout=30))
             assert isinstance(error, StreamError) and not error.fatal, error
+            assert error.code in ("malformed", "bad_input"), error
         websocket.send("text is not a frame")
         assert isinstance(client.receive_data(websocket.recv(timeout=30)), StreamError)
         result, _ = forward(websocket, client, input_spikes(10))

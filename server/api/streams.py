@@ -30,7 +30,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.errors import DomainError
-from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind
+from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind, take_events
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import (
     CLOSE_ENDED,
@@ -154,30 +154,27 @@ async def _control(
 
 async def _receive_loop(
     conn: _Connection,
-    on_events: Callable[[InputBatch], Awaitable[None]],
+    on_events: Callable[[InputBatch], Awaitable[None]] | None,
     heartbeat: Callable[[], Awaitable[None]],
 ) -> None:
+    """Messages in, device calls, frames out. ``on_events`` None: a listen-only stream (its
+    session refuses input, so none reaches here)."""
     while True:
         message = await conn.websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         data = message.get("bytes")
-        if data is None:
-            conn.stream.send_error("malformed", "frames are binary messages (msgpack), not text")
-            requests = []
-        else:
-            requests = conn.stream.receive_data(data)
-        for request in requests:
+        for request in conn.stream.receive_data(message.get("text") if data is None else data):
             try:
-                if isinstance(request, InputBatch):
-                    await on_events(request)
-                else:
+                if isinstance(request, ControlRequest):
                     await _control(conn, request, heartbeat)
+                elif on_events is not None:
+                    await on_events(request)
             except DomainError as exc:
                 if conn.hub.ended:
                     raise _ended(conn.hub) from None
                 frame, _ = stream_error(exc)
-                conn.stream.send_error(frame.code, frame.message)
+                conn.stream.send_error(frame.code, frame.message, detail=frame.detail)
         await conn.flush()
 
 
@@ -225,7 +222,7 @@ class _TokenCheck:
 
 async def _serve_continuously(
     conn: _Connection,
-    on_events: Callable[[InputBatch], Awaitable[None]],
+    on_events: Callable[[InputBatch], Awaitable[None]] | None,
     heartbeat: Callable[[], Awaitable[None]],
     select: OutputSelector,
     token: _TokenCheck,
@@ -410,7 +407,10 @@ async def _stream_dvs(
     try:
         async with deployments.sensor_hub(user, device_id, raw=raw) as hub:
             stream = ServerStream(
-                hub.config, StreamMode.CONTINUOUS, max_events_per_frame=CONTINUOUS_FRAME_EVENTS
+                hub.config,
+                StreamMode.CONTINUOUS,
+                takes_input=False,
+                max_events_per_frame=CONTINUOUS_FRAME_EVENTS,
             )
             stream.start({"device": device_id, "raw": raw, "booking_id": hub.booking_id})
             conn = _Connection(websocket, stream, hub)
@@ -421,22 +421,17 @@ async def _stream_dvs(
                 await token()
                 await deployments.heartbeat(user, hub)
 
-            async def refuse_input(batch: InputBatch) -> None:
-                raise DomainError(
-                    400,
-                    "bad_input",
-                    "a DVS stream only carries the sensor's events out; send input on /stream",
-                )
-
             def select(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
                 if raw:
                     return [(EventKind.DVS, output.dvs)] if len(output.dvs) else []
-                spikes = output.spikes[output.spikes["core"] == DVS_CORE]
+                spikes = take_events(
+                    output.spikes, np.flatnonzero(output.spikes["core"] == DVS_CORE)
+                )
                 return [(EventKind.SPIKE, spikes)] if len(spikes) else []
 
             async with hub.sensor():
                 in_use = deployments.keep_in_use(user, hub)
-                await _serve_continuously(conn, refuse_input, heartbeat, select, token, in_use)
+                await _serve_continuously(conn, None, heartbeat, select, token, in_use)
     except DomainError as exc:
         with contextlib.suppress(Exception):
             await _refuse(websocket, exc)

@@ -13,7 +13,9 @@ r"""Device errors: :class:`~specklab.schemas.errors.DomainError`\ s whose class 
     ├── DeviceIOError       talking to the device failed; the manager then treats it as gone
     ├── DeviceStateError    the call makes no sense now (no configuration applied, closed ...)
     ├── ConfigRejected      the device (samna's validator) refused the configuration
-    ├── InvalidEvents       input events that do not fit the applied configuration
+    ├── InvalidEvents       inputs a device cannot take: not an event array, too far ahead
+    │                       of its stopwatch (their contents are checked before, once:
+    │                       ``schemas/inputs.py``, wire code ``bad_input``)
     ├── InputQueueFull      too many continuous-mode inputs wait for their time
     ├── OutputTooLarge      one call's answer would hold more events than allowed
     └── InvalidArgument     any other argument out of range (e.g. a neuron that does not exist)

@@ -7,12 +7,18 @@ from collections import deque
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, SIGNATURES, SPIKE_DTYPE, EventKind
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    SIGNATURES,
+    SPIKE_DTYPE,
+    EventKind,
+    concat_events,
+    take_events,
+)
 
 from .base import DeviceDescription
 from .errors import ConfigRejected, DeviceStateError, InputQueueFull, InvalidEvents
 
-_NO_LIMIT = -1
 #: Continuous-mode inputs further ahead of the device's stopwatch than this are refused.
 MAX_INPUT_HORIZON_US = 60_000_000
 #: Most input events of one kind a device holds waiting for their time (56 MB of spikes).
@@ -27,58 +33,23 @@ def check_chip(description: DeviceDescription, config: ChipConfig) -> None:
 
 
 def input_spikes(config: ChipConfig | None, spikes: np.ndarray | None) -> np.ndarray:
-    """Spikes checked against the applied configuration: a known core, in its input shape."""
-    spikes = _as_events(spikes, SPIKE_DTYPE, EventKind.SPIKE)
-    if len(spikes) == 0:
-        return spikes
-    if config is None:
-        raise DeviceStateError("apply a configuration before sending events")
-    # Per-core limits as lookup tables, so the check is a few vectorised gathers.
-    features = np.full(256, _NO_LIMIT, dtype=np.int64)
-    width = np.full(256, _NO_LIMIT, dtype=np.int64)
-    height = np.full(256, _NO_LIMIT, dtype=np.int64)
-    for core, layer in config.cnn_layers.items():
-        shape = layer.dimensions.input_shape
-        features[core], width[core], height[core] = shape.feature_count, shape.size.x, shape.size.y
-    cores = spikes["core"]
-    unknown = features[cores] == _NO_LIMIT
-    if unknown.any():
-        index = int(np.flatnonzero(unknown)[0])
-        raise InvalidEvents(
-            f"spike {index} addresses core {int(cores[index])}, which the configuration does "
-            f"not use (cores {sorted(config.cnn_layers)})"
-        )
-    for name, limit in (("feature", features), ("x", width), ("y", height)):
-        bad = spikes[name] >= limit[cores]
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            core = int(cores[index])
-            raise InvalidEvents(
-                f"spike {index} has {name}={int(spikes[name][index])}, but core {core} takes "
-                f"{name} < {int(limit[core])}"
-            )
-    return spikes
+    """Input spikes as an array of the spike dtype. Their contents were checked before they
+    reached the device, by the one input check (``schemas/inputs.py``): not again here."""
+    return _inputs(config, spikes, SPIKE_DTYPE, EventKind.SPIKE)
 
 
 def input_dvs(config: ChipConfig | None, dvs: np.ndarray | None) -> np.ndarray:
-    """DVS events checked against the configuration's DVS layer."""
-    dvs = _as_events(dvs, DVS_DTYPE, EventKind.DVS)
-    if len(dvs) == 0:
-        return dvs
-    if config is None:
+    """Input DVS events as an array of the DVS dtype (checked before, as spikes are)."""
+    return _inputs(config, dvs, DVS_DTYPE, EventKind.DVS)
+
+
+def _inputs(
+    config: ChipConfig | None, events: np.ndarray | None, dtype: np.dtype, kind: EventKind
+) -> np.ndarray:
+    events = _as_events(events, dtype, kind)
+    if len(events) and config is None:
         raise DeviceStateError("apply a configuration before sending events")
-    if config.dvs_layer is None:
-        raise InvalidEvents("DVS events need a configuration with a DVS layer")
-    size = config.dvs_layer.input_size
-    for name, limit in (("x", size.x), ("y", size.y), ("p", 2)):
-        bad = dvs[name] >= limit
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            raise InvalidEvents(
-                f"DVS event {index} has {name}={int(dvs[name][index])}, the DVS layer takes "
-                f"{name} < {limit}"
-            )
-    return dvs
+    return events
 
 
 def _as_events(events: np.ndarray | None, dtype: np.dtype, kind: EventKind) -> np.ndarray:
@@ -121,7 +92,7 @@ class InputQueue:
             return
         times = events["t"]
         if bool((times[1:] < times[:-1]).any()):
-            events = events[np.argsort(times, kind="stable")]
+            events = take_events(events, np.argsort(times, kind="stable"))
             times = events["t"]
         if int(times[-1]) > now_us + self._horizon_us:
             raise InvalidEvents(
@@ -138,8 +109,8 @@ class InputQueue:
         while self._runs and int(self._runs[-1]["t"][-1]) > int(times[0]):
             overlapping.append(self._runs.pop())
         if overlapping:
-            merged = np.concatenate([*reversed(overlapping), events])
-            events = merged[np.argsort(merged["t"], kind="stable")]
+            merged = concat_events([*reversed(overlapping), events], self._dtype)
+            events = take_events(merged, np.argsort(merged["t"], kind="stable"))
         self._runs.append(events)
 
     def pop_due(self, now_us: int) -> np.ndarray:
@@ -157,7 +128,7 @@ class InputQueue:
         self._count -= sum(len(part) for part in due)
         if len(due) == 1:
             return due[0]
-        return np.concatenate(due) if due else np.zeros(0, dtype=self._dtype)
+        return concat_events(due, self._dtype)
 
     def clear(self) -> None:
         self._runs.clear()

@@ -23,7 +23,13 @@ from collections.abc import Callable
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    READOUT_DTYPE,
+    SPIKE_DTYPE,
+    concat_events,
+    take_events,
+)
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from ..simulator.engine import Cancelled, OutputLimit
@@ -34,6 +40,7 @@ from .errors import (
     DeviceStateError,
     DeviceTimeout,
     InvalidArgument,
+    InvalidEvents,
     OutputTooLarge,
 )
 
@@ -281,7 +288,7 @@ class VirtualDevkit:
             sensed["t"] += np.uint64(origin_us)
             # Only the part of the sensor the DVS layer takes (its input may be a crop of 128x128).
             inside = (sensed["x"] < layer.input_size.x) & (sensed["y"] < layer.input_size.y)
-            sensed = sensed[inside]
+            sensed = take_events(sensed, np.flatnonzero(inside))
         raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
         if layer is not None and layer.pass_sensor_events and len(sensed):
             dvs = _merged(dvs, sensed)
@@ -298,6 +305,10 @@ class VirtualDevkit:
                 f"the chip made more than {self._max_output_events} output events in one call "
                 "(max_batch_output_events): send shorter batches"
             ) from None
+        except SimulatorError as exc:
+            # The simulator's own guard: inputs are checked before they reach a device, so
+            # this only answers a caller that skipped the check, as a device error.
+            raise InvalidEvents(str(exc)) from None
         spikes_out = _joined([out.spikes, ticks.spikes], SPIKE_DTYPE)
         readout = _joined([out.readout, ticks.readout], READOUT_DTYPE)
         self._events_out += len(spikes_out) + len(raw) + len(readout)
@@ -353,8 +364,8 @@ def _as_simulated(config: ChipConfig) -> ChipConfig:
 
 
 def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    both = np.concatenate([a, b])
-    return both[np.argsort(both["t"], kind="stable")]
+    both = concat_events([a, b], a.dtype)
+    return take_events(both, np.argsort(both["t"], kind="stable"))
 
 
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -362,4 +373,4 @@ def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     filled = [part for part in parts if len(part)]
     if len(filled) == 1:
         return filled[0]
-    return np.concatenate(filled) if filled else np.zeros(0, dtype=dtype)
+    return concat_events(filled, dtype)

@@ -28,7 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.errors import DomainError
-from specklab.schemas.events import DTYPES, EventKind
+from specklab.schemas.events import DTYPES, EventKind, copy_events
+from specklab.schemas.frames import FrameError
+from specklab.schemas.inputs import InputCheck
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
 from ..auth.ownership import get_owned, visible_to
@@ -311,8 +313,12 @@ class RecordingService:
                 "compile the model with dvs_input",
             )
         events = await self.events(user, recording_id)
-        events = events.copy()
+        events = copy_events(events)
         events["t"] = (events["t"] / request.speed).astype(events["t"].dtype)
+        try:
+            events = InputCheck(hub.config).events(EventKind.DVS, events)
+        except FrameError as exc:
+            raise DomainError(422, exc.code, exc.message) from None
         await hub.restart_stopwatch(only_if_alone=False)
         await hub.write(None, events)
         return len(events)

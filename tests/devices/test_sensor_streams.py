@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from specklab.schemas.events import DVS_CORE, EventKind, spikes
-from specklab.schemas.stream import BatchEnd, ClientStream, Outputs, Ready
+from specklab.schemas.stream import BatchEnd, ClientStream, Outputs, Ready, Stats, StreamError
 
 from ..lab_client import Lab
 from .test_api import deploy_guide
@@ -16,6 +16,10 @@ def _first_outputs(ws: Any) -> Outputs:
     client = ClientStream()
     greeting = client.receive_data(ws.receive_bytes())
     assert isinstance(greeting, Ready), greeting
+    return _next_outputs(client, ws)
+
+
+def _next_outputs(client: ClientStream, ws: Any) -> Outputs:
     while True:
         event = client.receive_data(ws.receive_bytes())
         if isinstance(event, Outputs):
@@ -67,3 +71,20 @@ def test_a_dvs_stream_leaves_the_deployments_monitors_as_they_were(make_lab: Any
             if isinstance(event, Outputs):
                 cores.update(event.events["core"].tolist() if event.kind is EventKind.SPIKE else [])
         assert DVS_CORE not in cores
+
+
+def test_a_dvs_stream_refuses_input_and_streams_on(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=1"])
+    device = "virtual-speck2fdevkit:0"
+    deploy_guide(lab, device)
+    with lab.client.websocket_connect(f"/v1/devices/{device}/dvs", headers=lab.admin) as ws:
+        client = ClientStream()
+        assert isinstance(client.receive_data(ws.receive_bytes()), Ready)
+        client.send_events("spike", spikes(t=[0], layer=0, feature=0, x=3, y=5))
+        ws.send_bytes(client.data_to_send()[0])
+        replies = (client.receive_data(ws.receive_bytes()) for _ in range(10_000))
+        event = next((r for r in replies if not isinstance(r, Outputs | Stats)), None)
+        assert isinstance(event, StreamError), event  # within the sensor's next outputs
+        assert (event.code, event.fatal) == ("bad_input", False)
+        assert "send input on /stream" in event.message
+        assert isinstance(_next_outputs(client, ws), Outputs)
