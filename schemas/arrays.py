@@ -1,0 +1,174 @@
+"""Integer arrays as pydantic fields: numpy arrays in Python, nested lists of ints on the wire.
+
+A configuration's weights are about 10^5 integers. Validated as ``list[list[...[int]]]``,
+pydantic builds and checks one Python object per integer and every later reader converts them
+to an array again; here the parsed JSON becomes one numpy array in a single conversion, and
+serialization writes the same nested lists of ints as before, byte for byte. The JSON schema
+is the nested list's too, so the wire contract does not change.
+
+Arrays are stored read-only: configurations derived from one another (``apply_patch``) share
+them, so an in-place write would change every one of them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from math import prod
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import GetCoreSchemaHandler, ValidationInfo
+from pydantic_core import core_schema
+
+#: Validation-context key under which :func:`lift_arrays` hands over the arrays it parsed.
+LIFTED = "specklab.lifted_arrays"
+_BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
+_NUMBER_CHARS = b"-0123456789"
+# ASCII codes, for the byte-level checks of a lifted array's text.
+_MINUS, _COMMA, _OPEN, _CLOSE = b"-,[]"
+#: Longest digit run parsed into int64 without overflow.
+_MAX_DIGITS = 18
+
+
+@dataclass(frozen=True)
+class IntArraySchema:
+    """The pydantic schema of an ``ndim``-dimensional array of ``dtype`` integers."""
+
+    ndim: int
+    dtype: type[np.signedinteger]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        nested: core_schema.CoreSchema = core_schema.int_schema()
+        for _ in range(self.ndim):
+            nested = core_schema.list_schema(nested)
+        return core_schema.with_info_plain_validator_function(
+            self._validate_field,
+            json_schema_input_schema=nested,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                nested_lists, return_schema=nested
+            ),
+        )
+
+    def _validate_field(self, value: object, info: ValidationInfo) -> np.ndarray:
+        lifted = (info.context or {}).get(LIFTED)
+        if lifted is not None and isinstance(value, str) and value.startswith(lifted[0]):
+            return self.validate(lifted[1][int(value[len(lifted[0]) :])])
+        return self.validate(value)
+
+    def validate(self, value: object) -> np.ndarray:
+        """``value`` (nested lists or an array of integers) as a read-only array, or ValueError."""
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nesting
+            raise ValueError(f"must be a {self.ndim}-d nested list of integers") from None
+        if array.size == 0:
+            # An empty list has no depth to check; keep the declared rank for the shape checks.
+            array = np.zeros((0,) * self.ndim, dtype=self.dtype)
+        if array.ndim != self.ndim:
+            raise ValueError(f"must be a {self.ndim}-d nested list of integers")
+        if array.dtype.kind == "f":  # integral floats are accepted, as pydantic's int accepts them
+            if not np.array_equal(array, np.trunc(array)):
+                raise ValueError("must hold integers, got fractional values")
+        elif array.dtype.kind not in "iub":  # booleans too, as pydantic's int takes them
+            raise ValueError(f"must hold integers, got {array.dtype.name} values")
+        limits = np.iinfo(self.dtype)
+        if array.size and (array.min() < limits.min or array.max() > limits.max):
+            raise ValueError(f"entries must lie in [{limits.min}, {limits.max}]")
+        result = np.array(array, dtype=self.dtype)  # a copy: the caller's array stays theirs
+        result.flags.writeable = False
+        return result
+
+
+def lift_arrays(document: bytes, keys: tuple[str, ...]) -> tuple[bytes, dict[str, Any]]:
+    """Parse the integer arrays under ``keys`` out of a JSON ``document`` straight into numpy.
+
+    Returns the document with each such array replaced by a placeholder string and the
+    validation context that resolves the placeholders (see ``IntArraySchema``). Arrays in any
+    other form than compact JSON of a regular nested list of integers (whitespace, empty
+    lists, ragged nesting, floats, ...) are left in place for the ordinary validation, which
+    then accepts or rejects them as usual: this only skips building Python lists.
+    """
+    prefix = f"lifted-array-{secrets.token_hex(8)}:"  # unguessable: no input can name one
+    arrays: list[np.ndarray] = []
+    pattern = re.compile(rb'"(?:' + b"|".join(k.encode() for k in keys) + rb')":(\[[-0-9,\[\]]*\])')
+
+    def lift(match: re.Match[bytes]) -> bytes:
+        array = _parse_compact(match.group(1))
+        if array is None:
+            return match.group(0)
+        arrays.append(array)
+        head = match.group(0)[: match.start(1) - match.start(0)]
+        return head + f'"{prefix}{len(arrays) - 1}"'.encode()
+
+    return pattern.sub(lift, document), {LIFTED: (prefix, arrays)}
+
+
+def _parse_compact(text: bytes) -> np.ndarray | None:
+    """A compact JSON nested list of integers as an int64 array; None for anything else."""
+    chars = np.frombuffer(text, dtype=np.uint8)
+    digit = (chars >= ord("0")) & (chars <= ord("9"))
+    before, after = chars[:-1], chars[1:]
+    digit_before, digit_after = digit[:-1], digit[1:]
+    opens_token = (before == _OPEN) | (before == _COMMA)
+    bad = (
+        ((after == _MINUS) & ~opens_token)  # a minus only starts a number
+        | ((before == _MINUS) & ~digit_after)
+        | ((after == _OPEN) & ~opens_token)  # a list only opens a list or follows a comma
+        | ((after == _CLOSE) & ~(digit_before | (before == _CLOSE)))  # no [] nor ,]
+        | ((after == _COMMA) & ~(digit_before | (before == _CLOSE)))  # no [, nor ,,
+        | (digit_after & (before == _CLOSE))
+        # a leading zero: a 0 that starts a number and is followed by a digit
+        | ((before == ord("0")) & digit_after & np.r_[True, ~digit[:-2]])
+    )
+    if chars.size < 3 or chars[0] != _OPEN or bad.any():
+        return None
+    breaks = np.flatnonzero(~digit)
+    if np.diff(breaks).max(initial=0) > _MAX_DIGITS:
+        return None
+    skeleton = text.translate(None, _NUMBER_CHARS)
+    shape = _regular_shape(skeleton)
+    if shape is None:
+        return None
+    values = np.fromstring(text.translate(_BRACKETS_TO_SPACES), dtype=np.int64, sep=",")
+    if values.size != prod(shape):
+        return None
+    return values.reshape(shape)
+
+
+def _regular_shape(skeleton: bytes) -> tuple[int, ...] | None:
+    """The shape of a nested list from its brackets and commas, if it is regular."""
+    ndim = len(skeleton) - len(skeleton.lstrip(b"["))
+    # The first list at depth k closes at the first run of ndim - k closing brackets.
+    ends = [skeleton.find(b"]" * (ndim - k)) for k in range(ndim)]
+    if min(ends, default=-1) < 0:
+        return None
+    lengths = [end + ndim - 2 * k for k, end in enumerate(ends)]
+    shape: list[int] = []
+    child = 0
+    for length in reversed(lengths):
+        count, rest = divmod(length - 1, child + 1)
+        if rest or count < 1:
+            return None
+        shape.insert(0, count)
+        child = length
+    expected = b""
+    for count in reversed(shape):
+        expected = b"[" + b",".join([expected] * count) + b"]"
+    return tuple(shape) if expected == skeleton else None
+
+
+def nested_lists(value: object) -> object:
+    """An array as nested lists of Python ints (anything else, e.g. a list, unchanged)."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+#: ``[out][in][ky][kx]`` weights (the chip's are int8: the device layer checks that).
+WEIGHTS = IntArraySchema(4, np.int16)
+#: ``[feature][y][x]`` membrane values (the chip's are int16: likewise).
+STATES = IntArraySchema(3, np.int32)
+Weights = Annotated[np.ndarray, WEIGHTS]
+States = Annotated[np.ndarray, STATES]
