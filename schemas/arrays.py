@@ -25,11 +25,21 @@ from pydantic_core import core_schema
 #: Validation-context key under which :func:`lift_arrays` hands over the arrays it parsed.
 LIFTED = "specklab.lifted_arrays"
 _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
-_NUMBER_CHARS = b"-0123456789"
-# ASCII codes, for the byte-level checks of a lifted array's text.
-_MINUS, _COMMA, _OPEN, _CLOSE = b"-,[]"
-#: Longest digit run parsed into int64 without overflow.
-_MAX_DIGITS = 18
+# The kinds of character in a lifted array's text (the lifting pattern admits no others).
+_DIGIT, _MINUS, _COMMA, _OPEN, _CLOSE = range(5)
+_KINDS = 5
+_KIND_OF_BYTE = np.zeros(256, dtype=np.uint8)  # digits: the rest never reach it
+_KIND_OF_BYTE[list(b"-,[]")] = (_MINUS, _COMMA, _OPEN, _CLOSE)
+#: Which character may follow which, indexed ``first * _KINDS + second``.
+_PAIR_ALLOWED = np.zeros(_KINDS * _KINDS, dtype=bool)
+for _first, _second in (
+    (_DIGIT, _DIGIT), (_DIGIT, _COMMA), (_DIGIT, _CLOSE),
+    (_MINUS, _DIGIT),
+    (_COMMA, _DIGIT), (_COMMA, _MINUS), (_COMMA, _OPEN),
+    (_OPEN, _OPEN), (_OPEN, _DIGIT), (_OPEN, _MINUS),
+    (_CLOSE, _CLOSE), (_CLOSE, _COMMA),
+):  # fmt: skip
+    _PAIR_ALLOWED[_first * _KINDS + _second] = True
 
 
 @dataclass(frozen=True)
@@ -109,30 +119,23 @@ def lift_arrays(document: bytes, keys: tuple[str, ...]) -> tuple[bytes, dict[str
 
 def _parse_compact(text: bytes) -> np.ndarray | None:
     """A compact JSON nested list of integers as an int64 array; None for anything else."""
-    chars = np.frombuffer(text, dtype=np.uint8)
-    digit = (chars >= ord("0")) & (chars <= ord("9"))
-    before, after = chars[:-1], chars[1:]
-    digit_before, digit_after = digit[:-1], digit[1:]
-    opens_token = (before == _OPEN) | (before == _COMMA)
-    bad = (
-        ((after == _MINUS) & ~opens_token)  # a minus only starts a number
-        | ((before == _MINUS) & ~digit_after)
-        | ((after == _OPEN) & ~opens_token)  # a list only opens a list or follows a comma
-        | ((after == _CLOSE) & ~(digit_before | (before == _CLOSE)))  # no [] nor ,]
-        | ((after == _COMMA) & ~(digit_before | (before == _CLOSE)))  # no [, nor ,,
-        | (digit_after & (before == _CLOSE))
-        # a leading zero: a 0 that starts a number and is followed by a digit
-        | ((before == ord("0")) & digit_after & np.r_[True, ~digit[:-2]])
-    )
-    if chars.size < 3 or chars[0] != _OPEN or bad.any():
+    kinds = _KIND_OF_BYTE[np.frombuffer(text, dtype=np.uint8)]
+    # Each pair of neighbouring characters must be one JSON's integer lists allow: this
+    # rules out empty lists and elements, stray minus signs, digits after a bracket, ...
+    if (
+        kinds.size < 3
+        or kinds[0] != _OPEN
+        or not _PAIR_ALLOWED[kinds[:-1] * _KINDS + kinds[1:]].all()
+    ):
         return None
-    breaks = np.flatnonzero(~digit)
-    if np.diff(breaks).max(initial=0) > _MAX_DIGITS:
+    zeros = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("0"))
+    # a leading zero: a 0 that starts a number (after [ , or -) and is followed by a digit
+    if zeros.size and np.any((kinds[zeros - 1] != _DIGIT) & (kinds[zeros + 1] == _DIGIT)):
         return None
-    skeleton = text.translate(None, _NUMBER_CHARS)
-    shape = _regular_shape(skeleton)
+    shape = _regular_shape(text.translate(None, b"-0123456789"))
     if shape is None:
         return None
+    # Numbers beyond int64 saturate, which is outside every field's range: refused there.
     values = np.fromstring(text.translate(_BRACKETS_TO_SPACES), dtype=np.int64, sep=",")
     if values.size != prod(shape):
         return None

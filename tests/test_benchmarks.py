@@ -66,3 +66,17 @@ def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
     for work in figures["work"].values():
         assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
     assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]
+
+
+def test_the_deploy_benchmark_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_deploy.py")],
+        env={**os.environ, "BENCH_DEPLOY_ROUNDS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    for figure in ("deploy_call", "validate", "validate_via_lists"):
+        assert 0 < figures[figure]["min"] <= figures[figure]["median"] <= figures[figure]["max"]

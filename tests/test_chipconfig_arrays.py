@@ -104,6 +104,7 @@ def test_weights_in_any_json_form_of_integers_are_accepted(weights: str) -> None
         "[[[1]],[[2]]]",  # three dimensions
         "[[[[1,2]]],[[[3,4]]]]",  # regular, but not the declared shape
         "[[[[99999999999999999999999]]],[[[2]]]]",
+        "[[[[-99999999999999999999999]]],[[[2]]]]",
         "[[[[40000]]],[[[2]]]]",  # outside int16
         "[[[[1.5]]],[[[2]]]]",
         '[[[["1"]]],[[[2]]]]',
