@@ -1,10 +1,12 @@
 """Integer arrays as pydantic fields: numpy arrays in Python, nested lists of ints on the wire.
 
 A configuration's weights are about 10^5 integers. Validated as ``list[list[...[int]]]``,
-pydantic builds and checks one Python object per integer and every later reader converts them
-to an array again; here the parsed JSON becomes one numpy array in a single conversion, and
-serialization writes the same nested lists of ints as before, byte for byte. The JSON schema
-is the nested list's too, so the wire contract does not change.
+pydantic builds and checks one Python object per integer (and the garbage collector walks the
+lists) and every later reader converts them to an array again. Here an array field validates
+nested lists or arrays into one read-only numpy array, and serializes to the same nested lists
+of ints, byte for byte; its JSON schema is the nested list's, so the wire contract does not
+change. For whole documents, :func:`lift_arrays` and :func:`insert_arrays` go further: they
+parse the arrays out of the JSON text, and write them into it, without any Python list.
 
 Arrays are stored read-only: configurations derived from one another (``apply_patch``) share
 them, so an in-place write would change every one of them.
@@ -19,11 +21,14 @@ from math import prod
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import GetCoreSchemaHandler, ValidationInfo
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 #: Validation-context key under which :func:`lift_arrays` hands over the arrays it parsed.
 LIFTED = "specklab.lifted_arrays"
+#: Serialization-context key under which :func:`defer_arrays` collects the arrays to write.
+DEFERRED = "specklab.deferred_arrays"
 _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
 # The kinds of character in a lifted array's text (the lifting pattern admits no others).
 _DIGIT, _MINUS, _COMMA, _OPEN, _CLOSE = range(5)
@@ -52,16 +57,23 @@ class IntArraySchema:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            self._validate_field,
+            # No return schema: a deferred array's placeholder string must pass (see
+            # defer_arrays); the JSON schema comes from __get_pydantic_json_schema__.
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize, info_arg=True
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The nested list's, for validation and serialization alike."""
         nested: core_schema.CoreSchema = core_schema.int_schema()
         for _ in range(self.ndim):
             nested = core_schema.list_schema(nested)
-        return core_schema.with_info_plain_validator_function(
-            self._validate_field,
-            json_schema_input_schema=nested,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                nested_lists, return_schema=nested
-            ),
-        )
+        return handler(nested)
 
     def _validate_field(self, value: object, info: ValidationInfo) -> np.ndarray:
         lifted = (info.context or {}).get(LIFTED)
@@ -164,9 +176,53 @@ def _regular_shape(skeleton: bytes) -> tuple[int, ...] | None:
     return tuple(shape) if expected == skeleton else None
 
 
-def nested_lists(value: object) -> object:
-    """An array as nested lists of Python ints (anything else, e.g. a list, unchanged)."""
-    return value.tolist() if isinstance(value, np.ndarray) else value
+def _serialize(value: object, info: core_schema.SerializationInfo) -> object:
+    """An array as nested lists of Python ints (anything else, e.g. a list, unchanged), or
+    as a placeholder when :func:`defer_arrays` writes the arrays itself."""
+    if not isinstance(value, np.ndarray):
+        return value
+    deferred = (info.context or {}).get(DEFERRED)
+    if deferred is not None and info.mode_is_json():
+        deferred[1].append(value)
+        return f"{deferred[0]}{len(deferred[1]) - 1}"
+    return value.tolist()
+
+
+def defer_arrays() -> dict[str, Any]:
+    """A serialization context under which arrays are written as placeholders, for
+    :func:`insert_arrays` to replace with their compact JSON."""
+    return {DEFERRED: (f"deferred-array-{secrets.token_hex(8)}:", [])}
+
+
+def insert_arrays(document: str, context: dict[str, Any]) -> str:
+    """``document`` (compact JSON) with the placeholders of ``context`` replaced by their arrays.
+
+    Writing the JSON text from the array skips building nested Python lists, which the
+    garbage collector then walks: ten times the cost of the text for 10^5 weights.
+    """
+    prefix, arrays = context[DEFERRED]
+    placeholder = re.compile(f'"{re.escape(prefix)}([0-9]+)"')
+    return placeholder.sub(lambda match: _compact_json(arrays[int(match.group(1))]), document)
+
+
+def _compact_json(array: np.ndarray) -> str:
+    """``array`` as compact JSON, as pydantic writes the nested lists (no spaces)."""
+    n = array.size
+    if n == 0:
+        return str(array.tolist()).replace(" ", "")
+    ndim = array.ndim
+    # Before element i (i >= 1): "]" * k + "," + "[" * k, k = the trailing axes restarting there.
+    index = np.arange(1, n)
+    restarts = np.zeros(n - 1, dtype=np.intp)
+    for size in np.cumprod(array.shape[::-1])[:-1]:
+        restarts += index % size == 0
+    separators = ["]" * k + "," + "[" * k for k in range(ndim)]
+    parts = [""] * (2 * n + 1)
+    parts[0] = "[" * ndim
+    parts[1::2] = map(str, array.ravel().tolist())  # ints and strs: nothing for the GC to walk
+    parts[2:-1:2] = [separators[k] for k in restarts.tolist()]
+    parts[-1] = "]" * ndim
+    return "".join(parts)
 
 
 #: ``[out][in][ky][kx]`` weights (the chip's are int8: the device layer checks that).

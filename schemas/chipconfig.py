@@ -23,7 +23,16 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .arrays import STATES, WEIGHTS, IntArraySchema, States, Weights, lift_arrays
+from .arrays import (
+    STATES,
+    WEIGHTS,
+    IntArraySchema,
+    States,
+    Weights,
+    defer_arrays,
+    insert_arrays,
+    lift_arrays,
+)
 from .events import DVS_LAYER
 
 CHIP_CONFIG_FORMAT = "specklab.chip-config"
@@ -271,6 +280,17 @@ class ChipConfig(_Document):
         data = json_data.encode() if isinstance(json_data, str) else bytes(json_data)
         lifted, arrays = lift_arrays(data, ("weights", "neurons_initial_value"))
         return super().model_validate_json(lifted, context={**(context or {}), **arrays}, **kwargs)
+
+    def model_dump_json(
+        self, *, indent: int | None = None, context: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """pydantic's, with the weight and state arrays written straight from numpy (the same
+        bytes as their nested lists; indented output takes pydantic's ordinary path)."""
+        if indent is not None:
+            return super().model_dump_json(indent=indent, context=context, **kwargs)
+        deferred = defer_arrays()
+        text = super().model_dump_json(context={**(context or {}), **deferred}, **kwargs)
+        return insert_arrays(text, deferred)
 
     @cached_property
     def core_of_layer(self) -> dict[int, int]:

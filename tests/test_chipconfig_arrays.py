@@ -51,6 +51,7 @@ def test_json_output_is_the_nested_lists_byte_for_byte() -> None:
         config.cnn_layers[3].neurons_initial_value.tolist()
     )
     assert ChipConfig.model_validate_json(text).model_dump_json() == text
+    assert config.model_dump_json(indent=2) == json.dumps(json.loads(text), indent=2)
 
 
 def test_json_arrays_are_parsed_straight_into_numpy() -> None:
