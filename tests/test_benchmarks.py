@@ -97,3 +97,17 @@ def test_the_stream_benchmark_prints_every_goal_with_its_baseline() -> None:
         assert figure["value"] > 0 and figure["baseline"] > 0 and figure["goal"] > 0, name
         assert isinstance(figure["met"], bool), name
     assert figures["transport_events_per_s"]["outputs_per_batch"] > 0
+
+
+def test_the_deploy_benchmark_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_deploy.py")],
+        env={**os.environ, "BENCH_DEPLOY_ROUNDS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    for figure in ("deploy_call", "validate", "validate_via_lists"):
+        assert 0 < figures[figure]["min"] <= figures[figure]["median"] <= figures[figure]["max"]

@@ -69,7 +69,7 @@ def test_layer_patches_reach_their_cores_and_the_original_is_kept() -> None:
     # Untouched: the original document, and everything the patch does not name.
     assert config.slow_clock_hz is None
     assert [core for core, layer in config.cnn_layers.items() if layer.monitor_enable] == [1]
-    assert cores[0].weights == config.cnn_layers[0].weights
+    assert cores[0].weights is config.cnn_layers[0].weights  # shared, not copied
     assert (
         apply_patch(patched, ConfigPatch.model_validate({"slow_clock_hz": None})).slow_clock_hz
         is None
