@@ -62,7 +62,7 @@ _Entered = TypeVar("_Entered", bound="_AsyncResource")
 
 def _awaiting(
     op: Callable[Concatenate[Operations, P], Op[T]],
-) -> Callable[..., Coroutine[Any, Any, T]]:
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
     """An operation as a coroutine method of :class:`AsyncClient`."""
 
     @functools.wraps(op)
@@ -103,13 +103,28 @@ class _Opening(Generic[_Entered]):
 
 
 class AsyncClient:
-    """An asyncio client of a specklab daemon; the same API as :class:`Client`, awaited."""
+    """An asyncio client of a specklab daemon; the same API as :class:`Client`, awaited.
+
+    ``transport``: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.ASGITransport(app)``) or a
+    whole ``httpx.AsyncClient`` for the REST calls; streams always open a WebSocket to ``url``.
+    """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | httpx.AsyncClient | None = None,
     ) -> None:
         self._core = Operations(url, token, timeout)
-        self._http = httpx.AsyncClient()
+        # A given httpx client stays its caller's: aclose() leaves it open.
+        self._owns_http = not isinstance(transport, httpx.AsyncClient)
+        self._http = (
+            transport
+            if isinstance(transport, httpx.AsyncClient)
+            else httpx.AsyncClient(transport=transport)
+        )
         self._closed = False
         self._streams: set[AsyncEventStream] = set()
 
@@ -131,7 +146,8 @@ class AsyncClient:
         """Close every stream this client opened and its connections. Idempotent."""
         for stream in list(self._streams):
             await stream.aclose()
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
         self._closed = True
 
     def _check_open(self) -> None:
@@ -192,7 +208,7 @@ class AsyncClient:
     tokens = _awaiting(Operations.tokens)
     create_token = _awaiting(Operations.create_token)
     revoke_token = _awaiting(Operations.revoke_token)
-    device_list = _awaiting(Operations.device_list)
+    lab_status = _awaiting(Operations.lab_status)
     devices = _awaiting(Operations.devices)
     device = _awaiting(Operations.device)
     device_types = _awaiting(Operations.device_types)
@@ -209,7 +225,7 @@ class AsyncClient:
     models = _awaiting(Operations.models)
     model = _awaiting(Operations.model)
     delete_model = _awaiting(Operations.delete_model)
-    model_config = _awaiting(Operations.model_config)
+    chip_config = _awaiting(Operations.chip_config)
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)

@@ -51,7 +51,9 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-def _blocking(op: Callable[Concatenate[Operations, P], Op[T]]) -> Callable[..., T]:
+def _blocking(
+    op: Callable[Concatenate[Operations, P], Op[T]],
+) -> Callable[Concatenate[Client, P], T]:
     """An operation as a blocking method of :class:`Client`."""
 
     @functools.wraps(op)
@@ -66,13 +68,24 @@ class Client:
 
     ``url`` and ``token`` default to ``SPECKLAB_URL`` (else http://127.0.0.1:8765) and
     ``SPECKLAB_TOKEN``. Use it as a context manager, or call :meth:`close`.
+    ``transport``: the httpx transport (or a whole ``httpx.Client``) that REST calls go
+    through, e.g. to reach an in-process app; streams always open a WebSocket to ``url``.
     """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | httpx.Client | None = None,
     ) -> None:
         self._core = Operations(url, token, timeout)
-        self._http = httpx.Client()
+        # A given httpx client stays its caller's: close() leaves it open.
+        self._owns_http = not isinstance(transport, httpx.Client)
+        self._http = (
+            transport if isinstance(transport, httpx.Client) else httpx.Client(transport=transport)
+        )
         self._closed = False
         self._streams: set[EventStream] = set()
 
@@ -94,7 +107,8 @@ class Client:
         """Close every stream this client opened and its connections. Idempotent."""
         for stream in list(self._streams):
             stream.close()
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
         self._closed = True
 
     def _check_open(self) -> None:
@@ -156,7 +170,7 @@ class Client:
     tokens = _blocking(Operations.tokens)
     create_token = _blocking(Operations.create_token)
     revoke_token = _blocking(Operations.revoke_token)
-    device_list = _blocking(Operations.device_list)
+    lab_status = _blocking(Operations.lab_status)
     devices = _blocking(Operations.devices)
     device = _blocking(Operations.device)
     device_types = _blocking(Operations.device_types)
@@ -173,7 +187,7 @@ class Client:
     models = _blocking(Operations.models)
     model = _blocking(Operations.model)
     delete_model = _blocking(Operations.delete_model)
-    model_config = _blocking(Operations.model_config)
+    chip_config = _blocking(Operations.chip_config)
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)

@@ -249,7 +249,7 @@ def _devices(client: Client, args: argparse.Namespace) -> None:
         rows = [(t.type, t.samna_name, t.supported, t.chip) for t in types]
         _emit(args, types, lambda: format_table(headers, rows))
         return
-    listing = client.device_list()
+    listing = client.lab_status()
 
     def table() -> str:
         headers = ("id", "type", "chip", "status", "booked by", "until", "host")

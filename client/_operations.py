@@ -99,13 +99,13 @@ class Operations(BaseClient):
         return self.fetch("DELETE", f"/v1/tokens/{_id(token)}", TokenPublic)
 
     # Devices.
-    def device_list(self) -> Op[DeviceList]:
-        """Every device with its status and booking, and the host's samna state."""
+    def lab_status(self) -> Op[DeviceList]:
+        """Every device with its status and booking, and the host's samna state, in one answer."""
         return self.fetch("GET", "/v1/devices", DeviceList)
 
     def devices(self) -> Op[list[DevicePublic]]:
         """Every device the lab knows, with its status and current booking."""
-        listing = yield from self.device_list()
+        listing = yield from self.lab_status()
         return listing.devices
 
     def device(self, device: Any) -> Op[DevicePublic]:
@@ -241,7 +241,7 @@ class Operations(BaseClient):
     def delete_model(self, model: Any) -> Op[None]:
         return self.fetch("DELETE", f"/v1/models/{_id(model)}", None)
 
-    def model_config(self, model: Any) -> Op[ChipConfig]:
+    def chip_config(self, model: Any) -> Op[ChipConfig]:
         """The chip configuration the compiler made of a model."""
         return self.fetch("GET", f"/v1/models/{_id(model)}/config", ChipConfig)
 

@@ -23,9 +23,22 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(client.__all__) == public
-    # StreamMode is the schemas' enum, re-exported.
-    undocumented = [n for n in client.__all__ if not getattr(client, n).__doc__]
-    assert undocumented == ["StreamMode"]
+    # The schemas' types are re-exported as they are; the client's own names carry docs.
+    own = [n for n in client.__all__ if getattr(client, n).__module__.startswith(client.__name__)]
+    assert [n for n in own if not getattr(client, n).__doc__] == []
+
+
+def test_a_user_needs_no_import_from_the_schemas() -> None:
+    from specklab.schemas import chipconfig, compile, events, patch
+
+    for module, names in [
+        (chipconfig, ["ChipConfig"]),
+        (compile, ["CompileOptions", "CompileReport"]),
+        (patch, ["ConfigPatch"]),
+        (events, ["spikes", "dvs_events", "EventKind"]),
+    ]:
+        for name in names:
+            assert getattr(client, name) is getattr(module, name), name
 
 
 def _methods(cls: type) -> dict[str, inspect.Signature]:
