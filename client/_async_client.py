@@ -65,10 +65,10 @@ def _awaiting(
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
     """An operation as a coroutine method of :class:`AsyncClient`."""
 
-    @functools.wraps(op)
-    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(op(self._core, *args, **kwargs))
 
+    functools.update_wrapper(method, op)
     return method
 
 
@@ -168,7 +168,8 @@ class AsyncClient:
                         response = await self._http.send(call.request)
                 call = op.send(response)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         finally:
             op.close()
 

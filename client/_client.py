@@ -6,7 +6,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from types import TracebackType
@@ -56,10 +56,10 @@ def _blocking(
 ) -> Callable[Concatenate[Client, P], T]:
     """An operation as a blocking method of :class:`Client`."""
 
-    @functools.wraps(op)
-    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(op(self._core, *args, **kwargs))
 
+    functools.update_wrapper(method, op)
     return method
 
 
@@ -129,7 +129,8 @@ class Client:
                         response = self._http.send(call.request)
                 call = op.send(response)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         finally:
             op.close()
 
@@ -316,7 +317,9 @@ class EventStream:
         except ConnectionClosed as exc:
             raise stream_closed_error(exc, self._session.failure) from exc
 
-    def _drive(self, op: StreamOp[Any], source: Iterator[Any] | None = None) -> Iterator[Any]:
+    def _drive(
+        self, op: StreamOp[Any], source: Iterator[Any] | None = None
+    ) -> Generator[Any, None, Any]:
         reply: Any = None
         try:
             while True:
@@ -342,7 +345,8 @@ class EventStream:
         try:
             next(driver)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         raise AssertionError("a stream operation emitted outside an iteration")
 
     def forward(

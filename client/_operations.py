@@ -9,7 +9,6 @@ from typing import IO, Any, Literal
 from urllib.parse import quote
 
 import numpy as np
-from pydantic import BaseModel
 
 from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
 from specklab.schemas.accounts import UserPublic as User
@@ -57,6 +56,16 @@ def device_id(device: Any) -> str:
     if isinstance(device, str):
         return device
     raise TypeError(f"a device is its id (e.g. 'speck2fdevkit:0'), got {type(device).__name__}")
+
+
+def model_id(model: Any) -> int:
+    """A model's id from a :class:`RemoteModel`, its id, or the id's digits (as typed)."""
+    value = getattr(model, "id", model)
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"a model is a RemoteModel or its id (e.g. 12), got {model!r}")
 
 
 class Operations(BaseClient):
@@ -212,6 +221,7 @@ class Operations(BaseClient):
 
     def compile(
         self,
+        /,
         model: ModelSource,
         input_shape: tuple[int, int, int],
         *,
@@ -256,13 +266,11 @@ class Operations(BaseClient):
         config_patch: ConfigPatch | dict[str, Any] | None = None,
         slow_clock_hz: float | None = None,
     ) -> Op[Deployment]:
-        if isinstance(config_patch, BaseModel):
-            config_patch = config_patch.model_dump(mode="json", exclude_unset=True)
         body = DeploymentRequest(
-            model_id=str(getattr(model, "id", model)),
+            model_id=model_id(model),
             chip_layers_ordering=chip_layers_ordering,
             monitor_layers=[-1] if monitor_layers is None else monitor_layers,
-            config_patch=config_patch,
+            config_patch=None if config_patch is None else ConfigPatch.model_validate(config_patch),
             slow_clock_hz=slow_clock_hz,
         )
         path = f"/v1/devices/{_segment(device_id(device))}/deployment"

@@ -79,6 +79,8 @@ def test_error_answers_become_the_sdk_exceptions(lab: Lab, model_file: Path) -> 
         with pytest.raises(NotFound):
             client.model(999)
         device = client.devices()[0].id
+        with pytest.raises(TypeError, match="RemoteModel or its id"):
+            client.deploy("ones", device)  # a name is not an id
         with pytest.raises(Conflict):
             client.reset_states(device)  # not booked by this user
         with (
