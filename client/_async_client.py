@@ -17,7 +17,7 @@ from collections.abc import (
     Generator,
     Iterable,
 )
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import httpx
@@ -37,14 +37,14 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._errors import StreamError, TransportError
+from ._handles import BookingHandle, ModelHandle, StreamHandle
+from ._operations import Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
     BatchOutput,
     Emit,
-    InputOptions,
     Pull,
     Receive,
     Send,
@@ -159,14 +159,18 @@ class AsyncClient:
         try:
             call = next(op)
             while True:
-                with translated_transport_errors(self.url):
-                    if call.sink is not None:
-                        response = await self._download(call)
-                    elif call.watch is not None:
-                        response = await self._send_watched(call.request, call.watch)
-                    else:
-                        response = await self._http.send(call.request)
-                call = op.send(response)
+                try:
+                    with translated_transport_errors(self.url):
+                        if call.sink is not None:
+                            response = await self._download(call)
+                        elif call.watch is not None:
+                            response = await self._send_watched(call.request, call.watch)
+                        else:
+                            response = await self._http.send(call.request)
+                except TransportError as exc:
+                    call = op.throw(exc)  # the operation may carry on (a missed heartbeat)
+                else:
+                    call = op.send(response)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -314,7 +318,7 @@ class AsyncClient:
         return stream
 
 
-class AsyncEventStream(_AsyncResource):
+class AsyncEventStream(StreamHandle, _AsyncResource):
     """An asyncio event stream (one WebSocket). ``async for`` it for output arrays."""
 
     def __init__(
@@ -324,15 +328,10 @@ class AsyncEventStream(_AsyncResource):
         *,
         on_close: Callable[[AsyncEventStream], None],
     ) -> None:
+        super().__init__(session)
         self._connection = connection
-        self._session = session
         self._on_close = on_close
         self._send_lock = asyncio.Lock()
-        self._closed = False
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return dict(self._session.info)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -398,7 +397,7 @@ class AsyncEventStream(_AsyncResource):
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
     ) -> BatchOutput:
         """Send one batch (forward mode) and return every output it caused."""
-        return await self._run(self._session.forward(events, InputOptions(dt, layer, kind)))
+        return await self._run(self._forward(events, dt, layer, kind))
 
     def forward_many(
         self,
@@ -410,8 +409,7 @@ class AsyncEventStream(_AsyncResource):
         kind: Any = None,
     ) -> AsyncIterator[BatchOutput]:
         """Forward batches with up to ``window`` in flight; yields their outputs in order."""
-        op = self._session.forward_many(InputOptions(dt, layer, kind), window)
-        return self._drive(op, _aiter(batches))
+        return self._drive(self._forward_many(window, dt, layer, kind), _aiter(batches))
 
     async def send(
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
@@ -432,19 +430,18 @@ class AsyncEventStream(_AsyncResource):
         To send while iterating the outputs, run it as a task:
         ``asyncio.create_task(stream.send_from(batches))``.
         """
-        op = self._session.send_all(InputOptions(dt, layer, kind))
-        return await self._run(op, _aiter(batches))
+        return await self._run(self._send_all(dt, layer, kind), _aiter(batches))
 
     def outputs(self, *, idle: float | None = None) -> AsyncIterator[np.ndarray]:
         """Output arrays as they arrive; ends after ``idle`` quiet seconds or when the stream
         closes."""
-        return self._drive(self._session.outputs(idle))
+        return self._drive(self._outputs(idle))
 
     def __aiter__(self) -> AsyncIterator[np.ndarray]:
         return self.outputs()
 
     async def control(self, op: str, **args: Any) -> None:
-        await self._run(self._session.control(op, **args))
+        await self._run(self._control(op, **args))
 
     async def reset_states(self) -> None:
         await self.control("reset_states")
@@ -456,7 +453,7 @@ class AsyncEventStream(_AsyncResource):
         await self.control("stop_sensor")
 
     async def stats(self, *, timeout: float = 10.0) -> dict[str, int | float]:
-        return await self._run(self._session.stats(timeout))
+        return await self._run(self._stats(timeout))
 
 
 async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -468,21 +465,13 @@ async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[A
             yield batch
 
 
-class AsyncHardwareModel(_AsyncResource):
+class AsyncHardwareModel(ModelHandle[AsyncEventStream], _AsyncResource):
     """A model deployed on a device: ``events_out = await hw_model(events_in)``; see
     :class:`HardwareModel`."""
 
     def __init__(self, client: AsyncClient, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.client = client
-        self.deployment = deployment
-        self._stream: AsyncEventStream | None = None
-
-    @property
-    def device(self) -> str:
-        return self.deployment.device_id
-
-    def __repr__(self) -> str:
-        return f"<AsyncHardwareModel {self.deployment.model_id} on {self.device}>"
 
     async def aclose(self) -> None:
         """Close the model's stream (the deployment stays on the device)."""
@@ -491,9 +480,10 @@ class AsyncHardwareModel(_AsyncResource):
             self._stream = None
 
     async def _forward_stream(self) -> AsyncEventStream:
-        if self._stream is None or self._stream._closed:
-            self._stream = await self.client.stream(self.device, mode=StreamMode.FORWARD)
-        return self._stream
+        stream = self._open_stream()
+        if stream is None:
+            stream = self._stream = await self.client.stream(self.device, mode=StreamMode.FORWARD)
+        return stream
 
     async def __call__(
         self, events: Any, *, dt: float | None = None, layer: int | None = None
@@ -514,8 +504,9 @@ class AsyncHardwareModel(_AsyncResource):
             yield output
 
     async def reset_states(self) -> None:
-        if self._stream is not None and not self._stream._closed:
-            await self._stream.reset_states()
+        stream = self._open_stream()
+        if stream is not None:
+            await stream.reset_states()
         else:
             await self.client.reset_states(self.device)
 
@@ -527,24 +518,13 @@ class AsyncHardwareModel(_AsyncResource):
         await self.client.undeploy(self.device)
 
 
-class AsyncBooking(_AsyncResource):
+class AsyncBooking(BookingHandle, _AsyncResource):
     """A booking; ``async with`` holds its lease with a heartbeat task."""
 
     def __init__(self, client: AsyncClient, booking: BookingPublic, *, release: bool) -> None:
+        super().__init__(client._core, booking, release=release)
         self.client = client
-        self.booking = booking
-        self._release = release
         self._task: asyncio.Task[None] | None = None
-        #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
-        self.lost: SpecklabError | None = None
-
-    @property
-    def id(self) -> int:
-        return self.booking.id
-
-    @property
-    def device_id(self) -> str:
-        return self.booking.device_id
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -554,21 +534,14 @@ class AsyncBooking(_AsyncResource):
         """Wait until the booking starts, take the lease and keep it alive in a task."""
         if self._task is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        lease = await self.client.heartbeat(self.booking)
-        self._task = asyncio.create_task(self._beat(lease_interval(lease)))
+        await asyncio.sleep(self._until_start())
+        interval = await self.client._run(self._take_lease())
+        self._task = asyncio.create_task(self._beats(interval))
 
-    async def _beat(self, interval: float) -> None:
+    async def _beats(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.client.heartbeat(self.booking)
-            except TransportError:
-                continue  # the lease has slack for a missed beat or two
-            except SpecklabError as exc:
-                self.lost = exc
+            if self.client._closed or not await self.client._run(self._beat()):
                 return
 
     async def aclose(self) -> None:
@@ -578,18 +551,11 @@ class AsyncBooking(_AsyncResource):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._release and not self.client._closed:
-            try:
-                self.booking = await self.client.cancel(self.booking)
-            except Conflict as exc:
-                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
-                    raise
-                self.booking = await self.client.booking(self.booking)
+        if not self.client._closed:
+            await self.client._run(self._end())
 
     async def refresh(self) -> BookingPublic:
-        self.booking = await self.client.booking(self.booking)
-        return self.booking
+        return await self.client._run(self._refresh())
 
     async def extend(self, minutes: int) -> BookingPublic:
-        self.booking = await self.client.extend(self.booking, minutes=minutes)
-        return self.booking
+        return await self.client._run(self._extend(minutes))

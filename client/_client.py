@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -29,14 +29,14 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._errors import StreamError, TransportError
+from ._handles import BookingHandle, ModelHandle, StreamHandle
+from ._operations import Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
     BatchOutput,
     Emit,
-    InputOptions,
     Pull,
     Receive,
     Send,
@@ -120,14 +120,18 @@ class Client:
         try:
             call = next(op)
             while True:
-                with translated_transport_errors(self.url):
-                    if call.sink is not None:
-                        response = self._download(call)
-                    elif call.watch is not None:
-                        response = self._send_watched(call.request, call.watch)
-                    else:
-                        response = self._http.send(call.request)
-                call = op.send(response)
+                try:
+                    with translated_transport_errors(self.url):
+                        if call.sink is not None:
+                            response = self._download(call)
+                        elif call.watch is not None:
+                            response = self._send_watched(call.request, call.watch)
+                        else:
+                            response = self._http.send(call.request)
+                except TransportError as exc:
+                    call = op.throw(exc)  # the operation may carry on (a missed heartbeat)
+                else:
+                    call = op.send(response)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -265,7 +269,7 @@ class Client:
         return stream
 
 
-class EventStream:
+class EventStream(StreamHandle):
     """A blocking event stream (one WebSocket). Iterate it for output arrays."""
 
     def __init__(
@@ -275,16 +279,10 @@ class EventStream:
         *,
         on_close: Callable[[EventStream], None],
     ) -> None:
+        super().__init__(session)
         self._connection = connection
-        self._session = session
         self._on_close = on_close
         self._send_lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The daemon's greeting: mode, model layer -> core, input layers, dvs_input ..."""
-        return dict(self._session.info)
 
     def __enter__(self) -> Self:
         return self
@@ -353,7 +351,7 @@ class EventStream:
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
     ) -> BatchOutput:
         """Send one batch (forward mode) and return every output it caused."""
-        return self._run(self._session.forward(events, InputOptions(dt, layer, kind)))
+        return self._run(self._forward(events, dt, layer, kind))
 
     def forward_many(
         self,
@@ -365,8 +363,7 @@ class EventStream:
         kind: Any = None,
     ) -> Iterator[BatchOutput]:
         """Forward batches with up to ``window`` in flight; yields their outputs in order."""
-        op = self._session.forward_many(InputOptions(dt, layer, kind), window)
-        return self._drive(op, iter(batches))
+        return self._drive(self._forward_many(window, dt, layer, kind), iter(batches))
 
     def send(
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
@@ -388,7 +385,7 @@ class EventStream:
         With ``background=True`` a thread sends while you iterate the outputs; the return value
         is then a :class:`concurrent.futures.Future` of the count.
         """
-        op = self._session.send_all(InputOptions(dt, layer, kind))
+        op = self._send_all(dt, layer, kind)
         if not background:
             return self._run(op, iter(batches))
         future: Future[int] = Future()
@@ -405,13 +402,13 @@ class EventStream:
     def outputs(self, *, idle: float | None = None) -> Iterator[np.ndarray]:
         """Output arrays as they arrive; ends after ``idle`` quiet seconds or when the stream
         closes."""
-        return self._drive(self._session.outputs(idle))
+        return self._drive(self._outputs(idle))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.outputs()
 
     def control(self, op: str, **args: Any) -> None:
-        self._run(self._session.control(op, **args))
+        self._run(self._control(op, **args))
 
     def reset_states(self) -> None:
         self.control("reset_states")
@@ -424,10 +421,10 @@ class EventStream:
 
     def stats(self, *, timeout: float = 10.0) -> dict[str, int | float]:
         """The daemon's counters of this stream (frames, events, drops, errors ...)."""
-        return self._run(self._session.stats(timeout))
+        return self._run(self._stats(timeout))
 
 
-class HardwareModel:
+class HardwareModel(ModelHandle[EventStream]):
     """A model deployed on a device. Call it like the guide's ``hw_model``:
     ``events_out = hw_model(events_in)``.
 
@@ -438,16 +435,8 @@ class HardwareModel:
     """
 
     def __init__(self, client: Client, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.client = client
-        self.deployment = deployment
-        self._stream: EventStream | None = None
-
-    @property
-    def device(self) -> str:
-        return self.deployment.device_id
-
-    def __repr__(self) -> str:
-        return f"<HardwareModel {self.deployment.model_id} on {self.device}>"
 
     def __enter__(self) -> Self:
         return self
@@ -462,9 +451,10 @@ class HardwareModel:
             self._stream = None
 
     def _forward_stream(self) -> EventStream:
-        if self._stream is None or self._stream._closed:
-            self._stream = self.client.stream(self.device, mode=StreamMode.FORWARD)
-        return self._stream
+        stream = self._open_stream()
+        if stream is None:
+            stream = self._stream = self.client.stream(self.device, mode=StreamMode.FORWARD)
+        return stream
 
     def __call__(
         self, events: Any, *, dt: float | None = None, layer: int | None = None
@@ -483,8 +473,9 @@ class HardwareModel:
 
     def reset_states(self) -> None:
         """Set every neuron back to its initial state (in order with the batches sent)."""
-        if self._stream is not None and not self._stream._closed:
-            self._stream.reset_states()
+        stream = self._open_stream()
+        if stream is not None:
+            stream.reset_states()
         else:
             self.client.reset_states(self.device)
 
@@ -496,29 +487,14 @@ class HardwareModel:
         self.client.undeploy(self.device)
 
 
-class Booking:
+class Booking(BookingHandle):
     """A booking; as a context manager it holds the device's lease (see :meth:`Client.book`)."""
 
     def __init__(self, client: Client, booking: BookingPublic, *, release: bool) -> None:
+        super().__init__(client._core, booking, release=release)
         self.client = client
-        self.booking = booking
-        self._release = release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
-        self.lost: SpecklabError | None = None
-
-    @property
-    def id(self) -> int:
-        return self.booking.id
-
-    @property
-    def device_id(self) -> str:
-        return self.booking.device_id
-
-    def __repr__(self) -> str:
-        b = self.booking
-        return f"<Booking {b.id} {b.device_id} {b.starts_at:%H:%M}-{b.ends_at:%H:%M} {b.status}>"
 
     def __enter__(self) -> Self:
         self.start()
@@ -536,23 +512,16 @@ class Booking:
         """Wait until the booking starts, take the lease and keep it alive in the background."""
         if self._thread is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            time.sleep(wait)
-        lease = self.client.heartbeat(self.booking)
+        time.sleep(self._until_start())
+        interval = self.client._run(self._take_lease())
         self._thread = threading.Thread(
-            target=self._beat, args=(lease_interval(lease),), name="specklab-lease", daemon=True
+            target=self._beats, args=(interval,), name="specklab-lease", daemon=True
         )
         self._thread.start()
 
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.client.heartbeat(self.booking)
-            except TransportError:
-                continue  # the lease has slack for a missed beat or two
-            except SpecklabError as exc:
-                self.lost = exc
+    def _beats(self, interval: float) -> None:
+        while not self._stop.wait(interval) and not self.client._closed:
+            if not self.client._run(self._beat()):
                 return
 
     def stop(self) -> None:
@@ -561,18 +530,11 @@ class Booking:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._release and not self.client._closed:
-            try:
-                self.booking = self.client.cancel(self.booking)
-            except Conflict as exc:
-                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
-                    raise
-                self.booking = self.client.booking(self.booking)
+        if not self.client._closed:
+            self.client._run(self._end())
 
     def refresh(self) -> BookingPublic:
-        self.booking = self.client.booking(self.booking)
-        return self.booking
+        return self.client._run(self._refresh())
 
     def extend(self, minutes: int) -> BookingPublic:
-        self.booking = self.client.extend(self.booking, minutes=minutes)
-        return self.booking
+        return self.client._run(self._extend(minutes))
