@@ -72,6 +72,24 @@ def _awaiting(
     return method
 
 
+def _deploying(
+    op: Callable[Concatenate[Operations, P], Op[Deployment]],
+) -> Callable[Concatenate[AsyncClient, P], _Opening[AsyncHardwareModel]]:
+    """Deploying as a method of :class:`AsyncClient`: ``await`` it (or ``async with`` it) for
+    an AsyncHardwareModel."""
+
+    def method(
+        self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs
+    ) -> _Opening[AsyncHardwareModel]:
+        async def deploy() -> AsyncHardwareModel:
+            return AsyncHardwareModel(self, await self._run(op(self._core, *args, **kwargs)))
+
+        return _Opening(deploy())
+
+    functools.update_wrapper(method, op)
+    return method
+
+
 class _AsyncResource:
     async def __aenter__(self) -> Self:
         return self
@@ -274,14 +292,7 @@ class AsyncClient:
 
         return _Opening(fetch())
 
-    def deploy(self, model: Any, device: Any, **options: Any) -> _Opening[AsyncHardwareModel]:
-        """Put a compiled model on a booked device; see :meth:`Client.deploy`."""
-
-        async def deploy() -> AsyncHardwareModel:
-            deployment = await self._run(self._core.deploy(model, device, **options))
-            return AsyncHardwareModel(self, deployment)
-
-        return _Opening(deploy())
+    deploy = _deploying(Operations.deploy)
 
     def stream(
         self, device: Any, *, mode: StreamMode | str = "continuous"
@@ -497,10 +508,17 @@ class AsyncHardwareModel(ModelHandle[AsyncEventStream], _AsyncResource):
         return await stream.forward(events, dt=dt, layer=layer, kind=kind)
 
     async def forward_many(
-        self, batches: Iterable[Any] | AsyncIterable[Any], **options: Any
+        self,
+        batches: Iterable[Any] | AsyncIterable[Any],
+        *,
+        window: int = 2,
+        dt: float | None = None,
+        layer: int | None = None,
+        kind: Any = None,
     ) -> AsyncIterator[BatchOutput]:
         stream = await self._forward_stream()
-        async for output in stream.forward_many(batches, **options):
+        outputs = stream.forward_many(batches, window=window, dt=dt, layer=layer, kind=kind)
+        async for output in outputs:
             yield output
 
     async def reset_states(self) -> None:

@@ -63,6 +63,18 @@ def _blocking(
     return method
 
 
+def _deploying(
+    op: Callable[Concatenate[Operations, P], Op[Deployment]],
+) -> Callable[Concatenate[Client, P], HardwareModel]:
+    """Deploying as a method of :class:`Client`: the deployment comes as a HardwareModel."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> HardwareModel:
+        return HardwareModel(self, self._run(op(self._core, *args, **kwargs)))
+
+    functools.update_wrapper(method, op)
+    return method
+
+
 class Client:
     """A blocking client of a specklab daemon.
 
@@ -228,13 +240,7 @@ class Client:
         """Keep the lease of an existing booking (made with ``specklab book``, say) alive."""
         return Booking(self, self.booking(booking), release=release)
 
-    def deploy(self, model: Any, device: Any, **options: Any) -> HardwareModel:
-        """Put a compiled model on a booked device, as the guide's ``hw_model.to(device=...)``.
-
-        ``options``: ``chip_layers_ordering`` ("auto"), ``monitor_layers`` ([-1]),
-        ``config_patch``, ``slow_clock_hz``.
-        """
-        return HardwareModel(self, self._run(self._core.deploy(model, device, **options)))
+    deploy = _deploying(Operations.deploy)
 
     def stream(self, device: Any, *, mode: StreamMode | str = "continuous") -> EventStream:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
@@ -467,9 +473,18 @@ class HardwareModel(ModelHandle[EventStream]):
         """Run one batch; all its outputs (spikes, DVS, readout) and the daemon's counts."""
         return self._forward_stream().forward(events, dt=dt, layer=layer, kind=kind)
 
-    def forward_many(self, batches: Iterable[Any], **options: Any) -> Iterator[BatchOutput]:
+    def forward_many(
+        self,
+        batches: Iterable[Any],
+        *,
+        window: int = 2,
+        dt: float | None = None,
+        layer: int | None = None,
+        kind: Any = None,
+    ) -> Iterator[BatchOutput]:
         """Run batches in order, pipelined; see :meth:`EventStream.forward_many`."""
-        return self._forward_stream().forward_many(batches, **options)
+        stream = self._forward_stream()
+        return stream.forward_many(batches, window=window, dt=dt, layer=layer, kind=kind)
 
     def reset_states(self) -> None:
         """Set every neuron back to its initial state (in order with the batches sent)."""

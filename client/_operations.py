@@ -266,6 +266,14 @@ class Operations(BaseClient):
         config_patch: ConfigPatch | dict[str, Any] | None = None,
         slow_clock_hz: float | None = None,
     ) -> Op[Deployment]:
+        """Put a compiled model on a booked device, as the guide's ``hw_model.to(device=...)``;
+        the clients hand it back as a ``HardwareModel`` to call with events.
+
+        ``chip_layers_ordering``: "auto", cores in model layer order, or a layer -> core map;
+        ``monitor_layers``: the layers whose spikes come out (default ``[-1]``, the exits);
+        ``config_patch``: a :class:`ConfigPatch` applied last; ``slow_clock_hz``: the slow clock
+        that adds leaks and biases (unset: never).
+        """
         body = DeploymentRequest(
             model_id=model_id(model),
             chip_layers_ordering=chip_layers_ordering,

@@ -64,3 +64,27 @@ def test_async_classes_offer_the_blocking_ones_api_with_the_same_parameters() ->
             # Async code sends in the background with its own task, not a thread.
             wanted = [p for p in signature.parameters if p != "background"]
             assert list(other.parameters) == wanted, name
+
+
+def test_public_calls_name_their_parameters() -> None:
+    # What IDEs and type checkers show: no (*args, **kwargs) but for compile's CompileOptions
+    # fields and a control message's arguments.
+    variadic_allowed = {"compile": ["options"], "control": ["args"]}
+    classes = [
+        Client,
+        AsyncClient,
+        EventStream,
+        AsyncEventStream,
+        HardwareModel,
+        AsyncHardwareModel,
+        client.Booking,
+        client.AsyncBooking,
+    ]
+    for cls in classes:
+        for name, signature in _methods(cls).items():
+            variadic = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            assert variadic in ([], variadic_allowed.get(name)), f"{cls.__name__}.{name}{signature}"
