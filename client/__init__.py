@@ -5,6 +5,15 @@
 ...     print(lab.devices())
 """
 
+from specklab.schemas.booking import BookingPublic, LeasePublic
+from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.compile import CompileOptions, CompileReport, LayerReport, Problem
+from specklab.schemas.deploy import Deployment
+from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
+from specklab.schemas.events import EventKind, dvs_events, spikes
+from specklab.schemas.models import ModelInfo
+from specklab.schemas.patch import ConfigPatch
+from specklab.schemas.recordings import Recording
 from specklab.schemas.render import report_table
 from specklab.schemas.stream import StreamMode
 
@@ -53,20 +62,35 @@ __all__ = [
     "BatchOutput",
     "Booking",
     "BookingConflict",
+    "BookingPublic",
+    "ChipConfig",
     "Client",
     "ClientClosed",
+    "CompileOptions",
+    "CompileReport",
+    "ConfigPatch",
     "Conflict",
+    "Deployment",
     "DeviceBusy",
     "DeviceError",
+    "DeviceList",
     "DeviceOffline",
+    "DevicePublic",
+    "DeviceType",
     "DvsEvent",
+    "EventKind",
     "EventStream",
     "HardwareModel",
     "InvalidRequest",
+    "LayerReport",
+    "LeasePublic",
     "ModelDoesNotFit",
+    "ModelInfo",
     "NotFound",
     "PermissionDenied",
+    "Problem",
     "ProtocolError",
+    "Recording",
     "RemoteModel",
     "ServerError",
     "SpecklabError",
@@ -77,8 +101,10 @@ __all__ = [
     "Timeout",
     "TransportError",
     "as_events",
+    "dvs_events",
     "raster_to_events",
     "report_table",
+    "spikes",
     "to_dvs_events",
     "to_raster",
     "to_spikes",

@@ -17,7 +17,7 @@ from collections.abc import (
     Generator,
     Iterable,
 )
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import httpx
@@ -37,14 +37,14 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._errors import StreamError, TransportError
+from ._handles import BookingHandle, ModelHandle, StreamHandle
+from ._operations import Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
     BatchOutput,
     Emit,
-    InputOptions,
     Pull,
     Receive,
     Send,
@@ -62,13 +62,31 @@ _Entered = TypeVar("_Entered", bound="_AsyncResource")
 
 def _awaiting(
     op: Callable[Concatenate[Operations, P], Op[T]],
-) -> Callable[..., Coroutine[Any, Any, T]]:
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
     """An operation as a coroutine method of :class:`AsyncClient`."""
 
-    @functools.wraps(op)
-    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(op(self._core, *args, **kwargs))
 
+    functools.update_wrapper(method, op)
+    return method
+
+
+def _deploying(
+    op: Callable[Concatenate[Operations, P], Op[Deployment]],
+) -> Callable[Concatenate[AsyncClient, P], _Opening[AsyncHardwareModel]]:
+    """Deploying as a method of :class:`AsyncClient`: ``await`` it (or ``async with`` it) for
+    an AsyncHardwareModel."""
+
+    def method(
+        self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs
+    ) -> _Opening[AsyncHardwareModel]:
+        async def deploy() -> AsyncHardwareModel:
+            return AsyncHardwareModel(self, await self._run(op(self._core, *args, **kwargs)))
+
+        return _Opening(deploy())
+
+    functools.update_wrapper(method, op)
     return method
 
 
@@ -103,13 +121,28 @@ class _Opening(Generic[_Entered]):
 
 
 class AsyncClient:
-    """An asyncio client of a specklab daemon; the same API as :class:`Client`, awaited."""
+    """An asyncio client of a specklab daemon; the same API as :class:`Client`, awaited.
+
+    ``transport``: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.ASGITransport(app)``) or a
+    whole ``httpx.AsyncClient`` for the REST calls; streams always open a WebSocket to ``url``.
+    """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | httpx.AsyncClient | None = None,
     ) -> None:
         self._core = Operations(url, token, timeout)
-        self._http = httpx.AsyncClient()
+        # A given httpx client stays its caller's: aclose() leaves it open.
+        self._owns_http = not isinstance(transport, httpx.AsyncClient)
+        self._http = (
+            transport
+            if isinstance(transport, httpx.AsyncClient)
+            else httpx.AsyncClient(transport=transport)
+        )
         self._closed = False
         self._streams: set[AsyncEventStream] = set()
 
@@ -131,7 +164,8 @@ class AsyncClient:
         """Close every stream this client opened and its connections. Idempotent."""
         for stream in list(self._streams):
             await stream.aclose()
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
         self._closed = True
 
     def _check_open(self) -> None:
@@ -143,16 +177,21 @@ class AsyncClient:
         try:
             call = next(op)
             while True:
-                with translated_transport_errors(self.url):
-                    if call.sink is not None:
-                        response = await self._download(call)
-                    elif call.watch is not None:
-                        response = await self._send_watched(call.request, call.watch)
-                    else:
-                        response = await self._http.send(call.request)
-                call = op.send(response)
+                try:
+                    with translated_transport_errors(self.url):
+                        if call.sink is not None:
+                            response = await self._download(call)
+                        elif call.watch is not None:
+                            response = await self._send_watched(call.request, call.watch)
+                        else:
+                            response = await self._http.send(call.request)
+                except TransportError as exc:
+                    call = op.throw(exc)  # the operation may carry on (a missed heartbeat)
+                else:
+                    call = op.send(response)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         finally:
             op.close()
 
@@ -192,7 +231,7 @@ class AsyncClient:
     tokens = _awaiting(Operations.tokens)
     create_token = _awaiting(Operations.create_token)
     revoke_token = _awaiting(Operations.revoke_token)
-    device_list = _awaiting(Operations.device_list)
+    lab_status = _awaiting(Operations.lab_status)
     devices = _awaiting(Operations.devices)
     device = _awaiting(Operations.device)
     device_types = _awaiting(Operations.device_types)
@@ -209,7 +248,7 @@ class AsyncClient:
     models = _awaiting(Operations.models)
     model = _awaiting(Operations.model)
     delete_model = _awaiting(Operations.delete_model)
-    model_config = _awaiting(Operations.model_config)
+    chip_config = _awaiting(Operations.chip_config)
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)
@@ -253,14 +292,7 @@ class AsyncClient:
 
         return _Opening(fetch())
 
-    def deploy(self, model: Any, device: Any, **options: Any) -> _Opening[AsyncHardwareModel]:
-        """Put a compiled model on a booked device; see :meth:`Client.deploy`."""
-
-        async def deploy() -> AsyncHardwareModel:
-            deployment = await self._run(self._core.deploy(model, device, **options))
-            return AsyncHardwareModel(self, deployment)
-
-        return _Opening(deploy())
+    deploy = _deploying(Operations.deploy)
 
     def stream(
         self, device: Any, *, mode: StreamMode | str = "continuous"
@@ -297,7 +329,7 @@ class AsyncClient:
         return stream
 
 
-class AsyncEventStream(_AsyncResource):
+class AsyncEventStream(StreamHandle, _AsyncResource):
     """An asyncio event stream (one WebSocket). ``async for`` it for output arrays."""
 
     def __init__(
@@ -307,15 +339,10 @@ class AsyncEventStream(_AsyncResource):
         *,
         on_close: Callable[[AsyncEventStream], None],
     ) -> None:
+        super().__init__(session)
         self._connection = connection
-        self._session = session
         self._on_close = on_close
         self._send_lock = asyncio.Lock()
-        self._closed = False
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return dict(self._session.info)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -381,7 +408,7 @@ class AsyncEventStream(_AsyncResource):
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
     ) -> BatchOutput:
         """Send one batch (forward mode) and return every output it caused."""
-        return await self._run(self._session.forward(events, InputOptions(dt, layer, kind)))
+        return await self._run(self._forward(events, dt, layer, kind))
 
     def forward_many(
         self,
@@ -393,8 +420,7 @@ class AsyncEventStream(_AsyncResource):
         kind: Any = None,
     ) -> AsyncIterator[BatchOutput]:
         """Forward batches with up to ``window`` in flight; yields their outputs in order."""
-        op = self._session.forward_many(InputOptions(dt, layer, kind), window)
-        return self._drive(op, _aiter(batches))
+        return self._drive(self._forward_many(window, dt, layer, kind), _aiter(batches))
 
     async def send(
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
@@ -415,19 +441,18 @@ class AsyncEventStream(_AsyncResource):
         To send while iterating the outputs, run it as a task:
         ``asyncio.create_task(stream.send_from(batches))``.
         """
-        op = self._session.send_all(InputOptions(dt, layer, kind))
-        return await self._run(op, _aiter(batches))
+        return await self._run(self._send_all(dt, layer, kind), _aiter(batches))
 
     def outputs(self, *, idle: float | None = None) -> AsyncIterator[np.ndarray]:
         """Output arrays as they arrive; ends after ``idle`` quiet seconds or when the stream
         closes."""
-        return self._drive(self._session.outputs(idle))
+        return self._drive(self._outputs(idle))
 
     def __aiter__(self) -> AsyncIterator[np.ndarray]:
         return self.outputs()
 
     async def control(self, op: str, **args: Any) -> None:
-        await self._run(self._session.control(op, **args))
+        await self._run(self._control(op, **args))
 
     async def reset_states(self) -> None:
         await self.control("reset_states")
@@ -439,7 +464,7 @@ class AsyncEventStream(_AsyncResource):
         await self.control("stop_sensor")
 
     async def stats(self, *, timeout: float = 10.0) -> dict[str, int | float]:
-        return await self._run(self._session.stats(timeout))
+        return await self._run(self._stats(timeout))
 
 
 async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -451,21 +476,13 @@ async def _aiter(batches: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[A
             yield batch
 
 
-class AsyncHardwareModel(_AsyncResource):
+class AsyncHardwareModel(ModelHandle[AsyncEventStream], _AsyncResource):
     """A model deployed on a device: ``events_out = await hw_model(events_in)``; see
     :class:`HardwareModel`."""
 
     def __init__(self, client: AsyncClient, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.client = client
-        self.deployment = deployment
-        self._stream: AsyncEventStream | None = None
-
-    @property
-    def device(self) -> str:
-        return self.deployment.device_id
-
-    def __repr__(self) -> str:
-        return f"<AsyncHardwareModel {self.deployment.model_id} on {self.device}>"
 
     async def aclose(self) -> None:
         """Close the model's stream (the deployment stays on the device)."""
@@ -474,9 +491,10 @@ class AsyncHardwareModel(_AsyncResource):
             self._stream = None
 
     async def _forward_stream(self) -> AsyncEventStream:
-        if self._stream is None or self._stream._closed:
-            self._stream = await self.client.stream(self.device, mode=StreamMode.FORWARD)
-        return self._stream
+        stream = self._open_stream()
+        if stream is None:
+            stream = self._stream = await self.client.stream(self.device, mode=StreamMode.FORWARD)
+        return stream
 
     async def __call__(
         self, events: Any, *, dt: float | None = None, layer: int | None = None
@@ -490,15 +508,23 @@ class AsyncHardwareModel(_AsyncResource):
         return await stream.forward(events, dt=dt, layer=layer, kind=kind)
 
     async def forward_many(
-        self, batches: Iterable[Any] | AsyncIterable[Any], **options: Any
+        self,
+        batches: Iterable[Any] | AsyncIterable[Any],
+        *,
+        window: int = 2,
+        dt: float | None = None,
+        layer: int | None = None,
+        kind: Any = None,
     ) -> AsyncIterator[BatchOutput]:
         stream = await self._forward_stream()
-        async for output in stream.forward_many(batches, **options):
+        outputs = stream.forward_many(batches, window=window, dt=dt, layer=layer, kind=kind)
+        async for output in outputs:
             yield output
 
     async def reset_states(self) -> None:
-        if self._stream is not None and not self._stream._closed:
-            await self._stream.reset_states()
+        stream = self._open_stream()
+        if stream is not None:
+            await stream.reset_states()
         else:
             await self.client.reset_states(self.device)
 
@@ -510,24 +536,13 @@ class AsyncHardwareModel(_AsyncResource):
         await self.client.undeploy(self.device)
 
 
-class AsyncBooking(_AsyncResource):
+class AsyncBooking(BookingHandle, _AsyncResource):
     """A booking; ``async with`` holds its lease with a heartbeat task."""
 
     def __init__(self, client: AsyncClient, booking: BookingPublic, *, release: bool) -> None:
+        super().__init__(client._core, booking, release=release)
         self.client = client
-        self.booking = booking
-        self._release = release
         self._task: asyncio.Task[None] | None = None
-        #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
-        self.lost: SpecklabError | None = None
-
-    @property
-    def id(self) -> int:
-        return self.booking.id
-
-    @property
-    def device_id(self) -> str:
-        return self.booking.device_id
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -537,21 +552,14 @@ class AsyncBooking(_AsyncResource):
         """Wait until the booking starts, take the lease and keep it alive in a task."""
         if self._task is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        lease = await self.client.heartbeat(self.booking)
-        self._task = asyncio.create_task(self._beat(lease_interval(lease)))
+        await asyncio.sleep(self._until_start())
+        interval = await self.client._run(self._take_lease())
+        self._task = asyncio.create_task(self._beats(interval))
 
-    async def _beat(self, interval: float) -> None:
+    async def _beats(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.client.heartbeat(self.booking)
-            except TransportError:
-                continue  # the lease has slack for a missed beat or two
-            except SpecklabError as exc:
-                self.lost = exc
+            if self.client._closed or not await self.client._run(self._beat()):
                 return
 
     async def aclose(self) -> None:
@@ -561,18 +569,11 @@ class AsyncBooking(_AsyncResource):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._release and not self.client._closed:
-            try:
-                self.booking = await self.client.cancel(self.booking)
-            except Conflict as exc:
-                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
-                    raise
-                self.booking = await self.client.booking(self.booking)
+        if not self.client._closed:
+            await self.client._run(self._end())
 
     async def refresh(self) -> BookingPublic:
-        self.booking = await self.client.booking(self.booking)
-        return self.booking
+        return await self.client._run(self._refresh())
 
     async def extend(self, minutes: int) -> BookingPublic:
-        self.booking = await self.client.extend(self.booking, minutes=minutes)
-        return self.booking
+        return await self.client._run(self._extend(minutes))

@@ -6,9 +6,9 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -29,14 +29,14 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._errors import StreamError, TransportError
+from ._handles import BookingHandle, ModelHandle, StreamHandle
+from ._operations import Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
     BatchOutput,
     Emit,
-    InputOptions,
     Pull,
     Receive,
     Send,
@@ -51,13 +51,27 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-def _blocking(op: Callable[Concatenate[Operations, P], Op[T]]) -> Callable[..., T]:
+def _blocking(
+    op: Callable[Concatenate[Operations, P], Op[T]],
+) -> Callable[Concatenate[Client, P], T]:
     """An operation as a blocking method of :class:`Client`."""
 
-    @functools.wraps(op)
-    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(op(self._core, *args, **kwargs))
 
+    functools.update_wrapper(method, op)
+    return method
+
+
+def _deploying(
+    op: Callable[Concatenate[Operations, P], Op[Deployment]],
+) -> Callable[Concatenate[Client, P], HardwareModel]:
+    """Deploying as a method of :class:`Client`: the deployment comes as a HardwareModel."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> HardwareModel:
+        return HardwareModel(self, self._run(op(self._core, *args, **kwargs)))
+
+    functools.update_wrapper(method, op)
     return method
 
 
@@ -66,13 +80,24 @@ class Client:
 
     ``url`` and ``token`` default to ``SPECKLAB_URL`` (else http://127.0.0.1:8765) and
     ``SPECKLAB_TOKEN``. Use it as a context manager, or call :meth:`close`.
+    ``transport``: the httpx transport (or a whole ``httpx.Client``) that REST calls go
+    through, e.g. to reach an in-process app; streams always open a WebSocket to ``url``.
     """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | httpx.Client | None = None,
     ) -> None:
         self._core = Operations(url, token, timeout)
-        self._http = httpx.Client()
+        # A given httpx client stays its caller's: close() leaves it open.
+        self._owns_http = not isinstance(transport, httpx.Client)
+        self._http = (
+            transport if isinstance(transport, httpx.Client) else httpx.Client(transport=transport)
+        )
         self._closed = False
         self._streams: set[EventStream] = set()
 
@@ -94,7 +119,8 @@ class Client:
         """Close every stream this client opened and its connections. Idempotent."""
         for stream in list(self._streams):
             stream.close()
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
         self._closed = True
 
     def _check_open(self) -> None:
@@ -106,16 +132,21 @@ class Client:
         try:
             call = next(op)
             while True:
-                with translated_transport_errors(self.url):
-                    if call.sink is not None:
-                        response = self._download(call)
-                    elif call.watch is not None:
-                        response = self._send_watched(call.request, call.watch)
-                    else:
-                        response = self._http.send(call.request)
-                call = op.send(response)
+                try:
+                    with translated_transport_errors(self.url):
+                        if call.sink is not None:
+                            response = self._download(call)
+                        elif call.watch is not None:
+                            response = self._send_watched(call.request, call.watch)
+                        else:
+                            response = self._http.send(call.request)
+                except TransportError as exc:
+                    call = op.throw(exc)  # the operation may carry on (a missed heartbeat)
+                else:
+                    call = op.send(response)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         finally:
             op.close()
 
@@ -156,7 +187,7 @@ class Client:
     tokens = _blocking(Operations.tokens)
     create_token = _blocking(Operations.create_token)
     revoke_token = _blocking(Operations.revoke_token)
-    device_list = _blocking(Operations.device_list)
+    lab_status = _blocking(Operations.lab_status)
     devices = _blocking(Operations.devices)
     device = _blocking(Operations.device)
     device_types = _blocking(Operations.device_types)
@@ -173,7 +204,7 @@ class Client:
     models = _blocking(Operations.models)
     model = _blocking(Operations.model)
     delete_model = _blocking(Operations.delete_model)
-    model_config = _blocking(Operations.model_config)
+    chip_config = _blocking(Operations.chip_config)
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)
@@ -209,13 +240,7 @@ class Client:
         """Keep the lease of an existing booking (made with ``specklab book``, say) alive."""
         return Booking(self, self.booking(booking), release=release)
 
-    def deploy(self, model: Any, device: Any, **options: Any) -> HardwareModel:
-        """Put a compiled model on a booked device, as the guide's ``hw_model.to(device=...)``.
-
-        ``options``: ``chip_layers_ordering`` ("auto"), ``monitor_layers`` ([-1]),
-        ``config_patch``, ``slow_clock_hz``.
-        """
-        return HardwareModel(self, self._run(self._core.deploy(model, device, **options)))
+    deploy = _deploying(Operations.deploy)
 
     def stream(self, device: Any, *, mode: StreamMode | str = "continuous") -> EventStream:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
@@ -250,7 +275,7 @@ class Client:
         return stream
 
 
-class EventStream:
+class EventStream(StreamHandle):
     """A blocking event stream (one WebSocket). Iterate it for output arrays."""
 
     def __init__(
@@ -260,16 +285,10 @@ class EventStream:
         *,
         on_close: Callable[[EventStream], None],
     ) -> None:
+        super().__init__(session)
         self._connection = connection
-        self._session = session
         self._on_close = on_close
         self._send_lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The daemon's greeting: mode, model layer -> core, input layers, dvs_input ..."""
-        return dict(self._session.info)
 
     def __enter__(self) -> Self:
         return self
@@ -302,7 +321,9 @@ class EventStream:
         except ConnectionClosed as exc:
             raise stream_closed_error(exc, self._session.failure) from exc
 
-    def _drive(self, op: StreamOp[Any], source: Iterator[Any] | None = None) -> Iterator[Any]:
+    def _drive(
+        self, op: StreamOp[Any], source: Iterator[Any] | None = None
+    ) -> Generator[Any, None, Any]:
         reply: Any = None
         try:
             while True:
@@ -328,14 +349,15 @@ class EventStream:
         try:
             next(driver)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
         raise AssertionError("a stream operation emitted outside an iteration")
 
     def forward(
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
     ) -> BatchOutput:
         """Send one batch (forward mode) and return every output it caused."""
-        return self._run(self._session.forward(events, InputOptions(dt, layer, kind)))
+        return self._run(self._forward(events, dt, layer, kind))
 
     def forward_many(
         self,
@@ -347,8 +369,7 @@ class EventStream:
         kind: Any = None,
     ) -> Iterator[BatchOutput]:
         """Forward batches with up to ``window`` in flight; yields their outputs in order."""
-        op = self._session.forward_many(InputOptions(dt, layer, kind), window)
-        return self._drive(op, iter(batches))
+        return self._drive(self._forward_many(window, dt, layer, kind), iter(batches))
 
     def send(
         self, events: Any, *, dt: float | None = None, layer: int | None = None, kind: Any = None
@@ -370,7 +391,7 @@ class EventStream:
         With ``background=True`` a thread sends while you iterate the outputs; the return value
         is then a :class:`concurrent.futures.Future` of the count.
         """
-        op = self._session.send_all(InputOptions(dt, layer, kind))
+        op = self._send_all(dt, layer, kind)
         if not background:
             return self._run(op, iter(batches))
         future: Future[int] = Future()
@@ -387,13 +408,13 @@ class EventStream:
     def outputs(self, *, idle: float | None = None) -> Iterator[np.ndarray]:
         """Output arrays as they arrive; ends after ``idle`` quiet seconds or when the stream
         closes."""
-        return self._drive(self._session.outputs(idle))
+        return self._drive(self._outputs(idle))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.outputs()
 
     def control(self, op: str, **args: Any) -> None:
-        self._run(self._session.control(op, **args))
+        self._run(self._control(op, **args))
 
     def reset_states(self) -> None:
         self.control("reset_states")
@@ -406,10 +427,10 @@ class EventStream:
 
     def stats(self, *, timeout: float = 10.0) -> dict[str, int | float]:
         """The daemon's counters of this stream (frames, events, drops, errors ...)."""
-        return self._run(self._session.stats(timeout))
+        return self._run(self._stats(timeout))
 
 
-class HardwareModel:
+class HardwareModel(ModelHandle[EventStream]):
     """A model deployed on a device. Call it like the guide's ``hw_model``:
     ``events_out = hw_model(events_in)``.
 
@@ -420,16 +441,8 @@ class HardwareModel:
     """
 
     def __init__(self, client: Client, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.client = client
-        self.deployment = deployment
-        self._stream: EventStream | None = None
-
-    @property
-    def device(self) -> str:
-        return self.deployment.device_id
-
-    def __repr__(self) -> str:
-        return f"<HardwareModel {self.deployment.model_id} on {self.device}>"
 
     def __enter__(self) -> Self:
         return self
@@ -444,9 +457,10 @@ class HardwareModel:
             self._stream = None
 
     def _forward_stream(self) -> EventStream:
-        if self._stream is None or self._stream._closed:
-            self._stream = self.client.stream(self.device, mode=StreamMode.FORWARD)
-        return self._stream
+        stream = self._open_stream()
+        if stream is None:
+            stream = self._stream = self.client.stream(self.device, mode=StreamMode.FORWARD)
+        return stream
 
     def __call__(
         self, events: Any, *, dt: float | None = None, layer: int | None = None
@@ -459,14 +473,24 @@ class HardwareModel:
         """Run one batch; all its outputs (spikes, DVS, readout) and the daemon's counts."""
         return self._forward_stream().forward(events, dt=dt, layer=layer, kind=kind)
 
-    def forward_many(self, batches: Iterable[Any], **options: Any) -> Iterator[BatchOutput]:
+    def forward_many(
+        self,
+        batches: Iterable[Any],
+        *,
+        window: int = 2,
+        dt: float | None = None,
+        layer: int | None = None,
+        kind: Any = None,
+    ) -> Iterator[BatchOutput]:
         """Run batches in order, pipelined; see :meth:`EventStream.forward_many`."""
-        return self._forward_stream().forward_many(batches, **options)
+        stream = self._forward_stream()
+        return stream.forward_many(batches, window=window, dt=dt, layer=layer, kind=kind)
 
     def reset_states(self) -> None:
         """Set every neuron back to its initial state (in order with the batches sent)."""
-        if self._stream is not None and not self._stream._closed:
-            self._stream.reset_states()
+        stream = self._open_stream()
+        if stream is not None:
+            stream.reset_states()
         else:
             self.client.reset_states(self.device)
 
@@ -478,29 +502,14 @@ class HardwareModel:
         self.client.undeploy(self.device)
 
 
-class Booking:
+class Booking(BookingHandle):
     """A booking; as a context manager it holds the device's lease (see :meth:`Client.book`)."""
 
     def __init__(self, client: Client, booking: BookingPublic, *, release: bool) -> None:
+        super().__init__(client._core, booking, release=release)
         self.client = client
-        self.booking = booking
-        self._release = release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
-        self.lost: SpecklabError | None = None
-
-    @property
-    def id(self) -> int:
-        return self.booking.id
-
-    @property
-    def device_id(self) -> str:
-        return self.booking.device_id
-
-    def __repr__(self) -> str:
-        b = self.booking
-        return f"<Booking {b.id} {b.device_id} {b.starts_at:%H:%M}-{b.ends_at:%H:%M} {b.status}>"
 
     def __enter__(self) -> Self:
         self.start()
@@ -518,23 +527,16 @@ class Booking:
         """Wait until the booking starts, take the lease and keep it alive in the background."""
         if self._thread is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            time.sleep(wait)
-        lease = self.client.heartbeat(self.booking)
+        time.sleep(self._until_start())
+        interval = self.client._run(self._take_lease())
         self._thread = threading.Thread(
-            target=self._beat, args=(lease_interval(lease),), name="specklab-lease", daemon=True
+            target=self._beats, args=(interval,), name="specklab-lease", daemon=True
         )
         self._thread.start()
 
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.client.heartbeat(self.booking)
-            except TransportError:
-                continue  # the lease has slack for a missed beat or two
-            except SpecklabError as exc:
-                self.lost = exc
+    def _beats(self, interval: float) -> None:
+        while not self._stop.wait(interval) and not self.client._closed:
+            if not self.client._run(self._beat()):
                 return
 
     def stop(self) -> None:
@@ -543,18 +545,11 @@ class Booking:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._release and not self.client._closed:
-            try:
-                self.booking = self.client.cancel(self.booking)
-            except Conflict as exc:
-                if exc.code != "booking_over":  # it ran out, or was preempted, in the block
-                    raise
-                self.booking = self.client.booking(self.booking)
+        if not self.client._closed:
+            self.client._run(self._end())
 
     def refresh(self) -> BookingPublic:
-        self.booking = self.client.booking(self.booking)
-        return self.booking
+        return self.client._run(self._refresh())
 
     def extend(self, minutes: int) -> BookingPublic:
-        self.booking = self.client.extend(self.booking, minutes=minutes)
-        return self.booking
+        return self.client._run(self._extend(minutes))

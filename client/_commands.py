@@ -30,7 +30,7 @@ def _common_options(nested: bool) -> argparse.ArgumentParser:
     """``--url``, ``--token`` and ``--json``; accepted after an action too (``token list
     --json``), where they must not reset what was given before it."""
     common = argparse.ArgumentParser(add_help=False)
-    keep = {"default": argparse.SUPPRESS} if nested else {}
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if nested else {}
     url_help = "the daemon (default: SPECKLAB_URL or http://127.0.0.1:8765)"
     common.add_argument("--url", help=url_help, **keep)
     common.add_argument("--token", help="API token (default: SPECKLAB_TOKEN)", **keep)
@@ -250,7 +250,7 @@ def _devices(client: Client, args: argparse.Namespace) -> None:
         rows = [(t.type, t.samna_name, t.supported, t.chip) for t in types]
         _emit(args, types, lambda: format_table(headers, rows))
         return
-    listing = client.device_list()
+    listing = client.lab_status()
 
     def table() -> str:
         headers = ("id", "type", "chip", "status", "booked by", "until", "host")
@@ -401,6 +401,7 @@ def _stream(client: Client, args: argparse.Namespace) -> None:
     from ._conversions import as_events
 
     events = as_events(np.load(args.input, allow_pickle=False))
+    counts: dict[str, int | float]
     with client.stream(args.device, mode=args.mode) as stream:
         if args.mode == "forward":
             result = stream.forward(events)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast, overload
 
 import httpx
 import numpy as np
@@ -265,12 +265,10 @@ class BaseClient:
             body = ErrorBody(code=f"http_{response.status_code}", message=text)
         raise api_error(response.status_code, body)
 
-    def parse(self, response: httpx.Response, result: type[T] | Any) -> T:
+    def parse(self, response: httpx.Response, result: type[T]) -> T:
         self.check(response)
-        if result is None:
-            return None  # type: ignore[return-value]
         try:
-            return _adapter(result).validate_json(response.content)
+            return cast(T, _adapter(cast(Any, result)).validate_json(response.content))
         except ValidationError as exc:
             where = f"{response.request.method} {response.request.url.path}"
             raise ProtocolError(f"unexpected answer to {where}: {exc}") from exc
@@ -278,9 +276,16 @@ class BaseClient:
     def call(self, method: str, path: str, **kwargs: Any) -> Call:
         return Call(self.request(method, path, **kwargs))
 
-    def fetch(self, method: str, path: str, result: Any, **kwargs: Any) -> Op[Any]:
+    @overload
+    def fetch(self, method: str, path: str, result: None, **kwargs: Any) -> Op[None]: ...
+    @overload
+    def fetch(self, method: str, path: str, result: type[T], **kwargs: Any) -> Op[T]: ...
+    def fetch(self, method: str, path: str, result: type[T] | None, **kwargs: Any) -> Op[T | None]:
         """The operation of one request whose answer is ``result`` (a type; None for no body)."""
         response = yield self.call(method, path, **kwargs)
+        if result is None:
+            self.check(response)
+            return None
         return self.parse(response, result)
 
     def upload_call(
@@ -321,7 +326,8 @@ class BaseClient:
         yield from self.download(path, buffer, description, progress)
         buffer.seek(0)
         try:
-            return np.load(buffer, allow_pickle=False)
+            array: np.ndarray = np.load(buffer, allow_pickle=False)
+            return array
         except ValueError as exc:
             raise ProtocolError(f"{path} is not a readable .npy event file: {exc}") from exc
 

@@ -9,7 +9,6 @@ from typing import IO, Any, Literal
 from urllib.parse import quote
 
 import numpy as np
-from pydantic import BaseModel
 
 from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
 from specklab.schemas.accounts import UserPublic as User
@@ -59,6 +58,16 @@ def device_id(device: Any) -> str:
     raise TypeError(f"a device is its id (e.g. 'speck2fdevkit:0'), got {type(device).__name__}")
 
 
+def model_id(model: Any) -> int:
+    """A model's id from a :class:`RemoteModel`, its id, or the id's digits (as typed)."""
+    value = getattr(model, "id", model)
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"a model is a RemoteModel or its id (e.g. 12), got {model!r}")
+
+
 class Operations(BaseClient):
     """Operations on the daemon; ``Client`` runs them blocking, ``AsyncClient`` awaiting."""
 
@@ -99,13 +108,13 @@ class Operations(BaseClient):
         return self.fetch("DELETE", f"/v1/tokens/{_id(token)}", TokenPublic)
 
     # Devices.
-    def device_list(self) -> Op[DeviceList]:
-        """Every device with its status and booking, and the host's samna state."""
+    def lab_status(self) -> Op[DeviceList]:
+        """Every device with its status and booking, and the host's samna state, in one answer."""
         return self.fetch("GET", "/v1/devices", DeviceList)
 
     def devices(self) -> Op[list[DevicePublic]]:
         """Every device the lab knows, with its status and current booking."""
-        listing = yield from self.device_list()
+        listing = yield from self.lab_status()
         return listing.devices
 
     def device(self, device: Any) -> Op[DevicePublic]:
@@ -212,6 +221,7 @@ class Operations(BaseClient):
 
     def compile(
         self,
+        /,
         model: ModelSource,
         input_shape: tuple[int, int, int],
         *,
@@ -241,7 +251,7 @@ class Operations(BaseClient):
     def delete_model(self, model: Any) -> Op[None]:
         return self.fetch("DELETE", f"/v1/models/{_id(model)}", None)
 
-    def model_config(self, model: Any) -> Op[ChipConfig]:
+    def chip_config(self, model: Any) -> Op[ChipConfig]:
         """The chip configuration the compiler made of a model."""
         return self.fetch("GET", f"/v1/models/{_id(model)}/config", ChipConfig)
 
@@ -256,13 +266,19 @@ class Operations(BaseClient):
         config_patch: ConfigPatch | dict[str, Any] | None = None,
         slow_clock_hz: float | None = None,
     ) -> Op[Deployment]:
-        if isinstance(config_patch, BaseModel):
-            config_patch = config_patch.model_dump(mode="json", exclude_unset=True)
+        """Put a compiled model on a booked device, as the guide's ``hw_model.to(device=...)``;
+        the clients hand it back as a ``HardwareModel`` to call with events.
+
+        ``chip_layers_ordering``: "auto", cores in model layer order, or a layer -> core map;
+        ``monitor_layers``: the layers whose spikes come out (default ``[-1]``, the exits);
+        ``config_patch``: a :class:`ConfigPatch` applied last; ``slow_clock_hz``: the slow clock
+        that adds leaks and biases (unset: never).
+        """
         body = DeploymentRequest(
-            model_id=str(getattr(model, "id", model)),
+            model_id=model_id(model),
             chip_layers_ordering=chip_layers_ordering,
             monitor_layers=[-1] if monitor_layers is None else monitor_layers,
-            config_patch=config_patch,
+            config_patch=None if config_patch is None else ConfigPatch.model_validate(config_patch),
             slow_clock_hz=slow_clock_hz,
         )
         path = f"/v1/devices/{_segment(device_id(device))}/deployment"

@@ -90,7 +90,7 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
     def traced(buffer: io.BytesIO) -> None:
         with _quiet_deprecation(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", torch.jit.TracerWarning)
-            traced_module = torch.jit.trace(module, example)
+            traced_module = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
         doubts = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
         if doubts:
             # a trace records one path through data-dependent control flow; script keeps the
@@ -102,8 +102,11 @@ def _export_module(module: Any, input_shape: tuple[int, ...]) -> tuple[bytes, st
         with _quiet_deprecation():
             torch.jit.save(torch.jit.script(module), buffer)
 
-    attempts = (("torch.export", exported, ".pt2"), ("torch.jit.trace", traced, ".pt"))
-    attempts += (("torch.jit.script", scripted, ".pt"),)
+    attempts = (
+        ("torch.export", exported, ".pt2"),
+        ("torch.jit.trace", traced, ".pt"),
+        ("torch.jit.script", scripted, ".pt"),
+    )
     failures = []
     training = module.training
     module.eval()

@@ -18,7 +18,7 @@ Model layers (what users address, negative ones counted from the end) map to cor
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -35,8 +35,8 @@ from .arrays import (
 )
 from .events import DVS_LAYER, copy_events
 
-CHIP_CONFIG_FORMAT = "specklab.chip-config"
-CHIP_CONFIG_VERSION = 1
+CHIP_CONFIG_FORMAT: Final = "specklab.chip-config"
+CHIP_CONFIG_VERSION: Final = 1
 NUM_CORES = 9
 
 CoreId = Annotated[int, Field(ge=0, lt=NUM_CORES)]

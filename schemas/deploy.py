@@ -11,6 +11,10 @@ from .compile import LayerOrdering
 from .patch import ConfigPatch
 
 
+def _exit_layers() -> list[int | Literal["dvs"]]:
+    return [-1]
+
+
 class DeploymentRequest(BaseModel):
     model_id: int
     #: "auto", a list of cores (one per model layer), or a model layer -> core map.
@@ -18,7 +22,7 @@ class DeploymentRequest(BaseModel):
     #: Model layers whose spikes leave the chip, as in the guide: indices (-1 = every exit layer),
     #: "dvs" for the DVS layer's output, or "all".
     monitor_layers: list[int | Literal["dvs"]] | Literal["all"] = Field(
-        default_factory=lambda: [-1]
+        default_factory=_exit_layers
     )
     #: A declarative configuration patch, applied last (the guide's ``config_modifier``).
     config_patch: ConfigPatch | None = None

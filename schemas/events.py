@@ -11,6 +11,7 @@ Inputs only need ``layer``: the daemon fills in ``core``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
@@ -47,7 +48,7 @@ def dtype_signature(dtype: np.dtype) -> str:
     """A short, exact text form of a structured dtype, e.g. ``t<u8,x<u2,y<u2,p|u1``."""
     if dtype.names is None:
         return dtype.str
-    return ",".join(f"{name}{dtype.fields[name][0].str}" for name in dtype.names)
+    return ",".join(f"{name}{dtype[name].str}" for name in dtype.names)
 
 
 SIGNATURES: Final[dict[EventKind, str]] = {kind: dtype_signature(dt) for kind, dt in DTYPES.items()}
@@ -84,7 +85,7 @@ def empty(kind: EventKind | str, size: int = 0) -> np.ndarray:
     return np.zeros(size, dtype=DTYPES[EventKind(kind)])
 
 
-def from_columns(columns: dict[str, np.typing.ArrayLike], dtype: np.dtype) -> np.ndarray:
+def from_columns(columns: Mapping[str, np.typing.ArrayLike], dtype: np.dtype) -> np.ndarray:
     """An event array of ``dtype`` from named columns (scalars broadcast; fields not given are 0).
 
     Every value must be a whole number inside its field's range: a value that would wrap
@@ -97,7 +98,7 @@ def from_columns(columns: dict[str, np.typing.ArrayLike], dtype: np.dtype) -> np
     out = np.zeros(size, dtype)
     for name, column in zip(names, arrays, strict=True):
         column = column.reshape(-1) if column.ndim else column.reshape(1)
-        _check_range(name, column, dtype.fields[name][0])
+        _check_range(name, column, dtype[name])
         out[name] = column
     return out
 

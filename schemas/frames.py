@@ -17,7 +17,7 @@ Frame layouts (all keys are strings)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -102,7 +102,7 @@ def encode(frame: Frame) -> bytes:
     body["v"] = PROTOCOL_VERSION
     payload = body.pop("bin", None)
     try:
-        head = msgpack.packb(body, use_bin_type=True)
+        head: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError) as exc:
         raise FrameError("malformed", f"frame holds a value msgpack cannot encode: {exc}") from exc
     if payload is None:
@@ -138,7 +138,7 @@ def _events_body(frame: EventsFrame) -> dict[str, Any]:
         )
     if events.ndim != 1:
         raise FrameError("bad_payload", f"events must be a 1-d array, got shape {events.shape}")
-    payload = memoryview(np.ascontiguousarray(events)).cast("B")
+    payload = np.ascontiguousarray(events).data.cast("B")
     body: dict[str, Any] = {
         "type": "events",
         "kind": kind.value,
@@ -200,7 +200,9 @@ def _kind(value: Any) -> EventKind:
         raise FrameError("bad_dtype", f"unknown event kind {value!r}; expected {kinds}") from None
 
 
-def _field(body: dict[str, Any], name: str, types: type | tuple[type, ...], required: bool = True):
+def _field(
+    body: dict[str, Any], name: str, types: type | tuple[type, ...], required: bool = True
+) -> Any:
     value = body.get(name)
     if value is None and not required:
         return None
@@ -264,7 +266,7 @@ def _decode_stats(body: dict[str, Any]) -> StatsFrame:
     return StatsFrame(counters=counters)
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "events": _decode_events,
     "end": _decode_end,
     "control": _decode_control,

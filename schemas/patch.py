@@ -153,7 +153,7 @@ def _set(target: BaseModel, patch: _Patch) -> None:
 
 
 def _monitor_exactly(config: ChipConfig, monitored: list[int | Literal["dvs"]]) -> None:
-    cores = set()
+    cores: set[int] = set()
     for index, layer in enumerate(monitored):
         if layer == "dvs":
             if config.dvs_layer is None:

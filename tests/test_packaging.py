@@ -41,3 +41,53 @@ def test_no_server_module_imports_the_client() -> None:
         if "specklab.client" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_extras_keep_psycopg_out_of_a_single_host_install() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert not [d for d in extras["server"] if d.startswith("psycopg")]
+    assert [d for d in extras["postgres"] if d.startswith("psycopg")]
+
+
+# The daemon's app on SQLite, in a process where psycopg cannot be imported.
+WITHOUT_PSYCOPG = """
+import importlib.abc, sys, tempfile
+from pathlib import Path
+
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "psycopg":
+            raise ModuleNotFoundError(f"{name} is not installed (blocked by the test)")
+
+
+sys.meta_path.insert(0, Blocker())
+from fastapi.testclient import TestClient
+
+from specklab.server.app import create_app
+from specklab.server.settings import Settings
+from specklab.server.storage import Database
+
+data = Path(tempfile.mkdtemp())
+token = "spk_" + "a" * 40
+app = create_app(Settings(data_dir=data, virtual=["speck2fdevkit=1"], admin_token=token))
+with TestClient(app) as client:
+    health = client.get("/v1/health/live")
+    assert health.status_code == 200, health.text
+    devices = client.get("/v1/devices", headers={"Authorization": f"Bearer {token}"})
+    assert devices.status_code == 200, devices.text
+try:
+    Database("postgresql://lab@db.invalid/specklab")
+except ModuleNotFoundError as exc:
+    print(exc)
+"""
+
+
+def test_daemon_runs_on_sqlite_without_psycopg(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PSYCOPG], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'specklab[postgres]'" in out.stdout

@@ -9,6 +9,7 @@ guaranteed by constraints (the bookings exclusion constraint) and row locks.
 
 from __future__ import annotations
 
+import importlib
 import random
 import sqlite3
 import time
@@ -33,11 +34,20 @@ RETRY_ATTEMPTS = 6
 
 
 def normalize_url(url: str) -> str:
-    """Route plain ``postgresql://`` URLs to psycopg 3, the driver specklab installs."""
+    """Route plain ``postgresql://`` URLs to psycopg 3, the driver of the ``postgres`` extra."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def _require_psycopg() -> None:
+    # Single-host labs on SQLite do without it, so it comes with the `postgres` extra only.
+    try:
+        importlib.import_module("psycopg")
+    except ImportError as exc:
+        message = "PostgreSQL needs psycopg 3: pip install 'specklab[postgres]'"
+        raise ModuleNotFoundError(message) from exc
 
 
 class Database:
@@ -46,6 +56,8 @@ class Database:
         self.url = normalize_url(url)
         self.host_name = host_name
         parsed = make_url(self.url)
+        if parsed.get_driver_name() == "psycopg":
+            _require_psycopg()
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.is_sqlite:

@@ -97,7 +97,7 @@ def test_devices_types_and_supported_devices(client: Client) -> None:
     assert {d.type for d in virtual} == {"speck2fdevkit"}
     first = client.device(virtual[0].id)
     assert first.id == virtual[0].id and first.supported
-    assert client.device_list().samna.state
+    assert client.lab_status().samna.state
     types = {t.type: t for t in client.device_types()}
     assert types["speck2fdevkit"].samna_name == "Speck2fDevKit"
     assert client.supported_devices() == [

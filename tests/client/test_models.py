@@ -41,7 +41,7 @@ def test_upload_files_and_bytes_list_show_configure_delete(
     assert from_bytes.report.chip == "speck2e"
     assert {from_path.id, from_bytes.id} <= {m.id for m in client.models()}
     assert client.model(from_path.id).info == from_path.info
-    config = client.model_config(from_path)
+    config = client.chip_config(from_path)
     assert isinstance(config, ChipConfig) and len(config.layers) == 1
     client.delete_model(from_path)
     with pytest.raises(NotFound):

@@ -23,9 +23,22 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(client.__all__) == public
-    # StreamMode is the schemas' enum, re-exported.
-    undocumented = [n for n in client.__all__ if not getattr(client, n).__doc__]
-    assert undocumented == ["StreamMode"]
+    # The schemas' types are re-exported as they are; the client's own names carry docs.
+    own = [n for n in client.__all__ if getattr(client, n).__module__.startswith(client.__name__)]
+    assert [n for n in own if not getattr(client, n).__doc__] == []
+
+
+def test_a_user_needs_no_import_from_the_schemas() -> None:
+    from specklab.schemas import chipconfig, compile, events, patch
+
+    for module, names in [
+        (chipconfig, ["ChipConfig"]),
+        (compile, ["CompileOptions", "CompileReport"]),
+        (patch, ["ConfigPatch"]),
+        (events, ["spikes", "dvs_events", "EventKind"]),
+    ]:
+        for name in names:
+            assert getattr(client, name) is getattr(module, name), name
 
 
 def _methods(cls: type) -> dict[str, inspect.Signature]:
@@ -51,3 +64,27 @@ def test_async_classes_offer_the_blocking_ones_api_with_the_same_parameters() ->
             # Async code sends in the background with its own task, not a thread.
             wanted = [p for p in signature.parameters if p != "background"]
             assert list(other.parameters) == wanted, name
+
+
+def test_public_calls_name_their_parameters() -> None:
+    # What IDEs and type checkers show: no (*args, **kwargs) but for compile's CompileOptions
+    # fields and a control message's arguments.
+    variadic_allowed = {"compile": ["options"], "control": ["args"]}
+    classes = [
+        Client,
+        AsyncClient,
+        EventStream,
+        AsyncEventStream,
+        HardwareModel,
+        AsyncHardwareModel,
+        client.Booking,
+        client.AsyncBooking,
+    ]
+    for cls in classes:
+        for name, signature in _methods(cls).items():
+            variadic = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            assert variadic in ([], variadic_allowed.get(name)), f"{cls.__name__}.{name}{signature}"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -145,9 +145,15 @@ def test_the_cli_draws_nothing_for_an_upload_refused_before_it_starts(
     model_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon = FakeDaemon(token_ok=False)
-    real_client: Callable[..., httpx.Client] = httpx.Client
     transport = httpx.MockTransport(daemon.sync_handler)
-    monkeypatch.setattr(httpx, "Client", lambda: real_client(transport=transport))
+
+    class ToTheFake(httpx.Client):
+        """The CLI's client, on the fake daemon (the CLI takes no transport)."""
+
+        def __init__(self, **options: Any) -> None:
+            super().__init__(transport=transport)
+
+    monkeypatch.setattr(httpx, "Client", ToTheFake)
     argv = ["upload", str(model_path), "--input-shape", "1,8,8", "--url", URL, "--token", "bad"]
     assert main(argv) == 1
     drawn = capsys.readouterr().err
