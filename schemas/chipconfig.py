@@ -154,10 +154,10 @@ class CNNLayer(_Document):
         return _as_array(self.neurons_initial_value, STATES)
 
 
-def _same(a: object, b: object) -> bool:
+def _same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.array_equal(a, b)
-    return a == b
+        return bool(np.array_equal(a, b))
+    return bool(a == b)
 
 
 def _as_array(value: object, schema: IntArraySchema) -> np.ndarray:

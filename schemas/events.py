@@ -73,12 +73,14 @@ def concat_events(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """The event arrays one after the other, as one new array of ``dtype``."""
     if not parts:
         return np.zeros(0, dtype)
-    return np.concatenate([_rows(part) for part in parts]).view(dtype).reshape(-1)
+    joined: np.ndarray = np.concatenate([_rows(part) for part in parts]).view(dtype).reshape(-1)
+    return joined
 
 
 def take_events(events: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``events[indices]`` for an index array (a reordering or a selection)."""
-    return _rows(events)[indices].view(events.dtype).reshape(len(indices))
+    taken: np.ndarray = _rows(events)[indices].view(events.dtype).reshape(len(indices))
+    return taken
 
 
 def empty(kind: EventKind | str, size: int = 0) -> np.ndarray:

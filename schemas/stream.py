@@ -146,7 +146,7 @@ _NOT_FROM_CLIENTS = Refuse("unexpected_frame", "clients do not send {what}")
 _LISTEN_ONLY = Refuse(
     "bad_input", "a DVS stream only carries the sensor's events out; send input on /stream"
 )
-_OPEN = {
+_OPEN: dict[ClientMessage, Outcome | Refuse] = {
     ClientMessage.UNREADABLE: Outcome.FAULT,
     ClientMessage.BATCH: Outcome.ACCEPT,
     ClientMessage.UNNUMBERED: Outcome.ACCEPT,
@@ -509,7 +509,7 @@ class ClientStream(_Endpoint):
         frame, fault = self._decode(data)
         next_state, outcome = CLIENT_RULES[self.state][_server_message(frame)]
         if isinstance(frame, ControlFrame) and next_state is None:
-            next_state = _MODE_STATES.get(frame.args.get("mode"))
+            next_state = _MODE_STATES.get(str(frame.args.get("mode")))
             if next_state is None:
                 outcome = Violation(f"a greeting with an unknown mode {frame.args.get('mode')!r}")
                 next_state = ClientState.CLOSED

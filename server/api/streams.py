@@ -35,6 +35,7 @@ from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import (
     CLOSE_ENDED,
     CLOSE_TOKEN_INVALID,
+    MAX_EVENTS_PER_FRAME,
     ControlRequest,
     InputBatch,
     ServerStream,
@@ -342,9 +343,12 @@ async def _stream_events(
     except DomainError as exc:
         await _refuse(websocket, exc)
         return
-    frame_events = CONTINUOUS_FRAME_EVENTS if mode is StreamMode.CONTINUOUS else None
     stream = ServerStream(
-        hub.config, mode, **({"max_events_per_frame": frame_events} if frame_events else {})
+        hub.config,
+        mode,
+        max_events_per_frame=(
+            CONTINUOUS_FRAME_EVENTS if mode is StreamMode.CONTINUOUS else MAX_EVENTS_PER_FRAME
+        ),
     )
     stream.start(
         {"device": device_id, "model_id": hub.deployment.model_id, "booking_id": hub.booking_id}

@@ -7,6 +7,8 @@ the daemon calls :func:`warm_up` at start-up: slow once per installation, fast e
 
 from __future__ import annotations
 
+import numpy as np
+
 from specklab.schemas.chipconfig import (
     XY,
     ChipConfig,
@@ -34,7 +36,7 @@ def _every_feature_config() -> ChipConfig:
             stride=XY(x=1, y=1),
             kernel_size=1,
         ),
-        weights=[[[[1]], [[1]]]],
+        weights=np.ones((1, 2, 1, 1), np.int16),
         biases=[1],
         leak_enable=True,
         threshold_high=1,
