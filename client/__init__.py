@@ -29,6 +29,7 @@ from ._errors import (
     StreamError,
     Timeout,
     TransportError,
+    WaitTimeout,
 )
 from ._events import (
     DvsEvent,
@@ -76,6 +77,7 @@ __all__ = [
     "StreamMode",
     "Timeout",
     "TransportError",
+    "WaitTimeout",
     "as_events",
     "raster_to_events",
     "report_table",

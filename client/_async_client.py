@@ -17,7 +17,7 @@ from collections.abc import (
     Generator,
     Iterable,
 )
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import httpx
@@ -37,7 +37,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
+from ._errors import Conflict, SpecklabError, StreamError, TransportError, WaitTimeout
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
     CLOSED,
@@ -52,6 +52,7 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._waiting import StartWait
 from ._websocket import closed_error as stream_closed_error
 from ._websocket import connect_error, connect_options
 
@@ -221,6 +222,7 @@ class AsyncClient:
     recording_events = _awaiting(Operations.recording_events)
     download_recording = _awaiting(Operations.download_recording)
     replay = _awaiting(Operations.replay)
+    audit = _awaiting(Operations.audit)
 
     def book(
         self,
@@ -230,6 +232,8 @@ class AsyncClient:
         start: datetime | None = None,
         end: datetime | None = None,
         wait: bool = False,
+        timeout: float | None = None,
+        progress: bool = False,
     ) -> _Opening[AsyncBooking]:
         """Book a device or any device of a type; see :meth:`Client.book`.
 
@@ -241,7 +245,7 @@ class AsyncClient:
             booking = await self.create_booking(
                 target, minutes=minutes, start=start, end=end, wait=wait
             )
-            return AsyncBooking(self, booking, release=True)
+            return AsyncBooking(self, booking, release=True, timeout=timeout, progress=progress)
 
         return _Opening(create())
 
@@ -513,10 +517,19 @@ class AsyncHardwareModel(_AsyncResource):
 class AsyncBooking(_AsyncResource):
     """A booking; ``async with`` holds its lease with a heartbeat task."""
 
-    def __init__(self, client: AsyncClient, booking: BookingPublic, *, release: bool) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        booking: BookingPublic,
+        *,
+        release: bool,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> None:
         self.client = client
         self.booking = booking
         self._release = release
+        self._waiting = (timeout, progress)
         self._task: asyncio.Task[None] | None = None
         #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
         self.lost: SpecklabError | None = None
@@ -537,9 +550,7 @@ class AsyncBooking(_AsyncResource):
         """Wait until the booking starts, take the lease and keep it alive in a task."""
         if self._task is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await self.wait()
         lease = await self.client.heartbeat(self.booking)
         self._task = asyncio.create_task(self._beat(lease_interval(lease)))
 
@@ -553,6 +564,20 @@ class AsyncBooking(_AsyncResource):
             except SpecklabError as exc:
                 self.lost = exc
                 return
+
+    async def wait(self) -> None:
+        """Wait until the booking starts; see :meth:`Booking.wait`."""
+        timeout, progress = self._waiting
+        waiting = StartWait(timeout, countdown=progress)
+        try:
+            while (pause := waiting.pause(self.booking)) is not None:
+                await asyncio.sleep(pause)
+                await self.refresh()
+        except WaitTimeout:
+            self.booking = await self.client.cancel(self.booking)
+            raise
+        finally:
+            waiting.close()
 
     async def aclose(self) -> None:
         """Stop the heartbeats and, for bookings made by ``book``, release the device."""

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -29,7 +29,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import Conflict, SpecklabError, StreamError, TransportError
+from ._errors import Conflict, SpecklabError, StreamError, TransportError, WaitTimeout
 from ._operations import Operations, device_id, lease_interval
 from ._stream import (
     CLOSED,
@@ -44,6 +44,7 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._waiting import StartWait
 from ._websocket import closed_error as stream_closed_error
 from ._websocket import connect_error, connect_options
 
@@ -185,6 +186,7 @@ class Client:
     recording_events = _blocking(Operations.recording_events)
     download_recording = _blocking(Operations.download_recording)
     replay = _blocking(Operations.replay)
+    audit = _blocking(Operations.audit)
 
     def book(
         self,
@@ -194,16 +196,20 @@ class Client:
         start: datetime | None = None,
         end: datetime | None = None,
         wait: bool = False,
+        timeout: float | None = None,
+        progress: bool = False,
     ) -> Booking:
         """Book a device (``speck2fdevkit:0``) or any device of a type (``speck2fdevkit``).
 
         The booking is made at once (:class:`~specklab.client.BookingConflict` if the slot is
         taken; for a type whose devices are all busy, unless ``wait`` takes the next free slot).
-        Use the result as a context manager: entering waits for the start, then keeps the lease
-        alive with heartbeats from a background thread; leaving releases the booking.
+        Use the result as a context manager: entering waits for the start (at most ``timeout``
+        seconds, then :class:`~specklab.client.WaitTimeout` and the booking is cancelled;
+        ``progress`` shows a countdown on stderr), then keeps the lease alive with heartbeats
+        from a background thread; leaving releases the booking.
         """
         booking = self.create_booking(target, minutes=minutes, start=start, end=end, wait=wait)
-        return Booking(self, booking, release=True)
+        return Booking(self, booking, release=True, timeout=timeout, progress=progress)
 
     def lease(self, booking: Any, *, release: bool = False) -> Booking:
         """Keep the lease of an existing booking (made with ``specklab book``, say) alive."""
@@ -481,10 +487,19 @@ class HardwareModel:
 class Booking:
     """A booking; as a context manager it holds the device's lease (see :meth:`Client.book`)."""
 
-    def __init__(self, client: Client, booking: BookingPublic, *, release: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        booking: BookingPublic,
+        *,
+        release: bool,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> None:
         self.client = client
         self.booking = booking
         self._release = release
+        self._waiting = (timeout, progress)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Why the heartbeats stopped early (the booking was ended or preempted), if they did.
@@ -518,9 +533,7 @@ class Booking:
         """Wait until the booking starts, take the lease and keep it alive in the background."""
         if self._thread is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            time.sleep(wait)
+        self.wait()
         lease = self.client.heartbeat(self.booking)
         self._thread = threading.Thread(
             target=self._beat, args=(lease_interval(lease),), name="specklab-lease", daemon=True
@@ -536,6 +549,21 @@ class Booking:
             except SpecklabError as exc:
                 self.lost = exc
                 return
+
+    def wait(self) -> None:
+        """Wait until the booking starts (looking every few seconds: the daemon may start it
+        early); past the ``timeout`` given to ``book``, cancel it and raise ``WaitTimeout``."""
+        timeout, progress = self._waiting
+        waiting = StartWait(timeout, countdown=progress)
+        try:
+            while (pause := waiting.pause(self.booking)) is not None:
+                time.sleep(pause)
+                self.refresh()
+        except WaitTimeout:
+            self.booking = self.client.cancel(self.booking)
+            raise
+        finally:
+            waiting.close()
 
     def stop(self) -> None:
         """Stop the heartbeats and, for bookings made by ``book``, release the device."""
