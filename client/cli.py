@@ -32,10 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Listing(argparse.RawDescriptionHelpFormatter):
-    """One line per group: room for ``recording (recordings)`` before the help column."""
+    """One line per group: the help column starts after the longest group name."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=30)
+        super().__init__(prog, max_help_position=20)
+        # argparse sizes the column from the top-level options only, not the listed commands.
+        self._action_max_length = 18
 
 
 def _version() -> str:

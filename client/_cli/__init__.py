@@ -59,25 +59,32 @@ SHORT_FORMS: dict[str, tuple[str, str]] = {
 
 def register(commands: argparse._SubParsersAction) -> None:
     common = [common_options(nested=False)]
-    nested = [common_options(nested=True)]
     by_name = {group.name: group for group in GROUPS}
     for group in GROUPS:
         listed = f"{group.what}: {', '.join(group.verbs)}"
-        parser = commands.add_parser(
-            group.name, aliases=list(group.aliases), parents=common, help=listed, description=listed
-        )
-        group.default(parser)
-        verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-        for verb, (what, declare) in group.verbs.items():
-            declare(verbs.add_parser(verb, parents=nested, help=what, description=what))
+        _add_group(commands.add_parser(group.name, parents=common, help=listed), group, listed)
+        for alias in group.aliases:
+            # No help=: aliases and short forms stay out of the listing (the epilog names them).
+            _add_group(commands.add_parser(alias, parents=common), group, listed)
     for short, (name, verb) in SHORT_FORMS.items():
         what, declare = by_name[name].verbs[verb]
-        # No help=: short forms stay out of the listing (the epilog names them).
         declare(commands.add_parser(short, parents=common, description=f"{what} ({name} {verb})"))
 
 
+def _add_group(parser: argparse.ArgumentParser, group: Group, listed: str) -> None:
+    parser.description = listed
+    group.default(parser)
+    nested = [common_options(nested=True)]
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (what, declare) in group.verbs.items():
+        declare(verbs.add_parser(verb, parents=nested, help=what, description=what))
+
+
 def epilog() -> str:
-    forms = "\n".join(f"  {short:<10}{' '.join(long)}" for short, long in SHORT_FORMS.items())
+    aliases = {alias: (group.name,) for group in GROUPS for alias in group.aliases}
+    forms = "\n".join(
+        f"  {short:<11}{' '.join(long)}" for short, long in {**aliases, **SHORT_FORMS}.items()
+    )
     return (
         f"short forms:\n{forms}\n\n"
         "exit status: 0 done, 1 refused by the daemon or failed, 2 wrong command line,\n"

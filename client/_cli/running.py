@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ def runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """``handler`` as a command: nothing is sent (or drawn) without a token, and every failure
     becomes one sentence (``--json``: an ErrorBody) and an exit status."""
 
+    @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         from .._client import Client
         from .._core import resolve_token
