@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .output import emit, recording_rows
-from .parsing import Verb, positive, seconds
+from .parsing import UsageError, Verb, positive, seconds
 from .running import runner
 
 if TYPE_CHECKING:
@@ -48,6 +48,13 @@ def _create(parser: argparse.ArgumentParser) -> None:
 
 
 def _record(client: Client, args: argparse.Namespace) -> None:
+    # What can be known wrong before the recording starts is said before its bar is drawn.
+    if args.out is not None:
+        if not args.out.parent.is_dir():
+            raise UsageError(f"--out {args.out}: there is no folder {args.out.parent}")
+        if args.source == "monitor" and args.out.suffix == ".aedat4":
+            raise UsageError("--out: only DVS recordings export to .aedat4; use .npy")
+    client.me()  # the token
     recording = client.record(
         args.device, args.duration, source=args.source, name=args.name, progress=True
     )

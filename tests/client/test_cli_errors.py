@@ -102,6 +102,21 @@ def test_a_missing_model_file_is_named_before_anything_is_sent(
 
 
 @pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        ("rec.aedat4", "--out: only DVS recordings export to .aedat4; use .npy"),
+        ("nowhere/rec.npy", "there is no folder"),
+    ],
+)
+def test_a_recording_that_could_not_be_saved_is_refused_before_it_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, out: str, said: str
+) -> None:
+    argv = ["record", "dev:0", "--duration", "5", "--source", "monitor", "--out"]
+    code, err = failed(capsys, *argv, str(tmp_path / out), *NOWHERE)
+    assert code == Exit.USAGE and said in err and "record dev:0" not in err
+
+
+@pytest.mark.parametrize(
     ("content", "said"),
     [
         ("", "is not valid JSON (line 1 column 1)"),
