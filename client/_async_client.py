@@ -573,8 +573,9 @@ class AsyncBooking(_AsyncResource):
             while (pause := waiting.pause(self.booking)) is not None:
                 await asyncio.sleep(pause)
                 await self.refresh()
-        except WaitTimeout:
-            self.booking = await self.client.cancel(self.booking)
+        except (WaitTimeout, asyncio.CancelledError) as stopped:
+            if self._release or isinstance(stopped, WaitTimeout):
+                self.booking = await self.client.cancel(self.booking)
             raise
         finally:
             waiting.close()

@@ -552,15 +552,17 @@ class Booking:
 
     def wait(self) -> None:
         """Wait until the booking starts (looking every few seconds: the daemon may start it
-        early); past the ``timeout`` given to ``book``, cancel it and raise ``WaitTimeout``."""
+        early); past the ``timeout`` given to ``book``, cancel it and raise ``WaitTimeout``.
+        A booking made by ``book`` is cancelled on Ctrl-C too: nobody waits for it any more."""
         timeout, progress = self._waiting
         waiting = StartWait(timeout, countdown=progress)
         try:
             while (pause := waiting.pause(self.booking)) is not None:
                 time.sleep(pause)
                 self.refresh()
-        except WaitTimeout:
-            self.booking = self.client.cancel(self.booking)
+        except (WaitTimeout, KeyboardInterrupt) as stopped:
+            if self._release or isinstance(stopped, WaitTimeout):
+                self.booking = self.client.cancel(self.booking)
             raise
         finally:
             waiting.close()

@@ -109,11 +109,12 @@ def _hold_existing(client: Client, args: argparse.Namespace) -> None:
 def _wait_or_hold(booking: Booking, args: argparse.Namespace) -> None:
     """With ``--hold``, hold the booking until it ends or the user stops; with ``--timeout``
     alone, wait for its start."""
-    if not args.hold:
-        if args.timeout is not None:
-            booking.wait()
+    if not args.hold and args.timeout is None:
         return
     with _terminate_as_interrupt():
+        if not args.hold:
+            booking.wait()  # Ctrl-C cancels the booking and exits 130
+            return
         try:
             with booking:
                 print("holding the booking; Ctrl-C or SIGTERM releases it", file=sys.stderr)

@@ -267,3 +267,32 @@ def test_users_and_their_tokens_over_the_api(
     assert listed["id"] == token["id"]
     observer = Account(name, token["token"], admin.url)
     assert run_json(capsys, observer, "user", "me")["name"] == name
+
+
+def test_sigterm_while_waiting_for_the_start_cancels_the_booking(
+    admin: Client, account: Account
+) -> None:
+    start = (datetime.now(UTC) + timedelta(days=21)).strftime("%Y-%m-%dT%H:%M+00:00")
+    env = {**os.environ, "SPECKLAB_URL": account.url, "SPECKLAB_TOKEN": account.token}
+    command = [sys.executable, "-m", "specklab.client.cli", "book", "speck2fdevkit"]
+    waiter = subprocess.Popen(
+        [*command, "--minutes", "5", "--start", start, "--timeout", "600", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert waiter.stdout is not None and waiter.stderr is not None
+        lines = []
+        while (line := waiter.stdout.readline()) not in ("}\n", ""):
+            lines.append(line)
+        booking = json.loads("".join(lines) + "}")
+        # The countdown's first line (its \r reads as a newline in text mode).
+        assert waiter.stderr.read(len("\nwaiting for")).strip() == "waiting for"
+        waiter.terminate()
+        _, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
+    assert waiter.returncode == Exit.INTERRUPTED, err
+    assert admin.booking(booking["id"]).status == "cancelled"
