@@ -51,7 +51,9 @@ _TOKEN = "set SPECKLAB_TOKEN or pass --token"
 
 #: The daemon's codes in the CLI's words; ``{message}`` is the daemon's own sentence.
 SENTENCES: dict[str, str] = {
-    "unauthorized": f"no API token: {_TOKEN}",
+    "no_token": f"no API token: {_TOKEN}",
+    # The daemon's own words here are about HTTP headers.
+    "unauthorized": f"the daemon did not take the API token: {_TOKEN}",
     "invalid_token": f"the daemon does not know this API token: {_TOKEN} with a current one",
     "token_revoked": f"{{message}}: {_TOKEN} with a current one",
     "token_expired": f"{{message}}: {_TOKEN} with a current one",

@@ -33,7 +33,7 @@ def runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
                 warnings.simplefilter("always", SpecklabWarning)
                 try:
                     if resolve_token(args.token) is None:
-                        raise AuthenticationError(401, "unauthorized", SENTENCES["unauthorized"])
+                        raise AuthenticationError(401, "no_token", SENTENCES["no_token"])
                     with Client(args.url, args.token) as client:
                         handler(client, args)
                 finally:

@@ -80,7 +80,7 @@ def test_no_token_names_the_variable_and_the_flag(
     assert code == Exit.NOT_ALLOWED
     assert err == "specklab: no API token: set SPECKLAB_TOKEN or pass --token"
     code, err = failed(capsys, "devices", "--url", "http://127.0.0.1:9", "--json")
-    assert json.loads(err)["code"] == "unauthorized"
+    assert json.loads(err)["code"] == "no_token"
 
 
 def test_nothing_is_drawn_for_an_upload_without_a_token(
@@ -147,6 +147,19 @@ def test_an_unreachable_daemon_names_the_url_to_change(
 
 def _error(status: int, code: str, message: str, detail: object = None) -> Exception:
     return api_error(status, ErrorBody(code=code, message=message, detail=detail))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "an API token is required: send 'Authorization: Bearer <token>'",
+        "the Authorization header must be 'Bearer <token>'",
+    ],
+)
+def test_http_headers_never_reach_a_person(message: str) -> None:
+    said = sentence(_error(401, "unauthorized", message))
+    assert "Bearer" not in said and "Authorization" not in said
+    assert said.endswith("set SPECKLAB_TOKEN or pass --token")
 
 
 def test_routes_and_pydantic_links_never_reach_a_person() -> None:
