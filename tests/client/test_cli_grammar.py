@@ -131,9 +131,17 @@ def test_one_flag_per_option_everywhere() -> None:
     assert old.days == 7
 
 
-def test_admin_prints_json_too() -> None:
-    assert parsed("admin", "list-users", "--json").json
-    assert parsed("admin", "--json", "list-tokens").json
+def test_admin_prints_json_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["admin", "--data-dir", str(tmp_path)]
+    assert main([*where, "create-user", "carol", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "carol"
+    assert main([*where, "--json", "create-token", "carol", "--days", "7"]) == 0
+    out, err = capsys.readouterr()
+    token = json.loads(out)
+    assert token["token"].startswith("spk_") and err == ""
+    assert main([*where, "list-tokens", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["id"] == token["id"] and "token" not in listed
 
 
 def test_recordings_replay_prints_the_event_count(capsys: pytest.CaptureFixture[str]) -> None:
@@ -246,9 +254,15 @@ def test_a_booking_that_does_not_start_within_timeout_is_cancelled(
 def test_audit_list_filters_for_admins_only(
     capsys: pytest.CaptureFixture[str], admin: Client, account: Account
 ) -> None:
+    start = (datetime.now(UTC) + timedelta(days=22)).strftime("%Y-%m-%dT%H:%M+00:00")
+    booking = run_json(capsys, account, "book", "speck2fdevkit", "--minutes", "5", "--start", start)
+    run_json(capsys, account, "cancel", str(booking["id"]))
     me = Account("admin", ADMIN_TOKEN, admin.url)
-    entries = run_json(capsys, me, "audit", "list", "--action", "booking.", "--limit", "5")
-    assert 0 < len(entries) <= 5 and all(e["action"].startswith("booking.") for e in entries)
+    entries = run_json(capsys, me, "audit", "list", "--action", "booking.", "--limit", "1")
+    assert [e["action"] for e in entries] == ["booking.cancel"]
+    mine = run_json(capsys, me, "audit", "list", "--user", account.name)
+    assert {"booking.create", "booking.cancel"} <= {e["action"] for e in mine}
+    assert {e["actor_name"] for e in mine} == {account.name}
     code, _, err = run(capsys, account, "audit", "list")
     assert code == Exit.NOT_ALLOWED and "pass an admin's --token" in err
 
