@@ -48,6 +48,7 @@ from ._errors import (
     StreamError,
     Timeout,
     TransportError,
+    WaitTimeout,
 )
 from ._remote import RemoteModel
 from ._stream import BatchOutput
@@ -100,6 +101,7 @@ __all__ = [
     "StreamMode",
     "Timeout",
     "TransportError",
+    "WaitTimeout",
     "as_events",
     "dvs_events",
     "raster_to_events",

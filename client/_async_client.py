@@ -37,7 +37,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import StreamError, TransportError
+from ._errors import StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
 from ._operations import Operations, device_id
 from ._stream import (
@@ -52,6 +52,7 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._waiting import StartWait
 from ._websocket import closed_error as stream_closed_error
 from ._websocket import connect_error, connect_options
 
@@ -260,6 +261,7 @@ class AsyncClient:
     recording_events = _awaiting(Operations.recording_events)
     download_recording = _awaiting(Operations.download_recording)
     replay = _awaiting(Operations.replay)
+    audit = _awaiting(Operations.audit)
 
     def book(
         self,
@@ -269,6 +271,8 @@ class AsyncClient:
         start: datetime | None = None,
         end: datetime | None = None,
         wait: bool = False,
+        timeout: float | None = None,
+        progress: bool = False,
     ) -> _Opening[AsyncBooking]:
         """Book a device or any device of a type; see :meth:`Client.book`.
 
@@ -280,7 +284,7 @@ class AsyncClient:
             booking = await self.create_booking(
                 target, minutes=minutes, start=start, end=end, wait=wait
             )
-            return AsyncBooking(self, booking, release=True)
+            return AsyncBooking(self, booking, release=True, timeout=timeout, progress=progress)
 
         return _Opening(create())
 
@@ -539,9 +543,18 @@ class AsyncHardwareModel(ModelHandle[AsyncEventStream], _AsyncResource):
 class AsyncBooking(BookingHandle, _AsyncResource):
     """A booking; ``async with`` holds its lease with a heartbeat task."""
 
-    def __init__(self, client: AsyncClient, booking: BookingPublic, *, release: bool) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        booking: BookingPublic,
+        *,
+        release: bool,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> None:
         super().__init__(client._core, booking, release=release)
         self.client = client
+        self._waiting = (timeout, progress)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -552,7 +565,7 @@ class AsyncBooking(BookingHandle, _AsyncResource):
         """Wait until the booking starts, take the lease and keep it alive in a task."""
         if self._task is not None:
             return
-        await asyncio.sleep(self._until_start())
+        await self.wait()
         interval = await self.client._run(self._take_lease())
         self._task = asyncio.create_task(self._beats(interval))
 
@@ -561,6 +574,21 @@ class AsyncBooking(BookingHandle, _AsyncResource):
             await asyncio.sleep(interval)
             if self.client._closed or not await self.client._run(self._beat()):
                 return
+
+    async def wait(self) -> None:
+        """Wait until the booking starts; see :meth:`Booking.wait`."""
+        timeout, progress = self._waiting
+        waiting = StartWait(timeout, countdown=progress)
+        try:
+            while (pause := waiting.pause(self.booking)) is not None:
+                await asyncio.sleep(pause)
+                await self.refresh()
+        except (WaitTimeout, asyncio.CancelledError) as stopped:
+            if self._release or isinstance(stopped, WaitTimeout):
+                self.booking = await self.client.cancel(self.booking)
+            raise
+        finally:
+            waiting.close()
 
     async def aclose(self) -> None:
         """Stop the heartbeats and, for bookings made by ``book``, release the device."""

@@ -29,7 +29,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import StreamError, TransportError
+from ._errors import StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
 from ._operations import Operations, device_id
 from ._stream import (
@@ -44,6 +44,7 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._waiting import StartWait
 from ._websocket import closed_error as stream_closed_error
 from ._websocket import connect_error, connect_options
 
@@ -216,6 +217,7 @@ class Client:
     recording_events = _blocking(Operations.recording_events)
     download_recording = _blocking(Operations.download_recording)
     replay = _blocking(Operations.replay)
+    audit = _blocking(Operations.audit)
 
     def book(
         self,
@@ -225,16 +227,20 @@ class Client:
         start: datetime | None = None,
         end: datetime | None = None,
         wait: bool = False,
+        timeout: float | None = None,
+        progress: bool = False,
     ) -> Booking:
         """Book a device (``speck2fdevkit:0``) or any device of a type (``speck2fdevkit``).
 
         The booking is made at once (:class:`~specklab.client.BookingConflict` if the slot is
         taken; for a type whose devices are all busy, unless ``wait`` takes the next free slot).
-        Use the result as a context manager: entering waits for the start, then keeps the lease
-        alive with heartbeats from a background thread; leaving releases the booking.
+        Use the result as a context manager: entering waits for the start (at most ``timeout``
+        seconds, then :class:`~specklab.client.WaitTimeout` and the booking is cancelled;
+        ``progress`` shows a countdown on stderr), then keeps the lease alive with heartbeats
+        from a background thread; leaving releases the booking.
         """
         booking = self.create_booking(target, minutes=minutes, start=start, end=end, wait=wait)
-        return Booking(self, booking, release=True)
+        return Booking(self, booking, release=True, timeout=timeout, progress=progress)
 
     def lease(self, booking: Any, *, release: bool = False) -> Booking:
         """Keep the lease of an existing booking (made with ``specklab book``, say) alive."""
@@ -505,9 +511,18 @@ class HardwareModel(ModelHandle[EventStream]):
 class Booking(BookingHandle):
     """A booking; as a context manager it holds the device's lease (see :meth:`Client.book`)."""
 
-    def __init__(self, client: Client, booking: BookingPublic, *, release: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        booking: BookingPublic,
+        *,
+        release: bool,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> None:
         super().__init__(client._core, booking, release=release)
         self.client = client
+        self._waiting = (timeout, progress)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -527,7 +542,7 @@ class Booking(BookingHandle):
         """Wait until the booking starts, take the lease and keep it alive in the background."""
         if self._thread is not None:
             return
-        time.sleep(self._until_start())
+        self.wait()
         interval = self.client._run(self._take_lease())
         self._thread = threading.Thread(
             target=self._beats, args=(interval,), name="specklab-lease", daemon=True
@@ -538,6 +553,23 @@ class Booking(BookingHandle):
         while not self._stop.wait(interval) and not self.client._closed:
             if not self.client._run(self._beat()):
                 return
+
+    def wait(self) -> None:
+        """Wait until the booking starts (looking every few seconds: the daemon may start it
+        early); past the ``timeout`` given to ``book``, cancel it and raise ``WaitTimeout``.
+        A booking made by ``book`` is cancelled on Ctrl-C too: nobody waits for it any more."""
+        timeout, progress = self._waiting
+        waiting = StartWait(timeout, countdown=progress)
+        try:
+            while (pause := waiting.pause(self.booking)) is not None:
+                time.sleep(pause)
+                self.refresh()
+        except (WaitTimeout, KeyboardInterrupt) as stopped:
+            if self._release or isinstance(stopped, WaitTimeout):
+                self.booking = self.client.cancel(self.booking)
+            raise
+        finally:
+            waiting.close()
 
     def stop(self) -> None:
         """Stop the heartbeats and, for bookings made by ``book``, release the device."""

@@ -7,6 +7,7 @@
     ├── TransportError          the daemon could not be reached or the connection broke
     │   └── Timeout             the daemon did not answer in time
     ├── ProtocolError           the daemon sent something this client cannot read (bad frame)
+    ├── WaitTimeout             a booking did not start within ``timeout`` (it was cancelled)
     ├── StreamError             an ``error`` frame on an event stream (``fatal`` ends the stream)
     └── ApiError                an error response: ``status``, ``code``, ``message``, ``detail``
         ├── AuthenticationError 401: no token, or an unknown, expired or revoked one
@@ -69,6 +70,11 @@ class Timeout(TransportError):
 
 class ProtocolError(SpecklabError):
     """The daemon sent something this client cannot read (a bad frame or body)."""
+
+
+class WaitTimeout(SpecklabError):
+    """A booking waited for (``book(..., wait=True, timeout=...)``) did not start in time;
+    the booking was cancelled."""
 
 
 class StreamError(SpecklabError):

@@ -7,7 +7,6 @@ awaiting, and own what is I/O: sleeping, the heartbeat thread or task, the WebSo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from specklab.schemas.booking import BookingPublic
@@ -40,10 +39,6 @@ class BookingHandle:
     def __repr__(self) -> str:
         b = self.booking
         return f"<Booking {b.id} {b.device_id} {b.starts_at:%H:%M}-{b.ends_at:%H:%M} {b.status}>"
-
-    def _until_start(self) -> float:
-        """Seconds until the booking starts (0 once it has)."""
-        return max((self.booking.starts_at - datetime.now(UTC)).total_seconds(), 0.0)
 
     def _take_lease(self) -> Op[float]:
         """The first heartbeat; returns the seconds between the next ones."""

@@ -13,6 +13,7 @@ import numpy as np
 from specklab.schemas.accounts import Role, TokenCreate, TokenCreated, TokenPublic, UserCreate
 from specklab.schemas.accounts import UserPublic as User
 from specklab.schemas.api import ErrorBody, Health, Version
+from specklab.schemas.audit import AuditEntryPublic
 from specklab.schemas.booking import (
     BookingCreate,
     BookingExtend,
@@ -377,6 +378,27 @@ class Operations(BaseClient):
         path = f"/v1/recordings/{_id(recording)}/replay"
         answer = yield from self.fetch("POST", path, dict[str, int], json=body)
         return answer["events"]
+
+    # Audit.
+    def audit(
+        self,
+        *,
+        action: str | None = None,
+        actor_id: int | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Op[list[AuditEntryPublic]]:
+        """The audit log, newest first (admins only); ``action`` ending in ``.`` matches a
+        prefix (``booking.``)."""
+        params = {
+            "action": action,
+            "actor_id": actor_id,
+            "target": target,
+            "since": None if since is None else since.isoformat(),
+            "limit": limit,
+        }
+        return self.fetch("GET", "/v1/audit", list[AuditEntryPublic], params=params)
 
 
 def lease_interval(lease: LeasePublic) -> float:

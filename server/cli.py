@@ -44,7 +44,10 @@ def _register_compile(commands: argparse._SubParsersAction) -> None:
     compile_.add_argument("--input-shape", required=True, metavar="C,H,W")
     compile_.add_argument("--chip", choices=["speck2e", "speck2f"], default="speck2f")
     compile_.add_argument("--dvs-input", action="store_true", help="input comes from the DVS")
-    compile_.add_argument("--chip-layers-ordering", metavar="CORES", help="e.g. 0,3,5,6,1")
+    layers = {"dest": "chip_layers_ordering", "metavar": "CORES"}
+    compile_.add_argument("--layers", help="cores in layer order, e.g. 0,3,5,6,1", **layers)
+    # The flag's former name, as the guide spells the option; `specklab deploy` says --layers.
+    compile_.add_argument("--chip-layers-ordering", help=argparse.SUPPRESS, **layers)
     compile_.add_argument("--no-spiking-output", action="store_true")
     compile_.add_argument("--spike-threshold", type=float, default=1.0)
     compile_.add_argument("--min-v-mem", default="-1.0", help="a number, or 'none'")

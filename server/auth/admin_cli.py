@@ -35,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     admin.add_argument("--config", type=Path, help="TOML settings file (or SPECKLAB_CONFIG)")
     admin.add_argument("--data-dir", type=Path, help="the daemon's data dir (its SQLite db)")
     admin.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    admin.add_argument("--json", action="store_true", help="print JSON instead of text")
     actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
 
     create_user = actions.add_parser("create-user", help="add a user")
@@ -47,10 +48,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     create_token.add_argument("--name", default="cli", help="what the token is for")
     lifetime = create_token.add_mutually_exclusive_group()
     lifetime.add_argument(
-        "--expires-days",
+        "--days",
         type=_lifetime_days,
         default=90,
         help=f"days until it expires, {_MIN_DAYS}..{_MAX_DAYS} (default 90)",
+    )
+    # The flag's former name; `specklab token create` says --days.
+    lifetime.add_argument(
+        "--expires-days", dest="days", type=_lifetime_days, help=argparse.SUPPRESS
     )
     lifetime.add_argument("--never-expires", action="store_true")
 
@@ -58,6 +63,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     list_tokens.add_argument("user", nargs="?", help="only this user's")
     revoke = actions.add_parser("revoke-token", help="revoke a token by id")
     revoke.add_argument("token_id", type=int)
+    for action in actions.choices.values():
+        # Also after the action (``admin list-users --json``), without resetting one before it.
+        action.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     admin.set_defaults(handler=_run)
 
 
@@ -82,57 +90,75 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(args: argparse.Namespace, value: Any, text: str) -> None:
+    """``value`` as JSON with ``--json``, else ``text``."""
+    import json
+
+    print(json.dumps(value, indent=2) if args.json else text)
+
+
 def _create_user(session: Any, args: argparse.Namespace) -> None:
     from specklab.schemas.accounts import Role
 
-    from .accounts import create_user
+    from .accounts import create_user, user_public
 
     user = create_user(session, name=args.name, role=Role(args.role), actor=None)
-    print(f"created user {user.name} ({user.role})")
+    session.flush()
+    public = user_public(user).model_dump(mode="json")
+    _say(args, public, f"created user {user.name} ({user.role})")
 
 
 def _list_users(session: Any, args: argparse.Namespace) -> None:
-    from .accounts import list_users
+    from .accounts import list_users, user_public
 
-    for user in list_users(session):
-        print(f"{user.id}\t{user.name}\t{user.role}")
+    users = list_users(session)
+    text = "\n".join(f"{user.id}\t{user.name}\t{user.role}" for user in users)
+    _say(args, [user_public(user).model_dump(mode="json") for user in users], text)
 
 
 def _create_token(session: Any, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
-    from .accounts import get_user, issue_token
+    from .accounts import get_user, issue_token, token_public
 
     user = get_user(session, name=args.user)
-    lifetime = None if args.never_expires else timedelta(days=args.expires_days)
+    lifetime = None if args.never_expires else timedelta(days=args.days)
     token, secret = issue_token(session, user=user, name=args.name, expires_in=lifetime, actor=None)
     session.flush()
     expiry = token.expires_at.isoformat() if token.expires_at else "never"
-    print(f"token {token.id} for {user.name} (expires {expiry}); shown once:", file=sys.stderr)
-    print(secret)
+    if not args.json:
+        print(f"token {token.id} for {user.name} (expires {expiry}); shown once:", file=sys.stderr)
+    _say(args, {**token_public(token).model_dump(mode="json"), "token": secret}, secret)
 
 
 def _list_tokens(session: Any, args: argparse.Namespace) -> None:
-    from .accounts import get_user, list_tokens
+    from .accounts import get_user, list_tokens, token_public
 
     user_id = get_user(session, name=args.user).id if args.user else None
-    for token in list_tokens(session, user_id=user_id):
+    tokens = list_tokens(session, user_id=user_id)
+    lines = []
+    for token in tokens:
         expires = token.expires_at.isoformat() if token.expires_at else "never"
         state = "revoked" if token.revoked_at else "active"
-        print(f"{token.id}\t{token.user.name}\t{token.name}\t{token.prefix}...\t{expires}\t{state}")
+        lines.append(
+            f"{token.id}\t{token.user.name}\t{token.name}\t{token.prefix}...\t{expires}\t{state}"
+        )
+    _say(args, [token_public(token).model_dump(mode="json") for token in tokens], "\n".join(lines))
 
 
 def _revoke_token(session: Any, args: argparse.Namespace) -> None:
     from specklab.schemas.errors import DomainError
 
     from ..storage.tables import ApiToken
-    from .accounts import revoke_token
+    from .accounts import revoke_token, token_public
 
     token = session.get(ApiToken, args.token_id)
     if token is None:
         raise DomainError(404, "token_not_found", f"no token {args.token_id}")
     revoke_token(session, token=token, actor=None)
-    print(f"revoked token {token.id} ({token.user.name}, {token.name})")
+    session.flush()
+    text = f"revoked token {token.id} ({token.user.name}, {token.name})"
+    _say(args, token_public(token).model_dump(mode="json"), text)
 
 
 _ACTIONS = {

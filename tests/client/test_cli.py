@@ -67,7 +67,7 @@ def test_server_errors_print_the_daemons_message_and_exit_1(
 ) -> None:
     code, out, err = run(capsys, account, "cancel", "999999")
     assert code == 1 and out == ""
-    assert "404" in err and "booking" in err
+    assert err == "specklab: no booking 999999 (specklab booking list shows yours)\n"
 
 
 def test_token_whoami_create_list_revoke(

@@ -155,10 +155,10 @@ def test_the_cli_draws_nothing_for_an_upload_refused_before_it_starts(
 
     monkeypatch.setattr(httpx, "Client", ToTheFake)
     argv = ["upload", str(model_path), "--input-shape", "1,8,8", "--url", URL, "--token", "bad"]
-    assert main(argv) == 1
+    assert main(argv) == 4  # no token or not allowed
     drawn = capsys.readouterr().err
     (line,) = drawn.strip().splitlines()  # the error, and no bar before it
-    assert line.startswith("specklab: ") and "unknown token" in line
+    assert line.startswith("specklab: ") and "set SPECKLAB_TOKEN or pass --token" in line
     assert "upload" not in drawn
     assert daemon.uploads == []
 

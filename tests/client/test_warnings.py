@@ -94,10 +94,10 @@ def test_upload_warns_with_every_warning_of_the_report() -> None:
 def test_the_cli_prints_each_sdk_warning_as_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from argparse import Namespace
 
-    from specklab.client._commands import _runner
+    from specklab.client._cli.running import runner
     from specklab.client._errors import warn_all
 
-    run = _runner(lambda client, args: warn_all([LEAK, "layer 2: 90% quantize to 0"]))
-    assert run(Namespace(url="http://lab.invalid", token="spk_x")) == 0
+    run = runner(lambda client, args: warn_all([LEAK, "layer 2: 90% quantize to 0"]))
+    assert run(Namespace(url="http://lab.invalid", token="spk_x", json=False)) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [f"specklab: warning: {LEAK}", "specklab: warning: layer 2: 90% quantize to 0"]
