@@ -55,7 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeviceError)
     async def _device_error(request: Request, exc: DeviceError) -> JSONResponse:
-        return json_error_response(exc.http_status, ErrorBody(code=exc.code, message=exc.message))
+        body = ErrorBody(code=exc.code, message=exc.message, detail=exc.detail)
+        return json_error_response(exc.http_status, body)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,9 +8,10 @@ from starlette.requests import HTTPConnection
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
 
-from ..booking.devices_view import lab_device, lab_device_list
+from ..booking.devices_view import lab_device_list
 from ..chips import DEVICE_TYPES, SUPPORTED_DEVICES
-from ..devices.errors import DeviceError
+from ..devices.errors import DeviceNotFound
+from ..devices.suggest import unknown_device
 from ..devices.views import device_public, samna_info
 from .deps import ManagerDep
 
@@ -31,11 +32,13 @@ async def list_devices(conn: HTTPConnection, manager: ManagerDep) -> DeviceList:
 async def get_device(conn: HTTPConnection, device_id: str, manager: ManagerDep) -> DevicePublic:
     try:
         state = manager.state(device_id)
-    except DeviceError:
-        remote = await lab_device(conn.app.state, device_id)
-        if remote is None:
-            raise
-        return remote
+    except DeviceNotFound:
+        remote = await lab_device_list(conn.app.state, [])
+        found = next((device for device in remote if device.id == device_id), None)
+        if found is None:
+            known = [s.description.id for s in manager.states()] + [d.id for d in remote]
+            raise unknown_device(device_id, known) from None
+        return found
     local = await device_public(manager, state)
     return local.model_copy(update={"url": conn.app.state.settings.effective_public_url})
 

@@ -139,7 +139,7 @@ async def _refuse(websocket: WebSocket, exc: ApiError | DeviceError) -> None:
             ErrorFrame(exc.body.code, exc.body.message, True, exc.body.detail),
         )
     else:
-        status, frame = exc.http_status, ErrorFrame(exc.code, exc.message, fatal=True)
+        status, frame = exc.http_status, ErrorFrame(exc.code, exc.message, True, exc.detail)
     await websocket.send_bytes(encode(frame))
     await websocket.close(code=refusal_close_code(status), reason=frame.code)
 

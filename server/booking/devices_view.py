@@ -61,8 +61,3 @@ async def lab_device_list(state: State, local: list[DevicePublic]) -> list[Devic
 
     here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
     return here + await db.run(remote)
-
-
-async def lab_device(state: State, device_id: str) -> DevicePublic | None:
-    """A device another host of the lab serves, or None."""
-    return next((d for d in await lab_device_list(state, []) if d.id == device_id), None)

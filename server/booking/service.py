@@ -27,6 +27,7 @@ from specklab.schemas.booking import (
 
 from ..auth.ownership import visible_to
 from ..auth.principal import Principal
+from ..devices.suggest import unknown_device
 from ..errors import ApiError
 from ..settings import Settings
 from ..storage import on_commit, utcnow
@@ -209,7 +210,11 @@ def _candidates(
 ) -> list[str]:
     if request.device_id is not None:
         if lab.find_device(session, request.device_id) is None:
-            raise ApiError(404, "device_not_found", f"no device {request.device_id!r} in this lab")
+            known = [
+                device.id
+                for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
+            ]
+            raise unknown_device(request.device_id, known, where=" in this lab")
         return [request.device_id]
     online = [
         device.id

@@ -21,14 +21,18 @@ and the HTTP status an API answer carries (``ApiError(e.http_status, e.code, e.m
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DeviceError(Exception):
     code = "device_error"
     http_status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: Any = None) -> None:
         super().__init__(message)
         self.message = message
+        #: Plain data for programs, as ``ErrorBody.detail`` (e.g. the ids an unknown one is near).
+        self.detail = detail
 
 
 class DeviceNotFound(DeviceError):

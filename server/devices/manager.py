@@ -36,7 +36,6 @@ from .errors import (
     DeviceBusy,
     DeviceError,
     DeviceIOError,
-    DeviceNotFound,
     DeviceOffline,
     DeviceStateError,
     DeviceTimeout,
@@ -46,6 +45,7 @@ from .errors import (
 from .events import batch_span_s
 from .naming import DeviceId, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
+from .suggest import unknown_device
 from .worker import DeviceThread
 
 log = logging.getLogger("specklab.devices")
@@ -560,7 +560,7 @@ class DeviceManager:
     def _entry(self, device_id: str) -> _Entry:
         entry = self._entries.get(device_id)
         if entry is None:
-            raise DeviceNotFound(f"no device {device_id!r}")
+            raise unknown_device(device_id, self._entries)
         return entry
 
 
