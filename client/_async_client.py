@@ -213,6 +213,7 @@ class AsyncClient:
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)
+    neuron_states = _awaiting(Operations.neuron_states)
     record = _awaiting(Operations.record)
     record_dvs = _awaiting(Operations.record_dvs)
     recordings = _awaiting(Operations.recordings)
@@ -501,6 +502,11 @@ class AsyncHardwareModel(_AsyncResource):
             await self._stream.reset_states()
         else:
             await self.client.reset_states(self.device)
+
+    async def membrane(self, layer: int) -> np.ndarray:
+        """Model layer ``layer``'s membrane potentials now, int32 ``[feature, y, x]``."""
+        states = await self.client.neuron_states(self.device, layer)
+        return states.array()
 
     def stream(self, *, mode: StreamMode | str = "continuous") -> _Opening[AsyncEventStream]:
         return self.client.stream(self.device, mode=mode)

@@ -177,6 +177,7 @@ class Client:
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)
+    neuron_states = _blocking(Operations.neuron_states)
     record = _blocking(Operations.record)
     record_dvs = _blocking(Operations.record_dvs)
     recordings = _blocking(Operations.recordings)
@@ -469,6 +470,10 @@ class HardwareModel:
             self._stream.reset_states()
         else:
             self.client.reset_states(self.device)
+
+    def membrane(self, layer: int) -> np.ndarray:
+        """Model layer ``layer``'s membrane potentials now, int32 ``[feature, y, x]``."""
+        return self.client.neuron_states(self.device, layer).array()
 
     def stream(self, *, mode: StreamMode | str = "continuous") -> EventStream:
         return self.client.stream(self.device, mode=mode)

@@ -38,8 +38,9 @@ DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 DASHBOARD = {"/", "/dashboard"}
 PUBLIC = {route.path for route in [*meta.router.routes, *meta.metrics_router.routes]}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-#: Path parameters that name something shared by the lab rather than owned by a user.
-SHARED_PARAMETERS = {"device_id"}
+#: Path parameters that name something shared by the lab (or a part of what another parameter
+#: names) rather than owned by a user, and the value the calls give them.
+SHARED_PARAMETERS = {"device_id": "speck2fdevkit:0", "layer": "0"}
 #: Bodies that pass validation, for routes on owned resources whose body has required fields
 #: (an invalid body answers 422 before ownership is looked at).
 VALID_BODIES: dict[str, dict[str, object]] = {
@@ -184,7 +185,8 @@ def _routes(app: FastAPI) -> Iterator[tuple[str, str, APIRoute | APIWebSocketRou
 
 
 def _fill(path: str, owned: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: owned.get(m[1], "speck2fdevkit:0"), path)
+    values = {**SHARED_PARAMETERS, **owned}
+    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m[1]], path)
 
 
 def _call(lab: Lab, method: str, path: str, headers: dict[str, str], template: str = "") -> int:

@@ -209,12 +209,8 @@ class DeviceSession:
     async def set_sensor(self, enabled: bool, *, timeout: float = 60.0) -> None:
         await self.call(lambda d: d.set_sensor(enabled), timeout=timeout, what="set_sensor")
 
-    async def read_neuron(
-        self, core: int, feature: int, y: int, x: int, *, timeout: float = 10.0
-    ) -> int:
-        return await self.call(
-            lambda d: d.read_neuron(core, feature, y, x), timeout=timeout, what="read_neuron"
-        )
+    async def read_states(self, core: int, *, timeout: float = 30.0) -> np.ndarray:
+        return await self.call(lambda d: d.read_states(core), timeout=timeout, what="read_states")
 
     async def health(self, *, timeout: float = 10.0) -> DeviceHealth:
         return await self.call(lambda d: d.health(), timeout=timeout, what="health")

@@ -46,6 +46,9 @@ async def test_deploy_and_call_the_model(
         with pytest.raises(StreamError, match="out of range"):
             await hw_model([Spike(layer=0, x=0, y=12, feature=0, timestamp=0)])
         await hw_model.reset_states()
+        membrane = await hw_model.membrane(0)
+        assert (membrane.dtype, membrane.shape) == (np.int32, (4, 6, 6))
+        assert (await alab.neuron_states(abooking.device_id, 0)).shape == (4, 6, 6)
         assert (await alab.deployment(abooking.device_id)).model_id == remote_model.id
         await hw_model.undeploy()
 

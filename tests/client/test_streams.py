@@ -136,3 +136,16 @@ def test_deploy_with_a_config_patch(
         assert len(hw_model(grid())) == GRID_OUTPUTS // 2
     with pytest.raises(InvalidRequest, match=r"layers\.7"):
         lab.deploy(remote_model, booking.device_id, config_patch={"layers": {7: {}}})
+
+
+def test_membrane_potentials_of_a_layer(hw_model: HardwareModel) -> None:
+    # The values themselves are checked against the simulator in tests/devices: here, that
+    # the client asks for the right layer and hands back its array.
+    hw_model([Spike(layer=0, x=3, y=3, feature=0, timestamp=100)])
+    membrane = hw_model.membrane(0)
+    assert (membrane.dtype, membrane.shape) == (np.int32, (4, 6, 6))
+    states = hw_model.client.neuron_states(hw_model.device, 0)
+    assert (states.layer, states.core) == (0, hw_model.deployment.layers[0])
+    np.testing.assert_array_equal(states.array(), membrane)
+    with pytest.raises(NotFound, match="no layer 3"):
+        hw_model.membrane(3)
