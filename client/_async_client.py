@@ -52,8 +52,8 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._websocket import LAST_FRAMES_S, connect_error, connect_options
 from ._websocket import closed_error as stream_closed_error
-from ._websocket import connect_error, connect_options
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -341,7 +341,16 @@ class AsyncEventStream(_AsyncResource):
                 raise TransportError("the daemon closed the stream") from None
             return CLOSED
         except ConnectionClosed as exc:
+            await self._read_last_frames()
             raise stream_closed_error(exc, self._session.failure) from exc
+
+    async def _read_last_frames(self) -> None:
+        """The frames the daemon sent before it closed (its fatal frame says why), when a
+        send found the stream closed before they were read."""
+        with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
+            while self._session.failure is None:
+                data = await asyncio.wait_for(self._connection.recv(decode=False), LAST_FRAMES_S)
+                self._session.receive(data)
 
     async def _drive(
         self, op: StreamOp[Any], source: AsyncIterator[Any] | None = None

@@ -44,8 +44,8 @@ from ._stream import (
     Step,
     StreamOp,
 )
+from ._websocket import LAST_FRAMES_S, connect_error, connect_options
 from ._websocket import closed_error as stream_closed_error
-from ._websocket import connect_error, connect_options
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -301,7 +301,15 @@ class EventStream:
                 raise TransportError("the daemon closed the stream") from None
             return CLOSED
         except ConnectionClosed as exc:
+            self._read_last_frames()
             raise stream_closed_error(exc, self._session.failure) from exc
+
+    def _read_last_frames(self) -> None:
+        """The frames the daemon sent before it closed (its fatal frame says why), when a
+        send found the stream closed before they were read."""
+        with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
+            while self._session.failure is None:
+                self._session.receive(self._connection.recv(timeout=LAST_FRAMES_S, decode=False))
 
     def _drive(self, op: StreamOp[Any], source: Iterator[Any] | None = None) -> Iterator[Any]:
         reply: Any = None

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from websockets.protocol import State
 
 from specklab.client import (
     Booking,
@@ -110,10 +111,18 @@ def test_a_preempted_booking_ends_the_stream_with_a_fatal_error(
 ) -> None:
     assert len(hw_model(grid())) == GRID_OUTPUTS
     admin.preempt(booking.id, reason="maintenance")
+    # The daemon's fatal frame and close arrive before the next batch is sent: the send finds
+    # the stream closed, and the error still carries the frame's reason.
+    stream = hw_model._stream
+    assert stream is not None
+    deadline = time.monotonic() + 30
+    while stream._connection.state is not State.CLOSED and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(StreamError) as raised:
         hw_model(grid())
-        hw_model(grid())  # the end may race with the first batch
-    assert raised.value.fatal
+    assert raised.value.fatal and raised.value.code == "booking_preempted"
+    assert "maintenance" in raised.value.message
+    assert booking.refresh().end_reason == "preempted by admin: maintenance"
 
 
 def test_an_open_stream_keeps_its_booking_in_use(lab: Client, remote_model: RemoteModel) -> None:
