@@ -17,7 +17,7 @@ from collections.abc import (
     Generator,
     Iterable,
 )
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import httpx
@@ -25,7 +25,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from specklab.schemas.booking import BookingPublic
+from specklab.schemas.booking import BookingPublic, BookingStatus
 from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
@@ -38,7 +38,7 @@ from ._core import (
     translated_transport_errors,
 )
 from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._operations import Operations, device_id, lease_interval, until_start
 from ._stream import (
     CLOSED,
     EXHAUSTED,
@@ -552,9 +552,9 @@ class AsyncBooking(_AsyncResource):
         """Wait until the booking starts, take the lease and keep it alive in a task."""
         if self._task is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        while self.booking.status is BookingStatus.UPCOMING:
+            await asyncio.sleep(until_start(self.booking))
+            await self.refresh()
         lease = await self.client.heartbeat(self.booking)
         self._task = asyncio.create_task(self._beat(lease_interval(lease)))
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -17,7 +17,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.client import ClientConnection, connect
 
-from specklab.schemas.booking import BookingPublic
+from specklab.schemas.booking import BookingPublic, BookingStatus
 from specklab.schemas.deploy import Deployment
 from specklab.schemas.stream import StreamMode
 
@@ -30,7 +30,7 @@ from ._core import (
     translated_transport_errors,
 )
 from ._errors import Conflict, SpecklabError, StreamError, TransportError
-from ._operations import Operations, device_id, lease_interval
+from ._operations import Operations, device_id, lease_interval, until_start
 from ._stream import (
     CLOSED,
     EXHAUSTED,
@@ -200,7 +200,8 @@ class Client:
 
         The booking is made at once (:class:`~specklab.client.BookingConflict` if the slot is
         taken; for a type whose devices are all busy, unless ``wait`` takes the next free slot).
-        Use the result as a context manager: entering waits for the start, then keeps the lease
+        Use the result as a context manager: entering waits for the start (a booking that
+        waits for a type starts as soon as one of its devices frees), then keeps the lease
         alive with heartbeats from a background thread; leaving releases the booking.
         """
         booking = self.create_booking(target, minutes=minutes, start=start, end=end, wait=wait)
@@ -531,9 +532,9 @@ class Booking:
         """Wait until the booking starts, take the lease and keep it alive in the background."""
         if self._thread is not None:
             return
-        wait = (self.booking.starts_at - datetime.now(UTC)).total_seconds()
-        if wait > 0:
-            time.sleep(wait)
+        while self.booking.status is BookingStatus.UPCOMING:
+            time.sleep(until_start(self.booking))
+            self.refresh()
         lease = self.client.heartbeat(self.booking)
         self._thread = threading.Thread(
             target=self._beat, args=(lease_interval(lease),), name="specklab-lease", daemon=True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import quote
@@ -367,6 +367,16 @@ class Operations(BaseClient):
         path = f"/v1/recordings/{_id(recording)}/replay"
         answer = yield from self.fetch("POST", path, dict[str, int], json=body)
         return answer["events"]
+
+
+#: Seconds between looks at a booking waiting for its start: it starts early when a device of
+#: its type frees (``wait=True``).
+START_POLL_S = 1.0
+
+
+def until_start(booking: BookingPublic) -> float:
+    """Seconds to wait before looking at an upcoming booking again."""
+    return min(max((booking.starts_at - datetime.now(UTC)).total_seconds(), 0.0), START_POLL_S)
 
 
 def lease_interval(lease: LeasePublic) -> float:

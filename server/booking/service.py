@@ -99,6 +99,7 @@ def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) ->
         end_reason=ending_of(booking, now),
         last_used_at=booking.lease_renewed_at,
         lease_expires_at=policy.idle_deadline(booking) if status is BookingStatus.RUNNING else None,
+        waits_for_type=booking.waits_for_type if status is BookingStatus.UPCOMING else None,
     )
 
 
@@ -244,14 +245,17 @@ def create_booking(
     except BookingRuleError as error:
         raise _rule_error(error) from None
     candidates = _candidates(session, request, policy, now)
+    asked = window
     for _ in range(_TYPE_ATTEMPTS):
-        device_id = candidates[0]
+        device_id, waits_for_type = candidates[0], None
         if request.device_type is not None:
-            busy = _busy(session, candidates, after=window.start)
-            device_id, start = rules.earliest_slot(busy, after=window.start, length=window.length)
-            if start > window.start and not request.next_free:
-                raise _all_busy(request.device_type, device_id, start, window.length)
-            window = Window(start, start + window.length)
+            busy = _busy(session, candidates, after=asked.start)
+            device_id, start = rules.earliest_slot(busy, after=asked.start, length=asked.length)
+            if start > asked.start:
+                if not request.next_free:
+                    raise _all_busy(request.device_type, device_id, start, asked.length)
+                waits_for_type = request.device_type
+            window = Window(start, start + asked.length)
         if not user.is_admin:
             _check_quota(session, user_id=user.id, window=window, policy=policy)
         booking = Booking(
@@ -261,6 +265,7 @@ def create_booking(
             starts_at=window.start,
             ends_at=window.end,
             state=BookingState.ACTIVE,
+            waits_for_type=waits_for_type,
         )
         try:
             with session.begin_nested():
@@ -324,6 +329,7 @@ def _end(
     reason: str,
     detail: dict[str, str] | None = None,
 ) -> None:
+    freed = booking.starts_at <= now < booking.ends_at
     booking.state, booking.ended_at, booking.end_reason = state, now, reason
     action = {
         BookingState.CANCELLED: "booking.cancel",
@@ -341,6 +347,46 @@ def _end(
     kind: EventKind = "preempted" if state is BookingState.PREEMPTED else "ended"
     event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, reason, now)
     on_commit(session, lambda: events.publish(event))
+    if freed:
+        _start_waiting(session, device_id=booking.device_id, now=now)
+
+
+def _start_waiting(session: Session, *, device_id: str, now: datetime) -> None:
+    """``device_id`` freed before its booking's end: the earliest booking waiting for a device
+    of its type (``waits_for_type``) that fits there from now moves to it and starts now."""
+    device = lab.find_device(session, device_id)
+    if device is None:
+        return
+    waiting = session.scalars(
+        select(Booking)
+        .where(
+            Booking.state == BookingState.ACTIVE,
+            Booking.waits_for_type == device.device_type,
+            Booking.starts_at > now,
+        )
+        .order_by(Booking.starts_at, Booking.id)
+        # Devices freeing at once on two daemons of a lab must not both take one booking.
+        .with_for_update(skip_locked=True, of=Booking)
+    ).all()
+    for booking in waiting:
+        was = {"device_id": booking.device_id, "starts_at": booking.starts_at.isoformat()}
+        length = booking.ends_at - booking.starts_at
+        try:
+            with session.begin_nested():
+                booking.device_id, booking.starts_at = device_id, now
+                booking.ends_at, booking.waits_for_type = now + length, None
+        except IntegrityError as error:
+            if not is_booking_overlap(error):
+                raise
+            continue  # the device is booked again before this one would end: try a shorter one
+        audit(
+            session,
+            None,
+            "booking.start_early",
+            f"booking:{booking.id}",
+            {"device_id": device_id, "was": was, "ends_at": booking.ends_at.isoformat()},
+        )
+        return
 
 
 def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:
