@@ -280,6 +280,32 @@ def test_other_users_resources_are_not_found(lab: Lab, callers: Callers) -> None
     )
 
 
+#: Owned resources an observer watches (the lab's activity); every other owned resource of
+#: someone else answers an observer 404, as it answers any user.
+WATCHED = {"booking_id"}
+
+
+def test_observers_watch_the_lab_but_see_nobody_elses_things(lab: Lab, callers: Callers) -> None:
+    observer = bearer(callers.observer)
+    checked = set()
+    for method, path, route in _routes(lab.app):
+        names = set(re.findall(r"\{(\w+)", path)) & set(callers.owned)
+        if method != "GET" or not names or _needs_admin(route.dependant):
+            continue
+        status = _call(lab, method, _fill(path, callers.owned), observer, path)
+        expected = 200 if names <= WATCHED else 404
+        assert status == expected, f"observer {method} {path} -> {status}"
+        checked |= names
+    assert checked >= {"booking_id", "model_id", "recording_id"}
+    booking = int(callers.owned["booking_id"])
+    listed = lab.client.get("/v1/bookings", headers=observer).json()
+    assert booking in [b["id"] for b in listed]
+    # ... while a user sees their own bookings only.
+    assert booking not in [
+        b["id"] for b in lab.client.get("/v1/bookings", headers=bearer(callers.bob)).json()
+    ]
+
+
 def test_routes_added_later_are_protected_too(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,8 @@ async def deploy(
 
 @router.get("/deployment", response_model=Deployment)
 def get_deployment(device_id: str, user: CurrentUser, deployments: DeploymentsDep) -> Deployment:
-    return deployments.hub(user, device_id).deployment
+    """What runs on the device: its owner's, or anyone's for admins and observers."""
+    return deployments.hub(user, device_id, lab_activity=True).deployment
 
 
 @router.get(

@@ -306,7 +306,7 @@ def list_bookings(
     limit: int = 200,
 ) -> Sequence[Booking]:
     """Newest first; ``current`` keeps upcoming and running bookings only."""
-    query = visible_to(select(Booking), Booking.user_id, user)
+    query = visible_to(select(Booking), Booking.user_id, user, lab_activity=True)
     if device_id is not None:
         query = query.where(Booking.device_id == device_id)
     if user_id is not None:

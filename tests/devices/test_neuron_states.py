@@ -57,10 +57,16 @@ def test_the_virtual_devkit_answers_the_simulators_membranes_to_its_owner(make_l
     # The input moved the first layer's membranes: the comparison is not of zeros.
     assert expected.states(config.core_of_layer[0]).any()
 
-    # Only the owner and admins read them; bad layers are 404s.
-    for name, role in (("bob", "user"), ("olga", "observer")):
-        refused = _states(lab, device, 0, bearer(lab.add_user(name, role)[1]))
+    # Only the owner and admins read them; an observer sees what runs (the deployment's
+    # summary) but not inside it; another user sees neither. Bad layers are 404s.
+    for name, role, sees_deployment in (("bob", "user", False), ("olga", "observer", True)):
+        headers = bearer(lab.add_user(name, role)[1])
+        refused = _states(lab, device, 0, headers)
         assert (refused.status_code, refused.json()["code"]) == (404, "not_deployed")
+        shown = lab.client.get(f"/v1/devices/{device}/deployment", headers=headers)
+        assert shown.status_code == (200 if sees_deployment else 404), shown.text
+        if sees_deployment:
+            assert shown.json()["owner"] == "admin" and shown.json()["summary"]
     missing = _states(lab, device, 7, lab.admin)
     assert (missing.status_code, missing.json()["code"]) == (404, "layer_not_found")
     assert "[0, 1, 2, 3, 4]" in missing.json()["message"]
