@@ -38,9 +38,10 @@ DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 DASHBOARD = {"/", "/dashboard"}
 PUBLIC = {route.path for route in [*meta.router.routes, *meta.metrics_router.routes]}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-#: Path parameters that name something shared by the lab (or a part of what another parameter
-#: names) rather than owned by a user, and the value the calls give them.
-SHARED_PARAMETERS = {"device_id": "speck2fdevkit:0", "layer": "0"}
+#: Path parameters that name something shared by the lab (a device, an account admins manage,
+#: a part of what another parameter names) rather than owned by a user, and the value the
+#: calls give them.
+SHARED_PARAMETERS = {"device_id": "speck2fdevkit:0", "layer": "0", "name": "alice"}
 #: Bodies that pass validation, for routes on owned resources whose body has required fields
 #: (an invalid body answers 422 before ownership is looked at).
 VALID_BODIES: dict[str, dict[str, object]] = {

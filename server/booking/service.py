@@ -389,6 +389,26 @@ def _start_waiting(session: Session, *, device_id: str, now: datetime) -> None:
         return
 
 
+def end_bookings_of(
+    session: Session, *, user_id: int, actor: Principal, events: BookingEvents, reason: str
+) -> None:
+    """End ``user_id``'s open bookings now (their account is going): upcoming ones cancelled,
+    running ones preempted, so that their live sessions are told why."""
+    now = utcnow()
+    open_bookings = session.scalars(
+        select(Booking).where(
+            Booking.user_id == user_id, Booking.state == BookingState.ACTIVE, Booking.ends_at > now
+        )
+    )
+    for booking in open_bookings:
+        running = booking.starts_at <= now
+        state = BookingState.PREEMPTED if running else BookingState.CANCELLED
+        words = rules.end_reason(
+            state, actor_name=actor.name, owner_name=booking.user.name, reason=reason
+        )
+        _end(session, booking, state=state, actor=actor, now=now, events=events, reason=words)
+
+
 def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:
     """Booking ``booking_id`` if ``user`` owns it or is an admin (404 otherwise), locked for
     the rest of the transaction and read after the lock, so concurrent changes queue instead
