@@ -399,7 +399,7 @@ def end_bookings_of(
         select(Booking).where(
             Booking.user_id == user_id, Booking.state == BookingState.ACTIVE, Booking.ends_at > now
         )
-    )
+    ).all()  # read whole: ending one runs more queries (a waiting booking may start)
     for booking in open_bookings:
         running = booking.starts_at <= now
         state = BookingState.PREEMPTED if running else BookingState.CANCELLED
