@@ -37,7 +37,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import StreamError, TransportError, WaitTimeout
+from ._errors import SpecklabError, StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
 from ._operations import Operations, device_id
 from ._stream import (
@@ -53,8 +53,8 @@ from ._stream import (
     StreamOp,
 )
 from ._waiting import StartWait
+from ._websocket import LAST_FRAMES_S, connect_error, connect_options
 from ._websocket import closed_error as stream_closed_error
-from ._websocket import connect_error, connect_options
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -253,6 +253,7 @@ class AsyncClient:
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)
+    neuron_states = _awaiting(Operations.neuron_states)
     record = _awaiting(Operations.record)
     record_dvs = _awaiting(Operations.record_dvs)
     recordings = _awaiting(Operations.recordings)
@@ -371,7 +372,16 @@ class AsyncEventStream(StreamHandle, _AsyncResource):
                 raise TransportError("the daemon closed the stream") from None
             return CLOSED
         except ConnectionClosed as exc:
+            await self._read_last_frames()
             raise stream_closed_error(exc, self._session.failure) from exc
+
+    async def _read_last_frames(self) -> None:
+        """The frames the daemon sent before it closed (its fatal frame says why), when a
+        send found the stream closed before they were read."""
+        with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
+            while self._session.failure is None:
+                data = await asyncio.wait_for(self._connection.recv(decode=False), LAST_FRAMES_S)
+                self._session.receive(data)
 
     async def _drive(
         self, op: StreamOp[Any], source: AsyncIterator[Any] | None = None
@@ -531,6 +541,11 @@ class AsyncHardwareModel(ModelHandle[AsyncEventStream], _AsyncResource):
             await stream.reset_states()
         else:
             await self.client.reset_states(self.device)
+
+    async def membrane(self, layer: int) -> np.ndarray:
+        """Model layer ``layer``'s membrane potentials now, int32 ``[feature, y, x]``."""
+        states = await self.client.neuron_states(self.device, layer)
+        return states.array()
 
     def stream(self, *, mode: StreamMode | str = "continuous") -> _Opening[AsyncEventStream]:
         return self.client.stream(self.device, mode=mode)

@@ -29,7 +29,7 @@ from ._core import (
     closed_error,
     translated_transport_errors,
 )
-from ._errors import StreamError, TransportError, WaitTimeout
+from ._errors import SpecklabError, StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
 from ._operations import Operations, device_id
 from ._stream import (
@@ -45,8 +45,8 @@ from ._stream import (
     StreamOp,
 )
 from ._waiting import StartWait
+from ._websocket import LAST_FRAMES_S, connect_error, connect_options
 from ._websocket import closed_error as stream_closed_error
-from ._websocket import connect_error, connect_options
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -209,6 +209,7 @@ class Client:
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)
+    neuron_states = _blocking(Operations.neuron_states)
     record = _blocking(Operations.record)
     record_dvs = _blocking(Operations.record_dvs)
     recordings = _blocking(Operations.recordings)
@@ -234,7 +235,8 @@ class Client:
 
         The booking is made at once (:class:`~specklab.client.BookingConflict` if the slot is
         taken; for a type whose devices are all busy, unless ``wait`` takes the next free slot).
-        Use the result as a context manager: entering waits for the start (at most ``timeout``
+        Use the result as a context manager: entering waits for the start (a booking that
+        waits for a type starts as soon as one of its devices frees; at most ``timeout``
         seconds, then :class:`~specklab.client.WaitTimeout` and the booking is cancelled;
         ``progress`` shows a countdown on stderr), then keeps the lease alive with heartbeats
         from a background thread; leaving releases the booking.
@@ -325,7 +327,15 @@ class EventStream(StreamHandle):
                 raise TransportError("the daemon closed the stream") from None
             return CLOSED
         except ConnectionClosed as exc:
+            self._read_last_frames()
             raise stream_closed_error(exc, self._session.failure) from exc
+
+    def _read_last_frames(self) -> None:
+        """The frames the daemon sent before it closed (its fatal frame says why), when a
+        send found the stream closed before they were read."""
+        with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
+            while self._session.failure is None:
+                self._session.receive(self._connection.recv(timeout=LAST_FRAMES_S, decode=False))
 
     def _drive(
         self, op: StreamOp[Any], source: Iterator[Any] | None = None
@@ -499,6 +509,10 @@ class HardwareModel(ModelHandle[EventStream]):
             stream.reset_states()
         else:
             self.client.reset_states(self.device)
+
+    def membrane(self, layer: int) -> np.ndarray:
+        """Model layer ``layer``'s membrane potentials now, int32 ``[feature, y, x]``."""
+        return self.client.neuron_states(self.device, layer).array()
 
     def stream(self, *, mode: StreamMode | str = "continuous") -> EventStream:
         return self.client.stream(self.device, mode=mode)

@@ -23,7 +23,7 @@ from specklab.schemas.booking import (
 )
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions
-from specklab.schemas.deploy import Deployment, DeploymentRequest
+from specklab.schemas.deploy import Deployment, DeploymentRequest, NeuronStates
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
 from specklab.schemas.models import ModelInfo
 from specklab.schemas.patch import ConfigPatch
@@ -300,6 +300,12 @@ class Operations(BaseClient):
         """Set every neuron of the deployed network back to its initial state."""
         path = f"/v1/devices/{_segment(device_id(device))}/reset-states"
         return self.fetch("POST", path, None)
+
+    def neuron_states(self, device: Any, layer: int) -> Op[NeuronStates]:
+        """A deployed model layer's membrane potentials now (``.array()``: int32
+        ``[feature, y, x]``)."""
+        path = f"/v1/devices/{_segment(device_id(device))}/deployment/layers/{int(layer)}/states"
+        return self.fetch("GET", path, NeuronStates)
 
     # Recordings.
     def record(

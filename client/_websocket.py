@@ -15,6 +15,9 @@ from ._errors import SpecklabError, StreamError, Timeout, TransportError, api_er
 
 #: Seconds to wait for the WebSocket handshake.
 OPEN_TIMEOUT = 30.0
+#: Seconds to wait for a closed stream's last frames: they arrived before the close, so this
+#: only bounds a closing handshake still under way.
+LAST_FRAMES_S = 1.0
 
 
 def connect_options(headers: dict[str, str]) -> dict[str, Any]:

@@ -28,6 +28,14 @@ class UserCreate(BaseModel):
     role: Role = Role.USER
 
 
+class UserUpdate(BaseModel):
+    """An admin changes a user's role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
 class UserPublic(BaseModel):
     id: int
     name: str

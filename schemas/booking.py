@@ -40,7 +40,8 @@ class BookingCreate(BaseModel):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     minutes: int | None = Field(default=None, ge=1)
-    #: Booking a type: take the earliest later slot when none is free at the start.
+    #: Booking a type: take the earliest later slot when none is free at the start; the booking
+    #: then starts earlier, on the first device of the type that frees before that slot.
     next_free: bool = False
 
     @model_validator(mode="after")
@@ -93,6 +94,9 @@ class BookingPublic(BaseModel):
     last_used_at: datetime | None = None
     #: While running: when the booking is released as idle unless its holder uses it before.
     lease_expires_at: datetime | None
+    #: Booked by type for the next free slot: the type whose first device to free early
+    #: starts this booking at once, on that device (``None`` once it started or moved).
+    waits_for_type: str | None = None
 
 
 class LeasePublic(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from .compile import LayerOrdering
@@ -47,3 +48,24 @@ class Deployment(BaseModel):
     summary: str
     #: What will not work as the user may expect (a leak with the slow clock off ...).
     warnings: list[str] = Field(default_factory=list)
+
+
+class NeuronStates(BaseModel):
+    """The membrane potentials of one deployed model layer's neurons, read from the device."""
+
+    layer: int
+    #: The core the layer sits on.
+    core: int
+    #: (features, height, width).
+    shape: tuple[int, int, int]
+    #: ``values[feature][y][x]``, ChipConfig's order (as ``neurons_initial_value``).
+    values: list[list[list[int]]]
+
+    @classmethod
+    def of(cls, layer: int, core: int, states: np.ndarray) -> NeuronStates:
+        features, height, width = states.shape
+        return cls(layer=layer, core=core, shape=(features, height, width), values=states.tolist())
+
+    def array(self) -> np.ndarray:
+        """``values`` as an int32 array of ``shape``."""
+        return np.asarray(self.values, dtype=np.int32).reshape(self.shape)

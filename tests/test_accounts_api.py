@@ -9,6 +9,7 @@ import pytest
 
 from specklab.client.cli import main
 
+from .db_fixtures import add_devices
 from .lab_client import Lab, bearer
 
 
@@ -73,6 +74,51 @@ def test_admins_manage_other_users_tokens_and_users_do_not(lab: Lab) -> None:
     missing = lab.client.post("/v1/tokens", json={"name": "x", "user_id": 999}, headers=lab.admin)
     assert missing.status_code == 404
     assert alice_id != bob_id
+
+
+def test_admins_change_roles_and_delete_users_but_keep_an_admin(lab: Lab) -> None:
+    add_devices(lab.db, ("speck2fdevkit:0", "speck2fdevkit"))
+    _, alice = lab.add_user("alice")
+    _, bob = lab.add_user("bob")
+    refused = lab.client.patch("/v1/users/alice", json={"role": "admin"}, headers=bearer(bob))
+    assert (refused.status_code, refused.json()["code"]) == (403, "admin_only")
+    assert lab.client.delete("/v1/users/alice", headers=bearer(bob)).status_code == 403
+    # The last admin can be neither demoted nor deleted.
+    for response in (
+        lab.client.patch("/v1/users/admin", json={"role": "user"}, headers=lab.admin),
+        lab.client.delete("/v1/users/admin", headers=lab.admin),
+    ):
+        assert (response.status_code, response.json()["code"]) == (409, "last_admin")
+    promoted = lab.client.patch("/v1/users/alice", json={"role": "admin"}, headers=lab.admin)
+    assert (promoted.status_code, promoted.json()["role"]) == (200, "admin")
+    assert lab.client.get("/v1/users", headers=bearer(alice)).status_code == 200
+    demoted = lab.client.patch("/v1/users/admin", json={"role": "observer"}, headers=bearer(alice))
+    assert demoted.json()["role"] == "observer"
+    assert lab.client.get("/v1/users", headers=lab.admin).status_code == 403
+    for bad in ({"role": "root"}, {"role": "user", "name": "x"}, {}):
+        assert lab.client.patch("/v1/users/bob", json=bad, headers=bearer(alice)).status_code == 422
+    missing = lab.client.delete("/v1/users/nobody", headers=bearer(alice))
+    assert (missing.status_code, missing.json()["code"]) == (404, "user_not_found")
+
+    # Deleting bob ends his running booking (told as a preemption), then he is gone.
+    booked = lab.client.post(
+        "/v1/bookings", json={"device_id": "speck2fdevkit:0", "minutes": 10}, headers=bearer(bob)
+    )
+    assert booked.status_code == 201, booked.text
+    assert lab.client.delete("/v1/users/bob", headers=bearer(alice)).status_code == 204
+    assert lab.client.get("/v1/users/me", headers=bearer(bob)).status_code == 401
+    users = lab.client.get("/v1/users", headers=bearer(alice)).json()
+    assert [u["name"] for u in users] == ["admin", "alice"]
+    assert lab.client.get("/v1/bookings", headers=bearer(alice)).json() == []
+    device = lab.client.get("/v1/devices/speck2fdevkit:0", headers=bearer(alice))
+    assert device.json()["booking"] is None
+    audit = lab.client.get("/v1/audit", headers=bearer(alice)).json()
+    actions = [(e["action"], e["target"]) for e in audit]
+    assert ("user.delete", "user:bob") in actions and (
+        "booking.preempt",
+        f"booking:{booked.json()['id']}",
+    ) in actions
+    assert ("user.role", "user:admin") in actions and ("user.role", "user:alice") in actions
 
 
 def test_observers_read_but_do_not_write(lab: Lab) -> None:

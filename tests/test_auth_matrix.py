@@ -38,8 +38,10 @@ DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 DASHBOARD = {"/", "/dashboard"}
 PUBLIC = {route.path for route in [*meta.router.routes, *meta.metrics_router.routes]}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-#: Path parameters that name something shared by the lab rather than owned by a user.
-SHARED_PARAMETERS = {"device_id"}
+#: Path parameters that name something shared by the lab (a device, an account admins manage,
+#: a part of what another parameter names) rather than owned by a user, and the value the
+#: calls give them.
+SHARED_PARAMETERS = {"device_id": "speck2fdevkit:0", "layer": "0", "name": "alice"}
 #: Bodies that pass validation, for routes on owned resources whose body has required fields
 #: (an invalid body answers 422 before ownership is looked at).
 VALID_BODIES: dict[str, dict[str, object]] = {
@@ -184,7 +186,8 @@ def _routes(app: FastAPI) -> Iterator[tuple[str, str, APIRoute | APIWebSocketRou
 
 
 def _fill(path: str, owned: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: owned.get(m[1], "speck2fdevkit:0"), path)
+    values = {**SHARED_PARAMETERS, **owned}
+    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m[1]], path)
 
 
 def _call(lab: Lab, method: str, path: str, headers: dict[str, str], template: str = "") -> int:
@@ -276,6 +279,32 @@ def test_other_users_resources_are_not_found(lab: Lab, callers: Callers) -> None
     assert (
         lab.client.get(f"/v1/bookings/{booking}", headers=bearer(callers.alice)).status_code == 200
     )
+
+
+#: Owned resources an observer watches (the lab's activity); every other owned resource of
+#: someone else answers an observer 404, as it answers any user.
+WATCHED = {"booking_id"}
+
+
+def test_observers_watch_the_lab_but_see_nobody_elses_things(lab: Lab, callers: Callers) -> None:
+    observer = bearer(callers.observer)
+    checked = set()
+    for method, path, route in _routes(lab.app):
+        names = set(re.findall(r"\{(\w+)", path)) & set(callers.owned)
+        if method != "GET" or not names or _needs_admin(route.dependant):
+            continue
+        status = _call(lab, method, _fill(path, callers.owned), observer, path)
+        expected = 200 if names <= WATCHED else 404
+        assert status == expected, f"observer {method} {path} -> {status}"
+        checked |= names
+    assert checked >= {"booking_id", "model_id", "recording_id"}
+    booking = int(callers.owned["booking_id"])
+    listed = lab.client.get("/v1/bookings", headers=observer).json()
+    assert booking in [b["id"] for b in listed]
+    # ... while a user sees their own bookings only.
+    assert booking not in [
+        b["id"] for b in lab.client.get("/v1/bookings", headers=bearer(callers.bob)).json()
+    ]
 
 
 def test_routes_added_later_are_protected_too(

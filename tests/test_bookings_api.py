@@ -433,3 +433,62 @@ def test_numbers_no_route_bounds_are_still_a_4xx_with_an_error_body(lab: Lab) ->
         )
         assert response.status_code in (404, 422), response.text
         assert set(response.json()) == {"code", "message", "detail"}
+
+
+def test_a_booking_waiting_for_a_type_starts_when_a_device_of_it_frees(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    users.update({name: bearer(lab.add_user(name)[1]) for name in ("carol", "dave")})
+    holders = [
+        book(lab, users["alice"], device_id=device, minutes=60)
+        for device in (DEVICE, "speck2fdevkit:1")
+    ]
+    fixed = book(lab, users["carol"], device_id=DEVICE, starts_at=holders[0]["ends_at"], minutes=10)
+
+    def wait_for_one(name: str) -> dict:
+        waiting = book(lab, users[name], device_type="speck2fdevkit", minutes=15, next_free=True)
+        assert (waiting["status"], waiting["waits_for_type"]) == ("upcoming", "speck2fdevkit")
+        return waiting
+
+    def shown(booking: dict, name: str) -> dict:
+        return lab.client.get(f"/v1/bookings/{booking['id']}", headers=users[name]).json()
+
+    # Its holder releases device 1: bob's booking moves there and runs from now, as long.
+    bob = wait_for_one("bob")
+    released = lab.client.delete(f"/v1/bookings/{holders[1]['id']}", headers=users["alice"])
+    assert released.status_code == 200, released.text
+    started = shown(bob, "bob")
+    assert (started["status"], started["device_id"]) == ("running", "speck2fdevkit:1")
+    assert when(started["ends_at"]) - when(started["starts_at"]) == timedelta(minutes=15)
+    assert started["waits_for_type"] is None
+    # carol's booking of a fixed time does not move; dave's waiting one does, on a preemption.
+    dave = wait_for_one("dave")
+    preempted = lab.client.post(
+        f"/v1/bookings/{holders[0]['id']}/preempt", json={"reason": "x"}, headers=lab.admin
+    )
+    assert preempted.status_code == 200, preempted.text
+    assert (shown(dave, "dave")["status"], shown(dave, "dave")["device_id"]) == ("running", DEVICE)
+    assert shown(fixed, "carol")["starts_at"] == fixed["starts_at"]
+    moves = lab.client.get(
+        "/v1/audit", params={"action": "booking.start_early"}, headers=lab.admin
+    ).json()
+    assert {entry["target"] for entry in moves} == {f"booking:{bob['id']}", f"booking:{dave['id']}"}
+
+
+def test_a_waiting_booking_starts_when_the_holder_idles_out(
+    lab: Lab, users: dict[str, dict[str, str]]
+) -> None:
+    holders = [
+        book(lab, users["alice"], device_id=device, minutes=120)
+        for device in (DEVICE, "speck2fdevkit:1")
+    ]
+    waiting = book(lab, users["bob"], device_type="speck2fdevkit", minutes=30, next_free=True)
+    assert when(waiting["starts_at"]) == when(holders[0]["ends_at"])
+    policy, events = lab.app.state.booking_policy, lab.app.state.booking_events
+    idle_out = when(holders[0]["starts_at"]) + policy.idle + timedelta(seconds=1)
+    with lab.db.write_session() as session:
+        assert len(sweep_leases(session, policy=policy, events=events, now=idle_out)) == 2
+        session.commit()
+    moved = lab.client.get(f"/v1/bookings/{waiting['id']}", headers=users["bob"]).json()
+    assert when(moved["starts_at"]) == idle_out
+    assert when(moved["ends_at"]) == idle_out + timedelta(minutes=30)

@@ -53,8 +53,8 @@ def list_bookings(
     user_id: RowId | None = None,
     current: bool = False,
 ) -> list[BookingPublic]:
-    """Your bookings (admins: everyone's), newest first; ``current`` keeps upcoming and
-    running ones."""
+    """Your bookings (admins and observers: everyone's), newest first; ``current`` keeps
+    upcoming and running ones."""
     now = utcnow()
     bookings = service.list_bookings(
         session, user=user, now=now, device_id=device_id, user_id=user_id, current=current
@@ -66,7 +66,7 @@ def list_bookings(
 def get_booking(
     booking_id: RowId, session: SessionDep, user: CurrentUser, policy: PolicyDep
 ) -> BookingPublic:
-    booking = get_owned(session, Booking, booking_id, user, what="booking")
+    booking = get_owned(session, Booking, booking_id, user, what="booking", lab_activity=True)
     return service.booking_public(booking, policy=policy, now=utcnow())
 
 

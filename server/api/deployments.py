@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from specklab.schemas.deploy import Deployment, DeploymentRequest
+from specklab.schemas.api import ErrorBody
+from specklab.schemas.deploy import Deployment, DeploymentRequest, NeuronStates
 
 from .deps import CurrentUser, DeploymentsDep, WriterUser
 
@@ -20,7 +21,21 @@ async def deploy(
 
 @router.get("/deployment", response_model=Deployment)
 def get_deployment(device_id: str, user: CurrentUser, deployments: DeploymentsDep) -> Deployment:
-    return deployments.hub(user, device_id).deployment
+    """What runs on the device: its owner's, or anyone's for admins and observers."""
+    return deployments.hub(user, device_id, lab_activity=True).deployment
+
+
+@router.get(
+    "/deployment/layers/{layer}/states",
+    response_model=NeuronStates,
+    responses={404: {"model": ErrorBody}},
+)
+async def neuron_states(
+    device_id: str, layer: int, user: CurrentUser, deployments: DeploymentsDep
+) -> NeuronStates:
+    """A deployed model layer's membrane potentials, read from the device now (its owner or
+    an admin)."""
+    return await deployments.hub(user, device_id).read_states(layer)
 
 
 @router.delete("/deployment", status_code=204)

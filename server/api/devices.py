@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from specklab.schemas.api import ErrorBody
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
 
-from ..booking.devices_view import lab_device, lab_device_list
+from ..booking.devices_view import lab_device_list
 from ..chips import DEVICE_TYPES, SUPPORTED_DEVICES
-from ..devices.errors import DeviceError
+from ..devices.errors import DeviceNotFound
+from ..devices.suggest import unknown_device
 from ..devices.views import devices_public, samna_info
 from .deps import DatabaseDep, ManagerDep, PolicyDep, SettingsDep
 
@@ -34,11 +35,13 @@ async def get_device(
 ) -> DevicePublic:
     try:
         state = manager.state(device_id)
-    except DeviceError:
-        remote = await lab_device(db, settings, policy, device_id)
-        if remote is None:
-            raise
-        return remote
+    except DeviceNotFound:
+        remote = await lab_device_list(db, settings, policy, [])
+        found = next((device for device in remote if device.id == device_id), None)
+        if found is None:
+            known = [s.description.id for s in manager.states()] + [d.id for d in remote]
+            raise unknown_device(device_id, known) from None
+        return found
     [local] = await devices_public(manager, [state])
     return local.model_copy(update={"url": settings.effective_public_url})
 

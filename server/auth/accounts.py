@@ -56,6 +56,35 @@ def create_user(session: Session, *, name: str, role: Role, actor: Principal | N
     return user
 
 
+def _keep_an_admin(session: Session, user: User, doing: str) -> None:
+    """409 when ``doing`` would leave the lab without an admin."""
+    if user.role != Role.ADMIN:
+        return
+    # The admins' rows locked: two admins demoting each other at once cannot both pass.
+    admins = session.scalars(select(User.id).where(User.role == Role.ADMIN).with_for_update())
+    if len(admins.all()) <= 1:
+        raise DomainError(
+            409, "last_admin", f"{user.name} is the last admin: make another admin before {doing}"
+        )
+
+
+def change_role(session: Session, *, user: User, role: Role, actor: Principal) -> User:
+    if role != user.role:
+        if role != Role.ADMIN:
+            _keep_an_admin(session, user, f"making {user.name} {role.value}")
+        audit(session, actor, "user.role", f"user:{user.name}", {"from": user.role, "to": role})
+        user.role = role.value
+    return user
+
+
+def delete_user(session: Session, *, user: User, actor: Principal) -> None:
+    """Delete ``user`` with their tokens, bookings, models and recordings (rows; the caller
+    removes their files). End their bookings first (``booking.service.end_bookings_of``)."""
+    _keep_an_admin(session, user, f"deleting {user.name}")
+    audit(session, actor, "user.delete", f"user:{user.name}", {"role": user.role})
+    session.delete(user)
+
+
 def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.id)).all()
 

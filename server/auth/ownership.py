@@ -1,4 +1,5 @@
-"""Users see and manage only what they own; admins see everything.
+"""Users see and manage only what they own; admins see everything; observers also see the
+lab's activity (``lab_activity``: bookings), but nobody else's tokens, models or recordings.
 
 Anything a user owns has a ``user_id`` column. Someone else's row answers 404, exactly as a
 missing one does, so ids do not reveal what exists.
@@ -24,14 +25,36 @@ T = TypeVar("T", bound=Owned)
 S = TypeVar("S", bound=Select[Any])
 
 
-def visible_to(query: S, owner_column: InstrumentedAttribute[int], user: Principal) -> S:
-    """``query`` limited to ``user``'s rows, unless ``user`` is an admin."""
-    return query if user.is_admin else query.where(owner_column == user.id)
+def _sees_all(user: Principal, lab_activity: bool) -> bool:
+    return user.watches_lab if lab_activity else user.is_admin
 
 
-def get_owned(session: Session, model: type[T], row_id: int, user: Principal, *, what: str) -> T:
-    """The row ``row_id`` of ``model`` if ``user`` owns it or is an admin; 404 otherwise."""
+def visible_to(
+    query: S,
+    owner_column: InstrumentedAttribute[int],
+    user: Principal,
+    *,
+    lab_activity: bool = False,
+) -> S:
+    """``query`` limited to ``user``'s rows, unless ``user`` is an admin (or, for
+    ``lab_activity``, an observer)."""
+    if _sees_all(user, lab_activity):
+        return query
+    return query.where(owner_column == user.id)
+
+
+def get_owned(
+    session: Session,
+    model: type[T],
+    row_id: int,
+    user: Principal,
+    *,
+    what: str,
+    lab_activity: bool = False,
+) -> T:
+    """The row ``row_id`` of ``model`` if ``user`` owns it or is an admin (or, for
+    ``lab_activity``, an observer); 404 otherwise."""
     row = session.get(model, row_id)
-    if row is None or not (user.is_admin or row.user_id == user.id):
+    if row is None or not (_sees_all(user, lab_activity) or row.user_id == user.id):
         raise DomainError(404, f"{what}_not_found", f"no {what} {row_id}")
     return row

@@ -22,3 +22,9 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role != Role.OBSERVER
+
+    @property
+    def watches_lab(self) -> bool:
+        """Sees the whole lab's activity (every booking, every deployment's summary), as
+        admins and observers do; never others' secrets, models or recordings."""
+        return self.role in (Role.ADMIN, Role.OBSERVER)

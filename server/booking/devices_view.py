@@ -61,11 +61,3 @@ async def lab_device_list(
 
     here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
     return here + await db.run(remote)
-
-
-async def lab_device(
-    db: Database, settings: Settings, policy: BookingPolicy, device_id: str
-) -> DevicePublic | None:
-    """A device another host of the lab serves, or None."""
-    devices = await lab_device_list(db, settings, policy, [])
-    return next((d for d in devices if d.id == device_id), None)

@@ -28,6 +28,7 @@ from specklab.schemas.errors import DomainError
 
 from ..auth.ownership import visible_to
 from ..auth.principal import Principal
+from ..devices.suggest import unknown_device
 from ..settings import Settings
 from ..storage import on_commit, utcnow
 from ..storage.audit import audit
@@ -98,6 +99,7 @@ def booking_public(booking: Booking, *, policy: BookingPolicy, now: datetime) ->
         end_reason=ending_of(booking, now),
         last_used_at=booking.lease_renewed_at,
         lease_expires_at=policy.idle_deadline(booking) if status is BookingStatus.RUNNING else None,
+        waits_for_type=booking.waits_for_type if status is BookingStatus.UPCOMING else None,
     )
 
 
@@ -200,9 +202,11 @@ def _candidates(
 ) -> list[str]:
     if request.device_id is not None:
         if lab.find_device(session, request.device_id) is None:
-            raise DomainError(
-                404, "device_not_found", f"no device {request.device_id!r} in this lab"
-            )
+            known = [
+                device.id
+                for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
+            ]
+            raise unknown_device(request.device_id, known, where=" in this lab")
         return [request.device_id]
     online = [
         device.id
@@ -229,14 +233,17 @@ def create_booking(
     window = _requested_window(request, policy, now)
     rules.check_window(window, now=now, max_length=policy.max_length)
     candidates = _candidates(session, request, policy, now)
+    asked = window
     for _ in range(_TYPE_ATTEMPTS):
-        device_id = candidates[0]
+        device_id, waits_for_type = candidates[0], None
         if request.device_type is not None:
-            busy = _busy(session, candidates, after=window.start)
-            device_id, start = rules.earliest_slot(busy, after=window.start, length=window.length)
-            if start > window.start and not request.next_free:
-                raise _all_busy(request.device_type, device_id, start, window.length)
-            window = Window(start, start + window.length)
+            busy = _busy(session, candidates, after=asked.start)
+            device_id, start = rules.earliest_slot(busy, after=asked.start, length=asked.length)
+            if start > asked.start:
+                if not request.next_free:
+                    raise _all_busy(request.device_type, device_id, start, asked.length)
+                waits_for_type = request.device_type
+            window = Window(start, start + asked.length)
         if not user.is_admin:
             _check_quota(session, user_id=user.id, window=window, policy=policy)
         booking = Booking(
@@ -246,6 +253,7 @@ def create_booking(
             starts_at=window.start,
             ends_at=window.end,
             state=BookingState.ACTIVE,
+            waits_for_type=waits_for_type,
         )
         try:
             with session.begin_nested():
@@ -286,7 +294,7 @@ def list_bookings(
     limit: int = 200,
 ) -> Sequence[Booking]:
     """Newest first; ``current`` keeps upcoming and running bookings only."""
-    query = visible_to(select(Booking), Booking.user_id, user)
+    query = visible_to(select(Booking), Booking.user_id, user, lab_activity=True)
     if device_id is not None:
         query = query.where(Booking.device_id == device_id)
     if user_id is not None:
@@ -309,6 +317,7 @@ def _end(
     reason: str,
     detail: dict[str, str] | None = None,
 ) -> None:
+    freed = booking.starts_at <= now < booking.ends_at
     booking.state, booking.ended_at, booking.end_reason = state, now, reason
     action = {
         BookingState.CANCELLED: "booking.cancel",
@@ -326,6 +335,66 @@ def _end(
     kind: EventKind = "preempted" if state is BookingState.PREEMPTED else "ended"
     event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, reason, now)
     on_commit(session, lambda: events.publish(event))
+    if freed:
+        _start_waiting(session, device_id=booking.device_id, now=now)
+
+
+def _start_waiting(session: Session, *, device_id: str, now: datetime) -> None:
+    """``device_id`` freed before its booking's end: the earliest booking waiting for a device
+    of its type (``waits_for_type``) that fits there from now moves to it and starts now."""
+    device = lab.find_device(session, device_id)
+    if device is None:
+        return
+    waiting = session.scalars(
+        select(Booking)
+        .where(
+            Booking.state == BookingState.ACTIVE,
+            Booking.waits_for_type == device.device_type,
+            Booking.starts_at > now,
+        )
+        .order_by(Booking.starts_at, Booking.id)
+        # Devices freeing at once on two daemons of a lab must not both take one booking.
+        .with_for_update(skip_locked=True, of=Booking)
+    ).all()
+    for booking in waiting:
+        was = {"device_id": booking.device_id, "starts_at": booking.starts_at.isoformat()}
+        length = booking.ends_at - booking.starts_at
+        try:
+            with session.begin_nested():
+                booking.device_id, booking.starts_at = device_id, now
+                booking.ends_at, booking.waits_for_type = now + length, None
+        except IntegrityError as error:
+            if not is_booking_overlap(error):
+                raise
+            continue  # the device is booked again before this one would end: try a shorter one
+        audit(
+            session,
+            None,
+            "booking.start_early",
+            f"booking:{booking.id}",
+            {"device_id": device_id, "was": was, "ends_at": booking.ends_at.isoformat()},
+        )
+        return
+
+
+def end_bookings_of(
+    session: Session, *, user_id: int, actor: Principal, events: BookingEvents, reason: str
+) -> None:
+    """End ``user_id``'s open bookings now (their account is going): upcoming ones cancelled,
+    running ones preempted, so that their live sessions are told why."""
+    now = utcnow()
+    open_bookings = session.scalars(
+        select(Booking).where(
+            Booking.user_id == user_id, Booking.state == BookingState.ACTIVE, Booking.ends_at > now
+        )
+    ).all()  # read whole: ending one runs more queries (a waiting booking may start)
+    for booking in open_bookings:
+        running = booking.starts_at <= now
+        state = BookingState.PREEMPTED if running else BookingState.CANCELLED
+        words = rules.end_reason(
+            state, actor_name=actor.name, owner_name=booking.user.name, reason=reason
+        )
+        _end(session, booking, state=state, actor=actor, now=now, events=events, reason=words)
 
 
 def lock_booking(session: Session, booking_id: int, user: Principal) -> Booking:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.deploy import Deployment
+from specklab.schemas.deploy import Deployment, NeuronStates
 from specklab.schemas.errors import DomainError
 
 from ..devices.base import DeviceOutput
@@ -169,6 +169,20 @@ class DeviceHub:
     async def reset_states(self) -> None:
         async with self._device_lock:
             await self.session.reset_states()
+
+    async def read_states(self, layer: int) -> NeuronStates:
+        """A model layer's membrane potentials now; ApiError 404 for a layer not deployed."""
+        core = self.config.core_of_layer.get(layer)
+        if core is None:
+            raise DomainError(
+                404,
+                "layer_not_found",
+                f"the deployment on {self.device_id} has no layer {layer}; its layers are "
+                f"{sorted(self.config.core_of_layer)}",
+            )
+        async with self._device_lock:
+            states = await self.session.read_states(core)
+        return NeuronStates.of(layer, core, states)
 
     async def restart_stopwatch(self, *, only_if_alone: bool = True) -> bool:
         """Restart the device's time at 0, so that continuous streams, recordings and replays

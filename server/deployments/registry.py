@@ -291,10 +291,12 @@ class Deployments:
             with contextlib.suppress(DomainError):  # the booking ended: its watch ends the stream
                 await self.heartbeat(user, hub)
 
-    def hub(self, user: Principal, device_id: str) -> DeviceHub:
-        """The live deployment of ``device_id``, if ``user`` may see it (owner or admin)."""
+    def hub(self, user: Principal, device_id: str, *, lab_activity: bool = False) -> DeviceHub:
+        """The live deployment of ``device_id``, if ``user`` may see it (owner or admin; for
+        ``lab_activity``, what an observer watches too)."""
         hub = self._hubs.get(device_id)
-        if hub is None or hub.ended or not (user.is_admin or hub.user_id == user.id):
+        sees_all = user.watches_lab if lab_activity else user.is_admin
+        if hub is None or hub.ended or not (sees_all or hub.user_id == user.id):
             self.devices.state(device_id)  # unknown devices answer device_not_found
             raise DomainError(404, "not_deployed", f"nothing is deployed on {device_id}")
         return hub

@@ -120,8 +120,8 @@ class Device(Protocol):
     def set_sensor(self, enabled: bool) -> None:
         """Let the DVS sensor's events into the chip (as the configuration routes them) or not."""
 
-    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
-        """The membrane state of one neuron of a configured core."""
+    def read_states(self, core: int) -> np.ndarray:
+        """The membrane states of a configured core's neurons, int32 ``[feature][y][x]``."""
 
     def health(self) -> DeviceHealth: ...
 

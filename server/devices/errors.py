@@ -23,6 +23,8 @@ r"""Device errors: :class:`~specklab.schemas.errors.DomainError`\ s whose class 
 
 from __future__ import annotations
 
+from typing import Any
+
 from specklab.schemas.errors import DomainError
 
 
@@ -30,8 +32,8 @@ class DeviceError(DomainError):
     code = "device_error"
     status = 500
 
-    def __init__(self, message: str) -> None:
-        super().__init__(self.status, self.code, message)
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(self.status, self.code, message, detail)
 
 
 class DeviceNotFound(DeviceError):

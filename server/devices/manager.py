@@ -36,7 +36,6 @@ from .errors import (
     DeviceBusy,
     DeviceError,
     DeviceIOError,
-    DeviceNotFound,
     DeviceOffline,
     DeviceStateError,
     DeviceTimeout,
@@ -46,6 +45,7 @@ from .errors import (
 from .inputs import batch_span_s
 from .naming import DeviceId, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
+from .suggest import unknown_device
 from .worker import DeviceThread
 
 log = logging.getLogger("specklab.devices")
@@ -209,12 +209,8 @@ class DeviceSession:
     async def set_sensor(self, enabled: bool, *, timeout: float = 60.0) -> None:
         await self.call(lambda d: d.set_sensor(enabled), timeout=timeout, what="set_sensor")
 
-    async def read_neuron(
-        self, core: int, feature: int, y: int, x: int, *, timeout: float = 10.0
-    ) -> int:
-        return await self.call(
-            lambda d: d.read_neuron(core, feature, y, x), timeout=timeout, what="read_neuron"
-        )
+    async def read_states(self, core: int, *, timeout: float = 30.0) -> np.ndarray:
+        return await self.call(lambda d: d.read_states(core), timeout=timeout, what="read_states")
 
     async def health(self, *, timeout: float = 10.0) -> DeviceHealth:
         return await self.call(lambda d: d.health(), timeout=timeout, what="health")
@@ -561,7 +557,7 @@ class DeviceManager:
     def _entry(self, device_id: str) -> _Entry:
         entry = self._entries.get(device_id)
         if entry is None:
-            raise DeviceNotFound(f"no device {device_id!r}")
+            raise unknown_device(device_id, self._entries)
         return entry
 
 

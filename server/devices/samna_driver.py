@@ -276,7 +276,7 @@ class SamnaDevkit:
         self._require_open()
         self._io_call("stopwatch reset", self._stopwatch.reset)
 
-    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
+    def read_states(self, core: int) -> np.ndarray:
         self._require_open()
         if self._config is None:
             raise DeviceStateError("apply a configuration before reading neurons")
@@ -284,31 +284,42 @@ class SamnaDevkit:
         if layer is None:
             raise InvalidArgument(f"core {core} is not used by the applied configuration")
         shape = layer.neuron_shape
-        for name, value, limit in zip(("feature", "y", "x"), (feature, y, x), shape, strict=True):
-            if not 0 <= value < limit:
-                raise InvalidArgument(f"neuron {name}={value} is outside core {core} ({shape})")
-        address = neuron_address(shape, feature, y, x)
-        request = self._chip.event.ReadNeuronValue()
-        request.layer, request.address = core, address
-        self._io_call("write", self._source.write, [request])
+        # The vendor's packing can give two neurons one address (a width with more bits than
+        # the height): each address is asked once and its value fills every such neuron.
+        neurons: dict[int, list[tuple[int, int, int]]] = {}
+        for feature, y, x in np.ndindex(shape):
+            neurons.setdefault(neuron_address(shape, feature, y, x), []).append((feature, y, x))
+        requests = []
+        for address in neurons:
+            request = self._chip.event.ReadNeuronValue()
+            request.layer, request.address = core, address
+            requests.append(request)
+        self._io_call("write", self._source.write, requests)
+        states = np.zeros(shape, dtype=np.int32)
+        missing = set(neurons)
         deadline = self._clock() + self._neuron_timeout_s
-        while True:
+        while missing:
             got = self._get_events()
-            for index, event in enumerate(got):
+            for event in got:
                 if (
                     type(event) is self._chip.event.NeuronValue
                     and event.layer == core
-                    and event.address == address
+                    and event.address in missing
                 ):
-                    self._pending.extend(got[:index] + got[index + 1 :])
-                    return int(event.neuron_state)
-            self._pending.extend(got)
-            if self._clock() >= deadline:
+                    missing.discard(event.address)
+                    for position in neurons[event.address]:
+                        states[position] = event.neuron_state
+                    deadline = self._clock() + self._neuron_timeout_s
+                else:
+                    self._pending.append(event)
+            if missing and self._clock() >= deadline:
                 raise DeviceTimeout(
-                    f"no value for neuron (core {core}, address {address}) within "
-                    f"{self._neuron_timeout_s:g} s"
+                    f"{len(missing)} of core {core}'s {len(neurons)} neuron addresses gave no "
+                    f"value within {self._neuron_timeout_s:g} s"
                 )
-            self._sleep(self._poll_s)
+            if missing:
+                self._sleep(self._poll_s)
+        return states
 
     def health(self) -> DeviceHealth:
         return DeviceHealth(

@@ -238,12 +238,12 @@ class VirtualDevkit:
         if self._sim is not None:
             self._sim.reset_clock()
 
-    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
+    def read_states(self, core: int) -> np.ndarray:
         self._require_open()
         simulator = self._loaded()
         self._catch_up()
         try:
-            return simulator.read_neuron(core, feature, y, x)
+            return simulator.states(core).astype(np.int32)
         except SimulatorError as exc:
             raise InvalidArgument(str(exc)) from None
 

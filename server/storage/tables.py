@@ -112,6 +112,9 @@ class Booking(Base):
     lease_renewed_at: Mapped[datetime | None]
     #: Why the booking ended early, in words for its holder (``None`` while active).
     end_reason: Mapped[str | None] = mapped_column(String(300))
+    #: Booked by type for the next free slot, later than asked: the device type whose first
+    #: device to free early takes the booking at once (``None`` otherwise, and once started).
+    waits_for_type: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(lazy="joined")
 

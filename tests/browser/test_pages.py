@@ -267,19 +267,22 @@ def test_a_recording_is_made_previewed_and_downloaded_in_the_browser(
     assert page.evaluate("window.pwned") is None and page.errors == []
 
 
-def test_a_model_is_uploaded_and_deployed_in_the_browser(browser: object, lab: StreamLab) -> None:
+def upload_two_features(page: object, name: str) -> None:
+    """Submit the Models page's upload form with a two-feature convolution on 6x6 input."""
     model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU())
+    file = {
+        "name": name,
+        "mimeType": "application/octet-stream",
+        "buffer": torchscript_bytes(model, (1, 6, 6)),
+    }
+    page.set_input_files("#upload-file", file)  # type: ignore[attr-defined]
+    page.fill("#upload-shape", "1,6,6")  # type: ignore[attr-defined]
+    page.click("#upload-form button[type=submit]")  # type: ignore[attr-defined]
+
+
+def test_a_model_is_uploaded_and_deployed_in_the_browser(browser: object, lab: StreamLab) -> None:
     page = sign_in(browser, lab, "ada", "#/models")
-    page.set_input_files(
-        "#upload-file",
-        {
-            "name": "two-features.pt",
-            "mimeType": "application/octet-stream",
-            "buffer": torchscript_bytes(model, (1, 6, 6)),
-        },
-    )
-    page.fill("#upload-shape", "1,6,6")
-    page.click("#upload-form button[type=submit]")
+    upload_two_features(page, "two-features.pt")
     page.wait_for_selector("#model h1")
     assert page.text_content("#model h1") == "two-features.pt"
     model_id = page.url.rsplit("/", 1)[1]
@@ -381,3 +384,67 @@ def test_admins_manage_users_tokens_bookings_and_read_the_audit_log(
     assert "maintenance <img src=x onerror=" in page.text_content(".audit-entry")
     screenshot(page, "admin")
     assert page.evaluate("window.pwned") is None and page.errors == []
+
+
+def test_an_upload_shows_its_place_in_the_compile_queue(browser: object, lab: StreamLab) -> None:
+    # The daemon's queue is played by intercepted status answers, and the upload is held until
+    # the page has shown each state: nothing here depends on how fast the compiler is.
+    page = sign_in(browser, lab, "ada", "#/models")
+    page.wait_for_selector("#upload-form")
+    statuses = [{"state": "queued", "position": 2, "queued": 3, "workers": 1}]
+    polled: list[str] = []
+    held: list[object] = []
+
+    def status(route: object) -> None:
+        compile_id = route.request.url.rsplit("/", 1)[1]  # type: ignore[attr-defined]
+        polled.append(compile_id)
+        body = {"id": compile_id, **statuses[-1]}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))  # type: ignore[attr-defined]
+
+    def upload(route: object) -> None:
+        if route.request.method == "POST":  # type: ignore[attr-defined]
+            held.append(route)
+        else:
+            route.continue_()  # type: ignore[attr-defined]
+
+    page.route("**/v1/models/compiles/*", status)
+    page.route("**/v1/models", upload)
+    upload_two_features(page, "queued.pt")
+    wait_for(page, "document.querySelector('#notice').textContent.includes('2 compiles ahead')")
+    screenshot(page, "upload-queued")
+    statuses.append({"state": "compiling", "position": None, "queued": 2, "workers": 1})
+    wait_for(page, "document.querySelector('#notice').textContent.includes('compiling')")
+    [request] = held
+    assert request.request.headers["x-compile-id"] == polled[0]  # type: ignore[attr-defined]
+    request.continue_()  # type: ignore[attr-defined]
+    wait_for(page, "document.querySelector('#model h1')", timeout_s=300)  # a cold compile
+    assert page.text_content("#model h1") == "queued.pt"
+    assert page.errors == []
+
+
+def test_admins_change_a_users_role_and_delete_them_but_keep_an_admin(
+    browser: object, lab: StreamLab
+) -> None:
+    with lab.http("admin") as http:
+        assert http.post("/v1/users", json={"name": "dora"}).status_code == 201
+    page = sign_in(browser, lab, "admin", "#/admin")
+    page.on("dialog", lambda dialog: dialog.accept())
+    dora = "#admin tr[data-user]:has(td:text-is('dora'))"
+    page.select_option(f"{dora} select.user-role", "observer")
+    page.wait_for_selector("#notice.info")
+    with lab.http("admin") as http:
+        [user] = [u for u in http.get("/v1/users").json() if u["name"] == "dora"]
+        assert user["role"] == "observer"
+    # The last admin cannot be demoted: the daemon's reason shows, the choice goes back.
+    admin = "#admin tr[data-user]:has(td:text-is('admin'))"
+    page.select_option(f"{admin} select.user-role", "user")
+    page.wait_for_selector("#notice.error")
+    assert "last admin" in page.text_content("#notice")
+    assert page.eval_on_selector(f"{admin} select.user-role", "s => s.value") == "admin"
+    page.click(f"{dora} button.delete-user")
+    wait_for(page, "document.querySelector('#notice').textContent.includes('dora was deleted')")
+    with lab.http("admin") as http:
+        assert "dora" not in [u["name"] for u in http.get("/v1/users").json()]
+    assert page.query_selector(dora) is None
+    screenshot(page, "admin-users")
+    assert page.errors == []

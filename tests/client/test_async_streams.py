@@ -12,6 +12,7 @@ from specklab.client import (
     AsyncBooking,
     AsyncClient,
     BookingConflict,
+    Client,
     RemoteModel,
     Spike,
     StreamError,
@@ -46,6 +47,9 @@ async def test_deploy_and_call_the_model(
         with pytest.raises(StreamError, match="out of range"):
             await hw_model([Spike(layer=0, x=0, y=12, feature=0, timestamp=0)])
         await hw_model.reset_states()
+        membrane = await hw_model.membrane(0)
+        assert (membrane.dtype, membrane.shape) == (np.int32, (4, 6, 6))
+        assert (await alab.neuron_states(abooking.device_id, 0)).shape == (4, 6, 6)
         assert (await alab.deployment(abooking.device_id)).model_id == remote_model.id
         await hw_model.undeploy()
 
@@ -68,6 +72,22 @@ async def test_continuous_stream_with_a_sending_task(
         assert received == 3 * GRID_OUTPUTS
         assert (await stream.stats())["events_in"] == 3 * 64
     await hw_model.aclose()
+
+
+async def test_a_preemptions_reason_reaches_the_async_stream(
+    admin: Client, alab: AsyncClient, abooking: AsyncBooking, remote_model: RemoteModel
+) -> None:
+    async with alab.deploy(remote_model, abooking.device_id) as hw_model:
+        assert len(await hw_model(grid())) == GRID_OUTPUTS
+        admin.preempt(abooking.id, reason="maintenance")
+        stream = hw_model._stream
+        assert stream is not None
+        # The close has arrived before the next batch is sent (see the blocking client's test).
+        await asyncio.wait_for(stream._connection.wait_closed(), 30)
+        with pytest.raises(StreamError) as raised:
+            await hw_model(grid())
+        assert raised.value.code == "booking_preempted"
+        assert "maintenance" in raised.value.message
 
 
 async def test_a_stream_refused_for_lack_of_a_booking(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -165,6 +167,36 @@ def test_an_admin_preempts_and_the_lease_notices(admin: Client, client: Client) 
         assert booking.lost is not None and "preempted" in str(booking.lost)
     assert booking.booking.status is BookingStatus.PREEMPTED
     assert client.booking(booking.id).status is BookingStatus.PREEMPTED
+
+
+def test_a_booking_waiting_for_a_type_starts_as_soon_as_a_device_frees(
+    admin: Client, account: Account
+) -> None:
+    devices = [d.id for d in admin.devices() if d.virtual and d.type == "speck2fdevkit"]
+    with account.client() as holder, new_account(admin).client() as waiter:
+        held = [holder.create_booking(device, minutes=10) for device in devices]
+        try:
+            booking = waiter.book("speck2fdevkit", minutes=5, wait=True)
+            planned = booking.booking.starts_at
+            assert planned >= min(b.ends_at for b in held)
+            entered: list[datetime] = []
+
+            def enter() -> None:
+                with booking:
+                    entered.append(datetime.now(UTC))
+
+            thread = threading.Thread(target=enter)
+            thread.start()
+            time.sleep(1.5)  # entered, and waiting
+            assert not entered
+            holder.cancel(held[1])
+            thread.join(timeout=60)
+            assert entered and entered[0] < planned
+            assert booking.device_id == held[1].device_id
+        finally:
+            for b in held:
+                with contextlib.suppress(Conflict):
+                    holder.cancel(b)
 
 
 def test_entering_a_future_booking_waits_for_its_start(client: Client) -> None:

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from websockets.protocol import State
 
 from specklab.client import (
     Booking,
@@ -110,10 +111,18 @@ def test_a_preempted_booking_ends_the_stream_with_a_fatal_error(
 ) -> None:
     assert len(hw_model(grid())) == GRID_OUTPUTS
     admin.preempt(booking.id, reason="maintenance")
+    # The daemon's fatal frame and close arrive before the next batch is sent: the send finds
+    # the stream closed, and the error still carries the frame's reason.
+    stream = hw_model._stream
+    assert stream is not None
+    deadline = time.monotonic() + 30
+    while stream._connection.state is not State.CLOSED and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(StreamError) as raised:
         hw_model(grid())
-        hw_model(grid())  # the end may race with the first batch
-    assert raised.value.fatal
+    assert raised.value.fatal and raised.value.code == "booking_preempted"
+    assert "maintenance" in raised.value.message
+    assert booking.refresh().end_reason == "preempted by admin: maintenance"
 
 
 def test_an_open_stream_keeps_its_booking_in_use(lab: Client, remote_model: RemoteModel) -> None:
@@ -136,3 +145,16 @@ def test_deploy_with_a_config_patch(
         assert len(hw_model(grid())) == GRID_OUTPUTS // 2
     with pytest.raises(InvalidRequest, match=r"layers\.7"):
         lab.deploy(remote_model, booking.device_id, config_patch={"layers": {7: {}}})
+
+
+def test_membrane_potentials_of_a_layer(hw_model: HardwareModel) -> None:
+    # The values themselves are checked against the simulator in tests/devices: here, that
+    # the client asks for the right layer and hands back its array.
+    hw_model([Spike(layer=0, x=3, y=3, feature=0, timestamp=100)])
+    membrane = hw_model.membrane(0)
+    assert (membrane.dtype, membrane.shape) == (np.int32, (4, 6, 6))
+    states = hw_model.client.neuron_states(hw_model.device, 0)
+    assert (states.layer, states.core) == (0, hw_model.deployment.layers[0])
+    np.testing.assert_array_equal(states.array(), membrane)
+    with pytest.raises(NotFound, match="no layer 3"):
+        hw_model.membrane(3)

@@ -57,8 +57,44 @@ def test_unknown_device_is_a_404_error_body(make_lab: Any) -> None:
     response = lab.client.get("/v1/devices/speck2fdevkit:0", headers=lab.admin)
     assert response.status_code == 404
     assert response.json()["code"] == "device_not_found"
-    assert "speck2fdevkit:0" in response.json()["message"]
+    assert response.json()["message"] == "no device speck2fdevkit:0"
+    assert response.json()["detail"] == {"device_id": "speck2fdevkit:0", "suggestions": []}
     assert lab.client.get("/v1/devices", headers={}).status_code == 401
+
+
+def test_an_unknown_device_id_answers_with_the_closest_known_ids(make_lab: Any) -> None:
+    lab = make_lab(virtual=["speck2fdevkit=2", "speck2edevkit=1"])
+    hint = "did you mean virtual-speck2fdevkit:0 or virtual-speck2fdevkit:1?"
+    # The guide's id, everywhere a device is named: REST reads, writes, bookings, streams.
+    for method, path, body in (
+        ("GET", "/v1/devices/speck2fdevkit:0", None),
+        ("GET", "/v1/devices/speck2fdevkit:0/deployment", None),
+        ("POST", "/v1/devices/speck2fdevkit:0/deployment", {"model_id": 1}),
+        ("POST", "/v1/bookings", {"device_id": "speck2fdevkit:0", "minutes": 5}),
+    ):
+        response = lab.client.request(method, path, json=body, headers=lab.admin)
+        assert response.status_code == 404, response.text
+        error = response.json()
+        assert error["code"] == "device_not_found"
+        assert error["message"].startswith("no device speck2fdevkit:0")
+        assert error["message"].endswith(hint), error
+        assert error["detail"] == {
+            "device_id": "speck2fdevkit:0",
+            "suggestions": ["virtual-speck2fdevkit:0", "virtual-speck2fdevkit:1"],
+        }
+    # A typo finds its neighbour.
+    typo = lab.client.get("/v1/devices/virtual-speck2edevkt:0", headers=lab.admin).json()
+    assert typo["detail"]["suggestions"][0] == "virtual-speck2edevkit:0"
+    with lab.client.websocket_connect(
+        "/v1/devices/speck2fdevkit:0/stream", headers=lab.admin
+    ) as ws:
+        error = ClientStream().receive_data(ws.receive_bytes())
+        assert isinstance(error, StreamError) and error.fatal
+        assert (error.code, error.detail["suggestions"][0]) == (
+            "device_not_found",
+            "virtual-speck2fdevkit:0",
+        )
+        assert error.message.endswith(hint)
 
 
 def test_device_types_are_the_guides(make_lab: Any) -> None:

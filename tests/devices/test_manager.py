@@ -85,8 +85,8 @@ class FakeDevice:
     def set_sensor(self, enabled: bool) -> None:
         self._call("set_sensor")
 
-    def read_neuron(self, core: int, feature: int, y: int, x: int) -> int:
-        return self._call("read_neuron") or 0
+    def read_states(self, core: int) -> np.ndarray:
+        return self._call("read_states")
 
     def health(self) -> DeviceHealth:
         self._call("health")
@@ -211,10 +211,10 @@ async def test_calls_run_on_the_device_thread_with_timeouts(
     assert threads == {f"device {device_id}"}
     assert threading.current_thread().name not in threads
 
-    fake.behave["read_neuron"] = lambda: time.sleep(0.5) or 7
-    with pytest.raises(DeviceTimeout, match="read_neuron"):
-        await session.read_neuron(0, 0, 0, 0, timeout=0.05)
-    assert await session.read_neuron(0, 0, 0, 0, timeout=2.0) == 7  # queued behind the slow one
+    fake.behave["read_states"] = lambda: time.sleep(0.5) or 7
+    with pytest.raises(DeviceTimeout, match="read_states"):
+        await session.read_states(0, timeout=0.05)
+    assert await session.read_states(0, timeout=2.0) == 7  # queued behind the slow one
 
     with pytest.raises(DeviceBusy, match="alice"):
         await manager.open_session(device_id, owner="bob")

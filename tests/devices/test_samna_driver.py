@@ -317,7 +317,7 @@ def test_continuous_write_and_read(samna: ModuleType, devkit: SamnaDevkit) -> No
     assert samna.STATE.names()[-2:] == ["stopwatch.stop", "stopwatch.reset"]
 
 
-def test_read_neuron_keeps_other_outputs_for_the_next_read(
+def test_read_states_asks_every_neuron_and_keeps_other_outputs_for_the_next_read(
     samna: ModuleType, devkit: SamnaDevkit
 ) -> None:
     config = tiny_network()
@@ -325,16 +325,30 @@ def test_read_neuron_keeps_other_outputs_for_the_next_read(
     _echo(samna)
     devkit.start_stopwatch()
     devkit.write(spikes(t=[0], layer=0, core=2, feature=1, x=2, y=3))
-    address = neuron_address(config.cnn_layers[2].neuron_shape, 2, 1, 3)
-    samna.STATE.neuron_states[(2, address)] = -42
-    assert devkit.read_neuron(2, feature=2, y=1, x=3) == -42
+    shape = config.cnn_layers[2].neuron_shape
+    expected = np.arange(np.prod(shape), dtype=np.int32).reshape(shape) - 20
+    for feature, y, x in np.ndindex(shape):
+        address = neuron_address(shape, feature, y, x)
+        samna.STATE.neuron_states[(2, address)] = int(expected[feature, y, x])
+    states = devkit.read_states(2)
+    np.testing.assert_array_equal(states, expected)
+    assert states.dtype == np.int32
     request = [c for c in samna.STATE.calls if c[0] == "source.write"][-1][1]
-    assert [(e.layer, e.address) for e in request] == [(2, address)]
+    assert sorted((e.layer, e.address) for e in request) == sorted(
+        (2, address) for address in {neuron_address(shape, *n) for n in np.ndindex(shape)}
+    )
     assert devkit.read(0.01).spikes["x"].tolist() == [2]
     with pytest.raises(InvalidArgument, match="core 5"):
-        devkit.read_neuron(5, 0, 0, 0)
-    with pytest.raises(InvalidArgument, match="feature=3"):
-        devkit.read_neuron(2, 3, 0, 0)
+        devkit.read_states(5)
+
+
+def test_read_states_times_out_when_neurons_stay_silent(samna: ModuleType) -> None:
+    driver = _open(samna, neuron_timeout_s=0.05)
+    driver.apply(tiny_network())
+    # The stopwatch is stopped: the double holds the requests back, as a board that never
+    # answers would.
+    with pytest.raises(DeviceTimeout, match="48 neuron addresses"):
+        driver.read_states(2)
 
 
 @pytest.mark.parametrize(
@@ -371,7 +385,7 @@ def test_reset_states_and_clear_rewrite_the_configuration(
     assert all(layer.weights == [] for layer in cleared.cnn_layers)
     assert cleared.dvs_layer.pass_sensor_events is False
     with pytest.raises(DeviceStateError):
-        devkit.read_neuron(2, 0, 0, 0)
+        devkit.read_states(2)
 
 
 def test_unplugged_device_raises_io_errors(samna: ModuleType, devkit: SamnaDevkit) -> None:

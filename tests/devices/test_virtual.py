@@ -161,19 +161,19 @@ def test_neuron_states_reset_and_clear() -> None:
     config = _known_weights()
     config.cnn_layers[2].neurons_initial_value = np.full((3, 4, 4), 5).tolist()
     devkit.apply(config)
-    assert devkit.read_neuron(2, feature=2, y=1, x=0) == 5
+    assert devkit.read_states(2).tolist() == np.full((3, 4, 4), 5).tolist()
     devkit.forward(spikes(t=[0], layer=0, core=2, feature=0, x=0, y=1), timeout=0)
-    assert devkit.read_neuron(2, feature=2, y=1, x=0) == 55
-    assert devkit.read_neuron(2, feature=2, y=0, x=0) == 5
+    states = devkit.read_states(2)
+    assert (states.dtype, states.shape) == (np.int32, (3, 4, 4))
+    assert states[2, 1, 0] == 55
+    assert states[2, 0, 0] == 5
     devkit.reset_states()
-    assert devkit.read_neuron(2, feature=2, y=1, x=0) == 5
+    assert devkit.read_states(2)[2, 1, 0] == 5
     with pytest.raises(InvalidArgument, match="core 3"):
-        devkit.read_neuron(3, 0, 0, 0)
-    with pytest.raises(InvalidArgument):
-        devkit.read_neuron(2, 3, 0, 0)
+        devkit.read_states(3)
     devkit.clear()
     with pytest.raises(DeviceStateError, match="apply a configuration"):
-        devkit.read_neuron(2, 0, 0, 0)
+        devkit.read_states(2)
     with pytest.raises(DeviceStateError, match="apply a configuration"):
         devkit.write(spikes(t=[0], layer=0, core=2, feature=0, x=0, y=0))
 
@@ -188,12 +188,12 @@ def test_leak_runs_with_the_stopwatch() -> None:
     devkit.apply(config)
     devkit.start_stopwatch()
     devkit.read(0.0105)  # 10.5 ms: ten or eleven ticks, depending on a tick at 0
-    after = devkit.read_neuron(2, feature=0, y=0, x=0)
+    after = devkit.read_states(2)[0, 0, 0]
     assert after in (-30, -33)
     devkit.stop_stopwatch()
     time.sleep(1.0)
-    assert devkit.read_neuron(2, feature=0, y=0, x=0) == after
-    assert devkit.read_neuron(2, feature=1, y=0, x=0) == 0
+    assert devkit.read_states(2)[0, 0, 0] == after
+    assert devkit.read_states(2)[1, 0, 0] == 0
 
 
 def test_wrong_chip_and_closed_device() -> None:

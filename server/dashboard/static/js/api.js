@@ -29,8 +29,8 @@ export function apiUrl(path) {
   return new URL(path, document.baseURI);
 }
 
-export async function request(method, path, { json, form, raw } = {}) {
-  const headers = { Authorization: `Bearer ${session.token}` };
+export async function request(method, path, { json, form, raw, headers: extra } = {}) {
+  const headers = { Authorization: `Bearer ${session.token}`, ...extra };
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -51,6 +51,7 @@ export async function request(method, path, { json, form, raw } = {}) {
 
 export const get = (path) => request("GET", path);
 export const post = (path, json) => request("POST", path, { json });
+export const patch = (path, json) => request("PATCH", path, { json });
 export const del = (path) => request("DELETE", path);
 
 // A file behind the token: fetched with the header, then saved from a blob URL.

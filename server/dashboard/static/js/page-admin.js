@@ -1,6 +1,6 @@
-// The Admin page: users, tokens (a new token's secret is shown once), preempting bookings, and
-// the audit log with filters.
-import { del, get, post } from "./api.js";
+// The Admin page: users (role changes, deletion), tokens (a new token's secret is shown once),
+// preempting bookings, and the audit log with filters.
+import { del, get, patch, post } from "./api.js";
 import { h, table, when } from "./dom.js";
 import { refresh, showError, showInfo } from "./app.js";
 
@@ -17,15 +17,42 @@ export async function adminPage() {
   return page;
 }
 
+const ROLES = ["user", "observer", "admin"];
+
 function usersTable(users, tokens) {
   return table(["Id", "Name", "Role", "Since", ""], users.map((u) => h("tr", { dataset: { user: String(u.id) } },
-    h("td", {}, String(u.id)), h("td", {}, u.name), h("td", {}, u.role), h("td", {}, when(u.created_at)),
-    h("td", {}, h("button", { class: "show-tokens", onclick: () => showTokens(u, tokens) }, "Tokens")))));
+    h("td", {}, String(u.id)), h("td", {}, u.name), h("td", {}, roleSelect(u)), h("td", {}, when(u.created_at)),
+    h("td", {},
+      h("button", { class: "show-tokens", onclick: () => showTokens(u, tokens) }, "Tokens"), " ",
+      h("button", { class: "danger delete-user", onclick: () => deleteUser(u) }, "Delete")))));
+}
+
+// The daemon refuses to demote or delete the last admin (409 last_admin): its message is shown.
+function roleSelect(user) {
+  const select = h("select", { class: "user-role", "aria-label": `role of ${user.name}` },
+    ROLES.map((r) => h("option", { value: r, selected: r === user.role }, r)));
+  select.addEventListener("change", async () => {
+    try {
+      await patch(`v1/users/${encodeURIComponent(user.name)}`, { role: select.value });
+      showInfo(`${user.name} is now ${select.value}.`);
+      refresh();
+    } catch (error) { select.value = user.role; showError(error); }
+  });
+  return select;
+}
+
+async function deleteUser(user) {
+  if (!window.confirm(`Delete ${user.name} with their tokens, bookings, models and recordings?`)) return;
+  try {
+    await del(`v1/users/${encodeURIComponent(user.name)}`);
+    showInfo(`${user.name} was deleted.`);
+    refresh();
+  } catch (error) { showError(error); }
 }
 
 function newUserForm() {
   const name = h("input", { id: "new-user-name", required: true, maxlength: "64", placeholder: "name" });
-  const role = h("select", { id: "new-user-role" }, ["user", "observer", "admin"].map((r) => h("option", { value: r }, r)));
+  const role = h("select", { id: "new-user-role" }, ROLES.map((r) => h("option", { value: r }, r)));
   const form = h("form", { id: "new-user" }, "New user ", name, " ", role, " ", h("button", { type: "submit" }, "Create"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -30,13 +30,36 @@ function uploadForm() {
     const data = new FormData();
     data.append("file", file.files[0]);
     data.append("options", JSON.stringify({ input_shape: shape.value.split(",").map(Number), dvs_input: dvs.checked }));
-    showInfo("Uploading and compiling...");
+    showInfo("Uploading...");
+    // As the SDK does: the upload names itself (X-Compile-Id) and its place in the daemon's
+    // compile queue is polled until it is answered.
+    const upload = { id: newCompileId(), done: false };
+    const poll = setInterval(() => showCompileStatus(upload), COMPILE_POLL_MS);
     try {
-      const model = await request("POST", "v1/models", { form: data });
+      const model = await request("POST", "v1/models", { form: data, headers: { "X-Compile-Id": upload.id } });
       location.hash = `#/models/${model.id}`;
-    } catch (error) { showError(error); }
+    } catch (error) { showError(error); } finally { upload.done = true; clearInterval(poll); }
   });
   return form;
+}
+
+const COMPILE_POLL_MS = 500;
+
+function newCompileId() {
+  // getRandomValues, not randomUUID: the latter needs a secure context (no plain-HTTP proxy).
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function showCompileStatus(upload) {
+  let status;
+  try { status = await get(`v1/models/compiles/${upload.id}`); } catch { return; } // 404: answered already
+  if (upload.done) return; // a late answer must not cover the upload's own outcome
+  if (status.state === "queued") {
+    const ahead = status.position === 1 ? "1 compile" : `${status.position} compiles`;
+    showInfo(`Uploaded; waiting for the compiler: ${ahead} ahead of yours (${status.workers} run at once).`);
+  } else if (status.state === "compiling") {
+    showInfo("Uploaded; compiling...");
+  }
 }
 
 export function coreUsage(report) {
