@@ -23,10 +23,10 @@ from ..auth.dependencies import get_db, get_session, require_admin, require_user
 from ..auth.principal import Principal
 from ..booking.events import BookingEvents
 from ..booking.service import BookingPolicy
-from ..datasets import DatasetService
+from ..datasets.service import DatasetService
 from ..deployments import Deployments
 from ..devices.manager import DeviceManager
-from ..jobs import JobService
+from ..jobs.service import JobService
 from ..models import ModelService
 from ..recordings import RecordingService
 from ..settings import Settings

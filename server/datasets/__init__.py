@@ -1,5 +1,2 @@
-"""Labelled event datasets for evaluation jobs: formats, upload, storage."""
-
-from .service import DatasetLimits, DatasetService
-
-__all__ = ["DatasetLimits", "DatasetService"]
+"""Labelled event datasets for evaluation jobs: ``formats`` (read by the evaluation workers,
+so nothing heavier is imported here) and ``service``."""

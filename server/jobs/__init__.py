@@ -1,6 +1,6 @@
 """Evaluation jobs: a compiled model run over a labelled dataset, in chunks, on the lab's
-virtual devkits (``docs/jobs.md``)."""
+virtual devkits (``docs/jobs.md``).
 
-from .service import JobService
-
-__all__ = ["JobService"]
+Nothing is imported here: the evaluation workers import ``pool`` and ``evaluate`` only, and
+start faster without the server's web and database modules.
+"""

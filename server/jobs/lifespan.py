@@ -11,8 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from ..datasets import DatasetLimits, DatasetService
-from ..datasets.service import SAMPLES
+from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore

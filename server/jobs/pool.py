@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -20,6 +21,11 @@ from typing import Any
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.jobs import JobOptions
+
+#: A worker told to stop that has not stopped after this long is killed (and replaced on
+#: the slot's next chunk): a cancel frees its workers within about this time.
+CANCEL_GRACE_S = 0.8
+_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +87,27 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        #: When the running chunk was told to stop (monotonic), None while it may run.
+        self.cancelled_at: float | None = None
+
+    def stop(self) -> None:
+        if self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
+        self.cancel.set()
 
     def run(self, task: ChunkTask) -> list[dict[str, Any]]:
         self.cancel.clear()
+        self.cancelled_at = None
         self.conn.send(task)
         try:
+            while not self.conn.poll(_POLL_S):
+                if self.cancelled_at is not None and (
+                    time.monotonic() - self.cancelled_at > CANCEL_GRACE_S
+                ):
+                    # Still starting up, or stuck outside the simulator's checks: the
+                    # worker is not worth waiting for.
+                    self.process.kill()
+                    raise ChunkCancelled()
             outcome, value = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise ChunkFailed(f"the evaluation worker died ({exc or 'no answer'})") from None
@@ -125,7 +147,7 @@ class EvaluationPool:
                 worker = self._workers[slot] = _Worker(self._context)
         try:
             return worker.run(task)
-        except ChunkFailed:
+        except (ChunkFailed, ChunkCancelled):
             if not worker.process.is_alive():
                 with self._lock:
                     self._workers[slot] = None
@@ -134,7 +156,7 @@ class EvaluationPool:
     def cancel(self, slot: int) -> None:
         worker = self._workers[slot]
         if worker is not None:
-            worker.cancel.set()
+            worker.stop()
 
     def close(self) -> None:
         with self._lock:
@@ -142,5 +164,5 @@ class EvaluationPool:
             workers, self._workers = self._workers, [None] * self.size
         for worker in workers:
             if worker is not None:
-                worker.cancel.set()
+                worker.stop()
                 worker.close()

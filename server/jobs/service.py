@@ -28,7 +28,7 @@ from specklab.schemas.patch import PatchError
 
 from ..auth.ownership import get_owned, visible_to
 from ..auth.principal import Principal
-from ..datasets import DatasetService
+from ..datasets.service import DatasetService
 from ..errors import ApiError
 from ..models import ModelService
 from ..storage import Database

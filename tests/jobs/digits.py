@@ -69,6 +69,15 @@ def train(epochs: int = 60) -> nn.Sequential:
     return model.eval()
 
 
+def leaky(model: nn.Sequential) -> nn.Sequential:
+    """A copy whose first layer leaks: every slow-clock tick then costs the simulator work,
+    so samples take as long as their duration and the slow clock make them."""
+    copy = network()
+    copy.load_state_dict(model.state_dict())
+    copy[0].bias = nn.Parameter(torch.full((copy[0].out_channels,), -0.01))
+    return copy.eval()
+
+
 def ann_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         predicted = model(torch.from_numpy(x)).argmax(dim=1).numpy()

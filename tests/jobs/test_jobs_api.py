@@ -16,7 +16,7 @@ from specklab.server.jobs.evaluate import Plan, job_config, run_samples
 from specklab.server.simulator import ChipSimulator
 
 from ..lab_client import Lab, bearer, running_lab
-from .digits import Digits, digits_job_inputs, npz_upload, upload_bytes
+from .digits import Digits, digits_job_inputs, leaky, npz_upload, upload_bytes
 
 SAMPLES = 24
 
@@ -35,28 +35,37 @@ def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-@pytest.fixture(scope="module")
-def owner(shared_lab: Lab, digits: Digits) -> dict[str, Any]:
-    """A user with the digits network and its test samples uploaded."""
-    _, token = shared_lab.add_user("jo")
-    model = shared_lab.client.post(
+def upload_model(lab: Lab, token: str, model: Any) -> int:
+    response = lab.client.post(
         "/v1/models",
-        files={"file": ("digits.pt", upload_bytes(digits.model))},
+        files={"file": ("digits.pt", upload_bytes(model))},
         data={"options": json.dumps({"input_shape": [1, 8, 8]})},
         headers=bearer(token),
     )
-    assert model.status_code == 201, model.text
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def owner(shared_lab: Lab, digits: Digits) -> dict[str, Any]:
+    """A user with the digits network, a leaky copy of it and its test samples uploaded."""
+    _, token = shared_lab.add_user("jo")
     dataset = shared_lab.client.post(
         "/v1/datasets",
         files={"file": ("digits.npz", npz_upload(digits.samples))},
         headers=bearer(token),
     )
     assert dataset.status_code == 201, dataset.text
-    return {"token": token, "model": model.json()["id"], "dataset": dataset.json()["id"]}
+    return {
+        "token": token,
+        "model": upload_model(shared_lab, token, digits.model),
+        "leaky": upload_model(shared_lab, token, leaky(digits.model)),
+        "dataset": dataset.json()["id"],
+    }
 
 
-def submit(lab: Lab, owner: dict[str, Any], **options: Any):
-    body = {"model_id": owner["model"], "dataset_id": owner["dataset"], "options": options}
+def submit(lab: Lab, owner: dict[str, Any], model: str = "model", **options: Any):
+    body = {"model_id": owner[model], "dataset_id": owner["dataset"], "options": options}
     return lab.client.post("/v1/jobs", json=body, headers=bearer(owner["token"]))
 
 
@@ -110,18 +119,23 @@ def test_a_job_finds_what_running_the_samples_directly_finds(
 
 
 def test_cancel_stops_the_job_and_frees_the_workers(shared_lab: Lab, owner: dict[str, Any]) -> None:
-    # Long samples: a 10 kHz slow clock ticking for 100 s of chip time each.
-    slow = submit(shared_lab, owner, chunk_size=1, duration_us=100_000_000, slow_clock_hz=10_000)
+    # Samples that cannot finish in a test: a leaky network ticking at 1 MHz for an hour.
+    slow = submit(
+        shared_lab, owner, "leaky", chunk_size=1, duration_us=3_600_000_000, slow_clock_hz=1e6
+    )
     job_id = slow.json()["id"]
     wait_for(shared_lab, owner["token"], job_id, {"running"})
+    runner = shared_lab.app.state.jobs.runner
+    while not runner._slots:  # claimed a moment before its worker is handed the chunk
+        time.sleep(0.01)
     in_use = shared_lab.client.delete(
         f"/v1/datasets/{owner['dataset']}", headers=bearer(owner["token"])
     )
     assert in_use.status_code == 409 and in_use.json()["code"] == "dataset_in_use"
     cancelled = shared_lab.client.delete(f"/v1/jobs/{job_id}", headers=bearer(owner["token"]))
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-    runner = shared_lab.app.state.jobs.runner
-    deadline = time.monotonic() + 30
+    # Within a second on a quiet machine; the bound leaves room for a loaded one.
+    deadline = time.monotonic() + 10
     while runner._slots and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not runner._slots, "the cancelled chunks still hold workers"
