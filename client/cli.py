@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ._commands import register as register_client_commands
+from ._evaluate_command import register_evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     register_client_commands(commands)
+    register_evaluate(commands)
     if _server_installed():
         from specklab.server.cli import register
 

@@ -66,3 +66,21 @@ def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
     for work in figures["work"].values():
         assert work["count"] >= 1 and 0 < work["p50_ms"] <= work["p99_ms"]
     assert 0 < figures["rss_after_warmup_mb"] <= figures["rss_peak_mb"]
+
+
+def test_the_evaluate_benchmark_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_evaluate.py")],
+        env={**os.environ, "BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["samples"] == 8
+    assert 0 <= figures["virtual_devkit_accuracy"] <= 1 and 0 <= figures["ann_accuracy"] <= 1
+    # The job finds what the simulator finds when called directly.
+    assert figures["virtual_devkit_accuracy"] == figures["direct_accuracy"]
+    for key in ("direct", "job_1_worker", "job_all_workers"):
+        assert figures[f"{key}_samples_per_s"] > 0

@@ -150,7 +150,7 @@ class JobService:
             )
             session.add(job)
             session.flush()
-            size = options.chunk_size
+            size = options.chunk_size or min(max(math.ceil(dataset.samples / 16), 1), 500)
             session.add_all(
                 JobChunk(
                     job_id=job.id,
@@ -207,8 +207,11 @@ class JobService:
     def _done(self, session: Session, user: Principal, job_id: int) -> JobRecord:
         job = get_owned(session, JobRecord, job_id, user, what="job")
         if job.state != JobState.DONE:
+            why = f" ({job.error})" if job.error else ""
             raise ApiError(
-                409, "job_not_done", f"job {job_id} is {job.state}; results come when it is done"
+                409,
+                "job_not_done",
+                f"job {job_id} is {job.state}{why}; results come when it is done",
             )
         return job
 
