@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,8 +34,10 @@ class DatasetFromRecordings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="recordings", max_length=200)
-    recordings: list[int] = Field(min_length=1, max_length=10_000)
-    labels: list[int] = Field(min_length=1, max_length=10_000)
+    recordings: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        min_length=1, max_length=10_000
+    )
+    labels: list[Annotated[int, Field(ge=0, lt=2**15)]] = Field(min_length=1, max_length=10_000)
 
 
 class Readout(StrEnum):
@@ -63,8 +65,10 @@ class JobOptions(BaseModel):
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
     #: "virtual": the host's virtual devkits, in parallel.
     device: Literal["virtual"] = "virtual"
-    #: Samples per chunk: the unit of work a worker claims, and what a restart repeats.
-    chunk_size: int = Field(default=32, ge=1, le=10_000)
+    #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
+    #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
+    #: chunk's database round trips cost little next to its samples.
+    chunk_size: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class JobCreate(BaseModel):
