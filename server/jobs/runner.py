@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Running:
     claim: queue.Claim
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
+    #: The slot's next chunk, claimed while this one runs so the worker never waits for the
+    #: database between chunks; ``skip``: its job was cancelled before it started.
+    following: queue.Claim | None = None
+    skip: bool = False
+
+    def claims(self) -> list[queue.Claim]:
+        return [self.claim] if self.following is None else [self.claim, self.following]
 
 
 class JobRunner:
@@ -68,6 +75,8 @@ class JobRunner:
         for slot, running in self._slots.items():
             if running.claim.job_id == job_id:
                 self.pool.cancel(slot)
+            if running.following is not None and running.following.job_id == job_id:
+                running.skip = True
 
     async def serve(self) -> None:
         """Run until cancelled; chunks running then go back to the queue."""
@@ -90,7 +99,7 @@ class JobRunner:
             self._stopping = True
             for slot in list(self._slots):
                 self.pool.cancel(slot)
-            tasks = [running.task for running in self._slots.values()]
+            tasks = [running.task for running in self._slots.values() if running.task]
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -108,51 +117,103 @@ class JobRunner:
             claim = await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
             if claim is None:
                 return
-            task = asyncio.create_task(self._run(slot, claim), name=f"job-chunk-{claim.chunk_id}")
-            self._slots[slot] = _Running(claim, task)
+            running = self._slots[slot] = _Running(claim)
+            running.task = asyncio.create_task(self._run(slot, running), name=f"job-slot-{slot}")
 
     async def _renew(self) -> None:
-        ids = {running.claim.chunk_id: slot for slot, running in self._slots.items()}
+        held = {
+            claim.chunk_id: (slot, claim)
+            for slot, running in self._slots.items()
+            for claim in running.claims()
+        }
         stop = await self.db.run(
-            lambda s: queue.renew(s, self.host, list(ids), self.lease_s), write=True
+            lambda s: queue.renew(s, self.host, list(held), self.lease_s), write=True
         )
         for chunk_id in stop:
-            self.pool.cancel(ids[chunk_id])
+            slot, claim = held[chunk_id]
+            running = self._slots.get(slot)
+            if running is not None and running.claim is claim:
+                self.pool.cancel(slot)
+            elif running is not None:
+                running.skip = True
 
-    async def _run(self, slot: int, claim: queue.Claim) -> None:
-        task = ChunkTask(
+    async def _run(self, slot: int, running: _Running) -> None:
+        """Run the slot's chunks one after another: while one runs, the next is claimed and
+        the one before is stored, so the worker does not wait for the database."""
+        storing: list[asyncio.Task[None]] = []
+        try:
+            while True:
+                work = asyncio.ensure_future(
+                    anyio.to_thread.run_sync(
+                        self.pool.run, slot, self._task(running.claim), abandon_on_cancel=False
+                    )
+                )
+                if not self._stopping:
+                    running.following = await self._claim_quietly()
+                try:
+                    outcome: list[dict[str, Any]] | Exception = await work
+                except (ChunkCancelled, ChunkFailed) as exc:
+                    outcome = exc
+                storing = [task for task in storing if not task.done()]
+                storing.append(asyncio.create_task(self._store(running.claim, outcome)))
+                following, skip = running.following, running.skip or self._stopping
+                running.following, running.skip = None, False
+                if following is None:
+                    return
+                if skip:
+                    await self._release(following, cancelled=not self._stopping)
+                    return
+                running.claim = following
+        finally:
+            if running.following is not None:  # claimed, never started: someone else's now
+                await self._release(running.following, cancelled=False)
+            await asyncio.gather(*storing, return_exceptions=True)
+            del self._slots[slot]
+            self.wake()
+
+    def _task(self, claim: queue.Claim) -> ChunkTask:
+        return ChunkTask(
             config_path=self._config_path(claim.config_sha256),
             dataset_path=self._dataset_path(claim.dataset_sha256),
             options=JobOptions.model_validate(claim.options),
             start=claim.start,
             stop=claim.stop,
         )
+
+    async def _claim_quietly(self) -> queue.Claim | None:
         try:
-            rows = await anyio.to_thread.run_sync(
-                self.pool.run, slot, task, abandon_on_cancel=False
-            )
-        except ChunkCancelled:
-            stopping = self._stopping
-            await self.db.run(
-                lambda s: queue.release(s, claim.chunk_id, self.host, cancelled=not stopping),
-                write=True,
-            )
-        except ChunkFailed as exc:
+            return await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
+        except Exception:  # the database briefly away: the loop claims again later
+            log.exception("claiming a job chunk failed")
+            return None
+
+    async def _release(self, claim: queue.Claim, *, cancelled: bool) -> None:
+        await self.db.run(
+            lambda s: queue.release(s, claim.chunk_id, self.host, cancelled=cancelled),
+            write=True,
+        )
+
+    async def _store(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
+        """Record how a chunk ended. Should the database fail here, the chunk's lease runs
+        out and it runs again."""
+        try:
+            await self._record(claim, outcome)
+        except Exception:
+            log.exception("storing job chunk %d failed", claim.chunk_id)
+
+    async def _record(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
+        if isinstance(outcome, ChunkCancelled):
+            await self._release(claim, cancelled=not self._stopping)
+        elif isinstance(outcome, ChunkFailed):
             if self._stopping:  # the pool closed under it: another life runs it again
-                await self.db.run(
-                    lambda s: queue.release(s, claim.chunk_id, self.host, cancelled=False),
-                    write=True,
-                )
+                await self._release(claim, cancelled=False)
             else:
-                message = f"samples {claim.start}-{claim.stop - 1}: {exc}"
+                message = f"samples {claim.start}-{claim.stop - 1}: {outcome}"
                 await self.db.run(
                     lambda s: queue.fail(s, claim.chunk_id, self.host, message), write=True
                 )
         else:
-            await self.db.run(lambda s: _finish(s, claim.chunk_id, self.host, rows), write=True)
-        finally:
-            del self._slots[slot]
-            self.wake()
+            await self.db.run(lambda s: _finish(s, claim.chunk_id, self.host, outcome), write=True)
 
 
 def _finish(session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]]) -> None:
