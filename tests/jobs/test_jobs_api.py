@@ -194,3 +194,26 @@ def test_others_do_not_see_a_users_jobs(shared_lab: Lab, owner: dict[str, Any]) 
         == 404
     )
     wait_for(shared_lab, owner["token"], job["id"], {"done"})
+
+
+def test_a_long_job_does_not_starve_another_users_short_one(
+    shared_lab: Lab, owner: dict[str, Any], digits: Digits
+) -> None:
+    _, token = shared_lab.add_user("late")
+    other = {**owner, "token": token, "model": upload_model(shared_lab, token, digits.model)}
+    other["dataset"] = shared_lab.client.post(
+        "/v1/datasets",
+        files={"file": ("digits.npz", npz_upload(digits.samples))},
+        headers=bearer(token),
+    ).json()["id"]
+    # Every worker busy with the long job's one-sample chunks (about a second each) ...
+    long = submit(
+        shared_lab, owner, "leaky", chunk_size=1, duration_us=1_000_000, slow_clock_hz=100_000
+    ).json()
+    wait_for(shared_lab, owner["token"], long["id"], {"running"})
+    # ... the other user's job, submitted later, goes next and finishes first.
+    short = submit(shared_lab, other, chunk_size=SAMPLES).json()
+    assert wait_for(shared_lab, token, short["id"], {"done"})["state"] == "done"
+    now = shared_lab.client.get(f"/v1/jobs/{long['id']}", headers=bearer(owner["token"])).json()
+    assert now["state"] == "running" and 0 < now["samples_done"] < SAMPLES
+    shared_lab.client.delete(f"/v1/jobs/{long['id']}", headers=bearer(owner["token"]))
