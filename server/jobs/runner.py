@@ -71,8 +71,9 @@ class JobRunner:
         self._wake.set()
 
     def cancel_job(self, job_id: int) -> None:
-        """Stop this host's chunks of ``job_id`` now (the job is already cancelled)."""
-        for slot, running in self._slots.items():
+        """Stop this host's chunks of ``job_id`` now (the job is already cancelled). Called
+        from request threads: the slots are copied first, as the loop may change them."""
+        for slot, running in list(self._slots.items()):
             if running.claim.job_id == job_id:
                 self.pool.cancel(slot)
             if running.following is not None and running.following.job_id == job_id:
