@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from specklab.schemas.booking import BookingPublic
 from specklab.schemas.deploy import Deployment
+from specklab.schemas.jobs import JobState, JobSummary
 from specklab.schemas.stream import StreamMode
 
 from ._core import (
@@ -39,7 +40,7 @@ from ._core import (
 )
 from ._errors import SpecklabError, StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
-from ._operations import Operations, device_id
+from ._operations import JOB_POLL_S, JobProgress, Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
@@ -250,6 +251,35 @@ class AsyncClient:
     model = _awaiting(Operations.model)
     delete_model = _awaiting(Operations.delete_model)
     chip_config = _awaiting(Operations.chip_config)
+    upload_dataset = _awaiting(Operations.upload_dataset)
+    datasets = _awaiting(Operations.datasets)
+    delete_dataset = _awaiting(Operations.delete_dataset)
+    submit_job = _awaiting(Operations.submit_job)
+    jobs = _awaiting(Operations.jobs)
+    job = _awaiting(Operations.job)
+    cancel_job = _awaiting(Operations.cancel_job)
+    job_summary = _awaiting(Operations.job_summary)
+    job_samples = _awaiting(Operations.job_samples)
+
+    async def evaluate(
+        self, model: Any, dataset: Any, *, progress: bool = False, **options: Any
+    ) -> JobSummary:
+        """Run ``model`` over ``dataset`` as a job and wait for its summary (``options``:
+        ``JobOptions`` fields); the job is cancelled if the wait is interrupted."""
+        job = await self.submit_job(model, dataset, **options)
+        shown = JobProgress(job, progress)
+        try:
+            while job.state in (JobState.QUEUED, JobState.RUNNING):
+                await asyncio.sleep(JOB_POLL_S)
+                job = await self.job(job)
+                shown.show(job)
+        except BaseException:
+            await self.cancel_job(job)
+            raise
+        finally:
+            shown.close()
+        return await self.job_summary(job)
+
     deployment = _awaiting(Operations.deployment)
     undeploy = _awaiting(Operations.undeploy)
     reset_states = _awaiting(Operations.reset_states)

@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from specklab.schemas.booking import BookingPublic
 from specklab.schemas.deploy import Deployment
+from specklab.schemas.jobs import JobState, JobSummary
 from specklab.schemas.stream import StreamMode
 
 from ._core import (
@@ -31,7 +32,7 @@ from ._core import (
 )
 from ._errors import SpecklabError, StreamError, TransportError, WaitTimeout
 from ._handles import BookingHandle, ModelHandle, StreamHandle
-from ._operations import Operations, device_id
+from ._operations import JOB_POLL_S, JobProgress, Operations, device_id
 from ._stream import (
     CLOSED,
     EXHAUSTED,
@@ -206,6 +207,35 @@ class Client:
     model = _blocking(Operations.model)
     delete_model = _blocking(Operations.delete_model)
     chip_config = _blocking(Operations.chip_config)
+    upload_dataset = _blocking(Operations.upload_dataset)
+    datasets = _blocking(Operations.datasets)
+    delete_dataset = _blocking(Operations.delete_dataset)
+    submit_job = _blocking(Operations.submit_job)
+    jobs = _blocking(Operations.jobs)
+    job = _blocking(Operations.job)
+    cancel_job = _blocking(Operations.cancel_job)
+    job_summary = _blocking(Operations.job_summary)
+    job_samples = _blocking(Operations.job_samples)
+
+    def evaluate(
+        self, model: Any, dataset: Any, *, progress: bool = False, **options: Any
+    ) -> JobSummary:
+        """Run ``model`` over ``dataset`` as a job and wait for its summary (``options``:
+        ``JobOptions`` fields); the job is cancelled if the wait is interrupted."""
+        job = self.submit_job(model, dataset, **options)
+        shown = JobProgress(job, progress)
+        try:
+            while job.state in (JobState.QUEUED, JobState.RUNNING):
+                time.sleep(JOB_POLL_S)
+                job = self.job(job)
+                shown.show(job)
+        except BaseException:
+            self.cancel_job(job)
+            raise
+        finally:
+            shown.close()
+        return self.job_summary(job)
+
     deployment = _blocking(Operations.deployment)
     undeploy = _blocking(Operations.undeploy)
     reset_states = _blocking(Operations.reset_states)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.compile import CompileOptions
 from specklab.schemas.deploy import Deployment, DeploymentRequest, NeuronStates
 from specklab.schemas.devices import DeviceList, DevicePublic, DeviceType
+from specklab.schemas.jobs import DatasetInfo, JobCreate, JobOptions, JobPublic, JobSummary
 from specklab.schemas.models import ModelInfo
 from specklab.schemas.patch import ConfigPatch
 from specklab.schemas.recordings import Recording, RecordingRequest, RecordingSource, ReplayRequest
@@ -256,6 +258,55 @@ class Operations(BaseClient):
         """The chip configuration the compiler made of a model."""
         return self.fetch("GET", f"/v1/models/{_id(model)}/config", ChipConfig)
 
+    # Datasets and evaluation jobs (docs/jobs.md).
+    def upload_dataset(
+        self, file: str | os.PathLike[str] | bytes, *, name: str | None = None
+    ) -> Op[DatasetInfo]:
+        """Upload a labelled event dataset: a ``.npz`` or HDF5 file of the documented layout."""
+        if isinstance(file, bytes):
+            content, filename = file, "dataset"
+        else:
+            content, filename = Path(file).read_bytes(), Path(file).name
+        fields = {"name": name or filename}
+        return self.fetch(
+            "POST", "/v1/datasets", DatasetInfo, files={"file": (filename, content)}, data=fields
+        )
+
+    def datasets(self) -> Op[list[DatasetInfo]]:
+        return self.fetch("GET", "/v1/datasets", list[DatasetInfo])
+
+    def delete_dataset(self, dataset: Any) -> Op[None]:
+        return self.fetch("DELETE", f"/v1/datasets/{_id(dataset)}", None)
+
+    def submit_job(self, /, model: Any, dataset: Any, **options: Any) -> Op[JobPublic]:
+        """Queue an evaluation of ``model`` over ``dataset``; ``options`` are ``JobOptions``
+        fields (``duration_us``, ``readout``, ``monitor_layers``...)."""
+        body = JobCreate(
+            model_id=int(_id(model)), dataset_id=int(_id(dataset)), options=JobOptions(**options)
+        )
+        return self.fetch("POST", "/v1/jobs", JobPublic, json=body)
+
+    def jobs(self) -> Op[list[JobPublic]]:
+        return self.fetch("GET", "/v1/jobs", list[JobPublic])
+
+    def job(self, job: Any) -> Op[JobPublic]:
+        """A job's state, progress and ETA."""
+        return self.fetch("GET", f"/v1/jobs/{_id(job)}", JobPublic)
+
+    def cancel_job(self, job: Any) -> Op[JobPublic]:
+        return self.fetch("DELETE", f"/v1/jobs/{_id(job)}", JobPublic)
+
+    def job_summary(self, job: Any) -> Op[JobSummary]:
+        """Accuracy, confusion, cost per layer and the reproducibility record of a done job."""
+        return self.fetch("GET", f"/v1/jobs/{_id(job)}/summary", JobSummary)
+
+    def job_samples(self, job: Any) -> Op[dict[str, np.ndarray]]:
+        """A done job's per-sample rows as columns (``label``, ``prediction``, ``counts``...)."""
+        response = yield self.call("GET", f"/v1/jobs/{_id(job)}/samples")
+        self.check(response)
+        with np.load(io.BytesIO(response.content), allow_pickle=False) as columns:
+            return {name: columns[name] for name in columns.files}
+
     # Deployments.
     def deploy(
         self,
@@ -405,6 +456,27 @@ class Operations(BaseClient):
             "limit": limit,
         }
         return self.fetch("GET", "/v1/audit", list[AuditEntryPublic], params=params)
+
+
+class JobProgress:
+    """A bar of samples done (tqdm shows the rate and ETA), on stderr when enabled."""
+
+    def __init__(self, job: JobPublic, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=job.samples, desc=f"job {job.id}", unit="sample", disable=not enabled)
+        self.show(job)
+
+    def show(self, job: JobPublic) -> None:
+        self.bar.update(job.samples_done - self.bar.n)
+        self.bar.set_postfix_str(job.state.value)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+#: Seconds between looks at a job being waited for.
+JOB_POLL_S = 0.5
 
 
 def lease_interval(lease: LeasePublic) -> float:

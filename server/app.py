@@ -21,6 +21,7 @@ from .dashboard import install as install_dashboard
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
 from .draining import Draining, begin_shutdown
+from .jobs.lifespan import job_service
 from .logs import redact_also
 from .metrics import AppCollector, MetricsMiddleware
 from .models.lifespan import model_store
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             model_store(app, settings),
             deployments(app),
             recording_store(app, settings),
+            job_service(app, settings),
         ):
             # Built once here, off the loop: built by the first /openapi.json request, it
             # blocked the loop for seconds.

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     model_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     #: Uploads one user may have in flight at once (arriving, queued or compiling).
     max_uploads_per_user: int = Field(default=32, ge=1)
+    #: Largest dataset upload accepted, and the most events a dataset may hold.
+    max_dataset_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_dataset_events: int = Field(default=50_000_000, ge=1)
+    #: Bytes of uploads one user's datasets may hold (the same upload counted once).
+    dataset_quota_bytes: int = Field(default=2 * 1024**3, ge=1)
+    #: Evaluation worker processes on this host; 0: one per core this process may use.
+    job_workers: int = Field(default=0, ge=0, le=256)
+    #: A claimed chunk whose host has not renewed its claim for this long is queued again.
+    job_lease_s: float = Field(default=30.0, gt=0)
     #: How often model files no model refers to any more are deleted (also at start-up).
     orphan_collect_interval_s: float = Field(default=3600.0, gt=0)
     #: A forward batch may span this much device time (first to last event) ...

@@ -111,3 +111,21 @@ def test_the_deploy_benchmark_prints_its_figures() -> None:
     figures = json.loads(result.stdout)
     for figure in ("deploy_call", "validate", "validate_via_lists"):
         assert 0 < figures[figure]["min"] <= figures[figure]["median"] <= figures[figure]["max"]
+
+
+def test_the_evaluate_benchmark_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_evaluate.py")],
+        env={**os.environ, "BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["samples"] == 8
+    assert 0 <= figures["virtual_devkit_accuracy"] <= 1 and 0 <= figures["ann_accuracy"] <= 1
+    # The job finds what the simulator finds when called directly.
+    assert figures["virtual_devkit_accuracy"] == figures["direct_accuracy"]
+    for key in ("direct", "job_1_worker", "job_all_workers"):
+        assert figures[f"{key}_samples_per_s"] > 0

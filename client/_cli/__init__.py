@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from . import accounts, bookings, deployments, devices, models, recordings
+from . import accounts, bookings, deployments, devices, jobs, models, recordings
 from .parsing import Verb, common_options
 
 
@@ -37,6 +37,7 @@ GROUPS = (
         recordings.VERBS["list"][1],
         aliases=("recordings",),
     ),
+    Group("job", "evaluation jobs", jobs.VERBS, jobs.VERBS["list"][1]),
     Group("token", "API tokens (alone: who you are)", accounts.TOKEN_VERBS, accounts.WHOAMI),
     Group("user", "the lab's users", accounts.USER_VERBS, accounts.USER_VERBS["me"][1]),
     Group("audit", "who did what", accounts.AUDIT_VERBS, accounts.AUDIT_VERBS["list"][1]),
@@ -54,6 +55,7 @@ SHORT_FORMS: dict[str, tuple[str, str]] = {
     "deploy": ("deployment", "create"),
     "stream": ("device", "stream"),
     "record": ("recording", "create"),
+    "evaluate": ("job", "evaluate"),
 }
 
 

@@ -5,8 +5,10 @@ from fastapi import APIRouter
 from . import (
     audit,
     bookings,
+    datasets,
     deployments,
     devices,
+    jobs,
     meta,
     models,
     recordings,
@@ -28,4 +30,6 @@ ROUTERS: list[APIRouter] = [
     deployments.router,
     streams.router,
     recordings.router,
+    datasets.router,
+    jobs.router,
 ]

@@ -23,8 +23,10 @@ from ..auth.dependencies import get_db, get_session, require_admin, require_user
 from ..auth.principal import Principal
 from ..booking.notifications import BookingEvents
 from ..booking.service import BookingPolicy
+from ..datasets.service import DatasetService
 from ..deployments import Deployments
 from ..devices.manager import DeviceManager
+from ..jobs.service import JobService
 from ..models import ModelService
 from ..recordings import RecordingService
 from ..settings import Settings
@@ -45,6 +47,14 @@ def _deployments(conn: HTTPConnection) -> Deployments:
 
 def _recordings(conn: HTTPConnection) -> RecordingService:
     return conn.app.state.recordings
+
+
+def _datasets(conn: HTTPConnection) -> DatasetService:
+    return conn.app.state.datasets
+
+
+def _jobs(conn: HTTPConnection) -> JobService:
+    return conn.app.state.jobs
 
 
 def _settings(conn: HTTPConnection) -> Settings:
@@ -77,3 +87,5 @@ ManagerDep = Annotated[DeviceManager, Depends(_devices)]
 ModelsDep = Annotated[ModelService, Depends(_models)]
 DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
 RecordingsDep = Annotated[RecordingService, Depends(_recordings)]
+DatasetsDep = Annotated[DatasetService, Depends(_datasets)]
+JobsDep = Annotated[JobService, Depends(_jobs)]

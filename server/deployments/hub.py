@@ -171,7 +171,7 @@ class DeviceHub:
             await self.session.reset_states()
 
     async def read_states(self, layer: int) -> NeuronStates:
-        """A model layer's membrane potentials now; ApiError 404 for a layer not deployed."""
+        """A model layer's membrane potentials now; DomainError 404 for a layer not deployed."""
         core = self.config.core_of_layer.get(layer)
         if core is None:
             raise DomainError(

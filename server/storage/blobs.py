@@ -42,8 +42,12 @@ class Incoming:
         return self._hash.hexdigest()
 
     def read(self) -> bytes:
+        return self.flushed().read_bytes()
+
+    def flushed(self) -> Path:
+        """The temporary file, holding every byte written so far (for readers that open it)."""
         self._file.flush()
-        return self.path.read_bytes()
+        return self.path
 
     def commit(self) -> str:
         """Move the received bytes to their content address (once) and return the digest."""

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -196,6 +197,78 @@ class RecordingRecord(Base):
     event_count: Mapped[int]
     size_bytes: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetRecord(Base):
+    """An uploaded, labelled event dataset. The upload and its canonical form live in the
+    content-addressed store under ``sha256``; a row is one user's handle on them."""
+
+    __tablename__ = "datasets"
+    __table_args__ = _NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    samples: Mapped[int]
+    events: Mapped[int] = mapped_column(BigInteger)
+    classes: Mapped[int]
+    max_x: Mapped[int]
+    max_y: Mapped[int]
+    max_p: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobRecord(Base):
+    """An evaluation job: a model's chip configuration run over a dataset, in chunks."""
+
+    __tablename__ = "jobs"
+    __table_args__ = _NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: Plain ids, not foreign keys: a job's results outlive the model and dataset rows.
+    model_id: Mapped[int]
+    dataset_id: Mapped[int]
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    #: The configuration the job runs, in the job store under this digest.
+    config_sha256: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reproducibility: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The model layers counted, in the order of each row's per-layer columns.
+    layers: Mapped[list[int]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    samples: Mapped[int]
+    samples_done: Mapped[int] = mapped_column(default=0)
+    #: Seconds of sample runs summed over finished chunks.
+    sample_time_s: Mapped[float] = mapped_column(Float, default=0.0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class JobChunk(Base):
+    """A run of consecutive samples of a job: what one worker claims (``jobs/queue.py``)."""
+
+    __tablename__ = "job_chunks"
+    __table_args__ = (Index(None, "state", "user_id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    #: The job's owner, repeated so fair claiming counts running chunks per user in one table.
+    user_id: Mapped[int]
+    start: Mapped[int]
+    stop: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    #: The host running it and until when its claim holds without renewal.
+    host_name: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+    #: Per-sample rows (``jobs/evaluate.py``), once done.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 def is_booking_overlap(error: IntegrityError) -> bool:

@@ -1,0 +1,139 @@
+"""REST bodies of datasets and evaluation jobs (``docs/jobs.md``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetInfo(BaseModel):
+    id: int
+    name: str
+    owner: str
+    #: sha256 of the uploaded file: the same upload is stored once.
+    sha256: str
+    format: Literal["npz", "hdf5", "recordings"]
+    samples: int
+    events: int
+    #: Distinct labels; classes are 0 .. max(label).
+    classes: int
+    #: Largest x, y and p of any event (what the model's input must hold).
+    max_x: int
+    max_y: int
+    max_p: int
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetFromRecordings(BaseModel):
+    """A dataset of your DVS recordings: one sample per recording, labelled in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="recordings", max_length=200)
+    recordings: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        min_length=1, max_length=10_000
+    )
+    labels: list[Annotated[int, Field(ge=0, lt=2**15)]] = Field(min_length=1, max_length=10_000)
+
+
+class Readout(StrEnum):
+    #: The output layer's feature with the most spikes (ties: the lowest index).
+    SPIKE_COUNT = "spike_count"
+    #: The output layer's feature that spikes first.
+    FIRST_SPIKE = "first_spike"
+    #: The class the chip's readout layer reports most often.
+    READOUT_LAYER = "readout"
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Each sample runs from 0 to this many microseconds (events after it are not sent);
+    #: None: until its last event.
+    duration_us: int | None = Field(default=None, ge=1, le=3_600_000_000)
+    readout: Readout = Readout.SPIKE_COUNT
+    #: Neurons, decimators and readout back to their initial state before every sample.
+    reset: bool = True
+    #: Model layers whose spikes and synaptic operations are counted (negative from the end);
+    #: None: every layer. The output layer is always monitored.
+    monitor_layers: list[int] | None = Field(default=None, max_length=9)
+    #: Slow clock for leaks and the readout; None: the model's own.
+    slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
+    #: "virtual": the host's virtual devkits, in parallel.
+    device: Literal["virtual"] = "virtual"
+    #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
+    #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
+    #: chunk's database round trips cost little next to its samples.
+    chunk_size: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int = Field(ge=1, le=2**31 - 1)
+    dataset_id: int = Field(ge=1, le=2**31 - 1)
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobPublic(BaseModel):
+    id: int
+    owner: str
+    model_id: int
+    dataset_id: int
+    options: JobOptions
+    state: JobState
+    samples: int
+    samples_done: int
+    #: samples_done / samples.
+    progress: float
+    #: Seconds left at the pace so far; None before the first chunk finishes.
+    eta_s: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    #: Why the job failed, when it did.
+    error: str | None = None
+
+
+class Reproducibility(BaseModel):
+    model_sha256: str
+    dataset_sha256: str
+    compile_options: dict[str, Any]
+    #: sha256 of the chip configuration the job ran (monitors and slow clock applied).
+    chip_config_sha256: str
+    device: str
+    specklab_version: str
+    options: JobOptions
+    #: No randomness is involved in a run; kept so records of seeded runs compare.
+    seed: int | None = None
+
+
+class JobSummary(BaseModel):
+    job: JobPublic
+    accuracy: float
+    #: ``confusion[label][prediction]``; samples with no prediction are in ``no_output``.
+    confusion: list[list[int]]
+    per_class_accuracy: list[float | None]
+    no_output: list[int]
+    #: Model layers counted, in the order of the per-layer columns.
+    layers: list[int]
+    mean_spikes_per_layer: list[float]
+    mean_synops_per_layer: list[float]
+    #: Mean first-spike latency in microseconds over samples whose output spiked.
+    mean_latency_us: float | None
+    #: Seconds from the first chunk claimed to the last finished, and summed over samples.
+    wall_time_s: float
+    sample_time_s: float
+    reproducibility: Reproducibility

@@ -1,0 +1,233 @@
+"""Upload, list, read and delete datasets.
+
+An upload is stored under its sha256 in ``data_dir/datasets``, next to its canonical form
+(``formats.Samples`` as ``.samples.npz``) that jobs read; the same bytes uploaded again are
+stored once, whoever uploads them, and each upload gets its owner's own row. What a user's
+datasets hold counts against their dataset quota. A dataset that unfinished jobs read cannot
+be deleted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from specklab.schemas.errors import DomainError
+from specklab.schemas.events import DVS_DTYPE
+from specklab.schemas.jobs import DatasetInfo, JobState
+
+from ..auth.ownership import get_owned, visible_to
+from ..auth.principal import Principal
+from ..recordings import RecordingService
+from ..storage import Database
+from ..storage.blobs import BlobStore, Incoming, sha256_hex
+from ..storage.tables import DatasetRecord, JobRecord, User
+from .formats import DatasetError, Samples, load_canonical, read_dataset, save_canonical
+
+SAMPLES = ".samples.npz"
+_UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+
+
+def invalid(message: str) -> DomainError:
+    return DomainError(422, "invalid_dataset", message)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetLimits:
+    max_upload_bytes: int
+    max_events: int
+    quota_bytes: int
+
+
+class DatasetService:
+    def __init__(self, store: BlobStore, db: Database, limits: DatasetLimits) -> None:
+        self.store = store
+        self.db = db
+        self.limits = limits
+        # Held while blobs gain or lose the rows that refer to them.
+        self._references = threading.Lock()
+
+    async def upload(self, user: Principal, file: Incoming, name: str) -> DatasetInfo:
+        """Keep a received upload once it reads as a dataset (422 otherwise)."""
+        try:
+            kind, samples = await anyio.to_thread.run_sync(
+                lambda: read_dataset(file.flushed(), max_events=self.limits.max_events)
+            )
+        except DatasetError as exc:
+            raise invalid(str(exc)) from exc
+        canonical = await anyio.to_thread.run_sync(save_canonical, samples)
+        return await self._keep(user, name, kind, file.digest, file.size, samples, canonical, file)
+
+    async def from_recordings(
+        self,
+        user: Principal,
+        recordings: RecordingService,
+        ids: list[int],
+        labels: list[int],
+        name: str,
+    ) -> DatasetInfo:
+        """A dataset of the user's DVS recordings, one sample each, labelled ``labels``."""
+        if len(ids) != len(labels):
+            raise invalid(f"{len(ids)} recordings but {len(labels)} labels")
+        parts = []
+        for recording_id in ids:
+            events = await recordings.events(user, recording_id)
+            if events.dtype != DVS_DTYPE:
+                raise invalid(f"recording {recording_id} holds spikes, not DVS events")
+            parts.append(events)
+        sizes = [len(part) for part in parts]
+        if sum(sizes) > self.limits.max_events:
+            raise invalid(f"the recordings hold more than {self.limits.max_events} events")
+
+        def canonical() -> tuple[Samples, bytes]:
+            events = np.concatenate(parts) if parts else np.zeros(0, DVS_DTYPE)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            for start, end in itertools.pairwise(offsets):
+                if end > start:
+                    events["t"][start:end] -= events["t"][start]
+            samples = Samples(events, offsets, np.asarray(labels, np.int64))
+            return samples, save_canonical(samples)
+
+        samples, data = await anyio.to_thread.run_sync(canonical)
+        digest = sha256_hex(data)
+        return await self._keep(user, name, "recordings", digest, len(data), samples, data, None)
+
+    async def _keep(
+        self,
+        user: Principal,
+        name: str,
+        kind: str,
+        digest: str,
+        size: int,
+        samples: Samples,
+        canonical: bytes,
+        upload: Incoming | None,
+    ) -> DatasetInfo:
+        events = samples.events
+        record = DatasetRecord(
+            user_id=user.id,
+            name=name,
+            sha256=digest,
+            format=kind,
+            samples=len(samples),
+            events=len(events),
+            classes=int(samples.labels.max()) + 1,
+            max_x=int(events["x"].max()) if len(events) else 0,
+            max_y=int(events["y"].max()) if len(events) else 0,
+            max_p=int(events["p"].max()) if len(events) else 0,
+            size_bytes=size,
+        )
+
+        def store(session: Session) -> None:
+            with self._references:
+                self._check_quota(session, user, digest, size)
+                if upload is not None:
+                    upload.commit()
+                self.store.put(canonical, SAMPLES, digest=digest)
+                session.add(record)
+                session.commit()
+
+        await self.db.run(store, write=True)
+        return _public(record, user.name)
+
+    def _check_quota(self, session: Session, user: Principal, digest: str, size: int) -> None:
+        held = session.scalar(
+            select(DatasetRecord.id).where(
+                DatasetRecord.user_id == user.id, DatasetRecord.sha256 == digest
+            )
+        )
+        if held is not None:  # the same bytes again cost nothing
+            return
+        distinct = (
+            select(DatasetRecord.sha256, DatasetRecord.size_bytes)
+            .where(DatasetRecord.user_id == user.id)
+            .distinct()
+            .subquery()
+        )
+        used = int(session.scalar(select(func.coalesce(func.sum(distinct.c.size_bytes), 0))))
+        quota = self.limits.quota_bytes
+        if used + size > quota:
+            raise DomainError(
+                413,
+                "quota_exceeded",
+                f"{user.name}'s datasets hold {used} bytes of a quota of {quota}; this upload "
+                f"of {size} bytes does not fit (delete datasets to make room)",
+                detail={"quota_bytes": quota, "used_bytes": used, "upload_bytes": size},
+            )
+
+    def list(self, session: Session, user: Principal) -> list[DatasetInfo]:
+        query = visible_to(
+            select(DatasetRecord, User.name).join(User, DatasetRecord.user_id == User.id),
+            DatasetRecord.user_id,
+            user,
+        ).order_by(DatasetRecord.id)
+        return [_public(record, owner) for record, owner in session.execute(query)]
+
+    def get(self, session: Session, user: Principal, dataset_id: int) -> DatasetRecord:
+        return get_owned(session, DatasetRecord, dataset_id, user, what="dataset")
+
+    def info(self, session: Session, user: Principal, dataset_id: int) -> DatasetInfo:
+        record = self.get(session, user, dataset_id)
+        owner = session.get(User, record.user_id)
+        return _public(record, owner.name if owner else "")
+
+    def samples(self, digest: str) -> Samples:
+        data = self.store.get(digest, SAMPLES)
+        if data is None:
+            raise DomainError(
+                404, "dataset_not_found", "the dataset's events are gone from the store"
+            )
+        return load_canonical(data)
+
+    def delete(self, session: Session, user: Principal, dataset_id: int) -> None:
+        record = self.get(session, user, dataset_id)
+        digest = record.sha256
+        with self._references:
+            running = session.scalar(
+                select(JobRecord.id).where(
+                    JobRecord.dataset_id == record.id, JobRecord.state.in_(_UNFINISHED)
+                )
+            )
+            if running is not None:
+                raise DomainError(
+                    409,
+                    "dataset_in_use",
+                    f"job {running} is evaluating this dataset; cancel it or wait for it",
+                )
+            session.delete(record)
+            session.commit()
+            # Another row, or another user's job, may still read the same bytes.
+            still_used = session.scalar(
+                select(DatasetRecord.id).where(DatasetRecord.sha256 == digest)
+            ) or session.scalar(
+                select(JobRecord.id).where(
+                    JobRecord.dataset_sha256 == digest, JobRecord.state.in_(_UNFINISHED)
+                )
+            )
+            if still_used is None:
+                self.store.delete(digest)
+                self.store.delete(digest, SAMPLES)
+
+
+def _public(record: DatasetRecord, owner: str) -> DatasetInfo:
+    return DatasetInfo(
+        id=record.id,
+        name=record.name,
+        owner=owner,
+        sha256=record.sha256,
+        format=record.format,
+        samples=record.samples,
+        events=record.events,
+        classes=record.classes,
+        max_x=record.max_x,
+        max_y=record.max_y,
+        max_p=record.max_p,
+        size_bytes=record.size_bytes,
+        created_at=record.created_at,
+    )

@@ -1,0 +1,59 @@
+"""Start-up and shutdown of the dataset store, the job service, its runner and its pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
+from ..settings import Settings
+from ..storage import Database
+from ..storage.blobs import BlobStore
+from .pool import EvaluationPool
+from .runner import JobRunner
+from .service import JobService
+
+
+def worker_count(setting: int) -> int:
+    """``setting``, or with 0 every core this process may run on."""
+    return setting or len(os.sched_getaffinity(0))
+
+
+@asynccontextmanager
+async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    db: Database = app.state.db
+    datasets = DatasetService(
+        BlobStore(settings.data_dir / "datasets"),
+        db,
+        DatasetLimits(
+            max_upload_bytes=settings.max_dataset_bytes,
+            max_events=settings.max_dataset_events,
+            quota_bytes=settings.dataset_quota_bytes,
+        ),
+    )
+    configs = BlobStore(settings.data_dir / "jobs")
+    pool = EvaluationPool(worker_count(settings.job_workers))
+    runner = JobRunner(
+        db,
+        pool,
+        host=settings.host_name,
+        config_path=configs.path,
+        dataset_path=lambda digest: datasets.store.path(digest, SAMPLES),
+        lease_s=settings.job_lease_s,
+    )
+    app.state.datasets = datasets
+    app.state.jobs = JobService(db, configs, app.state.models, datasets, runner)
+    serving = asyncio.create_task(runner.serve(), name="job-runner")
+    try:
+        yield
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await anyio.to_thread.run_sync(pool.close)

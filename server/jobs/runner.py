@@ -1,0 +1,230 @@
+"""This host's share of the lab's jobs: claim chunks while workers are free, run them in
+the evaluation pool, renew their leases, store their rows.
+
+One asyncio task (:meth:`JobRunner.serve`) wakes when a job is submitted or cancelled here,
+when a chunk ends, and at least every ``poll_s`` (for work and cancels from other hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy.orm import Session
+
+from specklab.schemas.jobs import JobOptions, JobState
+
+from ..storage import Database
+from ..storage.types import utcnow
+from . import queue
+from .pool import ChunkCancelled, ChunkFailed, ChunkTask, EvaluationPool
+from .results import columns, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Running:
+    claim: queue.Claim
+    task: asyncio.Task[None] | None = None
+    #: The slot's next chunk, claimed while this one runs so the worker never waits for the
+    #: database between chunks; ``skip``: its job was cancelled before it started.
+    following: queue.Claim | None = None
+    skip: bool = False
+
+    def claims(self) -> list[queue.Claim]:
+        return [self.claim] if self.following is None else [self.claim, self.following]
+
+
+class JobRunner:
+    def __init__(
+        self,
+        db: Database,
+        pool: EvaluationPool,
+        *,
+        host: str,
+        config_path: Callable[[str], Path],
+        dataset_path: Callable[[str], Path],
+        lease_s: float,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.db = db
+        self.pool = pool
+        self.host = host
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self._config_path = config_path
+        self._dataset_path = dataset_path
+        self._slots: dict[int, _Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._last_requeue = float("-inf")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_job(self, job_id: int) -> None:
+        """Stop this host's chunks of ``job_id`` now (the job is already cancelled). Called
+        from request threads: the slots are copied first, as the loop may change them."""
+        for slot, running in list(self._slots.items()):
+            if running.claim.job_id == job_id:
+                self.pool.cancel(slot)
+            if running.following is not None and running.following.job_id == job_id:
+                running.skip = True
+
+    async def serve(self) -> None:
+        """Run until cancelled; chunks running then go back to the queue."""
+        await self.db.run(lambda s: queue.requeue(s, host=self.host), write=True)
+        last_renewal = asyncio.get_running_loop().time()
+        try:
+            while True:
+                try:
+                    await self._fill_slots()
+                    now = asyncio.get_running_loop().time()
+                    if now - last_renewal >= min(self.poll_s, self.lease_s / 3):
+                        last_renewal = now
+                        await self._renew()
+                except Exception:  # the database briefly away: try again at the next wake
+                    log.exception("job runner step failed")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+        finally:
+            self._stopping = True
+            for slot in list(self._slots):
+                self.pool.cancel(slot)
+            tasks = [running.task for running in self._slots.values() if running.task]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fill_slots(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_requeue >= self.lease_s / 3:
+            self._last_requeue = loop.time()
+            expired = utcnow()
+            await self.db.run(lambda s: queue.requeue(s, now=expired), write=True)
+        free = [slot for slot in range(self.pool.size) if slot not in self._slots]
+        # A read first: an idle lab costs no write transaction per poll.
+        if not free or not await self.db.run(queue.anything_queued):
+            return
+        for slot in free:
+            claim = await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
+            if claim is None:
+                return
+            running = self._slots[slot] = _Running(claim)
+            running.task = asyncio.create_task(self._run(slot, running), name=f"job-slot-{slot}")
+
+    async def _renew(self) -> None:
+        held = {
+            claim.chunk_id: (slot, claim)
+            for slot, running in self._slots.items()
+            for claim in running.claims()
+        }
+        stop = await self.db.run(
+            lambda s: queue.renew(s, self.host, list(held), self.lease_s), write=True
+        )
+        for chunk_id in stop:
+            slot, claim = held[chunk_id]
+            running = self._slots.get(slot)
+            if running is not None and running.claim is claim:
+                self.pool.cancel(slot)
+            elif running is not None:
+                running.skip = True
+
+    async def _run(self, slot: int, running: _Running) -> None:
+        """Run the slot's chunks one after another: while one runs, the next is claimed and
+        the one before is stored, so the worker does not wait for the database."""
+        storing: list[asyncio.Task[None]] = []
+        try:
+            while True:
+                work = asyncio.ensure_future(
+                    anyio.to_thread.run_sync(
+                        self.pool.run, slot, self._task(running.claim), abandon_on_cancel=False
+                    )
+                )
+                if not self._stopping:
+                    running.following = await self._claim_quietly()
+                try:
+                    outcome: list[dict[str, Any]] | Exception = await work
+                except (ChunkCancelled, ChunkFailed) as exc:
+                    outcome = exc
+                storing = [task for task in storing if not task.done()]
+                storing.append(asyncio.create_task(self._store(running.claim, outcome)))
+                following, skip = running.following, running.skip or self._stopping
+                running.following, running.skip = None, False
+                if following is None:
+                    return
+                if skip:
+                    await self._release(following, cancelled=not self._stopping)
+                    return
+                running.claim = following
+        finally:
+            if running.following is not None:  # claimed, never started: someone else's now
+                await self._release(running.following, cancelled=False)
+            await asyncio.gather(*storing, return_exceptions=True)
+            del self._slots[slot]
+            self.wake()
+
+    def _task(self, claim: queue.Claim) -> ChunkTask:
+        return ChunkTask(
+            config_path=self._config_path(claim.config_sha256),
+            dataset_path=self._dataset_path(claim.dataset_sha256),
+            options=JobOptions.model_validate(claim.options),
+            start=claim.start,
+            stop=claim.stop,
+        )
+
+    async def _claim_quietly(self) -> queue.Claim | None:
+        try:
+            return await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
+        except Exception:  # the database briefly away: the loop claims again later
+            log.exception("claiming a job chunk failed")
+            return None
+
+    async def _release(self, claim: queue.Claim, *, cancelled: bool) -> None:
+        await self.db.run(
+            lambda s: queue.release(s, claim.chunk_id, self.host, cancelled=cancelled),
+            write=True,
+        )
+
+    async def _store(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
+        """Record how a chunk ended. Should the database fail here, the chunk's lease runs
+        out and it runs again."""
+        try:
+            await self._record(claim, outcome)
+        except Exception:
+            log.exception("storing job chunk %d failed", claim.chunk_id)
+
+    async def _record(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
+        if isinstance(outcome, ChunkCancelled):
+            await self._release(claim, cancelled=not self._stopping)
+        elif isinstance(outcome, ChunkFailed):
+            if self._stopping:  # the pool closed under it: another life runs it again
+                await self._release(claim, cancelled=False)
+            else:
+                message = f"samples {claim.start}-{claim.stop - 1}: {outcome}"
+                await self.db.run(
+                    lambda s: queue.fail(s, claim.chunk_id, self.host, message), write=True
+                )
+        else:
+            await self.db.run(lambda s: _finish(s, claim.chunk_id, self.host, outcome), write=True)
+
+
+def _finish(session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]]) -> None:
+    job = queue.finish(session, chunk_id, host, rows)
+    if job is None:
+        return
+    table = columns(queue.rows_of(session, job.id), len(job.layers))
+    summary = summarize(table, 0)
+    started = job.started_at or job.created_at
+    summary["wall_time_s"] = (utcnow() - started) / timedelta(seconds=1)
+    job.summary = summary
+    queue.end_job(session, job, JobState.DONE)
+    session.commit()

@@ -1,0 +1,277 @@
+"""Datasets over REST: the documented layouts are accepted, anything else is a clear 4xx."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind
+from specklab.server.storage.tables import RecordingRecord
+
+from ..lab_client import Lab, bearer, running_lab
+
+EVENT = [("x", "<i4"), ("y", "<i4"), ("p", "<i4"), ("t", "<i8")]
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    directory = tmp_path_factory.mktemp("datasets")
+    with running_lab(
+        directory / "data",
+        f"sqlite:///{directory / 'db.sqlite'}",
+        job_workers=1,
+        max_dataset_bytes=200_000,
+        max_dataset_events=5_000,
+        dataset_quota_bytes=150_000,
+    ) as lab:
+        yield lab
+
+
+def events(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, EVENT)
+    out["x"], out["y"] = rng.integers(0, 8, n), rng.integers(0, 8, n)
+    out["p"], out["t"] = rng.integers(0, 2, n), rng.integers(0, 10_000, n)
+    return out
+
+
+def npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def hdf5(tmp_path: Path, **arrays: np.ndarray) -> bytes:
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as handle:
+        for name, array in arrays.items():
+            handle.create_dataset(name, data=array, compression="gzip")
+    return path.read_bytes()
+
+
+def upload(lab: Lab, token: str, data: bytes, name: str = "set"):
+    return lab.client.post(
+        "/v1/datasets",
+        files={"file": ("data.bin", data)},
+        data={"name": name},
+        headers=bearer(token),
+    )
+
+
+def test_npz_with_a_structured_array_is_stored_listed_and_deleted(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("dana")
+    data = npz(events=events(30), offsets=np.array([0, 10, 20, 30]), labels=np.array([0, 2, 1]))
+    response = upload(shared_lab, token, data)
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert (dataset["format"], dataset["samples"], dataset["events"]) == ("npz", 3, 30)
+    assert dataset["classes"] == 3 and dataset["max_x"] <= 7 and dataset["max_p"] <= 1
+    listed = shared_lab.client.get("/v1/datasets", headers=bearer(token)).json()
+    assert [d["id"] for d in listed] == [dataset["id"]]
+    # The same bytes again: a second row, stored once.
+    again = upload(shared_lab, token, data).json()
+    assert again["sha256"] == dataset["sha256"] and again["id"] != dataset["id"]
+    store = shared_lab.app.state.settings.data_dir / "datasets"
+    assert len(list(store.rglob(f"{dataset['sha256']}*"))) == 2  # upload + canonical form
+    for row in (dataset, again):
+        gone = shared_lab.client.delete(f"/v1/datasets/{row['id']}", headers=bearer(token))
+        assert gone.status_code == 204
+    assert not list(store.rglob(f"{dataset['sha256']}*"))
+    missing = shared_lab.client.get(f"/v1/datasets/{dataset['id']}", headers=bearer(token))
+    assert missing.status_code == 404
+
+
+def test_columns_in_hdf5_are_a_dataset(shared_lab: Lab, tmp_path: Path) -> None:
+    _, token = shared_lab.add_user("eli")
+    ev = events(12)
+    data = hdf5(
+        tmp_path,
+        x=ev["x"],
+        y=ev["y"],
+        p=ev["p"],
+        t=ev["t"],
+        offsets=np.array([0, 5, 12]),
+        labels=np.array([4, 1]),
+    )
+    response = upload(shared_lab, token, data)
+    assert response.status_code == 201, response.text
+    assert response.json()["format"] == "hdf5"
+    assert response.json()["samples"] == 2 and response.json()["classes"] == 5
+    other = shared_lab.add_user("fay")[1]
+    hidden = shared_lab.client.get(f"/v1/datasets/{response.json()['id']}", headers=bearer(other))
+    assert hidden.status_code == 404
+
+
+def _pickled() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, events=np.array([{"x": 1}], dtype=object), offsets=[0, 1], labels=[0])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (_pickled(), "cannot be read safely"),
+        (pickle.dumps({"events": [1, 2, 3]}), "neither"),
+        (
+            npz(events=events(6), offsets=np.array([0, 3, 6]), labels=np.array([0, 1, 2])),
+            "labels match",
+        ),
+        (
+            npz(events=events(6), offsets=np.array([0, 4, 3, 6]), labels=np.array([0, 1, 1])),
+            "must not decrease",
+        ),
+        (
+            npz(events=events(6).reshape(2, 3), offsets=np.array([0, 6]), labels=np.array([0])),
+            "1-D structured",
+        ),
+        (
+            npz(
+                x=np.arange(3),
+                y=np.arange(2),
+                p=np.zeros(3, int),
+                t=np.arange(3),
+                offsets=np.array([0, 3]),
+                labels=np.array([0]),
+            ),
+            "same length",
+        ),
+        (npz(events=events(4), offsets=np.array([0, 4]), labels=np.array([-1])), "class indices"),
+        (npz(events=events(4), labels=np.array([0])), "offsets"),
+        (
+            npz(
+                events=np.zeros(4, EVENT).astype(
+                    [("x", "f4"), ("y", "i4"), ("p", "i4"), ("t", "i8")]
+                ),
+                offsets=np.array([0, 4]),
+                labels=np.array([0]),
+            ),
+            "integers",
+        ),
+        (
+            npz(events=events(6000), offsets=np.array([0, 6000]), labels=np.array([0])),
+            "more than 5000",
+        ),
+        (b"PK\x03\x04 not really a zip", "cannot be read"),
+    ],
+    ids=[
+        "pickled",
+        "pickle-file",
+        "labels-mismatch",
+        "offsets-decrease",
+        "2d-events",
+        "ragged-columns",
+        "negative-label",
+        "no-offsets",
+        "float-x",
+        "too-many-events",
+        "broken-zip",
+    ],
+)
+def test_bad_datasets_get_a_clear_422(shared_lab: Lab, data: bytes, needle: str) -> None:
+    _, token = shared_lab.add_user(f"u{abs(hash(needle)) % 10**8}")
+    response = upload(shared_lab, token, data)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_dataset"
+    assert needle in response.json()["message"]
+
+
+def test_an_upload_over_the_size_limit_is_413_and_leaves_nothing(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("gus")
+    response = upload(shared_lab, token, b"PK" + bytes(300_000))
+    assert response.status_code == 413
+    assert response.json()["code"] == "upload_too_large"
+    store = shared_lab.app.state.settings.data_dir / "datasets"
+    assert not list(store.glob(".partial-*"))
+
+
+def test_a_zip_bomb_is_refused_from_its_directory(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("hal")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, events=np.zeros(2_000_000, np.int64), offsets=[0], labels=[0])
+    assert len(buffer.getvalue()) < 200_000
+    response = upload(shared_lab, token, buffer.getvalue())
+    assert response.status_code == 422 and "unpack" in response.json()["message"]
+
+
+def test_datasets_count_against_their_own_quota(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("ivy")
+    sizes = []
+    for seed in range(4):
+        ev = events(3000, seed)
+        data = npz(events=ev, offsets=np.array([0, 3000]), labels=np.array([0]))
+        sizes.append(len(data))
+        response = upload(shared_lab, token, data)
+        if sum(sizes) > 150_000:
+            assert response.status_code == 413 and response.json()["code"] == "quota_exceeded"
+            break
+        assert response.status_code == 201, response.text
+    else:
+        pytest.fail("the quota never filled")
+
+
+def test_observers_cannot_upload(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("obs", role="observer")
+    data = npz(events=events(3), offsets=np.array([0, 3]), labels=np.array([0]))
+    assert upload(shared_lab, token, data).status_code == 403
+
+
+def _recording(lab: Lab, user_id: int, events: np.ndarray) -> int:
+    store = lab.app.state.recordings
+    with lab.db.write_session() as session:
+        record = RecordingRecord(
+            user_id=user_id,
+            name="r",
+            device_id="d:0",
+            source="dvs",
+            kind=events_kind(events),
+            duration_s=1.0,
+            event_count=len(events),
+            size_bytes=events.nbytes,
+        )
+        session.add(record)
+        session.commit()
+    np.save(store.npy_path(record.id), events, allow_pickle=False)
+    return record.id
+
+
+def events_kind(events: np.ndarray) -> str:
+    return EventKind.DVS.value if events.dtype == DVS_DTYPE else EventKind.SPIKE.value
+
+
+def test_dvs_recordings_become_a_dataset_of_one_sample_each(shared_lab: Lab) -> None:
+    user_id, token = shared_lab.add_user("rae")
+    first, second = np.zeros(3, DVS_DTYPE), np.zeros(2, DVS_DTYPE)
+    first["t"], first["x"] = [500, 600, 900], [1, 2, 3]
+    second["t"], second["p"] = [7_000, 7_010], [1, 0]
+    ids = [_recording(shared_lab, user_id, first), _recording(shared_lab, user_id, second)]
+    body = {"name": "two", "recordings": ids, "labels": [1, 0]}
+    made = shared_lab.client.post("/v1/datasets/from-recordings", json=body, headers=bearer(token))
+    assert made.status_code == 201, made.text
+    assert (made.json()["format"], made.json()["samples"], made.json()["events"]) == (
+        "recordings",
+        2,
+        5,
+    )
+    samples = shared_lab.app.state.datasets.samples(made.json()["sha256"])
+    assert samples.sample(0)["t"].tolist() == [0, 100, 400]  # each sample starts at 0
+    assert samples.sample(1)["p"].tolist() == [1, 0] and samples.labels.tolist() == [1, 0]
+
+    spikes = _recording(shared_lab, user_id, np.zeros(2, SPIKE_DTYPE))
+    for bad, code in (
+        ({"recordings": [spikes], "labels": [0]}, 422),
+        ({"recordings": ids, "labels": [0]}, 422),
+        ({"recordings": ids, "labels": [0, -1]}, 422),
+        ({"recordings": [ids[0], 2**31], "labels": [0, 0]}, 422),
+        ({"recordings": [99_999], "labels": [0]}, 404),
+    ):
+        response = shared_lab.client.post(
+            "/v1/datasets/from-recordings", json=bad, headers=bearer(token)
+        )
+        assert response.status_code == code, (bad, response.text)

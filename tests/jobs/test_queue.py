@@ -1,0 +1,144 @@
+"""The job queue on both databases: fair claims, leases, restarts, cancel, completion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from specklab.schemas.jobs import JobState
+from specklab.server.jobs import queue
+from specklab.server.storage import Database
+from specklab.server.storage.tables import JobChunk, JobRecord, User
+from specklab.server.storage.types import utcnow
+
+LEASE_S = 30.0
+
+
+def add_job(db: Database, user: str, chunks: int) -> int:
+    with db.write_session() as session:
+        owner = session.scalar(select(User).where(User.name == user))
+        if owner is None:
+            owner = User(name=user, role="user")
+            session.add(owner)
+            session.flush()
+        job = JobRecord(
+            user_id=owner.id,
+            model_id=1,
+            dataset_id=1,
+            dataset_sha256="d" * 64,
+            config_sha256="c" * 64,
+            options={},
+            reproducibility={},
+            layers=[0],
+            state=JobState.QUEUED.value,
+            samples=chunks,
+            samples_done=0,
+            sample_time_s=0.0,
+        )
+        session.add(job)
+        session.flush()
+        session.add_all(
+            JobChunk(job_id=job.id, user_id=owner.id, start=k, stop=k + 1, state=queue.QUEUED)
+            for k in range(chunks)
+        )
+        session.commit()
+        return job.id
+
+
+def claim(db: Database, host: str = "a") -> queue.Claim | None:
+    with db.write_session() as session:
+        return queue.claim(session, host, LEASE_S)
+
+
+def row(time_s: float = 0.5) -> dict:
+    return {"label": 0, "prediction": 0, "time_s": time_s}
+
+
+def test_the_user_with_fewest_running_chunks_goes_next(db: Database) -> None:
+    big = add_job(db, "ann", 100)
+    small = add_job(db, "bob", 2)
+    first = claim(db)
+    assert first is not None and (first.job_id, first.start) == (big, 0)
+    # ann runs one chunk, bob none: bob's job goes next although ann's is older.
+    second = claim(db)
+    assert second is not None and second.job_id == small
+    # One each running: the oldest job's next chunk.
+    third = claim(db)
+    assert third is not None and (third.job_id, third.start) == (big, 1)
+    fourth = claim(db)
+    assert fourth is not None and (fourth.job_id, fourth.start) == (small, 1)
+    assert [claim(db).job_id for _ in range(3)] == [big] * 3  # type: ignore[union-attr]
+
+
+def test_a_chunk_is_claimed_once(db: Database) -> None:
+    add_job(db, "ann", 3)
+    claims = [claim(db, host) for host in ("a", "b", "c", "d")]
+    assert sorted(c.start for c in claims if c is not None) == [0, 1, 2]
+    assert claims[-1] is None
+
+
+def test_expired_leases_and_a_restarting_hosts_chunks_are_queued_again(db: Database) -> None:
+    add_job(db, "ann", 3)
+    mine, theirs = claim(db, "a"), claim(db, "b")
+    assert mine is not None and theirs is not None
+    with db.write_session() as session:
+        assert queue.requeue(session, now=utcnow()) == 0  # leases still hold
+        later = utcnow() + timedelta(seconds=LEASE_S + 1)
+        assert queue.requeue(session, now=later) == 2
+    again = claim(db, "c")
+    assert again is not None and again.start == 0
+    with db.write_session() as session:
+        assert queue.requeue(session, host="c") == 1
+        # The first claimers lost their chunks: their results are not stored, and renewing
+        # tells them to stop.
+        assert queue.finish(session, mine.chunk_id, "a", [row()]) is None
+    with db.write_session() as session:
+        assert queue.renew(session, "a", [mine.chunk_id], LEASE_S) == {mine.chunk_id}
+
+
+def test_the_last_finished_chunk_completes_the_job(db: Database) -> None:
+    job_id = add_job(db, "ann", 2)
+    a, b = claim(db), claim(db)
+    assert a is not None and b is not None
+    with db.write_session() as session:
+        assert queue.finish(session, b.chunk_id, "a", [row()]) is None
+    with db.write_session() as session:
+        job = queue.finish(session, a.chunk_id, "a", [row(0.25)])
+        assert job is not None and job.id == job_id
+        assert (job.samples_done, job.sample_time_s) == (2, pytest.approx(0.75))
+        session.commit()
+    with db.session() as session:
+        assert [r["time_s"] for r in queue.rows_of(session, job_id)] == [0.25, 0.5]
+
+
+def test_cancelling_a_job_stops_its_running_chunks_and_queues_nothing_more(db: Database) -> None:
+    job_id = add_job(db, "ann", 3)
+    running = claim(db)
+    assert running is not None
+    with db.write_session() as session:
+        job = session.get(JobRecord, job_id)
+        assert job is not None
+        queue.end_job(session, job, JobState.CANCELLED)
+        session.commit()
+    with db.write_session() as session:
+        assert queue.renew(session, "a", [running.chunk_id], LEASE_S) == {running.chunk_id}
+    assert claim(db) is None
+    with db.write_session() as session:
+        queue.release(session, running.chunk_id, "a", cancelled=True)
+    with db.session() as session:
+        states = session.scalars(select(JobChunk.state).where(JobChunk.job_id == job_id))
+        assert set(states) == {queue.CANCELLED}
+
+
+def test_a_failed_chunk_fails_its_job(db: Database) -> None:
+    job_id = add_job(db, "ann", 2)
+    first = claim(db)
+    assert first is not None
+    with db.write_session() as session:
+        queue.fail(session, first.chunk_id, "a", "samples 0-0: bad")
+    with db.session() as session:
+        job = session.get(JobRecord, job_id)
+        assert job is not None and (job.state, job.error) == ("failed", "samples 0-0: bad")
+    assert claim(db) is None
