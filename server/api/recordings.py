@@ -10,9 +10,11 @@ from typing import BinaryIO
 import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
+from starlette.requests import HTTPConnection
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
+from ..booking.devices_view import resolve_device_id
 from .deps import CurrentUser, RecordingsDep, RowId, WriterUser
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
@@ -20,10 +22,11 @@ router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
 @router.post("", status_code=201, response_model=Recording)
 async def record(
-    request: RecordingRequest, user: WriterUser, recordings: RecordingsDep
+    conn: HTTPConnection, request: RecordingRequest, user: WriterUser, recordings: RecordingsDep
 ) -> Recording:
     """Record for ``duration_s`` seconds; answers when the recording is stored."""
-    return await recordings.record(user, request)
+    device_id = await resolve_device_id(conn.app.state, request.device_id, user.id)
+    return await recordings.record(user, request.model_copy(update={"device_id": device_id}))
 
 
 @router.get("", response_model=list[Recording])
@@ -83,8 +86,14 @@ async def delete_recording(
 
 @router.post("/{recording_id}/replay", status_code=202)
 async def replay(
-    recording_id: RowId, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
+    conn: HTTPConnection,
+    recording_id: RowId,
+    request: ReplayRequest,
+    user: WriterUser,
+    recordings: RecordingsDep,
 ) -> dict[str, int]:
     """Start replaying a DVS recording into a deployment's DVS layer; outputs come out on the
     device's continuous stream."""
+    device_id = await resolve_device_id(conn.app.state, request.device_id, user.id)
+    request = request.model_copy(update={"device_id": device_id})
     return {"events": await recordings.replay(user, recording_id, request)}

@@ -38,6 +38,7 @@ def _public(device: lab.LabDevice) -> DevicePublic:
     chip = SUPPORTED_DEVICES.get(device.device_type)
     return DevicePublic(
         id=device.id,
+        name=device.name,
         type=device.device_type,
         chip=chip,
         virtual=device.id.startswith(VIRTUAL_PREFIX),
@@ -61,6 +62,17 @@ async def lab_device_list(state: State, local: list[DevicePublic]) -> list[Devic
 
     here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
     return here + await db.run(remote)
+
+
+async def resolve_device_id(state: State, ref: str, user_id: int) -> str:
+    """The id ``ref`` (an id or a name) stands for when ``user_id`` asks; ``ref`` itself when
+    it stands for no device (the caller then answers device_not_found)."""
+    stale_after = state.booking_policy.host_stale_after
+    return await state.db.run(
+        lambda session: lab.resolve_device_id(
+            session, ref, user_id=user_id, now=utcnow(), stale_after=stale_after
+        )
+    )
 
 
 async def lab_device(state: State, device_id: str) -> DevicePublic | None:

@@ -205,12 +205,19 @@ def _requested_window(request: BookingCreate, policy: BookingPolicy, now: dateti
 
 
 def _candidates(
-    session: Session, request: BookingCreate, policy: BookingPolicy, now: datetime
+    session: Session, request: BookingCreate, policy: BookingPolicy, now: datetime, user_id: int
 ) -> list[str]:
     if request.device_id is not None:
-        if lab.find_device(session, request.device_id) is None:
+        device = lab.resolve_device(
+            session,
+            request.device_id,
+            user_id=user_id,
+            now=now,
+            stale_after=policy.host_stale_after,
+        )
+        if device is None:
             raise ApiError(404, "device_not_found", f"no device {request.device_id!r} in this lab")
-        return [request.device_id]
+        return [device.id]
     online = [
         device.id
         for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
@@ -238,7 +245,7 @@ def create_booking(
         rules.check_window(window, now=now, max_length=policy.max_length)
     except BookingRuleError as error:
         raise _rule_error(error) from None
-    candidates = _candidates(session, request, policy, now)
+    candidates = _candidates(session, request, policy, now, user.id)
     for _ in range(_TYPE_ATTEMPTS):
         device_id = candidates[0]
         if request.device_type is not None:

@@ -28,6 +28,7 @@ async def device_public(manager: DeviceManager, state: DeviceState) -> DevicePub
         usb = UsbAddress(bus=description.usb_bus, address=description.usb_address)
     return DevicePublic(
         id=description.id,
+        name=description.name,
         type=description.type,
         chip=description.chip,
         virtual=description.virtual,

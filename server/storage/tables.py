@@ -131,7 +131,10 @@ class DeviceRecord(Base):
 
     __tablename__ = "devices"
 
+    #: Unique in the lab (``devices/naming.py``).
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: The guide's ``TYPE:INDEX`` on its host: unique per host, not in the lab.
+    name: Mapped[str] = mapped_column(String(128), index=True)
     device_type: Mapped[str] = mapped_column(String(64))
     host_name: Mapped[str] = mapped_column(ForeignKey("hosts.name"), index=True)
     #: False once the serving daemon no longer sees the device (unplugged).
