@@ -9,11 +9,13 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
 )
@@ -196,6 +198,30 @@ class RecordingRecord(Base):
     event_count: Mapped[int]
     size_bytes: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LabBlob(Base):
+    """A stored file of one of the data dir's stores (``models``, ``compiled``,
+    ``recordings``), kept in the database for every host of the lab (``storage/lab_blobs.py``)."""
+
+    __tablename__ = "lab_blobs"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The file's name in its store (``<sha256>``, ``<key>.report.json``, ``<id>.npy``).
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: Of the whole content: checked by every host that fetches it.
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int]
+
+
+class LabBlobChunk(Base):
+    __tablename__ = "lab_blob_chunks"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def is_booking_overlap(error: IntegrityError) -> bool:
