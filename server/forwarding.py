@@ -101,17 +101,18 @@ class DeviceRouting:
         here = route.host_name == self.state.settings.host_name
         if here or _header(scope, FORWARDED_BY) is not None:
             await self.app(scope, receive, send)
-        elif not route.online:
-            if match["rest"] is None and scope["type"] == "http":
-                await self.app(scope, receive, send)  # the device's status: offline
+        elif scope["type"] == "websocket":
+            if route.online:
+                await _forward_websocket(scope, receive, send, route, self.state.settings.host_name)
             else:
-                if scope["type"] == "websocket":
-                    await receive()  # websocket.connect
+                await receive()  # websocket.connect
                 await _refuse(scope, send, receive, _host_down(route))
-        elif scope["type"] == "http":
-            await self._forward_http(scope, receive, send, route)
+        elif route.online and await self._forward_http(scope, receive, send, route):
+            pass
+        elif match["rest"] is None:  # the device's status: answered here, from the database
+            await self.app(scope, receive, send)
         else:
-            await _forward_websocket(scope, receive, send, route, self.state.settings.host_name)
+            await _refuse(scope, send, receive, _host_down(route))
 
     async def _route(self, scope: Scope, ref: str) -> Route | None:
         manager = getattr(self.state, "devices", None)
@@ -155,7 +156,8 @@ class DeviceRouting:
             self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         return self._client
 
-    async def _forward_http(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+    async def _forward_http(self, scope: Scope, receive: Receive, send: Send, route: Route) -> bool:
+        """Relay the request and its answer; False when the host could not be reached."""
         headers = _forwarded_headers(scope, self.state.settings.host_name)
         url = _upstream_url(route.url, scope)
         request = self.client().build_request(
@@ -165,8 +167,7 @@ class DeviceRouting:
             response = await self.client().send(request, stream=True)
         except httpx.HTTPError as exc:
             log.warning("forwarding to %s failed: %s", route.host_name, exc)
-            await _refuse(scope, send, receive, _host_down(route))
-            return
+            return False
         try:
             await send(
                 {
@@ -184,6 +185,7 @@ class DeviceRouting:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+        return True
 
 
 def _header(scope: Scope, name: str) -> str | None:
@@ -303,7 +305,7 @@ async def _downlink(upstream: ClientConnection, send: Send, route: Route) -> Non
             await send({"type": "websocket.send", key: data})
     except websockets.ConnectionClosedError:
         pass
-    close = upstream.close_rcvd
+    close = upstream.protocol.close_rcvd
     with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
         if close is None:  # no close frame: the host died or the network broke
             error = DeviceOffline(
