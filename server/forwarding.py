@@ -4,6 +4,8 @@ and WebSocket) reach the daemon that serves it, whichever daemon of the lab they
 - ``ref`` may be the device's id or its name on its host (``speck2fdevkit:0``); it is resolved
   once, here, by ``booking.lab.resolve_device`` (the rule is in ``devices/naming.py``), and the
   request goes on with the id in its path.
+- What does not depend on the device is checked here first: a caller without a valid token
+  gets this host's 401, an observer's write its 403, whichever host serves the device.
 - A device of another live host: the request is forwarded to that host's URL as it came, the
   caller's credentials included, so that host authenticates the token and checks the booking
   against the shared database exactly as for a caller of its own. A forwarded request carries
@@ -37,6 +39,8 @@ from specklab.schemas.api import ErrorBody
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import CLOSE_ENDED, refusal_close_code
 
+from .auth.dependencies import SAFE_METHODS
+from .auth.principal import Principal
 from .booking import lab
 from .devices.errors import DeviceError, DeviceOffline
 from .errors import ApiError, json_error_response
@@ -74,6 +78,8 @@ class Route:
     host_name: str
     url: str
     online: bool
+    #: The token's user; None without a valid token.
+    caller: Principal | None
 
 
 class DeviceRouting:
@@ -99,7 +105,7 @@ class DeviceRouting:
         path = f"/v1/devices/{route.device_id}{match['rest'] or ''}"
         scope = {**scope, "path": path, "raw_path": quote(path).encode()}
         here = route.host_name == self.state.settings.host_name
-        if here or _header(scope, FORWARDED_BY) is not None:
+        if here or _refused_here(scope, route.caller) or _header(scope, FORWARDED_BY) is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             if route.online:
@@ -120,7 +126,7 @@ class DeviceRouting:
             with contextlib.suppress(DeviceError):
                 description = manager.state(ref).description
                 if description.id == ref:  # this host's device, by id: no database needed
-                    return Route(ref, description.host, "", True)
+                    return Route(ref, description.host, "", online=True, caller=None)
         db = getattr(self.state, "db", None)
         if db is None:
             return None
@@ -133,13 +139,14 @@ class DeviceRouting:
     def _resolve(self, session: Session, scope: Scope, ref: str) -> Route | None:
         now = utcnow()
         stale_after = self.state.booking_policy.host_stale_after
+        caller = _caller(self.state, scope)
         row = lab.resolve_device(
-            session, ref, user_id=_caller_id(self.state, scope), now=now, stale_after=stale_after
+            session, ref, user_id=caller and caller.id, now=now, stale_after=stale_after
         )
         if row is None:
             return None
         online = row.present and row.host.last_seen_at > now - stale_after
-        return Route(row.id, row.host_name, row.host.url, online)
+        return Route(row.id, row.host_name, row.host.url, online, caller)
 
     def _closing_at_shutdown(self, send: Send) -> Send:
         async def sending(message: Message) -> None:
@@ -196,16 +203,23 @@ def _header(scope: Scope, name: str) -> str | None:
     return None
 
 
-def _caller_id(state: Any, scope: Scope) -> int | None:
-    """The caller's user id for name resolution; None without a valid token (the endpoint
-    then answers the 401)."""
+def _refused_here(scope: Scope, caller: Principal | None) -> bool:
+    """What this host refuses itself, whichever host serves the device: a caller without a
+    valid token (401), an observer's write (403)."""
+    write = scope["type"] == "http" and scope["method"] not in SAFE_METHODS
+    return caller is None or (write and not caller.can_write)
+
+
+def _caller(state: Any, scope: Scope) -> Principal | None:
+    """The token's user (for name resolution and the checks made here); None without a
+    valid token."""
     authorization = _header(scope, "authorization") or ""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = query.get("token", [""])[0]
     try:
-        return state.auth.authenticate(token.strip() or None).id
+        return state.auth.authenticate(token.strip() or None)
     except ApiError:
         return None
 
