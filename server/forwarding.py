@@ -94,7 +94,10 @@ class DeviceRouting:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._closing_at_shutdown(send))
             return
-        match = _DEVICE_PATH.match(scope.get("path", ""))
+        # Mounted under a prefix (behind a proxy), the app's own paths follow ``root_path``.
+        root = scope.get("root_path", "")
+        path = scope.get("path", "")
+        match = _DEVICE_PATH.match(path.removeprefix(root) if path.startswith(root) else path)
         if scope["type"] not in ("http", "websocket") or match is None:
             await self.app(scope, receive, send)
             return
@@ -102,7 +105,7 @@ class DeviceRouting:
         if route is None:  # unknown here: the endpoint answers device_not_found
             await self.app(scope, receive, send)
             return
-        path = f"/v1/devices/{route.device_id}{match['rest'] or ''}"
+        path = f"{root}/v1/devices/{route.device_id}{match['rest'] or ''}"
         scope = {**scope, "path": path, "raw_path": quote(path).encode()}
         here = route.host_name == self.state.settings.host_name
         if here or _refused_here(scope, route.caller) or _header(scope, FORWARDED_BY) is not None:
