@@ -29,7 +29,10 @@ class UsbAddress(BaseModel):
 
 
 class DevicePublic(BaseModel):
+    #: Unique in the lab: ``TYPE:sn-SERIAL``, ``TYPE:INDEX@HOST`` or ``virtual-TYPE:INDEX@HOST``.
     id: str
+    #: The guide's ``TYPE:INDEX`` on its host; requests may use it where the id goes.
+    name: str | None = None
     type: str
     #: The chip it carries; None for devices that cannot take a network (e.g. DAVIS cameras).
     chip: str | None

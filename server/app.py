@@ -21,6 +21,7 @@ from .dashboard import install as install_dashboard
 from .deployments.lifespan import deployments
 from .devices.lifespan import device_manager
 from .draining import Draining, begin_shutdown
+from .forwarding import DeviceRouting
 from .jobs.lifespan import job_service
 from .logs import redact_also
 from .metrics import AppCollector, MetricsMiddleware
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     app.state.metrics_registry.register(AppCollector(app))
     install_error_handlers(app)
-    # The last added runs first: metrics time the 503s of a draining daemon too.
+    # The last added runs first: metrics time the 503s of a draining daemon too, and a
+    # draining daemon forwards nothing.
+    app.add_middleware(DeviceRouting, state=app.state)
     app.add_middleware(Draining, state=app.state)
     app.add_middleware(MetricsMiddleware, state=app.state)
     for router in PUBLIC_ROUTERS:

@@ -80,7 +80,8 @@ def db(database_url: str) -> Iterator[Database]:
 def add_devices(
     db: Database, *devices: tuple[str, str], host: str = "bench", now: datetime | None = None
 ) -> None:
-    """Put devices (id, type) in the lab as served by a live ``host``."""
+    """Put devices (id, type) in the lab as served by a live ``host``; a device's name is its
+    id up to any ``@``."""
     now = now or utcnow()
     with db.write_session() as session:
         lab.check_in(session, name=host, url=f"http://{host}.invalid:8765", now=now)
@@ -88,7 +89,8 @@ def add_devices(
             session,
             host_name=host,
             devices=[
-                lab.LocalDevice(device_id, device_type, True) for device_id, device_type in devices
+                lab.LocalDevice(device_id, device_id.partition("@")[0], device_type, True)
+                for device_id, device_type in devices
             ],
             now=now,
             stale_after=lab.host_stale_after(5.0),

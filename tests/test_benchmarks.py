@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from .db_fixtures import POSTGRES_ENV
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -129,3 +133,19 @@ def test_the_evaluate_benchmark_prints_its_figures() -> None:
     assert figures["virtual_devkit_accuracy"] == figures["direct_accuracy"]
     for key in ("direct", "job_1_worker", "job_all_workers"):
         assert figures[f"{key}_samples_per_s"] > 0
+
+
+def test_the_lab_benchmark_prints_its_figures() -> None:
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
+    command = [sys.executable, str(BENCHMARKS / "bench_lab.py"), "--hosts", "2", "--devices"]
+    command += ["1", "--seconds", "1", "--list-requests", "4", "--workers", "2", "--rounds", "1"]
+    command += ["--sweep-s", "0.5", "--no-hop"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    figures = json.loads(result.stdout)
+    assert (figures["hosts"], figures["devices_per_host"]) == (2, 1)
+    assert figures["device_list"]["n"] == 4 and figures["device_list"]["p99_ms"] > 0
+    assert figures["bookings"]["book_and_cancel_per_s"] > 0
+    assert figures["booking_change_to_stream"]["n"] == 1
+    for load in (figures["db_idle"], figures["db_booking"]):
+        assert load["transactions_per_s_per_host"] > 0 and load["connections_per_host"] >= 1

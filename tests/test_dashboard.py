@@ -25,7 +25,7 @@ from specklab.server.dashboard.binning import (
 from .fixtures_models import guide_network, torchscript_bytes
 from .lab_client import Lab, bearer, running_lab
 
-DEVICE = "virtual-speck2fdevkit:0"
+DEVICE = "virtual-speck2fdevkit:0@test-host"
 
 
 # ----- binning -----

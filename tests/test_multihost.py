@@ -21,8 +21,8 @@ from .lab_client import ADMIN_TOKEN, bearer
 
 pytestmark = pytest.mark.postgres
 
-DEVICE_A = "virtual-speck2fdevkit:0"
-DEVICE_B = "virtual-speck2edevkit:0"
+DEVICE_A = "virtual-speck2fdevkit:0@host-a"
+DEVICE_B = "virtual-speck2edevkit:0@host-b"
 ADMIN = bearer(ADMIN_TOKEN)
 
 

@@ -98,7 +98,7 @@ def test_devices_metrics_and_health_follow_the_device_threads(
         }
         # A device thread that stops is reported (the device stays listed online).
         manager = lab.app.state.devices
-        thread = manager._entries["virtual-speck2fdevkit:0"].thread
+        thread = manager._entries["virtual-speck2fdevkit:0@test-host"].thread
         thread.shutdown()
         deadline = time.monotonic() + 30
         while thread.alive and time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from specklab.schemas.booking import (
 )
 
 from ..auth.ownership import get_owned
-from ..booking import service
+from ..booking import lab, service
 from ..storage import utcnow
 from ..storage.db import commit_retrying
 from ..storage.tables import Booking
@@ -56,6 +56,10 @@ def list_bookings(
     """Your bookings (admins and observers: everyone's), newest first; ``current`` keeps
     upcoming and running ones."""
     now = utcnow()
+    if device_id is not None:
+        device_id = lab.resolve_device_id(
+            session, device_id, user_id=user.id, now=now, stale_after=policy.host_stale_after
+        )
     bookings = service.list_bookings(
         session, user=user, now=now, device_id=device_id, user_id=user_id, current=current
     )

@@ -13,17 +13,23 @@ from fastapi.responses import Response, StreamingResponse
 
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
-from .deps import CurrentUser, RecordingsDep, RowId, WriterUser
+from ..booking.devices_view import resolve_device_id
+from .deps import CurrentUser, DatabaseDep, PolicyDep, RecordingsDep, RowId, WriterUser
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
 
 @router.post("", status_code=201, response_model=Recording)
 async def record(
-    request: RecordingRequest, user: WriterUser, recordings: RecordingsDep
+    request: RecordingRequest,
+    user: WriterUser,
+    recordings: RecordingsDep,
+    db: DatabaseDep,
+    policy: PolicyDep,
 ) -> Recording:
     """Record for ``duration_s`` seconds; answers when the recording is stored."""
-    return await recordings.record(user, request)
+    device_id = await resolve_device_id(db, policy, request.device_id, user.id)
+    return await recordings.record(user, request.model_copy(update={"device_id": device_id}))
 
 
 @router.get("", response_model=list[Recording])
@@ -83,8 +89,15 @@ async def delete_recording(
 
 @router.post("/{recording_id}/replay", status_code=202)
 async def replay(
-    recording_id: RowId, request: ReplayRequest, user: WriterUser, recordings: RecordingsDep
+    recording_id: RowId,
+    request: ReplayRequest,
+    user: WriterUser,
+    recordings: RecordingsDep,
+    db: DatabaseDep,
+    policy: PolicyDep,
 ) -> dict[str, int]:
     """Start replaying a DVS recording into a deployment's DVS layer; outputs come out on the
     device's continuous stream."""
+    device_id = await resolve_device_id(db, policy, request.device_id, user.id)
+    request = request.model_copy(update={"device_id": device_id})
     return {"events": await recordings.replay(user, recording_id, request)}

@@ -39,6 +39,7 @@ def _public(device: lab.LabDevice) -> DevicePublic:
     chip = SUPPORTED_DEVICES.get(device.device_type)
     return DevicePublic(
         id=device.id,
+        name=device.name,
         type=device.device_type,
         chip=chip,
         virtual=device.id.startswith(VIRTUAL_PREFIX),
@@ -61,3 +62,13 @@ async def lab_device_list(
 
     here = [device.model_copy(update={"url": settings.effective_public_url}) for device in local]
     return here + await db.run(remote)
+
+
+async def resolve_device_id(db: Database, policy: BookingPolicy, ref: str, user_id: int) -> str:
+    """The id ``ref`` (an id or a name) stands for when ``user_id`` asks; ``ref`` itself when
+    it stands for no device (the caller then answers device_not_found)."""
+    return await db.run(
+        lambda session: lab.resolve_device_id(
+            session, ref, user_id=user_id, now=utcnow(), stale_after=policy.host_stale_after
+        )
+    )

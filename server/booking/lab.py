@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from specklab.schemas.booking import BookingSummary
 
+from ..devices.naming import Candidate, resolve_device_ref
 from ..storage.tables import Booking, BookingState, DeviceRecord, Host
 
 
@@ -24,6 +25,8 @@ class LocalDevice:
     """A device as this daemon's device manager sees it."""
 
     id: str
+    #: The guide's ``TYPE:INDEX`` on this host.
+    name: str
     device_type: str
     online: bool
 
@@ -31,6 +34,7 @@ class LocalDevice:
 @dataclass(frozen=True, slots=True)
 class LabDevice:
     id: str
+    name: str
     device_type: str
     host_name: str
     #: Where clients reach the daemon that serves the device (deploy and stream go there).
@@ -58,9 +62,9 @@ def sync_devices(
 ) -> list[str]:
     """Record this host's devices; returns the ids another live host serves already.
 
-    Ids are the device manager's (``speck2fdevkit:0``), unique within a host only: in a lab of
-    several hosts, a clash keeps the first live owner and the clashing device stays out of the
-    lab's list (configure distinct virtual devkits per host).
+    Ids are unique in the lab (``devices/naming.py``); one clashes only when a devkit known by
+    its serial number is plugged into a second host while the first still serves it: the first
+    live owner keeps it, and the second stays out of the lab's list until the first lets go.
     """
     ids = [device.id for device in devices]
     rows = {
@@ -78,6 +82,7 @@ def sync_devices(
             session.add(
                 DeviceRecord(
                     id=device.id,
+                    name=device.name,
                     device_type=device.device_type,
                     host_name=host_name,
                     present=device.online,
@@ -88,12 +93,13 @@ def sync_devices(
             row.host_name != host_name and row.present and row.host.last_seen_at > now - stale_after
         ):
             clashes.append(device.id)
-        elif (row.host_name, row.device_type, row.present) != (
+        elif (row.host_name, row.name, row.device_type, row.present) != (
             host_name,
+            device.name,
             device.device_type,
             device.online,
         ):
-            row.host_name, row.device_type = host_name, device.device_type
+            row.host_name, row.name, row.device_type = host_name, device.name, device.device_type
             row.present, row.updated_at = device.online, now
     for row in rows.values():
         if row.host_name == host_name and row.id not in ids and row.present:
@@ -135,6 +141,7 @@ def lab_devices(session: Session, *, now: datetime, stale_after: timedelta) -> l
     return [
         LabDevice(
             id=row.id,
+            name=row.name,
             device_type=row.device_type,
             host_name=row.host_name,
             url=row.host.url,
@@ -145,5 +152,38 @@ def lab_devices(session: Session, *, now: datetime, stale_after: timedelta) -> l
     ]
 
 
-def find_device(session: Session, device_id: str) -> DeviceRecord | None:
-    return session.get(DeviceRecord, device_id)
+def resolve_device(
+    session: Session, ref: str, *, user_id: int | None, now: datetime, stale_after: timedelta
+) -> DeviceRecord | None:
+    """The device ``ref`` (an id, or a name such as ``speck2fdevkit:0``) stands for when
+    ``user_id`` asks (``naming.resolve_device_ref``), or None."""
+    row = session.get(DeviceRecord, ref)
+    if row is not None:
+        return row
+    rows = {
+        row.id: row for row in session.scalars(select(DeviceRecord).where(DeviceRecord.name == ref))
+    }
+    if len(rows) <= 1:
+        return next(iter(rows.values()), None)
+    running = current_bookings(session, now=now, device_ids=rows)
+    candidates = [
+        Candidate(
+            id=row.id,
+            name=row.name,
+            online=row.present and row.host.last_seen_at > now - stale_after,
+            booked=row.id in running,
+        )
+        for row in rows.values()
+    ]
+    held = [device_id for device_id, booking in running.items() if booking.user_id == user_id]
+    chosen = resolve_device_ref(ref, candidates, held=held)
+    return None if chosen is None else rows[chosen]
+
+
+def resolve_device_id(
+    session: Session, ref: str, *, user_id: int, now: datetime, stale_after: timedelta
+) -> str:
+    """:func:`resolve_device`'s id; ``ref`` itself when it stands for no device (the caller
+    then answers device_not_found or finds nothing)."""
+    found = resolve_device(session, ref, user_id=user_id, now=now, stale_after=stale_after)
+    return ref if found is None else found.id

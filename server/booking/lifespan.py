@@ -34,7 +34,9 @@ def local_devices(app: FastAPI) -> list[lab.LocalDevice]:
     if manager is None:
         return []
     return [
-        lab.LocalDevice(state.description.id, state.description.type, state.online)
+        lab.LocalDevice(
+            state.description.id, state.description.name, state.description.type, state.online
+        )
         for state in manager.states()
     ]
 

@@ -32,7 +32,7 @@ from ..devices.suggest import unknown_device
 from ..settings import Settings
 from ..storage import on_commit, utcnow
 from ..storage.audit import audit
-from ..storage.tables import Booking, BookingState, User, is_booking_overlap
+from ..storage.tables import Booking, BookingState, DeviceRecord, User, is_booking_overlap
 from . import lab, rules
 from .notifications import BookingEvent, BookingEvents, EventKind
 from .rules import Window
@@ -198,16 +198,23 @@ def _requested_window(request: BookingCreate, policy: BookingPolicy, now: dateti
 
 
 def _candidates(
-    session: Session, request: BookingCreate, policy: BookingPolicy, now: datetime
+    session: Session, request: BookingCreate, policy: BookingPolicy, now: datetime, user_id: int
 ) -> list[str]:
     if request.device_id is not None:
-        if lab.find_device(session, request.device_id) is None:
+        device = lab.resolve_device(
+            session,
+            request.device_id,
+            user_id=user_id,
+            now=now,
+            stale_after=policy.host_stale_after,
+        )
+        if device is None:
             known = [
                 device.id
                 for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
             ]
             raise unknown_device(request.device_id, known, where=" in this lab")
-        return [request.device_id]
+        return [device.id]
     online = [
         device.id
         for device in lab.lab_devices(session, now=now, stale_after=policy.host_stale_after)
@@ -232,7 +239,7 @@ def create_booking(
     now = now or utcnow()
     window = _requested_window(request, policy, now)
     rules.check_window(window, now=now, max_length=policy.max_length)
-    candidates = _candidates(session, request, policy, now)
+    candidates = _candidates(session, request, policy, now, user.id)
     asked = window
     for _ in range(_TYPE_ATTEMPTS):
         device_id, waits_for_type = candidates[0], None
@@ -342,7 +349,7 @@ def _end(
 def _start_waiting(session: Session, *, device_id: str, now: datetime) -> None:
     """``device_id`` freed before its booking's end: the earliest booking waiting for a device
     of its type (``waits_for_type``) that fits there from now moves to it and starts now."""
-    device = lab.find_device(session, device_id)
+    device = session.get(DeviceRecord, device_id)
     if device is None:
         return
     waiting = session.scalars(

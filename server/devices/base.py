@@ -35,6 +35,7 @@ from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
 class DeviceDescription:
     """What a device is and where it sits; no I/O."""
 
+    #: Unique in the lab (``naming.lab_id``).
     id: str
     #: specklab device type, a key of ``chips.DEVICE_TYPES`` (e.g. ``speck2fdevkit``).
     type: str
@@ -46,6 +47,12 @@ class DeviceDescription:
     usb_address: int | None = None
     logic_version: str | None = None
     host: str = ""
+    #: The name on its host, the guide's ``TYPE:INDEX`` (the id when left empty).
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
 
     @property
     def supported(self) -> bool:

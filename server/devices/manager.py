@@ -43,7 +43,7 @@ from .errors import (
     DeviceUnsupported,
 )
 from .inputs import batch_span_s
-from .naming import DeviceId, parse_virtual_spec, samna_type_names
+from .naming import DeviceId, lab_id, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
 from .suggest import unknown_device
 from .worker import DeviceThread
@@ -82,9 +82,10 @@ class DeviceEvent:
 
 
 class _Entry:
-    def __init__(self, description: DeviceDescription, key: str) -> None:
+    def __init__(self, description: DeviceDescription, key: str, name: DeviceId) -> None:
         self.description = description
         self.key = key
+        self.name = name
         self.online = False
         self.detail: str | None = None
         #: Makes the driver, again when a stuck one is replaced; None: cannot take a network.
@@ -460,24 +461,19 @@ class DeviceManager:
             if entry is not None and entry.online:
                 continue
             if entry is None:
-                index = self._free_index(device_type)
-                device_id = str(DeviceId(device_type, index))
-                description = _describe(device_id, device_type, info, self.host)
-                entry = _Entry(description, key)
-                self._entries[description.id] = entry
+                name = DeviceId(device_type, self._free_index(device_type))
+                entry = _Entry(_describe(name, device_type, info, self.host), key, name)
+                self._entries[entry.description.id] = entry
                 self._by_key[key] = entry
             else:
-                entry.description = _describe(entry.description.id, device_type, info, self.host)
+                # Same key, host and name: the same id, with what the device says now.
+                entry.description = _describe(entry.name, device_type, info, self.host)
             self._bring_online(entry, module, info)
 
     def _free_index(self, device_type: str) -> int:
-        taken = {
-            e.description.id
-            for e in self._entries.values()
-            if not e.description.virtual and e.description.type == device_type
-        }
+        taken = {e.name for e in self._entries.values()}
         index = 0
-        while str(DeviceId(device_type, index)) in taken:
+        while DeviceId(device_type, index) in taken:
             index += 1
         return index
 
@@ -496,14 +492,16 @@ class DeviceManager:
         self._emit(DeviceEvent(description.id, online=True))
 
     def _add_virtual(self, device_type: str, index: int) -> None:
+        name = DeviceId(device_type, index, virtual=True)
         description = DeviceDescription(
-            id=str(DeviceId(device_type, index, virtual=True)),
+            id=lab_id(name, host=self.host),
+            name=str(name),
             type=device_type,
             chip=SUPPORTED_DEVICES[device_type],
             virtual=True,
             host=self.host,
         )
-        entry = _Entry(description, key=description.id)
+        entry = _Entry(description, key=description.id, name=name)
         entry.factory = lambda: self._virtual_factory(description)
         entry.driver = entry.factory()
         entry.thread = DeviceThread(f"device {description.id}")
@@ -555,15 +553,17 @@ class DeviceManager:
                     log.exception("device event subscriber failed")
 
     def _entry(self, device_id: str) -> _Entry:
-        entry = self._entries.get(device_id)
+        """The device with this id, or with this name (names are unique on a host)."""
+        entry = self._entries.get(device_id) or next(
+            (e for e in self._entries.values() if e.description.name == device_id), None
+        )
         if entry is None:
             raise unknown_device(device_id, self._entries)
         return entry
 
 
 def _order(entry: _Entry) -> tuple[bool, str, int]:
-    description = entry.description
-    return (description.virtual, description.type, int(description.id.rsplit(":", 1)[1]))
+    return (entry.name.virtual, entry.name.type, entry.name.index)
 
 
 def _usb(info: Any) -> tuple[int, int]:
@@ -578,15 +578,17 @@ def _device_key(device_type: str, info: Any) -> str:
     return f"{device_type}@{bus}:{address}"
 
 
-def _describe(device_id: str, device_type: str, info: Any, host: str) -> DeviceDescription:
+def _describe(name: DeviceId, device_type: str, info: Any, host: str) -> DeviceDescription:
     bus, address = _usb(info)
     logic = getattr(info, "logic_version", None)
+    serial = str(info.serial_number) if getattr(info, "serial_number", "") else None
     return DeviceDescription(
-        id=device_id,
+        id=lab_id(name, host=host, serial_number=serial),
+        name=str(name),
         type=device_type,
         chip=SUPPORTED_DEVICES.get(device_type),
         virtual=False,
-        serial_number=str(info.serial_number) if getattr(info, "serial_number", "") else None,
+        serial_number=serial,
         usb_bus=bus,
         usb_address=address,
         logic_version=None if logic is None else str(logic),

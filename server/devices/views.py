@@ -33,6 +33,7 @@ def device_public(state: DeviceState, booking: BookingSummary | None) -> DeviceP
         usb = UsbAddress(bus=description.usb_bus, address=description.usb_address)
     return DevicePublic(
         id=description.id,
+        name=description.name,
         type=description.type,
         chip=description.chip,
         virtual=description.virtual,

@@ -16,6 +16,7 @@ from ..compiler.sandbox import LAYERS, missing_layers
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore
+from ..storage.lab_blobs import LabBlobs
 from .service import ModelService
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,15 @@ def warn_about_missing_sandbox_layers() -> None:
 
 @asynccontextmanager
 async def model_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    db: Database = app.state.db
     models = ModelService(
-        uploads=BlobStore(settings.data_dir / "models"),
-        compiled=BlobStore(settings.data_dir / "compiled"),
+        uploads=BlobStore(settings.data_dir / "models", LabBlobs.for_lab(db, "models")),
+        compiled=BlobStore(settings.data_dir / "compiled", LabBlobs.for_lab(db, "compiled")),
         workers=settings.compile_workers,
         max_upload_bytes=settings.max_upload_bytes,
         quota_bytes=settings.model_quota_bytes,
         uploads_per_user=settings.max_uploads_per_user,
     )
-    db: Database = app.state.db
     # Before serving, nothing is arriving: unfinished temporary files go too.
     await _collect(models, db, partial=True)
     app.state.models = models

@@ -249,6 +249,10 @@ class ModelService:
                 upload.file.commit()
                 # Again: orphan collection may have taken them since the compile.
                 self._keep_compiled(record.options_key, CompileResult(config_json, report))
+                # Into the lab's copy with the row: every host sees both or neither.
+                self.uploads.share(session, digest)
+                for suffix in (_REPORT, _CONFIG):
+                    self.compiled.share(session, record.options_key, suffix)
                 session.add(record)
                 session.commit()
 
@@ -325,6 +329,8 @@ class ModelService:
             session.commit()
             still_used = session.scalar(select(ModelRecord.id).where(ModelRecord.sha256 == digest))
             if still_used is None:
+                self.uploads.unshare(session, digest)
+                session.commit()
                 self.uploads.delete(digest)
 
     def collect_orphans(self, session: Session, *, partial: bool) -> int:
@@ -336,6 +342,8 @@ class ModelService:
             digests = set(session.scalars(select(ModelRecord.sha256).distinct()))
             keys = set(session.scalars(select(ModelRecord.options_key).distinct()))
             freed = self.uploads.collect(digests.__contains__, partial=partial)
+            freed += self.uploads.collect_shared(session, digests.__contains__)
+            freed += self.compiled.collect_shared(session, keys.__contains__)
             return freed + self.compiled.collect(keys.__contains__, partial=partial)
 
     def _public(

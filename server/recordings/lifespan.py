@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ..settings import Settings
+from ..storage.lab_blobs import LabBlobs
 from .service import RecordingLimits, RecordingService
 
 
@@ -22,5 +23,6 @@ async def recording_store(app: FastAPI, settings: Settings) -> AsyncIterator[Non
             concurrent_per_user=settings.max_concurrent_recordings_per_user,
             storage_per_user=settings.recording_storage_per_user_bytes,
         ),
+        lab=LabBlobs.for_lab(app.state.db, "recordings"),
     )
     yield

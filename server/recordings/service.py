@@ -38,6 +38,7 @@ from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..storage import Database
 from ..storage.audit import audit
+from ..storage.lab_blobs import LabBlobs
 from ..storage.tables import RecordingRecord, User
 from .aedat import ExportFailed, export_aedat4
 
@@ -54,10 +55,18 @@ class RecordingLimits:
 
 class RecordingService:
     def __init__(
-        self, *, root: Path, db: Database, deployments: Deployments, limits: RecordingLimits
+        self,
+        *,
+        root: Path,
+        db: Database,
+        deployments: Deployments,
+        limits: RecordingLimits,
+        lab: LabBlobs | None = None,
     ) -> None:
+        """``lab``: the lab's copy of the ``.npy`` files, for hosts sharing a database."""
         self.root = root
         self.db = db
+        self.lab = lab
         self.deployments = deployments
         self.limits = limits
         self._running: dict[int, int] = {}
@@ -65,6 +74,18 @@ class RecordingService:
 
     def npy_path(self, recording_id: int) -> Path:
         return self.root / f"{recording_id}.npy"
+
+    def _local_npy(self, recording_id: int) -> Path:
+        """The recording's ``.npy`` here, fetched from the lab's copy when another host made
+        it (missing when neither has it)."""
+        path = self.npy_path(recording_id)
+        if self.lab is not None and not path.exists():
+            data = self.lab.fetch(path.name)
+            if data is not None:
+                partial = self._partial_path(recording_id, ".npy")
+                partial.write_bytes(data)
+                partial.replace(path)
+        return path
 
     def aedat4_path(self, recording_id: int) -> Path:
         return self.root / f"{recording_id}.aedat4"
@@ -180,6 +201,8 @@ class RecordingService:
             partial = self._partial_path(record.id, ".npy")
             np.save(partial, events, allow_pickle=False)
             partial.replace(self.npy_path(record.id))
+            if self.lab is not None:
+                self.lab.put(session, f"{record.id}.npy", self.npy_path(record.id).read_bytes())
             audit(
                 session,
                 user,
@@ -221,7 +244,7 @@ class RecordingService:
         await self.get(user, recording_id)
         try:
             return await anyio.to_thread.run_sync(
-                lambda: np.load(self.npy_path(recording_id), allow_pickle=False)
+                lambda: np.load(self._local_npy(recording_id), allow_pickle=False)
             )
         except FileNotFoundError:
             await self.get(user, recording_id)  # deleted meanwhile: 404
@@ -263,7 +286,8 @@ class RecordingService:
         partial = self._partial_path(recording_id, ".aedat4")
         try:
             try:
-                await export_aedat4(self.npy_path(recording_id), partial)
+                npy = await anyio.to_thread.run_sync(self._local_npy, recording_id)
+                await export_aedat4(npy, partial)
             except ExportFailed as exc:
                 await self.get(user, recording_id)  # deleted during the export: 404
                 raise DomainError(500, "export_failed", str(exc)) from exc
@@ -288,6 +312,8 @@ class RecordingService:
         def remove(session: Session) -> None:
             record = get_owned(session, RecordingRecord, recording_id, user, what="recording")
             session.delete(record)
+            if self.lab is not None:
+                self.lab.delete(session, f"{recording_id}.npy")
             audit(session, user, "recording.delete", f"recording:{recording_id}", None)
             session.commit()
 

@@ -3,6 +3,10 @@
 Files are written under a temporary name in the store and renamed into place only when whole,
 so a crash leaves either nothing under a blob's name or the whole blob. Temporary files and
 blobs nothing refers to any more are removed by :meth:`BlobStore.collect`.
+
+A store of a lab whose hosts share a database also has the lab's copy (``lab_blobs.py``): blobs
+are shared in the transaction of the row that refers to them, and a blob missing here is fetched
+from there (and kept here).
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from .lab_blobs import LabBlobs
 
 _PARTIAL = ".partial-"
 _HEX = frozenset("0123456789abcdef")
@@ -66,8 +74,9 @@ class Incoming:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lab: LabBlobs | None = None) -> None:
         self.root = root
+        self.lab = lab
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str, suffix: str = "") -> Path:
@@ -88,13 +97,35 @@ class BlobStore:
         return digest
 
     def get(self, digest: str, suffix: str = "") -> bytes | None:
+        path = self.path(digest, suffix)
         try:
-            return self.path(digest, suffix).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
-            return None
+            pass
+        data = self.lab.fetch(path.name) if self.lab is not None else None
+        if data is not None:
+            self.put(data, suffix, digest=digest)
+        return data
 
     def delete(self, digest: str, suffix: str = "") -> None:
         self.path(digest, suffix).unlink(missing_ok=True)
+
+    def share(self, session: Session, digest: str, suffix: str = "") -> None:
+        """Add the stored blob to the lab's copy in ``session`` (committed with its row)."""
+        if self.lab is not None:
+            path = self.path(digest, suffix)
+            self.lab.put(session, path.name, path.read_bytes())
+
+    def unshare(self, session: Session, digest: str, suffix: str = "") -> None:
+        """Remove the blob from the lab's copy in ``session``."""
+        if self.lab is not None:
+            self.lab.delete(session, self.path(digest, suffix).name)
+
+    def collect_shared(self, session: Session, keep: Callable[[str], bool]) -> int:
+        """:meth:`collect` for the lab's copy (committed); returns the bytes freed."""
+        if self.lab is None:
+            return 0
+        return self.lab.collect(session, lambda name: keep(name[:64]))
 
     def collect(self, keep: Callable[[str], bool], *, partial: bool) -> int:
         """Delete every blob whose key ``keep`` refuses, and temporary files when ``partial``

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
 )
@@ -135,7 +136,10 @@ class DeviceRecord(Base):
 
     __tablename__ = "devices"
 
+    #: Unique in the lab (``devices/naming.py``).
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: The guide's ``TYPE:INDEX`` on its host: unique per host, not in the lab.
+    name: Mapped[str] = mapped_column(String(128), index=True)
     device_type: Mapped[str] = mapped_column(String(64))
     host_name: Mapped[str] = mapped_column(ForeignKey("hosts.name"), index=True)
     #: False once the serving daemon no longer sees the device (unplugged).
@@ -269,6 +273,30 @@ class JobChunk(Base):
     lease_until: Mapped[datetime | None]
     #: Per-sample rows (``jobs/evaluate.py``), once done.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LabBlob(Base):
+    """A stored file of one of the data dir's stores (``models``, ``compiled``,
+    ``recordings``), kept in the database for every host of the lab (``storage/lab_blobs.py``)."""
+
+    __tablename__ = "lab_blobs"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The file's name in its store (``<sha256>``, ``<key>.report.json``, ``<id>.npy``).
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: Of the whole content: checked by every host that fetches it.
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int]
+
+
+class LabBlobChunk(Base):
+    __tablename__ = "lab_blob_chunks"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def is_booking_overlap(error: IntegrityError) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from torch import nn
 
 from specklab.schemas.events import spikes
+from specklab.server.devices.naming import DeviceId, lab_id
 
 from ..fixtures_models import torchscript_bytes
 from ..stream_lab import StreamLab, open_stream
@@ -24,7 +26,9 @@ from .conftest import screenshot, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
-LIVE, CLICKED, RECORDED = (f"virtual-speck2fdevkit:{i}" for i in range(3))
+LIVE, CLICKED, RECORDED = (
+    lab_id(DeviceId("speck2fdevkit", i, virtual=True), host=socket.gethostname()) for i in range(3)
+)
 #: Some pixel of the sensor image is lit (red: off events, green: on events).
 LIT_SENSOR = """(() => { const c = document.querySelector('#dvs');
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

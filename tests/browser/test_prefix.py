@@ -4,6 +4,7 @@ make, the live view's WebSocket included, stays under the prefix."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from specklab.server.app import create_app
+from specklab.server.devices.naming import DeviceId, lab_id
 from specklab.server.settings import Settings
 
 from ..daemon import free_port
@@ -23,7 +25,7 @@ from ..lab_client import ADMIN_TOKEN
 from .conftest import screenshot, wait_for
 
 pytestmark = pytest.mark.timeout(600)
-DEVICE = "virtual-speck2fdevkit:0"
+DEVICE = lab_id(DeviceId("speck2fdevkit", 0, virtual=True), host=socket.gethostname())
 
 
 @pytest.fixture

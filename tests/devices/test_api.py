@@ -31,7 +31,10 @@ def _devices(lab: Lab) -> DeviceList:
 def test_virtual_devkits_are_listed_free(make_lab: Any) -> None:
     lab = make_lab(virtual=["speck2fdevkit=2"])
     listing = _devices(lab)
-    assert [d.id for d in listing.devices] == ["virtual-speck2fdevkit:0", "virtual-speck2fdevkit:1"]
+    assert [(d.id, d.name) for d in listing.devices] == [
+        ("virtual-speck2fdevkit:0@test-host", "virtual-speck2fdevkit:0"),
+        ("virtual-speck2fdevkit:1@test-host", "virtual-speck2fdevkit:1"),
+    ]
     first = listing.devices[0]
     assert (first.type, first.chip, first.virtual, first.supported) == (
         "speck2fdevkit",
@@ -49,7 +52,7 @@ def test_virtual_devkits_are_listed_free(make_lab: Any) -> None:
     assert listing.samna.state == "not installed"
     one = lab.client.get("/v1/devices/virtual-speck2fdevkit:1", headers=lab.admin)
     assert one.status_code == 200
-    assert DevicePublic.model_validate(one.json()).id == "virtual-speck2fdevkit:1"
+    assert DevicePublic.model_validate(one.json()).id == "virtual-speck2fdevkit:1@test-host"
 
 
 def test_unknown_device_is_a_404_error_body(make_lab: Any) -> None:
@@ -111,7 +114,7 @@ def test_device_types_are_the_guides(make_lab: Any) -> None:
 def test_status_follows_sessions_and_bookings(make_lab: Any) -> None:
     lab = make_lab(virtual=["speck2edevkit=1"])
     manager: DeviceManager = lab.app.state.devices
-    device_id = "virtual-speck2edevkit:0"
+    device_id = "virtual-speck2edevkit:0@test-host"
     portal = lab.client.portal
     assert portal is not None
     booking = BookingSummary(
@@ -139,7 +142,10 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
     lab = make_lab(virtual=None, device_rescan_s=0.05)
     listing = _devices(lab)
     assert listing.samna.state == "loaded"
-    assert [d.id for d in listing.devices] == ["speck2fdevkit:0"]  # no default virtual devkit
+    # No default virtual devkit; the id comes from the serial number.
+    assert [(d.id, d.name) for d in listing.devices] == [
+        ("speck2fdevkit:sn-SER1", "speck2fdevkit:0")
+    ]
     real = listing.devices[0]
     assert (real.virtual, real.serial_number, real.logic_version) == (False, "SER1", "5")
     assert (real.usb.bus, real.usb.address) == (2, 7)  # type: ignore[union-attr]
@@ -151,7 +157,7 @@ def test_real_device_through_samna_and_its_unplugging(make_lab: Any, samna: Modu
         assert time.monotonic() < deadline, "the rescan never noticed the unplugged device"
         time.sleep(0.02)
     gone = _devices(lab).devices[0]
-    assert gone.id == "speck2fdevkit:0" and "unplugged" in (gone.detail or "")
+    assert gone.id == "speck2fdevkit:sn-SER1" and "unplugged" in (gone.detail or "")
 
 
 def deploy_guide(lab: Lab, *devices: str) -> int:

@@ -25,7 +25,7 @@ from specklab.server.devices.errors import (
     DeviceUnsupported,
 )
 from specklab.server.devices.manager import DeviceEvent, DeviceManager
-from specklab.server.devices.naming import parse_device_id, parse_virtual_spec
+from specklab.server.devices.naming import DeviceId, lab_id, parse_virtual_spec
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 
@@ -121,12 +121,13 @@ async def stop_later() -> AsyncIterator[list[DeviceManager]]:
 
 
 def test_ids_and_virtual_specs() -> None:
-    assert str(parse_device_id("speck2fdevkit:0")) == "speck2fdevkit:0"
-    virtual = parse_device_id("virtual-speck2edevkit:3")
-    assert (virtual.type, virtual.index, virtual.virtual) == ("speck2edevkit", 3, True)
-    for bad in ("speck2fdevkit", "nonsense:0", "virtual-speck2fdevkit:x", "SPECK2FDEVKIT:0"):
-        with pytest.raises(ValueError, match="not a device id"):
-            parse_device_id(bad)
+    real, virtual = DeviceId("speck2fdevkit", 0), DeviceId("speck2edevkit", 3, virtual=True)
+    assert (str(real), str(virtual)) == ("speck2fdevkit:0", "virtual-speck2edevkit:3")
+    # A serial number names the devkit wherever it is plugged; the rest are named per host,
+    # every character URL-safe.
+    assert lab_id(real, host="Lab PC/1", serial_number="A1 b/2") == "speck2fdevkit:sn-A1-b-2"
+    assert lab_id(real, host="Lab PC/1") == "speck2fdevkit:0@lab-pc-1"
+    assert lab_id(virtual, host="h2", serial_number="x") == "virtual-speck2edevkit:3@h2"
     assert parse_virtual_spec("speck2fdevkit=2") == ("speck2fdevkit", 2)
     assert parse_virtual_spec(" speck2edevkit ") == ("speck2edevkit", 1)
     with pytest.raises(ValueError, match="davis346"):
@@ -149,7 +150,7 @@ async def test_real_devices_are_named_in_usb_order(
     ]
     manager = await _manager(samna, virtual=None)
     stop_later.append(manager)
-    states = {s.description.id: s for s in manager.states()}
+    states = {s.description.name: s for s in manager.states()}
     assert list(states) == [
         "davis346:0",
         "speck2edevkit:0",
@@ -159,6 +160,12 @@ async def test_real_devices_are_named_in_usb_order(
     ]
     serials = [states[f"speck2fdevkit:{i}"].description.serial_number for i in range(3)]
     assert serials == ["C", "A", "B"]  # (bus, address): (0, 12) < (1, 3) < (1, 9)
+    # Their lab-wide ids come from their serial numbers.
+    assert [states[f"speck2fdevkit:{i}"].description.id for i in range(3)] == [
+        "speck2fdevkit:sn-C",
+        "speck2fdevkit:sn-A",
+        "speck2fdevkit:sn-B",
+    ]
     first = states["speck2fdevkit:0"].description
     assert (first.usb_bus, first.usb_address, first.chip, first.host) == (0, 12, "speck2f", "lab-1")
     assert first.logic_version == "3" and not first.virtual
@@ -174,7 +181,7 @@ async def test_default_and_configured_virtual_devkits(
 ) -> None:
     default = await _manager(samna, virtual=None)
     stop_later.append(default)
-    assert [s.description.id for s in default.states()] == ["virtual-speck2fdevkit:0"]
+    assert [s.description.id for s in default.states()] == ["virtual-speck2fdevkit:0@lab-1"]
     virtual = default.states()[0].description
     assert (virtual.virtual, virtual.chip, virtual.serial_number, virtual.usb_bus) == (
         True,
@@ -185,9 +192,9 @@ async def test_default_and_configured_virtual_devkits(
     configured = await _manager(samna, virtual=["speck2edevkit=2", "speck2fdevkit"])
     stop_later.append(configured)
     assert [s.description.id for s in configured.states()] == [
-        "virtual-speck2edevkit:0",
-        "virtual-speck2edevkit:1",
-        "virtual-speck2fdevkit:0",
+        "virtual-speck2edevkit:0@lab-1",
+        "virtual-speck2edevkit:1@lab-1",
+        "virtual-speck2fdevkit:0@lab-1",
     ]
     none = await _manager(samna, virtual=[])
     stop_later.append(none)
@@ -199,7 +206,7 @@ async def test_calls_run_on_the_device_thread_with_timeouts(
 ) -> None:
     manager = await _manager(samna, virtual=["speck2fdevkit=1"])
     stop_later.append(manager)
-    device_id = "virtual-speck2fdevkit:0"
+    device_id = "virtual-speck2fdevkit:0@lab-1"
     fake: FakeDevice = manager.fakes[device_id]  # type: ignore[attr-defined]
     session = await manager.open_session(device_id, owner="alice")
     assert manager.state(device_id).busy and manager.state(device_id).owner == "alice"
@@ -251,7 +258,7 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
     seen: list[DeviceEvent] = []
     unsubscribe = manager.subscribe(seen.append)
     only_a: list[DeviceEvent] = []
-    manager.subscribe(only_a.append, device_id="speck2fdevkit:0")
+    manager.subscribe(only_a.append, device_id="speck2fdevkit:sn-A")
     session = await manager.open_session("speck2fdevkit:0", owner="alice")
     await session.apply(tiny_network())
     ended: list[DeviceError | None] = []
@@ -263,12 +270,12 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
     assert not state.online and not state.busy and "unplugged" in (state.detail or "")
     assert session.ended.is_set()
     assert isinstance(session.end_error, DeviceOffline)
-    assert "speck2fdevkit:0" in session.end_error.message
+    assert "speck2fdevkit:sn-A" in session.end_error.message
     assert "went offline" in session.end_error.message
     assert ended == [session.end_error]
     with pytest.raises(DeviceOffline):
         await session.read(0.01)
-    assert seen == [DeviceEvent("speck2fdevkit:0", False, state.detail)]
+    assert seen == [DeviceEvent("speck2fdevkit:sn-A", False, state.detail)]
     assert only_a == seen
     await asyncio.sleep(0.05)  # the dead handle is released on its thread
     assert "close_device" in samna.STATE.names()
@@ -283,9 +290,10 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
     await manager.rescan()
     back = manager.state("speck2fdevkit:0")
     assert back.online and back.description.usb_address == 8 and back.detail is None
+    assert back.description.id == "speck2fdevkit:sn-A"
     assert seen[-2:] == [
-        DeviceEvent("speck2fdevkit:2", True),
-        DeviceEvent("speck2fdevkit:0", True),
+        DeviceEvent("speck2fdevkit:sn-C", True),
+        DeviceEvent("speck2fdevkit:sn-A", True),
     ]
     unsubscribe()
     samna.STATE.unplug("B")
@@ -308,7 +316,7 @@ async def test_device_vanishing_mid_session_is_caught_by_the_failing_call(
     events: list[DeviceEvent] = []
     manager.subscribe(events.append)
     samna.STATE.unplug("A")  # no rescan: the next read from the sink fails
-    with pytest.raises(DeviceOffline, match="speck2fdevkit:0 went offline"):
+    with pytest.raises(DeviceOffline, match="speck2fdevkit:sn-A went offline"):
         await session.read(0.01)
     assert await session.wait_ended() is session.end_error
     assert isinstance(session.end_error, DeviceOffline)
@@ -364,7 +372,7 @@ async def test_stop_ends_sessions(samna: ModuleType) -> None:
     await manager.stop()
     assert isinstance(session.end_error, DeviceOffline)
     assert "shutting down" in session.end_error.message
-    fake: FakeDevice = manager.fakes["virtual-speck2fdevkit:0"]  # type: ignore[attr-defined]
+    fake: FakeDevice = manager.fakes["virtual-speck2fdevkit:0@lab-1"]  # type: ignore[attr-defined]
     assert fake.calls[-1][0] == "close"
 
 
@@ -379,3 +387,23 @@ async def test_open_failure_marks_the_device_offline(
         await manager.open_session("speck2fdevkit:0", owner="alice")
     state = manager.state("speck2fdevkit:0")
     assert not state.online and not state.busy
+
+
+async def test_a_devkit_keeps_its_id_across_restarts_and_usb_order(
+    samna: ModuleType, stop_later: list[DeviceManager]
+) -> None:
+    """Bookings name ids: a restart that enumerates the devkits in another order (or on
+    another USB port) gives each the id it had, though its name (the guide's index) moves."""
+    info = samna.device.DeviceInfo
+    samna.STATE.devices = [info("Speck2fDevKit", "A", 1, 3), info("Speck2fDevKit", "B", 1, 5)]
+    before = await _manager(samna)
+    stop_later.append(before)
+    ids = {s.description.serial_number: s.description.id for s in before.states()}
+    names = {s.description.serial_number: s.description.name for s in before.states()}
+    await before.stop()
+    samna.STATE.devices = [info("Speck2fDevKit", "B", 1, 2), info("Speck2fDevKit", "A", 2, 9)]
+    after = await _manager(samna)
+    stop_later.append(after)
+    assert {s.description.serial_number: s.description.id for s in after.states()} == ids
+    assert {s.description.serial_number: s.description.name for s in after.states()} != names
+    assert ids == {"A": "speck2fdevkit:sn-A", "B": "speck2fdevkit:sn-B"}

@@ -24,7 +24,7 @@ def test_serve_lists_its_virtual_devkit(tmp_path: Path) -> None:
     with run_daemon(tmp_path / "data", "--virtual", "speck2fdevkit=1", env=ENV) as daemon:
         listing = _devices(daemon.url)
         assert [(d["id"], d["status"], d["virtual"]) for d in listing["devices"]] == [
-            ("virtual-speck2fdevkit:0", "free", True)
+            ("virtual-speck2fdevkit:0@bench-7", "free", True)
         ]
         assert listing["devices"][0]["host"] == "bench-7"
         assert listing["samna"]["state"] == "not installed"
@@ -39,7 +39,7 @@ def test_serve_finds_a_speck2f_devkit_through_samna(tmp_path: Path) -> None:
         assert listing["samna"]["version"] == "0.0.0+double"
         [device] = listing["devices"]  # a real device found: no default virtual devkit
         assert (device["id"], device["status"], device["virtual"]) == (
-            "speck2fdevkit:0",
+            "speck2fdevkit:sn-DBL7",
             "free",
             False,
         )
