@@ -34,12 +34,12 @@ from websockets.sync.client import connect
 
 from specklab.schemas.events import spikes
 from specklab.schemas.frames import ErrorFrame, decode
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 from specklab.server.storage import normalize_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon, run_daemon
 from tests.db_fixtures import POSTGRES_ENV, fresh_postgres_database
+from tests.fixtures_models import guide_network, torchscript_bytes
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -18,10 +18,10 @@ import pytest
 from specklab.client import Client, StreamError
 from specklab.schemas.events import spikes
 from specklab.server.booking.lab import host_stale_after
-from specklab.server.compiler.samples import guide_network, torchscript_bytes
 
 from .daemon import Daemon, run_daemon
 from .db_fixtures import POSTGRES_ENV, fresh_postgres_database, postgres_url
+from .fixtures_models import guide_network, torchscript_bytes
 from .lab_client import ADMIN_TOKEN, bearer
 
 pytestmark = pytest.mark.postgres
