@@ -56,6 +56,10 @@ EXAMPLES: dict[tuple[str, str], list[str]] = {
     ("user", "list"): [],
     ("user", "create"): ["ada"],
     ("audit", "list"): [],
+    ("job", "list"): [],
+    ("job", "show"): ["3"],
+    ("job", "evaluate"): ["3", "digits.npz"],
+    ("job", "cancel"): ["3"],
 }
 
 

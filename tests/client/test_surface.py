@@ -68,8 +68,13 @@ def test_async_classes_offer_the_blocking_ones_api_with_the_same_parameters() ->
 
 def test_public_calls_name_their_parameters() -> None:
     # What IDEs and type checkers show: no (*args, **kwargs) but for compile's CompileOptions
-    # fields and a control message's arguments.
-    variadic_allowed = {"compile": ["options"], "control": ["args"]}
+    # fields, a job's JobOptions fields and a control message's arguments.
+    variadic_allowed = {
+        "compile": ["options"],
+        "submit_job": ["options"],
+        "evaluate": ["options"],
+        "control": ["args"],
+    }
     classes = [
         Client,
         AsyncClient,

@@ -6,6 +6,7 @@ data-dependent control flow gets the compiler's refusal of the branch by name.""
 from __future__ import annotations
 
 import io
+import os
 import pickletools
 import re
 import subprocess
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specklab.client._payload import model_file
-from ..fixtures_models import export_bytes, torchscript_bytes
+from tests.fixtures_models import export_bytes, torchscript_bytes
 
 
 class Net(nn.Module):
@@ -99,8 +100,13 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("notebook")
     script = directory / "notebook.py"
     script.write_text(NOTEBOOK)
+    repository = Path(__file__).resolve().parents[2]  # the notebook imports tests.fixtures_models
     subprocess.run(
-        [sys.executable, str(script), str(directory)], check=True, capture_output=True, timeout=600
+        [sys.executable, str(script), str(directory)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(repository)},
     )
     return directory
 

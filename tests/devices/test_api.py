@@ -67,7 +67,8 @@ def test_unknown_device_is_a_404_error_body(make_lab: Any) -> None:
 
 def test_an_unknown_device_id_answers_with_the_closest_known_ids(make_lab: Any) -> None:
     lab = make_lab(virtual=["speck2fdevkit=2", "speck2edevkit=1"])
-    hint = "did you mean virtual-speck2fdevkit:0 or virtual-speck2fdevkit:1?"
+    # Lab-wide ids carry their host (docs/scaling.md).
+    hint = "did you mean virtual-speck2fdevkit:0@test-host or virtual-speck2fdevkit:1@test-host?"
     # The guide's id, everywhere a device is named: REST reads, writes, bookings, streams.
     for method, path, body in (
         ("GET", "/v1/devices/speck2fdevkit:0", None),
@@ -83,11 +84,14 @@ def test_an_unknown_device_id_answers_with_the_closest_known_ids(make_lab: Any) 
         assert error["message"].endswith(hint), error
         assert error["detail"] == {
             "device_id": "speck2fdevkit:0",
-            "suggestions": ["virtual-speck2fdevkit:0", "virtual-speck2fdevkit:1"],
+            "suggestions": [
+                "virtual-speck2fdevkit:0@test-host",
+                "virtual-speck2fdevkit:1@test-host",
+            ],
         }
     # A typo finds its neighbour.
     typo = lab.client.get("/v1/devices/virtual-speck2edevkt:0", headers=lab.admin).json()
-    assert typo["detail"]["suggestions"][0] == "virtual-speck2edevkit:0"
+    assert typo["detail"]["suggestions"][0] == "virtual-speck2edevkit:0@test-host"
     with lab.client.websocket_connect(
         "/v1/devices/speck2fdevkit:0/stream", headers=lab.admin
     ) as ws:
@@ -95,7 +99,7 @@ def test_an_unknown_device_id_answers_with_the_closest_known_ids(make_lab: Any) 
         assert isinstance(error, StreamError) and error.fatal
         assert (error.code, error.detail["suggestions"][0]) == (
             "device_not_found",
-            "virtual-speck2fdevkit:0",
+            "virtual-speck2fdevkit:0@test-host",
         )
         assert error.message.endswith(hint)
 
