@@ -28,7 +28,13 @@ from specklab.server.api.deps import CurrentUser
 from specklab.server.auth.dependencies import require_admin
 from specklab.server.auth.principal import Principal
 from specklab.server.storage import utcnow
-from specklab.server.storage.tables import ApiToken, ModelRecord, RecordingRecord
+from specklab.server.storage.tables import (
+    ApiToken,
+    DatasetRecord,
+    JobRecord,
+    ModelRecord,
+    RecordingRecord,
+)
 
 from .db_fixtures import BACKENDS, add_devices, backend_url
 from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
@@ -96,6 +102,31 @@ _alice_recording = _alice_row(
     event_count=0,
     size_bytes=0,
 )
+_alice_dataset = _alice_row(
+    DatasetRecord,
+    name="d",
+    sha256="0" * 64,
+    format="npz",
+    samples=1,
+    events=0,
+    classes=1,
+    max_x=0,
+    max_y=0,
+    max_p=0,
+    size_bytes=1,
+)
+_alice_job = _alice_row(
+    JobRecord,
+    model_id=1,
+    dataset_id=1,
+    dataset_sha256="0" * 64,
+    config_sha256="0" * 64,
+    options={},
+    reproducibility={},
+    layers=[],
+    state="queued",
+    samples=1,
+)
 
 
 def _alice_upload_in_flight(lab: Lab, alice: dict[str, str]) -> str:
@@ -113,6 +144,8 @@ OWNED: dict[str, Callable[[Lab, dict[str, str]], str]] = {
     "model_id": _alice_model,
     "recording_id": _alice_recording,
     "compile_id": _alice_upload_in_flight,
+    "dataset_id": _alice_dataset,
+    "job_id": _alice_job,
 }
 
 

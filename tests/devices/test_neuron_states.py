@@ -39,7 +39,8 @@ def test_the_virtual_devkit_answers_the_simulators_membranes_to_its_owner(make_l
     lab = make_lab(virtual=["speck2fdevkit=1"])
     device = "virtual-speck2fdevkit:0"
     deploy_guide(lab, device)
-    config = lab.app.state.deployments.live_hub(device).config
+    lab_wide = lab.client.get(f"/v1/devices/{device}", headers=lab.admin).json()["id"]
+    config = lab.app.state.deployments.live_hub(lab_wide).config
     before = _states(lab, device, 0, lab.admin)
     assert before.status_code == 200, before.text
     assert not NeuronStates.model_validate(before.json()).array().any()
@@ -85,7 +86,8 @@ def test_the_samna_driver_reads_every_neuron_of_the_layers_core(
     lab = make_lab(virtual=[])
     device = "speck2fdevkit:0"
     deploy_guide(lab, device)
-    config = lab.app.state.deployments.live_hub(device).config
+    lab_wide = lab.client.get(f"/v1/devices/{device}", headers=lab.admin).json()["id"]
+    config = lab.app.state.deployments.live_hub(lab_wide).config
     core = config.core_of_layer[1]
     shape = config.cnn_layers[core].neuron_shape
     expected = np.random.default_rng(3).integers(-(2**15), 2**15, size=shape, dtype=np.int32)
