@@ -183,7 +183,7 @@ def test_the_live_view_of_an_unknown_device_ends_with_an_error_message(lab: Lab)
     with live(lab, ada, device="virtual-speck2fdevkit:9") as websocket:
         error = next_text(websocket)
         assert error["type"] == "error" and error["code"] == "device_not_found"
-        assert error["message"].endswith("did you mean virtual-speck2fdevkit:0?")
+        assert error["message"].endswith("did you mean virtual-speck2fdevkit:0@test-host?")
         assert error["fatal"]
         with pytest.raises(WebSocketDisconnect) as closed:
             websocket.receive_text()

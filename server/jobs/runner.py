@@ -127,6 +127,8 @@ class JobRunner:
             for slot, running in self._slots.items()
             for claim in running.claims()
         }
+        if not held:  # an idle host writes nothing: its polls stay reads
+            return
         stop = await self.db.run(
             lambda s: queue.renew(s, self.host, list(held), self.lease_s), write=True
         )
