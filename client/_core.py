@@ -165,22 +165,33 @@ class _ProgressReader(io.BytesIO):
         return chunk
 
 
+#: Seconds a request runs before its progress bar is drawn.
+TICKING_GRACE_S = 0.5
+
+
 @contextmanager
 def ticking(seconds: float, description: str, enabled: bool) -> Iterator[None]:
-    """A progress bar that fills with wall time while a long request runs (e.g. a recording)."""
+    """A progress bar that fills with wall time while a long request runs (e.g. a recording).
+
+    Drawn only once the request has run for ``TICKING_GRACE_S``: a request the daemon refuses
+    at once (not your device, no such device) draws nothing."""
     if not enabled:
         yield
         return
     done = threading.Event()
-    bar = tqdm(
-        total=round(seconds, 1),
-        desc=description,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s",
-        leave=False,
-    )
+    drawn: list[tqdm] = []
 
     def tick() -> None:
         start = time.monotonic()
+        if done.wait(TICKING_GRACE_S):
+            return
+        bar = tqdm(
+            total=round(seconds, 1),
+            desc=description,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s",
+            leave=False,
+        )
+        drawn.append(bar)
         while not done.wait(0.1):
             bar.n = round(min(time.monotonic() - start, seconds), 1)
             bar.refresh()
@@ -192,7 +203,8 @@ def ticking(seconds: float, description: str, enabled: bool) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        bar.close()
+        for bar in drawn:
+            bar.close()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,17 @@ def test_the_name_sent_is_the_class_not_the_file_name(
     body = upload.content.decode("latin-1")
     assert 'name="name"\r\n\r\nSequential\r\n' in body
     assert json.loads(body.split('name="options"\r\n\r\n')[1].split("\r\n")[0])["input_shape"]
+
+
+def test_a_request_refused_at_once_draws_no_recording_bar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A recording the daemon refuses answers in milliseconds: no bar flashes on stderr."""
+    from specklab.client._core import TICKING_GRACE_S, ticking
+
+    with pytest.raises(RuntimeError), ticking(5.0, "record x:0", enabled=True):
+        raise RuntimeError("not your device")
+    assert capsys.readouterr().err == ""
+    with ticking(5.0, "record x:0", enabled=True):
+        time.sleep(TICKING_GRACE_S + 0.3)
+    assert "record x:0" in capsys.readouterr().err
