@@ -1,7 +1,5 @@
 """Users, API tokens, bookings (no overlaps, enforced by the database), hosts, devices, audit.
 
-Revision ID: 0001
-Revises:
 Create Date: 2025-01-01
 """
 
@@ -10,12 +8,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from specklab.server.storage.migrations.columns import TIME, user_foreign_key, user_id
+
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
-_TIME = sa.DateTime(timezone=True)
 _OVERLAP = """
     SELECT RAISE(ABORT, 'booking_overlap') WHERE EXISTS (
         SELECT 1 FROM bookings AS other
@@ -31,43 +28,39 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
-        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("name", name="uq_users_name"),
     )
     op.create_table(
         "api_tokens",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
+        user_id(),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
         sa.Column("prefix", sa.String(16), nullable=False),
-        sa.Column("created_at", _TIME, nullable=False),
-        sa.Column("expires_at", _TIME, nullable=True),
-        sa.Column("revoked_at", _TIME, nullable=True),
-        sa.Column("last_used_at", _TIME, nullable=True),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("expires_at", TIME, nullable=True),
+        sa.Column("revoked_at", TIME, nullable=True),
+        sa.Column("last_used_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name="fk_api_tokens_user_id_users", ondelete="CASCADE"
-        ),
+        user_foreign_key("api_tokens"),
         sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_table(
         "bookings",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
+        user_id(),
         sa.Column("device_id", sa.String(128), nullable=False),
-        sa.Column("starts_at", _TIME, nullable=False),
-        sa.Column("ends_at", _TIME, nullable=False),
+        sa.Column("starts_at", TIME, nullable=False),
+        sa.Column("ends_at", TIME, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("created_at", _TIME, nullable=False),
-        sa.Column("ended_at", _TIME, nullable=True),
-        sa.Column("lease_renewed_at", _TIME, nullable=True),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("ended_at", TIME, nullable=True),
+        sa.Column("lease_renewed_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_bookings"),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name="fk_bookings_user_id_users", ondelete="CASCADE"
-        ),
+        user_foreign_key("bookings"),
         sa.CheckConstraint("ends_at > starts_at", name="ck_bookings_window"),
         sa.CheckConstraint(
             "state IN ('active', 'cancelled', 'released', 'preempted', 'expired')",
@@ -90,7 +83,7 @@ def upgrade() -> None:
         "hosts",
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("url", sa.String(512), nullable=False),
-        sa.Column("last_seen_at", _TIME, nullable=False),
+        sa.Column("last_seen_at", TIME, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_hosts"),
     )
     op.create_table(
@@ -99,7 +92,7 @@ def upgrade() -> None:
         sa.Column("device_type", sa.String(64), nullable=False),
         sa.Column("host_name", sa.String(128), nullable=False),
         sa.Column("present", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", _TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_devices"),
         sa.ForeignKeyConstraint(["host_name"], ["hosts.name"], name="fk_devices_host_name_hosts"),
     )
@@ -107,7 +100,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", _TIME, nullable=False),
+        sa.Column("at", TIME, nullable=False),
         sa.Column("actor_id", sa.Integer(), nullable=True),
         sa.Column("actor_name", sa.String(64), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
@@ -115,9 +108,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON(), nullable=True),
         sa.Column("host_name", sa.String(128), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
-        sa.ForeignKeyConstraint(
-            ["actor_id"], ["users.id"], name="fk_audit_log_actor_id_users", ondelete="SET NULL"
-        ),
+        user_foreign_key("audit_log", "actor_id", ondelete="SET NULL"),
     )
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor_id"])

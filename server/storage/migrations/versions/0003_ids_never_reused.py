@@ -9,8 +9,6 @@ The tables are rebuilt (SQLite cannot add AUTOINCREMENT in place); ``storage.mig
 foreign keys off around migrations so dropping a parent table does not cascade into its
 children. The rebuild drops the bookings triggers, which are created again.
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-12-03
 """
 
@@ -22,8 +20,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 #: Parents before children (the order matters only for readers: foreign keys are off).
 TABLES = ("users", "api_tokens", "bookings", "audit_log", "models", "recordings")

@@ -1,7 +1,5 @@
 """Bookings keep why they ended early, in words for their holder.
 
-Revision ID: 0004
-Revises: 0003
 Create Date: 2026-12-03
 """
 
@@ -12,8 +10,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,6 @@
 """Bookings of a type that waited for a free device remember the type, so that the first device
 of it to free early takes them at once.
 
-Revision ID: 0005
-Revises: 0004
 Create Date: 2026-12-03
 """
 
@@ -13,8 +11,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """Datasets and evaluation jobs, run in chunks that workers of any host claim.
 
-Revision ID: 0006
-Revises: 0005
 Create Date: 2026-12-03
 """
 
@@ -10,30 +8,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from specklab.server.storage.migrations.columns import (
+    NEVER_REUSE_IDS,
+    TIME,
+    user_foreign_key,
+    user_id,
+)
+
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
-
-_TIME = sa.DateTime(timezone=True)
-#: Ids never handed out twice (see 0003).
-_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
-
-
-def _owner(table: str) -> list[sa.SchemaItem]:
-    return [
-        sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=f"fk_{table}_user_id_users", ondelete="CASCADE"
-        ),
-    ]
 
 
 def upgrade() -> None:
     op.create_table(
         "datasets",
         sa.Column("id", sa.Integer(), nullable=False),
-        *_owner("datasets"),
+        user_id(),
+        user_foreign_key("datasets"),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("format", sa.String(16), nullable=False),
@@ -44,16 +35,17 @@ def upgrade() -> None:
         sa.Column("max_y", sa.Integer(), nullable=False),
         sa.Column("max_p", sa.Integer(), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_datasets"),
-        **_NEVER_REUSE_IDS,
+        **NEVER_REUSE_IDS,
     )
     op.create_index("ix_datasets_user_id", "datasets", ["user_id"])
     op.create_index("ix_datasets_sha256", "datasets", ["sha256"])
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), nullable=False),
-        *_owner("jobs"),
+        user_id(),
+        user_foreign_key("jobs"),
         sa.Column("model_id", sa.Integer(), nullable=False),
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("dataset_sha256", sa.String(64), nullable=False),
@@ -67,11 +59,11 @@ def upgrade() -> None:
         sa.Column("sample_time_s", sa.Float(), nullable=False),
         sa.Column("summary", sa.JSON(), nullable=True),
         sa.Column("error", sa.String(1000), nullable=True),
-        sa.Column("created_at", _TIME, nullable=False),
-        sa.Column("started_at", _TIME, nullable=True),
-        sa.Column("finished_at", _TIME, nullable=True),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("started_at", TIME, nullable=True),
+        sa.Column("finished_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
-        **_NEVER_REUSE_IDS,
+        **NEVER_REUSE_IDS,
     )
     op.create_index("ix_jobs_user_id", "jobs", ["user_id"])
     op.create_index("ix_jobs_state", "jobs", ["state"])
@@ -84,13 +76,13 @@ def upgrade() -> None:
         sa.Column("stop", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("host_name", sa.String(128), nullable=True),
-        sa.Column("lease_until", _TIME, nullable=True),
+        sa.Column("lease_until", TIME, nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_job_chunks"),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name="fk_job_chunks_job_id_jobs", ondelete="CASCADE"
         ),
-        **_NEVER_REUSE_IDS,
+        **NEVER_REUSE_IDS,
     )
     op.create_index("ix_job_chunks_job_id", "job_chunks", ["job_id"])
     op.create_index("ix_job_chunks_state_user_id", "job_chunks", ["state", "user_id"])

@@ -5,8 +5,6 @@ devkits' ids gain their host (``virtual-speck2fdevkit:0@host``), in the devices 
 bookings and recordings that name them; real devices' ids come from their serial number, which
 only their daemon knows: their rows are replaced when it next checks in.
 
-Revision ID: 0007
-Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -17,8 +15,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 _NEW_ID = "devices.id || '@' || lower(devices.host_name)"
 

@@ -1,8 +1,6 @@
 """The lab's copy of stored files (model uploads, compiled results, recordings), in chunks, so
 that every host of a lab on one PostgreSQL reads what one host stored (``docs/scaling.md``).
 
-Revision ID: 0008
-Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -13,8 +11,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
