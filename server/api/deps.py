@@ -12,7 +12,7 @@ observers, ``AdminUser`` refuses everyone but admins.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from annotated_types import Interval
 from fastapi import Depends
@@ -33,40 +33,13 @@ from ..settings import Settings
 from ..storage import Database
 
 
-def _devices(conn: HTTPConnection) -> DeviceManager:
-    return conn.app.state.devices
+def _state(name: str) -> Any:
+    """A dependency on ``app.state.<name>``, one of the services the lifespans set up."""
 
+    def service(conn: HTTPConnection) -> Any:
+        return getattr(conn.app.state, name)
 
-def _models(conn: HTTPConnection) -> ModelService:
-    return conn.app.state.models
-
-
-def _deployments(conn: HTTPConnection) -> Deployments:
-    return conn.app.state.deployments
-
-
-def _recordings(conn: HTTPConnection) -> RecordingService:
-    return conn.app.state.recordings
-
-
-def _datasets(conn: HTTPConnection) -> DatasetService:
-    return conn.app.state.datasets
-
-
-def _jobs(conn: HTTPConnection) -> JobService:
-    return conn.app.state.jobs
-
-
-def _settings(conn: HTTPConnection) -> Settings:
-    return conn.app.state.settings
-
-
-def _policy(conn: HTTPConnection) -> BookingPolicy:
-    return conn.app.state.booking_policy
-
-
-def _events(conn: HTTPConnection) -> BookingEvents:
-    return conn.app.state.booking_events
+    return Depends(service)
 
 
 #: A row id in a path or query: what the id columns hold (PostgreSQL's ``integer``), so an id
@@ -80,12 +53,12 @@ DatabaseDep = Annotated[Database, Depends(get_db)]
 CurrentUser = Annotated[Principal, Depends(require_user)]
 WriterUser = Annotated[Principal, Depends(require_writer)]
 AdminUser = Annotated[Principal, Depends(require_admin)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
-PolicyDep = Annotated[BookingPolicy, Depends(_policy)]
-EventsDep = Annotated[BookingEvents, Depends(_events)]
-ManagerDep = Annotated[DeviceManager, Depends(_devices)]
-ModelsDep = Annotated[ModelService, Depends(_models)]
-DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
-RecordingsDep = Annotated[RecordingService, Depends(_recordings)]
-DatasetsDep = Annotated[DatasetService, Depends(_datasets)]
-JobsDep = Annotated[JobService, Depends(_jobs)]
+SettingsDep = Annotated[Settings, _state("settings")]
+PolicyDep = Annotated[BookingPolicy, _state("booking_policy")]
+EventsDep = Annotated[BookingEvents, _state("booking_events")]
+ManagerDep = Annotated[DeviceManager, _state("devices")]
+ModelsDep = Annotated[ModelService, _state("models")]
+DeploymentsDep = Annotated[Deployments, _state("deployments")]
+RecordingsDep = Annotated[RecordingService, _state("recordings")]
+DatasetsDep = Annotated[DatasetService, _state("datasets")]
+JobsDep = Annotated[JobService, _state("jobs")]

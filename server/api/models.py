@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import ValidationError
@@ -15,7 +15,7 @@ from specklab.schemas.compile import CompileOptions
 from specklab.schemas.errors import DomainError
 from specklab.schemas.models import CompileStatus, ModelInfo
 
-from ..models.receive import UploadForm, receive_form
+from ..models.receive import NAME_LIMIT, UploadForm, receive_form, upload_body
 from ..models.service import Upload, stopping
 from .deps import CurrentUser, DatabaseDep, ModelsDep, SessionDep, WriterUser
 
@@ -23,28 +23,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 #: A client-chosen id for an upload, to ask where it is while it waits.
 COMPILE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_NAME_LIMIT = 200
-
-# The body is read by ``receive_form`` (after authentication), so FastAPI is told its shape
-# here rather than through form parameters, which it would parse before any dependency ran.
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "options"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "options": {"type": "string", "description": "CompileOptions as JSON"},
-                        "name": {"type": "string", "maxLength": _NAME_LIMIT},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_body(
+    options={"type": "string", "description": "CompileOptions as JSON"},
+)
 
 CompileId = Annotated[
     str | None,
@@ -71,13 +52,11 @@ def _options(text: str | None) -> CompileOptions:
 
 
 def _upload(form: UploadForm) -> Upload:
-    unknown = sorted(set(form.fields) - {"options", "name"})
-    if unknown:
-        raise DomainError(422, "invalid_request", f"unknown form fields: {', '.join(unknown)}")
+    form.refuse_unknown_fields({"options", "name"})
     name = form.fields.get("name")
-    if name is not None and len(name) > _NAME_LIMIT:
-        raise DomainError(422, "invalid_request", f"name: at most {_NAME_LIMIT} characters")
-    name = name or form.filename[:_NAME_LIMIT] or "model"
+    if name is not None and len(name) > NAME_LIMIT:
+        raise DomainError(422, "invalid_request", f"name: at most {NAME_LIMIT} characters")
+    name = name or form.filename[:NAME_LIMIT] or "model"
     return Upload(form.file, name, _options(form.fields.get("options")))
 
 

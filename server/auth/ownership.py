@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from specklab.schemas.errors import DomainError
 
+from ..storage.tables import User
 from .principal import Principal
 
 
 class Owned(Protocol):
+    id: Any
     user_id: Any
 
 
@@ -41,6 +43,15 @@ def visible_to(
     if _sees_all(user, lab_activity):
         return query
     return query.where(owner_column == user.id)
+
+
+def visible_rows(session: Session, model: type[T], user: Principal) -> list[tuple[T, str]]:
+    """The rows of ``model`` that ``user`` sees (see :func:`visible_to`), oldest first, each
+    with its owner's name."""
+    query = select(model, User.name).join(User, model.user_id == User.id).order_by(model.id)
+    if not _sees_all(user, lab_activity=False):
+        query = query.where(model.user_id == user.id)
+    return [(row, owner) for row, owner in session.execute(query)]
 
 
 def get_owned(

@@ -7,8 +7,6 @@ sweeper. At shutdown: stop the sweeper, take this host's devices offline, close 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +17,7 @@ from fastapi import FastAPI
 from ..auth.accounts import Authenticator
 from ..auth.bootstrap import ensure_admin
 from ..auth.dependencies import SessionLimits
+from ..background import background
 from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
@@ -67,12 +66,9 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
         manager.booking_lookup = partial(device_bookings, db)
     # Check in before serving, so this host's devices are bookable from the first request.
     await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
-    task = asyncio.create_task(sweeper.run(), name="booking-sweeper")
     try:
-        yield
+        async with background(sweeper.run(), name="booking-sweeper"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await anyio.to_thread.run_sync(sweeper.withdraw)
         db.dispose()

@@ -15,18 +15,20 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DVS_DTYPE
 from specklab.schemas.jobs import DatasetInfo, JobState
 
-from ..auth.ownership import get_owned, visible_to
+from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
+from ..auth.quota import check_quota
 from ..recordings import RecordingService
 from ..storage import Database
 from ..storage.blobs import BlobStore, Incoming, sha256_hex
+from ..storage.public import public
 from ..storage.tables import DatasetRecord, JobRecord, User
 from .formats import DatasetError, Samples, load_canonical, read_dataset, save_canonical
 
@@ -126,7 +128,7 @@ class DatasetService:
 
         def store(session: Session) -> None:
             with self._references:
-                self._check_quota(session, user, digest, size)
+                check_quota(session, DatasetRecord, user, digest, size, self.limits.quota_bytes)
                 if upload is not None:
                     upload.commit()
                 self.store.put(canonical, SAMPLES, digest=digest)
@@ -136,38 +138,9 @@ class DatasetService:
         await self.db.run(store, write=True)
         return _public(record, user.name)
 
-    def _check_quota(self, session: Session, user: Principal, digest: str, size: int) -> None:
-        held = session.scalar(
-            select(DatasetRecord.id).where(
-                DatasetRecord.user_id == user.id, DatasetRecord.sha256 == digest
-            )
-        )
-        if held is not None:  # the same bytes again cost nothing
-            return
-        distinct = (
-            select(DatasetRecord.sha256, DatasetRecord.size_bytes)
-            .where(DatasetRecord.user_id == user.id)
-            .distinct()
-            .subquery()
-        )
-        used = int(session.scalar(select(func.coalesce(func.sum(distinct.c.size_bytes), 0))))
-        quota = self.limits.quota_bytes
-        if used + size > quota:
-            raise DomainError(
-                413,
-                "quota_exceeded",
-                f"{user.name}'s datasets hold {used} bytes of a quota of {quota}; this upload "
-                f"of {size} bytes does not fit (delete datasets to make room)",
-                detail={"quota_bytes": quota, "used_bytes": used, "upload_bytes": size},
-            )
-
     def list(self, session: Session, user: Principal) -> list[DatasetInfo]:
-        query = visible_to(
-            select(DatasetRecord, User.name).join(User, DatasetRecord.user_id == User.id),
-            DatasetRecord.user_id,
-            user,
-        ).order_by(DatasetRecord.id)
-        return [_public(record, owner) for record, owner in session.execute(query)]
+        rows = visible_rows(session, DatasetRecord, user)
+        return [_public(record, owner) for record, owner in rows]
 
     def get(self, session: Session, user: Principal, dataset_id: int) -> DatasetRecord:
         return get_owned(session, DatasetRecord, dataset_id, user, what="dataset")
@@ -216,18 +189,4 @@ class DatasetService:
 
 
 def _public(record: DatasetRecord, owner: str) -> DatasetInfo:
-    return DatasetInfo(
-        id=record.id,
-        name=record.name,
-        owner=owner,
-        sha256=record.sha256,
-        format=record.format,
-        samples=record.samples,
-        events=record.events,
-        classes=record.classes,
-        max_x=record.max_x,
-        max_y=record.max_y,
-        max_p=record.max_p,
-        size_bytes=record.size_bytes,
-        created_at=record.created_at,
-    )
+    return public(DatasetInfo, record, owner=owner)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -121,29 +121,21 @@ class OutputSubscription:
         return item
 
 
+@dataclass(eq=False)
 class DeviceHub:
-    def __init__(
-        self,
-        session: DeviceSession,
-        config: ChipConfig,
-        deployment: Deployment,
-        *,
-        booking_id: int,
-        user_id: int,
-        limits: BatchLimits,
-    ) -> None:
-        self.session = session
-        self.limits = limits
-        self.config = config
-        self.deployment = deployment
-        self.booking_id = booking_id
-        self.user_id = user_id
-        self.end_reason: EndReason | None = None
-        self.ended_event = asyncio.Event()
-        self._device_lock = asyncio.Lock()
-        self._subscriptions: set[OutputSubscription] = set()
-        self._pump: asyncio.Task[None] | None = None
-        self._sensor_users = 0
+    session: DeviceSession
+    config: ChipConfig
+    deployment: Deployment
+    _: KW_ONLY
+    booking_id: int
+    user_id: int
+    limits: BatchLimits
+    end_reason: EndReason | None = field(init=False, default=None)
+    ended_event: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _device_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _subscriptions: set[OutputSubscription] = field(init=False, default_factory=set)
+    _pump: asyncio.Task[None] | None = field(init=False, default=None)
+    _sensor_users: int = field(init=False, default=0)
 
     @property
     def device_id(self) -> str:

@@ -110,32 +110,23 @@ class _SensorUse:
     users: Counter[bool] = field(default_factory=Counter)
 
 
+@dataclass(eq=False, kw_only=True)
 class Deployments:
-    def __init__(
-        self,
-        *,
-        devices: DeviceManager,
-        db: Database,
-        booking_events: BookingEvents,
-        policy: BookingPolicy,
-        models: ModelService,
-        limits: BatchLimits,
-    ) -> None:
-        self.devices = devices
-        self.limits = limits
-        self.db = db
-        self.booking_events = booking_events
-        self.policy = policy
-        self.models = models
-        self._hubs: dict[str, DeviceHub] = {}
-        self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._endings: set[asyncio.Task[None]] = set()
-        self._sensor_uses: dict[DeviceHub, _SensorUse] = {}
-        self._lock = asyncio.Lock()
-        #: Set when the daemon begins to stop: new deployments and streams are refused.
-        self.stopping = False
-        #: One per open stream, set when it has finished.
-        self._streams: set[asyncio.Event] = set()
+    devices: DeviceManager
+    db: Database
+    booking_events: BookingEvents
+    policy: BookingPolicy
+    models: ModelService
+    limits: BatchLimits
+    _hubs: dict[str, DeviceHub] = field(init=False, default_factory=dict)
+    _watchers: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)
+    _endings: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _sensor_uses: dict[DeviceHub, _SensorUse] = field(init=False, default_factory=dict)
+    _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    #: Set when the daemon begins to stop: new deployments and streams are refused.
+    stopping: bool = field(init=False, default=False)
+    #: One per open stream, set when it has finished.
+    _streams: set[asyncio.Event] = field(init=False, default_factory=set)
 
     @contextlib.contextmanager
     def stream_open(self) -> Iterator[None]:

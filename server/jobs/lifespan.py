@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from ..background import background
 from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
 from ..settings import Settings
 from ..storage import Database
@@ -49,11 +48,8 @@ async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     )
     app.state.datasets = datasets
     app.state.jobs = JobService(db, configs, app.state.models, datasets, runner)
-    serving = asyncio.create_task(runner.serve(), name="job-runner")
     try:
-        yield
+        async with background(runner.serve(), name="job-runner"):
+            yield
     finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
         await anyio.to_thread.run_sync(pool.close)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,29 +43,20 @@ class _Running:
         return [self.claim] if self.following is None else [self.claim, self.following]
 
 
+@dataclass(eq=False)
 class JobRunner:
-    def __init__(
-        self,
-        db: Database,
-        pool: EvaluationPool,
-        *,
-        host: str,
-        config_path: Callable[[str], Path],
-        dataset_path: Callable[[str], Path],
-        lease_s: float,
-        poll_s: float = 0.25,
-    ) -> None:
-        self.db = db
-        self.pool = pool
-        self.host = host
-        self.lease_s = lease_s
-        self.poll_s = poll_s
-        self._config_path = config_path
-        self._dataset_path = dataset_path
-        self._slots: dict[int, _Running] = {}
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._last_requeue = float("-inf")
+    db: Database
+    pool: EvaluationPool
+    _: KW_ONLY
+    host: str
+    config_path: Callable[[str], Path]
+    dataset_path: Callable[[str], Path]
+    lease_s: float
+    poll_s: float = 0.25
+    _slots: dict[int, _Running] = field(init=False, default_factory=dict)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _stopping: bool = field(init=False, default=False)
+    _last_requeue: float = field(init=False, default=float("-inf"))
 
     def wake(self) -> None:
         self._wake.set()
@@ -176,8 +167,8 @@ class JobRunner:
 
     def _task(self, claim: queue.Claim) -> ChunkTask:
         return ChunkTask(
-            config_path=self._config_path(claim.config_sha256),
-            dataset_path=self._dataset_path(claim.dataset_sha256),
+            config_path=self.config_path(claim.config_sha256),
+            dataset_path=self.dataset_path(claim.dataset_sha256),
             options=JobOptions.model_validate(claim.options),
             start=claim.start,
             stop=claim.stop,

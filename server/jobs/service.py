@@ -8,6 +8,7 @@ runners of the lab's hosts claim (``queue.py``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
@@ -27,7 +28,7 @@ from specklab.schemas.jobs import (
 )
 from specklab.schemas.patch import PatchError
 
-from ..auth.ownership import get_owned, visible_to
+from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
 from ..datasets.service import DatasetService
 from ..models import ModelService
@@ -72,20 +73,13 @@ def check_fit(config: ChipConfig, dataset: DatasetRecord) -> None:
         )
 
 
+@dataclass(eq=False)
 class JobService:
-    def __init__(
-        self,
-        db: Database,
-        store: BlobStore,
-        models: ModelService,
-        datasets: DatasetService,
-        runner: JobRunner,
-    ) -> None:
-        self.db = db
-        self.store = store
-        self.models = models
-        self.datasets = datasets
-        self.runner = runner
+    db: Database
+    store: BlobStore
+    models: ModelService
+    datasets: DatasetService
+    runner: JobRunner
 
     async def create(self, user: Principal, body: JobCreate) -> JobPublic:
         model, dataset = await self.db.run(
@@ -169,12 +163,8 @@ class JobService:
         return public
 
     def list(self, session: Session, user: Principal) -> list[JobPublic]:
-        query = visible_to(
-            select(JobRecord, User.name).join(User, JobRecord.user_id == User.id),
-            JobRecord.user_id,
-            user,
-        ).order_by(JobRecord.id)
-        return [_public(job, owner) for job, owner in session.execute(query)]
+        rows = visible_rows(session, JobRecord, user)
+        return [_public(job, owner) for job, owner in rows]
 
     def get(self, session: Session, user: Principal, job_id: int) -> JobPublic:
         job = get_owned(session, JobRecord, job_id, user, what="job")

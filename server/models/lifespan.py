@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from ..background import background
 from ..compiler.sandbox import LAYERS, missing_layers
 from ..settings import Settings
 from ..storage import Database
@@ -50,18 +50,13 @@ async def model_store(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     # Before serving, nothing is arriving: unfinished temporary files go too.
     await _collect(models, db, partial=True)
     app.state.models = models
-    collector = asyncio.create_task(
-        _collect_periodically(models, db, settings.orphan_collect_interval_s),
-        name="orphan-collector",
-    )
     # In the background: testing the kernel takes a second that start-up need not wait for.
     threading.Thread(target=warn_about_missing_sandbox_layers, daemon=True).start()
+    collecting = _collect_periodically(models, db, settings.orphan_collect_interval_s)
     try:
-        yield
+        async with background(collecting, name="orphan-collector"):
+            yield
     finally:
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
         models.stop_accepting()
         await anyio.to_thread.run_sync(models.close)
 

@@ -19,10 +19,10 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from specklab.schemas.chipconfig import ChipConfig
@@ -30,13 +30,15 @@ from specklab.schemas.compile import CompileOptions, CompileReport
 from specklab.schemas.errors import DomainError
 from specklab.schemas.models import CompileStatus, ModelInfo
 
-from ..auth.ownership import get_owned, visible_to
+from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
+from ..auth.quota import check_quota
 from ..compiler import ArchiveLimits, CompilerPool, WorkerLimits
 from ..compiler.pipeline import CompileResult
 from ..metrics import compiling
 from ..storage import Database
 from ..storage.blobs import BlobStore, Incoming, sha256_hex
+from ..storage.public import public
 from ..storage.tables import ModelRecord, User
 from .compile_queue import CompileQueue, QueueClosed, Ticket
 
@@ -64,37 +66,34 @@ class Upload:
     options: CompileOptions
 
 
+@dataclass(eq=False)
 class ModelService:
-    def __init__(
-        self,
-        uploads: BlobStore,
-        compiled: BlobStore,
-        *,
-        workers: int,
-        max_upload_bytes: int,
-        quota_bytes: int,
-        uploads_per_user: int,
-    ) -> None:
-        self.uploads = uploads
-        self.compiled = compiled
-        self.workers = workers
-        self.quota_bytes = quota_bytes
-        self.uploads_per_user = uploads_per_user
+    uploads: BlobStore
+    compiled: BlobStore
+    _: KW_ONLY
+    workers: int
+    max_upload_bytes: InitVar[int]
+    quota_bytes: int
+    uploads_per_user: int
+    limits: WorkerLimits = field(init=False)
+    queue: CompileQueue = field(init=False)
+    _pool: CompilerPool | None = field(init=False, default=None)
+    _pool_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    # One compile per key at a time, so concurrent identical uploads compile once (a lock
+    # per model compiled since start-up: a few bytes each).
+    _locks: dict[str, asyncio.Lock] = field(init=False, default_factory=dict)
+    # Held while blobs gain or lose the rows that refer to them, and while orphans are
+    # collected, so that a blob is never collected between its commit and its row's.
+    _references: threading.Lock = field(init=False, default_factory=threading.Lock)
+    # Uploads in flight by (user id, compile id), for the status a client polls; and how
+    # many each user has (each may hold a file of up to max_upload_bytes being received).
+    _tickets: dict[tuple[int, str], Ticket] = field(init=False, default_factory=dict)
+    _in_flight: Counter[int] = field(init=False, default_factory=Counter)
+    _stopping: bool = field(init=False, default=False)
+
+    def __post_init__(self, max_upload_bytes: int) -> None:
         self.limits = WorkerLimits(archive=ArchiveLimits(max_upload_bytes=max_upload_bytes))
-        self.queue = CompileQueue(workers)
-        self._pool: CompilerPool | None = None
-        self._pool_lock = threading.Lock()
-        # One compile per key at a time, so concurrent identical uploads compile once (a lock
-        # per model compiled since start-up: a few bytes each).
-        self._locks: dict[str, asyncio.Lock] = {}
-        # Held while blobs gain or lose the rows that refer to them, and while orphans are
-        # collected, so that a blob is never collected between its commit and its row's.
-        self._references = threading.Lock()
-        # Uploads in flight by (user id, compile id), for the status a client polls; and how
-        # many each user has (each may hold a file of up to max_upload_bytes being received).
-        self._tickets: dict[tuple[int, str], Ticket] = {}
-        self._in_flight: Counter[int] = Counter()
-        self._stopping = False
+        self.queue = CompileQueue(self.workers)
 
     @property
     def pool(self) -> CompilerPool:
@@ -229,7 +228,9 @@ class ModelService:
         size = upload.file.size
         # Before compiling, so an upload over the quota costs no compile; checked again when
         # stored, where concurrent uploads of one user serialize.
-        await db.run(lambda session: self._check_quota(session, user, digest, size))
+        await db.run(
+            lambda session: check_quota(session, ModelRecord, user, digest, size, self.quota_bytes)
+        )
         config_json, report = await self.compiled_config(
             digest, upload.options, ticket=ticket, source=upload.file.read
         )
@@ -245,7 +246,7 @@ class ModelService:
 
         def store(session: Session) -> None:
             with self._references:
-                self._check_quota(session, user, digest, size)
+                check_quota(session, ModelRecord, user, digest, size, self.quota_bytes)
                 upload.file.commit()
                 # Again: orphan collection may have taken them since the compile.
                 self._keep_compiled(record.options_key, CompileResult(config_json, report))
@@ -259,42 +260,10 @@ class ModelService:
         await db.run(store, write=True)
         return self._public(record, user.name, report)
 
-    def usage(self, session: Session, user_id: int) -> int:
-        """Bytes of uploads the user's models hold (the same upload counted once)."""
-        distinct = (
-            select(ModelRecord.sha256, ModelRecord.size_bytes)
-            .where(ModelRecord.user_id == user_id)
-            .distinct()
-            .subquery()
-        )
-        return int(session.scalar(select(func.coalesce(func.sum(distinct.c.size_bytes), 0))))
-
-    def _check_quota(self, session: Session, user: Principal, digest: str, size: int) -> None:
-        held = session.scalar(
-            select(ModelRecord.id).where(
-                ModelRecord.user_id == user.id, ModelRecord.sha256 == digest
-            )
-        )
-        if held is not None:  # the same bytes again cost nothing
-            return
-        used = self.usage(session, user.id)
-        if used + size > self.quota_bytes:
-            raise DomainError(
-                413,
-                "quota_exceeded",
-                f"{user.name}'s models hold {used} bytes of a quota of {self.quota_bytes}; "
-                f"this upload of {size} bytes does not fit (delete models to make room)",
-                detail={"quota_bytes": self.quota_bytes, "used_bytes": used, "upload_bytes": size},
-            )
-
     # Reading and deleting.
     def list(self, session: Session, user: Principal) -> list[ModelInfo]:
-        query = visible_to(
-            select(ModelRecord, User.name).join(User, ModelRecord.user_id == User.id),
-            ModelRecord.user_id,
-            user,
-        ).order_by(ModelRecord.id)
-        return [self._public(record, owner) for record, owner in session.execute(query)]
+        rows = visible_rows(session, ModelRecord, user)
+        return [self._public(record, owner) for record, owner in rows]
 
     def get(self, session: Session, user: Principal, model_id: int) -> ModelRecord:
         return get_owned(session, ModelRecord, model_id, user, what="model")
@@ -354,14 +323,4 @@ class ModelService:
             if stored is None:
                 raise DomainError(404, "model_not_found", f"model {record.id} lost its report")
             report = CompileReport.model_validate_json(stored)
-        return ModelInfo(
-            id=record.id,
-            name=record.name,
-            owner=owner,
-            sha256=record.sha256,
-            format=record.format,
-            size_bytes=record.size_bytes,
-            created_at=record.created_at,
-            options=CompileOptions.model_validate(record.options),
-            report=report,
-        )
+        return public(ModelInfo, record, owner=owner, report=report)

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,12 +33,13 @@ from specklab.schemas.frames import FrameError
 from specklab.schemas.inputs import InputCheck
 from specklab.schemas.recordings import Recording, RecordingRequest, ReplayRequest
 
-from ..auth.ownership import get_owned, visible_to
+from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..storage import Database
 from ..storage.audit import audit
 from ..storage.lab_blobs import LabBlobs
+from ..storage.public import public
 from ..storage.tables import RecordingRecord, User
 from .aedat import ExportFailed, export_aedat4
 
@@ -53,24 +54,18 @@ class RecordingLimits:
     storage_per_user: int
 
 
+@dataclass(eq=False, kw_only=True)
 class RecordingService:
-    def __init__(
-        self,
-        *,
-        root: Path,
-        db: Database,
-        deployments: Deployments,
-        limits: RecordingLimits,
-        lab: LabBlobs | None = None,
-    ) -> None:
-        """``lab``: the lab's copy of the ``.npy`` files, for hosts sharing a database."""
-        self.root = root
-        self.db = db
-        self.lab = lab
-        self.deployments = deployments
-        self.limits = limits
-        self._running: dict[int, int] = {}
-        root.mkdir(parents=True, exist_ok=True)
+    root: Path
+    db: Database
+    deployments: Deployments
+    limits: RecordingLimits
+    #: The lab's copy of the ``.npy`` files, for hosts sharing a database.
+    lab: LabBlobs | None = None
+    _running: dict[int, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def npy_path(self, recording_id: int) -> Path:
         return self.root / f"{recording_id}.npy"
@@ -220,15 +215,7 @@ class RecordingService:
 
     async def list(self, user: Principal) -> list[Recording]:
         def query(session: Session) -> list[Recording]:
-            rows = session.execute(
-                visible_to(
-                    select(RecordingRecord, User.name).join(
-                        User, RecordingRecord.user_id == User.id
-                    ),
-                    RecordingRecord.user_id,
-                    user,
-                ).order_by(RecordingRecord.id)
-            )
+            rows = visible_rows(session, RecordingRecord, user)
             return [_public(record, owner) for record, owner in rows]
 
         return await self.db.run(query)
@@ -369,15 +356,4 @@ def record_owner(session: Session, record: RecordingRecord) -> str:
 
 
 def _public(record: RecordingRecord, owner: str) -> Recording:
-    return Recording(
-        id=record.id,
-        name=record.name,
-        owner=owner,
-        device_id=record.device_id,
-        source=record.source,  # type: ignore[arg-type]
-        kind=EventKind(record.kind),
-        created_at=record.created_at,
-        duration_s=record.duration_s,
-        event_count=record.event_count,
-        size_bytes=record.size_bytes,
-    )
+    return public(Recording, record, owner=owner)
