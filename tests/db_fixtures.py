@@ -13,12 +13,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from specklab.schemas.events import DVS_DTYPE, EventKind
 from specklab.server.booking import lab
+from specklab.server.recordings import RecordingService
 from specklab.server.storage import Database, normalize_url, upgrade, utcnow
+from specklab.server.storage.tables import RecordingRecord
 
 POSTGRES_ENV = "SPECKLAB_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -96,3 +100,23 @@ def add_devices(
             stale_after=lab.host_stale_after(5.0),
         )
         session.commit()
+
+
+def stored_recording(store: RecordingService, user_id: int, events: np.ndarray) -> int:
+    """A recording of ``events`` owned by ``user_id``, as if recorded: its row and its file."""
+    kind = EventKind.DVS if events.dtype == DVS_DTYPE else EventKind.SPIKE
+    with store.db.write_session() as session:
+        record = RecordingRecord(
+            user_id=user_id,
+            name="r",
+            device_id="d:0",
+            source="dvs",
+            kind=kind.value,
+            duration_s=1.0,
+            event_count=len(events),
+            size_bytes=events.nbytes,
+        )
+        session.add(record)
+        session.commit()
+    np.save(store.npy_path(record.id), events, allow_pickle=False)
+    return record.id

@@ -15,27 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from examples import quickstart
+
 GUIDE_INPUT_SHAPE = (1, 28, 28)
 
 
 def guide_network(seed: int = 0) -> nn.Sequential:
-    """The guide's LeNet-like network (all layers without bias), randomly initialised."""
+    """The guide's LeNet-like network (all layers without bias, as examples/quickstart.py
+    builds it), randomly initialised."""
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 20, 5, 1, bias=False),
-        nn.ReLU(),
-        nn.AvgPool2d(2, 2),
-        nn.Conv2d(20, 32, 5, 1, bias=False),
-        nn.ReLU(),
-        nn.AvgPool2d(2, 2),
-        nn.Conv2d(32, 128, 3, 1, bias=False),
-        nn.ReLU(),
-        nn.AvgPool2d(2, 2),
-        nn.Flatten(),
-        nn.Linear(128, 500, bias=False),
-        nn.ReLU(),
-        nn.Linear(500, 10, bias=False),
-    ).eval()
+    return quickstart.guide_network().eval()
 
 
 def torchscript_bytes(

@@ -22,7 +22,9 @@ from specklab.server.devices.base import DeviceOutput
 from specklab.server.recordings import service as recordings_module
 from specklab.server.recordings.service import RecordingLimits, RecordingService
 from specklab.server.storage import Database
-from specklab.server.storage.tables import RecordingRecord, User
+from specklab.server.storage.tables import User
+
+from .db_fixtures import stored_recording
 
 LIMITS = RecordingLimits(max_events=1_000_000, concurrent_per_user=2, storage_per_user=10_000)
 
@@ -33,24 +35,6 @@ def _principal(db: Database, name: str = "ada") -> Principal:
         session.add(user)
         session.commit()
         return Principal(id=user.id, name=name, role=Role.USER)
-
-
-def _stored_recording(store: RecordingService, user: Principal, events: np.ndarray) -> int:
-    with store.db.write_session() as session:
-        record = RecordingRecord(
-            user_id=user.id,
-            name="r",
-            device_id="d:0",
-            source="dvs",
-            kind=EventKind.DVS.value,
-            duration_s=1.0,
-            event_count=len(events),
-            size_bytes=events.nbytes,
-        )
-        session.add(record)
-        session.commit()
-    np.save(store.npy_path(record.id), events, allow_pickle=False)
-    return record.id
 
 
 class _Hub:
@@ -106,7 +90,7 @@ async def test_an_export_of_a_recording_deleted_meanwhile_never_lands(
 ) -> None:
     store = _store(db, tmp_path / "recordings")
     ada = _principal(db)
-    recording_id = _stored_recording(store, ada, np.zeros(10, DVS_DTYPE))
+    recording_id = stored_recording(store, ada.id, np.zeros(10, DVS_DTYPE))
     exporting, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_export(npy: Path, target: Path) -> None:
@@ -130,7 +114,7 @@ async def test_a_finished_export_is_served_and_kept_until_its_recording_is_delet
 ) -> None:
     store = _store(db, tmp_path / "recordings")
     ada = _principal(db)
-    recording_id = _stored_recording(store, ada, np.zeros(10, DVS_DTYPE))
+    recording_id = stored_recording(store, ada.id, np.zeros(10, DVS_DTYPE))
 
     async def export(npy: Path, target: Path) -> None:
         target.write_bytes(b"exported")
@@ -174,7 +158,7 @@ async def test_a_full_storage_refuses_new_recordings_and_stops_one_that_fills_it
     hub = _Hub([DeviceOutput(spikes=many)])
     store = _store(db, tmp_path / "recordings", hub, storage_per_user=100 * item)
     ada = _principal(db)
-    _stored_recording(store, ada, np.zeros(2, DVS_DTYPE))
+    stored_recording(store, ada.id, np.zeros(2, DVS_DTYPE))
     kept = await store.record(ada, _monitor(3600))
     assert kept.event_count == (100 * item - 2 * DVS_DTYPE.itemsize) // item
     with pytest.raises(DomainError) as refused:

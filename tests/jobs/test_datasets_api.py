@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, EventKind
-from specklab.server.storage.tables import RecordingRecord
+from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
 
+from ..db_fixtures import stored_recording
 from ..lab_client import Lab, bearer, running_lab
 
 EVENT = [("x", "<i4"), ("y", "<i4"), ("p", "<i4"), ("t", "<i8")]
@@ -222,35 +222,13 @@ def test_observers_cannot_upload(shared_lab: Lab) -> None:
     assert upload(shared_lab, token, data).status_code == 403
 
 
-def _recording(lab: Lab, user_id: int, events: np.ndarray) -> int:
-    store = lab.app.state.recordings
-    with lab.db.write_session() as session:
-        record = RecordingRecord(
-            user_id=user_id,
-            name="r",
-            device_id="d:0",
-            source="dvs",
-            kind=events_kind(events),
-            duration_s=1.0,
-            event_count=len(events),
-            size_bytes=events.nbytes,
-        )
-        session.add(record)
-        session.commit()
-    np.save(store.npy_path(record.id), events, allow_pickle=False)
-    return record.id
-
-
-def events_kind(events: np.ndarray) -> str:
-    return EventKind.DVS.value if events.dtype == DVS_DTYPE else EventKind.SPIKE.value
-
-
 def test_dvs_recordings_become_a_dataset_of_one_sample_each(shared_lab: Lab) -> None:
     user_id, token = shared_lab.add_user("rae")
     first, second = np.zeros(3, DVS_DTYPE), np.zeros(2, DVS_DTYPE)
     first["t"], first["x"] = [500, 600, 900], [1, 2, 3]
     second["t"], second["p"] = [7_000, 7_010], [1, 0]
-    ids = [_recording(shared_lab, user_id, first), _recording(shared_lab, user_id, second)]
+    store = shared_lab.app.state.recordings
+    ids = [stored_recording(store, user_id, first), stored_recording(store, user_id, second)]
     body = {"name": "two", "recordings": ids, "labels": [1, 0]}
     made = shared_lab.client.post("/v1/datasets/from-recordings", json=body, headers=bearer(token))
     assert made.status_code == 201, made.text
@@ -263,7 +241,7 @@ def test_dvs_recordings_become_a_dataset_of_one_sample_each(shared_lab: Lab) -> 
     assert samples.sample(0)["t"].tolist() == [0, 100, 400]  # each sample starts at 0
     assert samples.sample(1)["p"].tolist() == [1, 0] and samples.labels.tolist() == [1, 0]
 
-    spikes = _recording(shared_lab, user_id, np.zeros(2, SPIKE_DTYPE))
+    spikes = stored_recording(shared_lab.app.state.recordings, user_id, np.zeros(2, SPIKE_DTYPE))
     for bad, code in (
         ({"recordings": [spikes], "labels": [0]}, 422),
         ({"recordings": ids, "labels": [0]}, 422),

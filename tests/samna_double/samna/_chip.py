@@ -5,6 +5,9 @@ Each chip module subclasses these so that, as in samna, a speck2e Spike is not a
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, ClassVar
 
 from ._double import STATE
@@ -189,6 +192,17 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def validator(chip: str, configuration: type) -> Callable[[Any], tuple[bool, str]]:
+    """The chip module's ``validate_configuration``: it takes that chip's configurations only."""
+
+    def validate_configuration(config: Any) -> tuple[bool, str]:
+        if not isinstance(config, configuration):
+            return False, f"not a {chip} configuration: {type(config).__name__}"
+        return validate(config)
+
+    return validate_configuration
+
+
 def validate(config: SpeckConfiguration) -> tuple[bool, str]:
     """A few of the checks samna's validator makes, in its (ok, message) form."""
     STATE.record("validate_configuration", config)
@@ -214,10 +228,17 @@ def validate(config: SpeckConfiguration) -> tuple[bool, str]:
     return True, ""
 
 
-def chip_events(module: str) -> dict[str, type]:
-    """The event classes of one chip: subclasses of the shared ones, living in ``module``."""
+def event_module(name: str) -> ModuleType:
+    """A chip's ``event`` module (imported as ``name``): subclasses of the shared event classes,
+    and ``INPUT_TYPES``, what the host may write into the chip."""
+    module = ModuleType(name, f"{name}: distinct classes per chip, as in samna.")
     shared = (Spike, DvsEvent, ReadoutValue, ReadoutPinValue, ReadNeuronValue, NeuronValue)
-    return {
-        base.__name__: type(base.__name__, (base,), {"FIELDS": base.FIELDS, "__module__": module})
-        for base in (*shared, WriteNeuronValue)
-    }
+    for base in (*shared, WriteNeuronValue):
+        cls = type(base.__name__, (base,), {"FIELDS": base.FIELDS, "__module__": name})
+        setattr(module, base.__name__, cls)
+    module.INPUT_TYPES = tuple(  # type: ignore[attr-defined]
+        getattr(module, cls.__name__)
+        for cls in (Spike, DvsEvent, ReadNeuronValue, WriteNeuronValue)
+    )
+    sys.modules[name] = module
+    return module

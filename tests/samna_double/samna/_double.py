@@ -10,31 +10,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class DeviceInfo:
-    __slots__ = (
-        "device_type_name",
-        "logic_version",
-        "serial_number",
-        "usb_bus_number",
-        "usb_device_address",
-    )
-
-    def __init__(
-        self,
-        device_type_name: str,
-        serial_number: str = "",
-        usb_bus_number: int = 1,
-        usb_device_address: int = 1,
-        logic_version: int = 3,
-    ) -> None:
-        self.device_type_name = device_type_name
-        self.serial_number = serial_number
-        self.usb_bus_number = usb_bus_number
-        self.usb_device_address = usb_device_address
-        self.logic_version = logic_version
+    device_type_name: str
+    serial_number: str = ""
+    usb_bus_number: int = 1
+    usb_device_address: int = 1
+    logic_version: int = 3
 
     def __repr__(self) -> str:
         return (

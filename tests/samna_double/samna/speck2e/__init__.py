@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import _chip
-from . import configuration, event
+from . import configuration
 
-
-def validate_configuration(config: Any) -> tuple[bool, str]:
-    if not isinstance(config, configuration.SpeckConfiguration):
-        return False, f"not a speck2e configuration: {type(config).__name__}"
-    return _chip.validate(config)
-
+event = _chip.event_module(f"{__name__}.event")
+validate_configuration = _chip.validator("speck2e", configuration.SpeckConfiguration)
 
 __all__ = ["configuration", "event", "validate_configuration"]
