@@ -20,6 +20,7 @@ from specklab.schemas.errors import DomainError
 
 from ..storage import Database, utcnow
 from ..storage.audit import audit
+from ..storage.public import public
 from ..storage.tables import ApiToken, User
 from .principal import Principal
 from .tokens import display_prefix, hash_token, new_token
@@ -29,20 +30,11 @@ TOUCH_INTERVAL_S = 60.0
 
 
 def user_public(user: User) -> UserPublic:
-    return UserPublic(id=user.id, name=user.name, role=Role(user.role), created_at=user.created_at)
+    return public(UserPublic, user)
 
 
 def token_public(token: ApiToken) -> TokenPublic:
-    return TokenPublic(
-        id=token.id,
-        user_id=token.user_id,
-        name=token.name,
-        prefix=token.prefix,
-        created_at=token.created_at,
-        expires_at=token.expires_at,
-        revoked_at=token.revoked_at,
-        last_used_at=token.last_used_at,
-    )
+    return public(TokenPublic, token)
 
 
 def create_user(session: Session, *, name: str, role: Role, actor: Principal | None) -> User:

@@ -121,7 +121,7 @@ class OutputSubscription:
         return item
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class DeviceHub:
     session: DeviceSession
     config: ChipConfig

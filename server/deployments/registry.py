@@ -110,7 +110,7 @@ class _SensorUse:
     users: Counter[bool] = field(default_factory=Counter)
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class Deployments:
     devices: DeviceManager
     db: Database

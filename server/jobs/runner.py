@@ -43,7 +43,7 @@ class _Running:
         return [self.claim] if self.following is None else [self.claim, self.following]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class JobRunner:
     db: Database
     pool: EvaluationPool

@@ -73,7 +73,7 @@ def check_fit(config: ChipConfig, dataset: DatasetRecord) -> None:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class JobService:
     db: Database
     store: BlobStore

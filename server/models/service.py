@@ -66,7 +66,7 @@ class Upload:
     options: CompileOptions
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ModelService:
     uploads: BlobStore
     compiled: BlobStore

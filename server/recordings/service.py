@@ -54,7 +54,7 @@ class RecordingLimits:
     storage_per_user: int
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class RecordingService:
     root: Path
     db: Database
