@@ -24,6 +24,8 @@ from specklab.server.recordings import RecordingService
 from specklab.server.storage import Database, normalize_url, upgrade, utcnow
 from specklab.server.storage.tables import RecordingRecord
 
+from .rows import placeholder_row
+
 POSTGRES_ENV = "SPECKLAB_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -106,13 +108,10 @@ def stored_recording(store: RecordingService, user_id: int, events: np.ndarray) 
     """A recording of ``events`` owned by ``user_id``, as if recorded: its row and its file."""
     kind = EventKind.DVS if events.dtype == DVS_DTYPE else EventKind.SPIKE
     with store.db.write_session() as session:
-        record = RecordingRecord(
-            user_id=user_id,
-            name="r",
-            device_id="d:0",
-            source="dvs",
+        record = placeholder_row(
+            RecordingRecord,
+            user_id,
             kind=kind.value,
-            duration_s=1.0,
             event_count=len(events),
             size_bytes=events.nbytes,
         )

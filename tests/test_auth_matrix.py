@@ -38,6 +38,7 @@ from specklab.server.storage.tables import (
 
 from .db_fixtures import BACKENDS, add_devices, backend_url
 from .lab_client import ADMIN_TOKEN, Lab, bearer, running_lab
+from .rows import placeholder_row
 
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 #: The dashboard's static pages (docs/dashboard.md): what they show comes from the API.
@@ -75,7 +76,7 @@ def _alice_row(table: type, **columns: object) -> Callable[[Lab, dict[str, str]]
     def make(lab: Lab, alice: dict[str, str]) -> str:
         user_id = lab.client.get("/v1/users/me", headers=alice).json()["id"]
         with lab.db.write_session() as session:
-            row = table(user_id=user_id, **columns)
+            row = placeholder_row(table, user_id, **columns)
             session.add(row)
             session.commit()
             return str(row.id)
@@ -83,50 +84,10 @@ def _alice_row(table: type, **columns: object) -> Callable[[Lab, dict[str, str]]
     return make
 
 
-_alice_model = _alice_row(
-    ModelRecord,
-    name="m",
-    sha256="0" * 64,
-    options_key="0" * 64,
-    options={"input_shape": [1, 28, 28]},
-    format="torchscript",
-    size_bytes=1,
-)
-_alice_recording = _alice_row(
-    RecordingRecord,
-    name="r",
-    device_id="speck2fdevkit:0",
-    source="dvs",
-    kind="dvs",
-    duration_s=1.0,
-    event_count=0,
-    size_bytes=0,
-)
-_alice_dataset = _alice_row(
-    DatasetRecord,
-    name="d",
-    sha256="0" * 64,
-    format="npz",
-    samples=1,
-    events=0,
-    classes=1,
-    max_x=0,
-    max_y=0,
-    max_p=0,
-    size_bytes=1,
-)
-_alice_job = _alice_row(
-    JobRecord,
-    model_id=1,
-    dataset_id=1,
-    dataset_sha256="0" * 64,
-    config_sha256="0" * 64,
-    options={},
-    reproducibility={},
-    layers=[],
-    state="queued",
-    samples=1,
-)
+_alice_model = _alice_row(ModelRecord, options={"input_shape": [1, 28, 28]}, format="torchscript")
+_alice_recording = _alice_row(RecordingRecord, device_id="speck2fdevkit:0")
+_alice_dataset = _alice_row(DatasetRecord)
+_alice_job = _alice_row(JobRecord)
 
 
 def _alice_upload_in_flight(lab: Lab, alice: dict[str, str]) -> str:

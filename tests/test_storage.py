@@ -27,6 +27,8 @@ from specklab.server.storage.tables import (
     is_booking_overlap,
 )
 
+from .rows import placeholder_row
+
 
 def test_migrations_build_exactly_the_tables(db: Database) -> None:
     assert current_revision(db) == head_revision()
@@ -233,25 +235,8 @@ def _rows(user_id: int) -> dict[str, Callable[[], Base]]:
         # Each on a device of its own: the no-overlap rule stays out of the way.
         "bookings": lambda: _booking(user_id, f"d:{next(counter)}", start, 10),
         "audit_log": lambda: AuditEntry(actor_name="a", action="x", target="y", host_name="h"),
-        "models": lambda: ModelRecord(
-            user_id=user_id,
-            name="m",
-            sha256="0" * 64,
-            options_key="0" * 64,
-            options={},
-            format="nir",
-            size_bytes=1,
-        ),
-        "recordings": lambda: RecordingRecord(
-            user_id=user_id,
-            name="r",
-            device_id="d:0",
-            source="dvs",
-            kind="dvs",
-            duration_s=1.0,
-            event_count=0,
-            size_bytes=0,
-        ),
+        "models": lambda: placeholder_row(ModelRecord, user_id),
+        "recordings": lambda: placeholder_row(RecordingRecord, user_id),
     }
 
 

@@ -13,6 +13,8 @@ from specklab.server.storage import Database
 from specklab.server.storage.tables import JobChunk, JobRecord, User
 from specklab.server.storage.types import utcnow
 
+from ..rows import placeholder_row
+
 LEASE_S = 30.0
 
 
@@ -23,14 +25,11 @@ def add_job(db: Database, user: str, chunks: int) -> int:
             owner = User(name=user, role="user")
             session.add(owner)
             session.flush()
-        job = JobRecord(
-            user_id=owner.id,
-            model_id=1,
-            dataset_id=1,
+        job = placeholder_row(
+            JobRecord,
+            owner.id,
             dataset_sha256="d" * 64,
             config_sha256="c" * 64,
-            options={},
-            reproducibility={},
             layers=[0],
             state=JobState.QUEUED.value,
             samples=chunks,
