@@ -1,7 +1,7 @@
 """Event streams over WebSockets: spikes in and out of a deployment, and live DVS events.
 
 Each endpoint is a short adapter around :class:`~specklab.schemas.stream.ServerStream` (the
-sans-I/O session): messages in, device calls, frames out through one writer. A stream the
+sans-I/O state machine): messages in, device calls, frames out through one writer. A stream the
 server refuses gets a fatal error frame and the close code 4000 + the HTTP status; one it ends
 (booking preempted or over, device unplugged, deployment removed, daemon stopping) gets a
 fatal error frame and close code 4410, and one whose token is revoked or expires (checked at
@@ -159,7 +159,7 @@ async def _receive_loop(
     heartbeat: Callable[[], Awaitable[None]],
 ) -> None:
     """Messages in, device calls, frames out. ``on_events`` None: a listen-only stream (its
-    session refuses input, so none reaches here)."""
+    ServerStream refuses input, so none reaches here)."""
     while True:
         message = await conn.websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -229,7 +229,7 @@ async def _serve_continuously(
     token: _TokenCheck,
     in_use: Awaitable[None],
 ) -> None:
-    """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
+    """A continuous stream: the device's time restarts, inputs go to ``on_events`` and the
     selected outputs flow out as they come, until the client leaves, the deployment ends or
     the token stops being valid."""
     await conn.hub.restart_stopwatch()
