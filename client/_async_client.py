@@ -49,9 +49,9 @@ from ._stream import (
     Pull,
     Receive,
     Send,
-    Session,
     Step,
     StreamOp,
+    StreamState,
 )
 from ._waiting import StartWait
 from ._websocket import LAST_FRAMES_S, connect_error, connect_options
@@ -335,7 +335,7 @@ class AsyncClient:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
         mode = StreamMode(mode)
         path = f"/v1/devices/{device_id(device)}/stream"
-        return _Opening(self._open(path, {"mode": mode.value}, Session(mode)))
+        return _Opening(self._open(path, {"mode": mode.value}, StreamState(mode)))
 
     def dvs_stream(self, device: Any, *, raw: bool = True) -> _Opening[AsyncEventStream]:
         """The sensor's live events, on a booked device: iterate the stream for arrays.
@@ -345,19 +345,21 @@ class AsyncClient:
         """
         path = f"/v1/devices/{device_id(device)}/dvs"
         params = {"raw": "true" if raw else "false"}
-        return _Opening(self._open(path, params, Session(None)))
+        return _Opening(self._open(path, params, StreamState(None)))
 
-    async def _open(self, path: str, params: dict[str, str], session: Session) -> AsyncEventStream:
+    async def _open(
+        self, path: str, params: dict[str, str], state: StreamState
+    ) -> AsyncEventStream:
         self._check_open()
         url = self._core.websocket_url(path, **params)
         try:
             connection = await connect(url, **connect_options(self._core.headers))
         except Exception as exc:
             raise connect_error(exc, url) from exc
-        stream = AsyncEventStream(connection, session, on_close=self._streams.discard)
+        stream = AsyncEventStream(connection, state, on_close=self._streams.discard)
         self._streams.add(stream)
         try:
-            await stream._run(session.greet())
+            await stream._run(state.greet())
         except BaseException:
             await stream.aclose()
             raise
@@ -370,11 +372,11 @@ class AsyncEventStream(StreamHandle, _AsyncResource):
     def __init__(
         self,
         connection: ClientConnection,
-        session: Session,
+        state: StreamState,
         *,
         on_close: Callable[[AsyncEventStream], None],
     ) -> None:
-        super().__init__(session)
+        super().__init__(state)
         self._connection = connection
         self._on_close = on_close
         self._send_lock = asyncio.Lock()
@@ -403,15 +405,15 @@ class AsyncEventStream(StreamHandle, _AsyncResource):
             return CLOSED
         except ConnectionClosed as exc:
             await self._read_last_frames()
-            raise stream_closed_error(exc, self._session.failure) from exc
+            raise stream_closed_error(exc, self._state.failure) from exc
 
     async def _read_last_frames(self) -> None:
         """The frames the daemon sent before it closed (its fatal frame says why), when a
         send found the stream closed before they were read."""
         with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
-            while self._session.failure is None:
+            while self._state.failure is None:
                 data = await asyncio.wait_for(self._connection.recv(decode=False), LAST_FRAMES_S)
-                self._session.receive(data)
+                self._state.receive(data)
 
     async def _drive(
         self, op: StreamOp[Any], source: AsyncIterator[Any] | None = None

@@ -41,9 +41,9 @@ from ._stream import (
     Pull,
     Receive,
     Send,
-    Session,
     Step,
     StreamOp,
+    StreamState,
 )
 from ._waiting import StartWait
 from ._websocket import LAST_FRAMES_S, connect_error, connect_options
@@ -284,7 +284,7 @@ class Client:
         """An event stream to a device's deployed network (``forward`` or ``continuous``)."""
         mode = StreamMode(mode)
         path = f"/v1/devices/{device_id(device)}/stream"
-        return self._open(path, {"mode": mode.value}, Session(mode))
+        return self._open(path, {"mode": mode.value}, StreamState(mode))
 
     def dvs_stream(self, device: Any, *, raw: bool = True) -> EventStream:
         """The sensor's live events, on a booked device: iterate the stream for arrays.
@@ -293,9 +293,9 @@ class Client:
         (pooled, cropped, mirrored as deployed) as spikes of core 13.
         """
         path = f"/v1/devices/{device_id(device)}/dvs"
-        return self._open(path, {"raw": "true" if raw else "false"}, Session(None))
+        return self._open(path, {"raw": "true" if raw else "false"}, StreamState(None))
 
-    def _open(self, path: str, params: dict[str, str], session: Session) -> EventStream:
+    def _open(self, path: str, params: dict[str, str], state: StreamState) -> EventStream:
         self._check_open()
         url = self._core.websocket_url(path, **params)
         try:
@@ -303,10 +303,10 @@ class Client:
             connection = connect(url, **connect_options(self._core.headers)).__enter__()
         except Exception as exc:
             raise connect_error(exc, url) from exc
-        stream = EventStream(connection, session, on_close=self._streams.discard)
+        stream = EventStream(connection, state, on_close=self._streams.discard)
         self._streams.add(stream)
         try:
-            stream._run(session.greet())
+            stream._run(state.greet())
         except BaseException:
             stream.close()
             raise
@@ -319,11 +319,11 @@ class EventStream(StreamHandle):
     def __init__(
         self,
         connection: ClientConnection,
-        session: Session,
+        state: StreamState,
         *,
         on_close: Callable[[EventStream], None],
     ) -> None:
-        super().__init__(session)
+        super().__init__(state)
         self._connection = connection
         self._on_close = on_close
         self._send_lock = threading.Lock()
@@ -358,14 +358,14 @@ class EventStream(StreamHandle):
             return CLOSED
         except ConnectionClosed as exc:
             self._read_last_frames()
-            raise stream_closed_error(exc, self._session.failure) from exc
+            raise stream_closed_error(exc, self._state.failure) from exc
 
     def _read_last_frames(self) -> None:
         """The frames the daemon sent before it closed (its fatal frame says why), when a
         send found the stream closed before they were read."""
         with contextlib.suppress(ConnectionClosed, SpecklabError, TimeoutError):
-            while self._session.failure is None:
-                self._session.receive(self._connection.recv(timeout=LAST_FRAMES_S, decode=False))
+            while self._state.failure is None:
+                self._state.receive(self._connection.recv(timeout=LAST_FRAMES_S, decode=False))
 
     def _drive(
         self, op: StreamOp[Any], source: Iterator[Any] | None = None

@@ -19,7 +19,7 @@
         │   └── ModelDoesNotFit 422 ``model_does_not_fit``: the compile ``report`` says why
         ├── DeviceError         the device failed or cannot serve now (``device_*`` codes)
         │   ├── DeviceOffline   ``device_offline``: unplugged or vanished
-        │   └── DeviceBusy      ``device_busy``: another session holds it
+        │   └── DeviceBusy      ``device_busy``: another deployment holds it
         └── ServerError         5xx: the daemon failed; its log says more
 
     SpecklabWarning (a UserWarning, issued with ``warnings.warn``)
@@ -159,7 +159,7 @@ class DeviceOffline(DeviceError):
 
 
 class DeviceBusy(DeviceError):
-    """Another session holds the device."""
+    """Another deployment holds the device."""
 
 
 class ServerError(ApiError):

@@ -15,7 +15,7 @@ from specklab.schemas.deploy import Deployment
 from ._core import Op
 from ._errors import Conflict, SpecklabError, TransportError
 from ._operations import Operations, lease_interval
-from ._stream import BatchOutput, InputOptions, Session, StreamOp
+from ._stream import BatchOutput, InputOptions, StreamOp, StreamState
 
 
 class BookingHandle:
@@ -77,38 +77,38 @@ class BookingHandle:
 
 
 class StreamHandle:
-    """An event stream's session and the operations of its calls."""
+    """An event stream's state and the operations of its calls."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, state: StreamState) -> None:
+        self._state = state
         self._closed = False
 
     @property
     def info(self) -> dict[str, Any]:
         """The daemon's greeting: mode, model layer -> core, input layers, dvs_input ..."""
-        return dict(self._session.info)
+        return dict(self._state.info)
 
     def _forward(
         self, events: Any, dt: float | None, layer: int | None, kind: Any
     ) -> StreamOp[BatchOutput]:
-        return self._session.forward(events, InputOptions(dt, layer, kind))
+        return self._state.forward(events, InputOptions(dt, layer, kind))
 
     def _forward_many(
         self, window: int, dt: float | None, layer: int | None, kind: Any
     ) -> StreamOp[None]:
-        return self._session.forward_many(InputOptions(dt, layer, kind), window)
+        return self._state.forward_many(InputOptions(dt, layer, kind), window)
 
     def _send_all(self, dt: float | None, layer: int | None, kind: Any) -> StreamOp[int]:
-        return self._session.send_all(InputOptions(dt, layer, kind))
+        return self._state.send_all(InputOptions(dt, layer, kind))
 
     def _outputs(self, idle: float | None) -> StreamOp[None]:
-        return self._session.outputs(idle)
+        return self._state.outputs(idle)
 
     def _control(self, op: str, **args: Any) -> StreamOp[None]:
-        return self._session.control(op, **args)
+        return self._state.control(op, **args)
 
     def _stats(self, timeout: float) -> StreamOp[dict[str, int | float]]:
-        return self._session.stats(timeout)
+        return self._state.stats(timeout)
 
 
 class _Stream(Protocol):

@@ -1,6 +1,6 @@
 """The client's event-stream logic, without I/O.
 
-:class:`Session` wraps the schemas' :class:`~specklab.schemas.stream.ClientStream` and writes
+:class:`StreamState` wraps the schemas' :class:`~specklab.schemas.stream.ClientStream` and writes
 each thing a stream does (greet, forward a batch, pipeline many, send a source of batches,
 gather outputs, ask for stats) once, as a generator of :data:`Step` s: ``Send`` these
 messages, ``Receive`` one (``None`` back on idle timeout, :data:`CLOSED` when the daemon
@@ -101,7 +101,7 @@ class InputOptions:
     kind: EventKind | str | None = None
 
 
-class Session:
+class StreamState:
     def __init__(self, mode: StreamMode | None, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         #: None for a listen-only stream (the live DVS endpoint).
         self.mode = mode

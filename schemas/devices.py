@@ -15,9 +15,9 @@ from .booking import BookingSummary
 
 class DeviceStatus(StrEnum):
     FREE = "free"
-    #: A booking holds the device now, and no session is open on it.
+    #: A booking holds the device now, and no deployment holds it open.
     BOOKED = "booked"
-    #: A session is using the device.
+    #: A deployment holds the device open.
     BUSY = "busy"
     #: Unplugged (or its host is gone); the id is kept.
     OFFLINE = "offline"

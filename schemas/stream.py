@@ -1,11 +1,11 @@
-"""The event-stream session, both ends, as sans-I/O state machines.
+"""The event stream, both ends, as sans-I/O state machines.
 
 ``ServerStream`` and ``ClientStream`` take the bytes of received WebSocket messages and hand
 back what they mean, as values; what they want sent accumulates in ``data_to_send()``. The
 daemon's WebSocket endpoints and the client's stream are short adapters that only move bytes
 (the websockets library's sans-I/O design); the tests drive both ends by feeding frames.
 
-A session, in order:
+A stream, in order:
 
 1. the server sends ``control ready`` with the deployment (mode, layer -> core map, inputs);
 2. the client sends event batches (``events`` frames; spikes addressed by *model* layer, DVS
@@ -13,7 +13,7 @@ A session, in order:
 3. the server answers with ``events`` frames (spikes carry model layer and core); in
    ``forward`` mode every batch is closed by an ``end`` frame with the batch's ``seq``, in
    ``continuous`` mode outputs flow as they come;
-4. problems with one frame get a non-fatal ``error`` frame and the session goes on; a fatal
+4. problems with one frame get a non-fatal ``error`` frame and the stream goes on; a fatal
    ``error`` frame (device unplugged, booking preempted or ended) precedes the close.
 
 What each end accepts in each of its states is one table per end, :data:`SERVER_RULES` and
@@ -55,9 +55,9 @@ class StreamMode(StrEnum):
 CLIENT_OPS: Final = frozenset({"heartbeat", "reset_states", "start_sensor", "stop_sensor", "stats"})
 #: Largest number of events the server puts in one frame (about 1.8 MB of spikes).
 MAX_EVENTS_PER_FRAME: Final = 1 << 17
-#: WebSocket close code of a session the server ended (the fatal error frame says why).
+#: WebSocket close code of a stream the server ended (the fatal error frame says why).
 CLOSE_ENDED: Final = 4410
-#: WebSocket close code of a session whose token was revoked or expired while it ran.
+#: WebSocket close code of a stream whose token was revoked or expired while it ran.
 CLOSE_TOKEN_INVALID: Final = 4401
 
 
@@ -99,7 +99,7 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """The peer broke the protocol (client side): the session is over."""
+    """The peer broke the protocol (client side): the stream is over."""
 
     text: str
 
@@ -330,7 +330,7 @@ class ServerStream(_Endpoint):
         self._send(EndFrame(seq, counts))
 
     def send_error(self, code: str, message: str, fatal: bool = False, detail: Any = None) -> None:
-        """Queue an error frame; a fatal one ends the session (nothing more is read)."""
+        """Queue an error frame; a fatal one ends the stream (nothing more is read)."""
         self.counters.errors += 1
         self._send(ErrorFrame(code, message, fatal, detail))
         if fatal:
@@ -505,7 +505,7 @@ class ClientStream(_Endpoint):
     def receive_data(self, data: Any) -> StreamEvent:
         """What one server message means, as a value (never raises): an error frame is a
         :class:`StreamError`, a message the protocol does not allow a
-        :class:`ProtocolViolation` (and the session is then CLOSED)."""
+        :class:`ProtocolViolation` (and the stream is then CLOSED)."""
         frame, fault = self._decode(data)
         next_state, outcome = CLIENT_RULES[self.state][_server_message(frame)]
         if isinstance(frame, ControlFrame) and next_state is None:

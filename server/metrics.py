@@ -86,7 +86,7 @@ class AppCollector(Collector):
         state = self.app.state
         devices = GaugeMetricFamily(
             "specklab_devices",
-            "Devices of this daemon by type and state (online, busy: a session holds it).",
+            "Devices of this daemon by type and state (online, busy: a deployment holds it).",
             labels=["device_type", "state"],
         )
         counts: dict[tuple[str, str], int] = {}

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from specklab.server.api.streams import _run_until_first_done, _StreamEnd
+from specklab.server.api.streams import _StreamEnd
+from specklab.server.api.tasks import run_until_first_done
 
 
 async def _forever(cancelled: list[str], name: str, started: list[str] | None = None) -> None:
@@ -27,29 +28,27 @@ async def _fail(error: BaseException) -> None:
 
 async def test_the_first_job_to_return_cancels_the_others() -> None:
     cancelled: list[str] = []
-    await _run_until_first_done(
-        _forever(cancelled, "a"), asyncio.sleep(0), _forever(cancelled, "b")
-    )
+    await run_until_first_done(_forever(cancelled, "a"), asyncio.sleep(0), _forever(cancelled, "b"))
     assert sorted(cancelled) == ["a", "b"]
 
 
 async def test_a_streams_end_is_told_over_the_failure_it_caused() -> None:
     end = _StreamEnd("booking_ended", "over", 4410)
     with pytest.raises(_StreamEnd) as told:
-        await _run_until_first_done(_fail(RuntimeError("send on a closing socket")), _fail(end))
+        await run_until_first_done(_fail(RuntimeError("send on a closing socket")), _fail(end))
     assert told.value is end
 
 
 async def test_a_failure_is_told_as_itself() -> None:
     cancelled: list[str] = []
     with pytest.raises(RuntimeError, match="device gone"):
-        await _run_until_first_done(_forever(cancelled, "a"), _fail(RuntimeError("device gone")))
+        await run_until_first_done(_forever(cancelled, "a"), _fail(RuntimeError("device gone")))
     assert cancelled == ["a"]
 
 
 async def test_a_client_that_left_is_no_failure() -> None:
     cancelled: list[str] = []
-    await _run_until_first_done(_forever(cancelled, "a"), _fail(WebSocketDisconnect(1000)))
+    await run_until_first_done(_forever(cancelled, "a"), _fail(WebSocketDisconnect(1000)))
     assert cancelled == ["a"]
 
 
@@ -57,7 +56,7 @@ async def test_cancelling_the_stream_reaps_every_job() -> None:
     cancelled: list[str] = []
     started: list[str] = []
     runner = asyncio.create_task(
-        _run_until_first_done(_forever(cancelled, "a", started), _forever(cancelled, "b", started))
+        run_until_first_done(_forever(cancelled, "a", started), _forever(cancelled, "b", started))
     )
     while len(started) < 2:
         await asyncio.sleep(0)

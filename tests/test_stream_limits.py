@@ -40,10 +40,10 @@ from specklab.server.devices.errors import (
     InvalidEvents,
     OutputTooLarge,
 )
-from specklab.server.devices.inputs import InputQueue
 from specklab.server.devices.manager import DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
+from specklab.server.devices.shared import InputQueue
 from specklab.server.devices.virtual import VirtualDevkit
 from specklab.server.simulator import ChipSimulator, engine
 
@@ -220,15 +220,15 @@ async def test_an_overrunning_forward_is_interrupted_and_the_device_goes_on(
     devices = DeviceManager(host="lab", virtual=["speck2fdevkit=1"], samna=no_samna())
     await devices.start()
     try:
-        session = await devices.open_session(DEVICE, owner="ada")
-        await session.apply(leaky_guide())
+        hold = await devices.open_hold(DEVICE, owner="ada")
+        await hold.apply(leaky_guide())
         long_batch = guide_input(10, 10**9)  # 10^9 leak ticks: hours of work
         with pytest.raises(DeviceTimeout, match="forward") as timed_out:
-            await session.forward(long_batch, timeout=0.2)
+            await hold.forward(long_batch, timeout=0.2)
         assert not isinstance(timed_out.value, DeviceUnresponsive)
-        # the same session and thread answer the next calls at once
-        await session.apply(random_chip(1))
-        output = await session.forward(random_inputs(random_chip(1), 1)[0], timeout=60)
+        # the same hold and thread answer the next calls at once
+        await hold.apply(random_chip(1))
+        output = await hold.forward(random_inputs(random_chip(1), 1)[0], timeout=60)
         assert output.count > 0
         assert devices.state(DEVICE).busy
     finally:
@@ -238,17 +238,17 @@ async def test_an_overrunning_forward_is_interrupted_and_the_device_goes_on(
 async def test_a_device_stuck_in_a_call_is_restarted_for_the_next_user(
     manager: DeviceManager,
 ) -> None:
-    session = await manager.open_session(DEVICE, owner="ada")
-    await session.apply(leaky_guide())
+    hold = await manager.open_hold(DEVICE, owner="ada")
+    await hold.apply(leaky_guide())
     with pytest.raises(DeviceUnresponsive, match="did not stop"):
-        await session.forward(guide_input(10, 1000), timeout=0.1)
-    assert session.ended.is_set() and isinstance(session.end_error, DeviceTimeout)
+        await hold.forward(guide_input(10, 1000), timeout=0.1)
+    assert hold.ended.is_set() and isinstance(hold.end_error, DeviceTimeout)
     with pytest.raises(DeviceTimeout):
-        await session.read(0.01)
+        await hold.read(0.01)
     state = manager.state(DEVICE)
     assert state.online and not state.busy
     # bob gets a fresh driver on a fresh thread, without a daemon restart
-    again = await manager.open_session(DEVICE, owner="bob")
+    again = await manager.open_hold(DEVICE, owner="bob")
     await again.apply(random_chip(1))
     output = await again.forward(random_inputs(random_chip(1), 1)[0], timeout=60)
     assert output.count > 0

@@ -32,7 +32,7 @@ import logging
 import struct
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anyio
 from fastapi import APIRouter, WebSocket
@@ -46,6 +46,7 @@ from ..auth.principal import Principal
 from ..dashboard.binning import DvsBinner, RasterBinner, raster_layers
 from ..deployments import Deployments, DeviceHub, EndReason
 from .errors import stream_error
+from .tasks import run_until_first_done
 
 log = logging.getLogger("specklab.live")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["live"])
@@ -230,30 +231,6 @@ def _is_heartbeat(text: str | None) -> bool:
     return isinstance(request, dict) and request.get("op") == "heartbeat"
 
 
-@contextlib.asynccontextmanager
-async def _while_connected(
-    websocket: WebSocket, on_heartbeat: asyncio.Event | None = None
-) -> AsyncIterator[asyncio.Future[None]]:
-    listener = asyncio.ensure_future(_until_client_leaves(websocket, on_heartbeat))
-    try:
-        yield listener
-    finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await listener
-
-
-async def _first_done(*jobs: asyncio.Future[object]) -> None:
-    done, pending = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
-    for job in pending:
-        job.cancel()
-    for job in pending:
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await job
-    for job in done:
-        job.result()
-
-
 async def _hold(view: _View, deployments: Deployments, user: Principal, device_id: str) -> None:
     heartbeat = asyncio.Event()
     async with deployments.sensor_hub(user, device_id, raw=True) as hub:
@@ -261,6 +238,11 @@ async def _hold(view: _View, deployments: Deployments, user: Principal, device_i
         # As on /dvs: the device's time runs from here (unless others consume it already).
         await hub.restart_stopwatch()
         await view.status(role="holder", state="watching", deployment=hub.deployment.summary)
+        ends: list[EndReason] = []
+
+        async def watch() -> None:
+            if end := await view.watch(hub, spectator=False):
+                ends.append(end)
 
         async def renew() -> None:
             while True:
@@ -268,25 +250,24 @@ async def _hold(view: _View, deployments: Deployments, user: Principal, device_i
                 heartbeat.clear()
                 await deployments.heartbeat(user, hub)
 
-        async with hub.sensor(), _while_connected(view.websocket, heartbeat) as listener:
-            watcher = asyncio.ensure_future(view.watch(hub, spectator=False))
-            await _first_done(listener, watcher, asyncio.ensure_future(renew()))
-            if watcher.done() and not watcher.cancelled() and (end := watcher.result()):
-                await view.error(end.code, end.message, 4410)
+        async with hub.sensor():
+            await run_until_first_done(
+                _until_client_leaves(view.websocket, heartbeat), watch(), renew()
+            )
+            if ends:
+                await view.error(ends[0].code, ends[0].message, 4410)
 
 
 async def _spectate(view: _View, deployments: Deployments, device_id: str) -> None:
-    async with _while_connected(view.websocket) as listener:
-        while not listener.done():
+    async def follow() -> None:
+        while True:
             hub = deployments.live_hub(device_id)
             if hub is None or _holder_consumers(hub) == 0:
                 await view.status(role="spectator", state="idle", deployment=None)
-                await asyncio.wait([listener], timeout=IDLE_POLL_S)
+                await asyncio.sleep(IDLE_POLL_S)
                 continue
             await view.status(role="spectator", state="watching", deployment=hub.deployment.summary)
-            watcher = asyncio.ensure_future(view.watch(hub, spectator=True))
-            await asyncio.wait([listener, watcher], return_when=asyncio.FIRST_COMPLETED)
-            if not watcher.done():
-                watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher  # a failure of the view ends it (reported by the caller)
+            await view.watch(hub, spectator=True)
+
+    # A failure of the view ends it (reported by the caller).
+    await run_until_first_done(_until_client_leaves(view.websocket), follow())

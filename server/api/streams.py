@@ -1,7 +1,7 @@
 """Event streams over WebSockets: spikes in and out of a deployment, and live DVS events.
 
 Each endpoint is a short adapter around :class:`~specklab.schemas.stream.ServerStream` (the
-sans-I/O session): messages in, device calls, frames out through one writer. A stream the
+sans-I/O state machine): messages in, device calls, frames out through one writer. A stream the
 server refuses gets a fatal error frame and the close code 4000 + the HTTP status; one it ends
 (booking preempted or over, device unplugged, deployment removed, daemon stopping) gets a
 fatal error frame and close code 4410, and one whose token is revoked or expires (checked at
@@ -22,12 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, FastAPI, WebSocket
-from starlette.websockets import WebSocketDisconnect
 
 from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind, take_events
@@ -48,6 +47,7 @@ from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..devices.base import DeviceOutput
 from .deps import CurrentUser, DeploymentsDep
 from .errors import stream_error
+from .tasks import Ending, run_until_first_done
 
 log = logging.getLogger("specklab.streams")
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["streams"])
@@ -63,7 +63,7 @@ STOP_STREAMS_TIMEOUT_S = 5.0
 OutputSelector = Callable[[DeviceOutput], list[tuple[EventKind, np.ndarray]]]
 
 
-class _StreamEnd(Exception):
+class _StreamEnd(Ending):
     """Ends a stream: its fatal error frame, then ``close_code``."""
 
     def __init__(self, code: str, message: str, close_code: int) -> None:
@@ -159,7 +159,7 @@ async def _receive_loop(
     heartbeat: Callable[[], Awaitable[None]],
 ) -> None:
     """Messages in, device calls, frames out. ``on_events`` None: a listen-only stream (its
-    session refuses input, so none reaches here)."""
+    ServerStream refuses input, so none reaches here)."""
     while True:
         message = await conn.websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -229,47 +229,19 @@ async def _serve_continuously(
     token: _TokenCheck,
     in_use: Awaitable[None],
 ) -> None:
-    """A continuous session: the device's time restarts, inputs go to ``on_events`` and the
+    """A continuous stream: the device's time restarts, inputs go to ``on_events`` and the
     selected outputs flow out as they come, until the client leaves, the deployment ends or
     the token stops being valid."""
     await conn.hub.restart_stopwatch()
     async with conn.hub.subscribe() as subscription:
         conn.subscription = subscription
-        await _run_until_first_done(
+        await run_until_first_done(
             _receive_loop(conn, on_events, heartbeat),
             _output_loop(conn, select),
             _end_watch(conn),
             token.watch(),
             in_use,
         )
-
-
-async def _run_until_first_done(*jobs: Awaitable[None]) -> None:
-    """Run ``jobs`` until one returns or fails; the others are cancelled. A client that left is
-    no failure, and a stream's end has its say over a failure it caused (a send on a closing
-    socket)."""
-    try:
-        async with anyio.create_task_group() as group:
-            for job in jobs:
-                group.start_soon(_then_stop, job, group.cancel_scope)
-    except ExceptionGroup as failures:
-        found = [exc for exc in _leaves(failures) if not isinstance(exc, WebSocketDisconnect)]
-        found.sort(key=lambda exc: not isinstance(exc, _StreamEnd))
-        if found:
-            raise found[0] from None
-
-
-async def _then_stop(job: Awaitable[None], scope: anyio.CancelScope) -> None:
-    await job
-    scope.cancel()
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 @contextlib.asynccontextmanager
@@ -381,7 +353,7 @@ async def _stream_events(
     try:
         in_use = deployments.keep_in_use(user, hub)
         if mode is StreamMode.FORWARD:
-            await _run_until_first_done(
+            await run_until_first_done(
                 _receive_loop(conn, forward, heartbeat), _end_watch(conn), token.watch(), in_use
             )
             return

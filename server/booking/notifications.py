@@ -1,4 +1,4 @@
-"""Live booking notifications, in-process: stream sessions learn that their booking ended.
+"""Live booking notifications, in-process: streams learn that their booking ended.
 
 ::
 

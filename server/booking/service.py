@@ -388,7 +388,7 @@ def end_bookings_of(
     session: Session, *, user_id: int, actor: Principal, events: BookingEvents, reason: str
 ) -> None:
     """End ``user_id``'s open bookings now (their account is going): upcoming ones cancelled,
-    running ones preempted, so that their live sessions are told why."""
+    running ones preempted, so that their live streams are told why."""
     now = utcnow()
     open_bookings = session.scalars(
         select(Booking).where(
@@ -478,7 +478,7 @@ def preempt_booking(
     events: BookingEvents,
     now: datetime | None = None,
 ) -> Booking:
-    """End someone's booking now (admins); its live sessions are told ``preempted``."""
+    """End someone's booking now (admins); its live streams are told ``preempted``."""
     now = now or utcnow()
     _require_open(booking, now)
     _end(
@@ -551,7 +551,7 @@ def renew_lease(
     policy: BookingPolicy,
     now: datetime | None = None,
 ) -> LeasePublic:
-    """A heartbeat of the owner's session: the first one starts the lease."""
+    """A heartbeat from the owner: the first one starts the lease."""
     now = now or utcnow()
     if booking.user_id != user.id:
         raise DomainError(

@@ -1,4 +1,4 @@
-"""One deployment's live I/O: the device session, the deployed configuration, and the
+"""One deployment's live I/O: the device hold, the deployed configuration, and the
 consumers of what comes out of the chip.
 
 Outputs reach consumers (continuous streams, DVS streams, recordings) through
@@ -30,8 +30,8 @@ from specklab.schemas.errors import DomainError
 
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError, OutputTooLarge
-from ..devices.inputs import batch_span_s
-from ..devices.manager import DeviceSession
+from ..devices.manager import DeviceHold
+from ..devices.shared import batch_span_s
 from ..metrics import EVENTS_DROPPED
 
 log = logging.getLogger("specklab.deployments")
@@ -123,7 +123,7 @@ class OutputSubscription:
 
 @dataclass(eq=False, repr=False)
 class DeviceHub:
-    session: DeviceSession
+    hold: DeviceHold
     config: ChipConfig
     deployment: Deployment
     _: KW_ONLY
@@ -139,7 +139,7 @@ class DeviceHub:
 
     @property
     def device_id(self) -> str:
-        return self.session.device_id
+        return self.hold.device_id
 
     @property
     def ended(self) -> bool:
@@ -151,16 +151,16 @@ class DeviceHub:
         """Run a batch within :attr:`limits`; DomainError 422 for one over them."""
         timeout = self.limits.check(self.config, spikes, dvs)
         async with self._device_lock:
-            output = await self.session.forward(spikes, dvs, timeout=timeout)
+            output = await self.hold.forward(spikes, dvs, timeout=timeout)
         self.limits.check_output(output)
         return output
 
     async def write(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> None:
-        await self.session.write(spikes, dvs)
+        await self.hold.write(spikes, dvs)
 
     async def reset_states(self) -> None:
         async with self._device_lock:
-            await self.session.reset_states()
+            await self.hold.reset_states()
 
     async def read_states(self, layer: int) -> NeuronStates:
         """A model layer's membrane potentials now; DomainError 404 for a layer not deployed."""
@@ -173,7 +173,7 @@ class DeviceHub:
                 f"{sorted(self.config.core_of_layer)}",
             )
         async with self._device_lock:
-            states = await self.session.read_states(core)
+            states = await self.hold.read_states(core)
         return NeuronStates.of(layer, core, states)
 
     async def restart_stopwatch(self, *, only_if_alone: bool = True) -> bool:
@@ -185,16 +185,16 @@ class DeviceHub:
         async with self._device_lock:
             if self._subscriptions and only_if_alone:
                 return False
-            await self.session.reset_stopwatch()
-            await self.session.start_stopwatch()
+            await self.hold.reset_stopwatch()
+            await self.hold.start_stopwatch()
             if not self._subscriptions:
-                await self.session.read(0.0)
+                await self.hold.read(0.0)
             return True
 
     async def reapply(self, config: ChipConfig) -> None:
         """Write a changed configuration (neuron states start again from their initial values)."""
         async with self._device_lock:
-            await self.session.apply(config)
+            await self.hold.apply(config)
             self.config = config
 
     @contextlib.asynccontextmanager
@@ -202,14 +202,14 @@ class DeviceHub:
         """The DVS sensor is on while any user holds it."""
         self._sensor_users += 1
         if self._sensor_users == 1:
-            await self.session.set_sensor(True)
+            await self.hold.set_sensor(True)
         try:
             yield
         finally:
             self._sensor_users -= 1
             if self._sensor_users == 0 and not self.ended:
                 with contextlib.suppress(DeviceError):
-                    await self.session.set_sensor(False)
+                    await self.hold.set_sensor(False)
 
     # ----- outputs -----
 
@@ -232,7 +232,7 @@ class DeviceHub:
         while self._subscriptions and not self.ended:
             try:
                 async with self._device_lock:
-                    output = await self.session.read(PUMP_INTERVAL_S)
+                    output = await self.hold.read(PUMP_INTERVAL_S)
             except DeviceError as exc:
                 await self.end(EndReason(exc.code, exc.message))
                 return
@@ -255,7 +255,7 @@ class DeviceHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         try:
-            await self.session.close()
+            await self.hold.close()
         except DeviceError as exc:
             log.warning("releasing %s failed: %s", self.device_id, exc.message)
 

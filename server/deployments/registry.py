@@ -241,14 +241,14 @@ class Deployments:
             previous = self._hubs.pop(device_id, None)
             if previous is not None:
                 await self._end(previous, EndReason("redeployed", "a new model was deployed"))
-            session = await self.devices.open_session(device_id, owner=user.name)
+            hold = await self.devices.open_hold(device_id, owner=user.name)
             try:
-                await session.apply(config)
+                await hold.apply(config)
             except DeviceError:
-                await session.close()
+                await hold.close()
                 raise
             hub = DeviceHub(
-                session,
+                hold,
                 config,
                 deployment,
                 booking_id=booking.id,
@@ -256,7 +256,7 @@ class Deployments:
                 limits=self.limits,
             )
             self._hubs[device_id] = hub
-            session.on_end(lambda error: self._device_gone(hub, error))
+            hold.on_end(lambda error: self._device_gone(hub, error))
             self._watchers[device_id] = asyncio.create_task(
                 self._watch_booking(hub), name=f"booking watch {device_id}"
             )

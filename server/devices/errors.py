@@ -5,8 +5,8 @@ r"""Device errors: :class:`~specklab.schemas.errors.DomainError`\ s whose class 
 
     DeviceError
     ├── DeviceNotFound      no device has this id
-    ├── DeviceOffline       the device is unplugged (or vanished mid-session)
-    ├── DeviceBusy          another session holds the device
+    ├── DeviceOffline       the device is unplugged (or vanished while held)
+    ├── DeviceBusy          another deployment holds the device
     ├── DeviceUnsupported   the device cannot take a network (e.g. a DAVIS camera)
     ├── DeviceTimeout       a call did not finish in time
     │   └── DeviceUnresponsive  ... and did not stop when asked: the device is restarted

@@ -1,17 +1,17 @@
-"""The device manager: enumeration, names, hot-plug, and exclusive sessions on device threads.
+"""The device manager: enumeration, names, hot-plug, and exclusive holds on device threads.
 
 How the rest of the daemon uses it::
 
     manager = app.state.devices
     manager.states()                       # snapshots of every device, online or not
-    session = await manager.open_session("speck2fdevkit:0", owner="alice")
-    await session.apply(config)            # each call runs on the device's own thread
-    out = await session.forward(spikes)    # ... with a timeout (DeviceTimeout)
-    session.on_end(callback)               # called once; with a DeviceOffline when unplugged
-    await session.close()
+    hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
+    await hold.apply(config)            # each call runs on the device's own thread
+    out = await hold.forward(spikes)    # ... with a timeout (DeviceTimeout)
+    hold.on_end(callback)               # called once; with a DeviceOffline when unplugged
+    await hold.close()
 
 A device that disappears (from samna's device list at a rescan, or because a call failed with
-:class:`DeviceIOError`) is shown offline under the same id, its session is ended with a
+:class:`DeviceIOError`) is shown offline under the same id, its hold is ended with a
 :class:`DeviceOffline` that says so, and subscribers get a :class:`DeviceEvent`.
 """
 
@@ -42,9 +42,9 @@ from .errors import (
     DeviceUnresponsive,
     DeviceUnsupported,
 )
-from .inputs import batch_span_s
 from .naming import DeviceId, lab_id, parse_virtual_spec, samna_type_names
 from .samna_loader import SamnaLoader, SamnaReport
+from .shared import batch_span_s
 from .suggest import unknown_device
 from .worker import DeviceThread
 
@@ -55,7 +55,7 @@ T = TypeVar("T")
 VirtualFactory = Callable[[DeviceDescription], Device]
 #: (samna module, samna DeviceInfo, description) -> device.
 SamnaFactory = Callable[[ModuleType, Any, DeviceDescription], Device]
-SessionEndCallback = Callable[[DeviceError | None], None]
+HoldEndCallback = Callable[[DeviceError | None], None]
 
 #: The virtual devkits of a daemon that finds no real device and was not told otherwise.
 DEFAULT_VIRTUAL = ("speck2fdevkit=1",)
@@ -67,7 +67,7 @@ class DeviceState:
 
     description: DeviceDescription
     online: bool
-    #: A session holds the device.
+    #: A deployment holds the device.
     busy: bool
     owner: str | None = None
     #: Why the device is offline.
@@ -92,19 +92,19 @@ class _Entry:
         self.factory: Callable[[], Device] | None = None
         self.driver: Device | None = None
         self.thread: DeviceThread | None = None
-        self.session: DeviceSession | None = None
+        self.hold: DeviceHold | None = None
 
     def state(self) -> DeviceState:
         return DeviceState(
             description=self.description,
             online=self.online,
-            busy=self.session is not None,
-            owner=self.session.owner if self.session else None,
+            busy=self.hold is not None,
+            owner=self.hold.owner if self.hold else None,
             detail=None if self.online else self.detail,
         )
 
 
-class DeviceSession:
+class DeviceHold:
     """Exclusive use of one device. Every call runs on the device's thread, with a timeout."""
 
     def __init__(self, manager: DeviceManager, entry: _Entry, owner: str) -> None:
@@ -113,16 +113,16 @@ class DeviceSession:
         self.owner = owner
         self.description = entry.description
         self.ended = asyncio.Event()
-        #: Why the session ended: None for a normal close, else the error (e.g. DeviceOffline).
+        #: Why the hold ended: None for a normal close, else the error (e.g. DeviceOffline).
         self.end_error: DeviceError | None = None
-        self._callbacks: list[SessionEndCallback] = []
+        self._callbacks: list[HoldEndCallback] = []
 
     @property
     def device_id(self) -> str:
         return self.description.id
 
-    def on_end(self, callback: SessionEndCallback) -> None:
-        """Call ``callback(error_or_None)`` once when the session ends (at once if it has)."""
+    def on_end(self, callback: HoldEndCallback) -> None:
+        """Call ``callback(error_or_None)`` once when the hold ends (at once if it has)."""
         if self.ended.is_set():
             callback(self.end_error)
         else:
@@ -217,13 +217,13 @@ class DeviceSession:
         return await self.call(lambda d: d.health(), timeout=timeout, what="health")
 
     async def close(self, *, timeout: float = 30.0) -> None:
-        """End the session: the device is cleared and released for the next one. Idempotent."""
+        """End the hold: the device is cleared and released for the next one. Idempotent."""
         if self.ended.is_set():
             return
         entry = self._entry
         self._end(None)
-        if entry.session is self:
-            entry.session = None
+        if entry.hold is self:
+            entry.hold = None
         if entry.online and entry.thread is not None and entry.driver is not None:
             driver = entry.driver
             try:
@@ -238,7 +238,7 @@ class DeviceSession:
 
     def _check_open(self) -> _Entry:
         if self.ended.is_set():
-            raise self.end_error or DeviceStateError(f"the session on {self.device_id} is closed")
+            raise self.end_error or DeviceStateError(f"the hold on {self.device_id} is closed")
         return self._entry
 
     def _end(self, error: DeviceError | None) -> None:
@@ -251,7 +251,7 @@ class DeviceSession:
             try:
                 callback(error)
             except Exception:
-                log.exception("session end callback failed")
+                log.exception("hold end callback failed")
 
 
 def _release(driver: Device) -> None:
@@ -327,9 +327,9 @@ class DeviceManager:
             self._task = None
         closing = []
         for entry in self._entries.values():
-            if entry.session is not None:
-                entry.session._end(DeviceOffline("the daemon is shutting down"))
-                entry.session = None
+            if entry.hold is not None:
+                entry.hold._end(DeviceOffline("the daemon is shutting down"))
+                entry.hold = None
             if entry.thread is not None and entry.driver is not None:
                 closing.append(self._close_quietly(entry))
         await asyncio.gather(*closing)
@@ -376,8 +376,8 @@ class DeviceManager:
             return replace(report, detail=f"last device scan failed: {self._scan_error}")
         return report
 
-    def session(self, device_id: str) -> DeviceSession | None:
-        return self._entry(device_id).session
+    def hold(self, device_id: str) -> DeviceHold | None:
+        return self._entry(device_id).hold
 
     def subscribe(
         self, callback: Callable[[DeviceEvent], None], device_id: str | None = None
@@ -389,11 +389,9 @@ class DeviceManager:
         self._subscribers.append(item)
         return lambda: self._subscribers.remove(item) if item in self._subscribers else None
 
-    # ----- sessions -----
+    # ----- holds -----
 
-    async def open_session(
-        self, device_id: str, *, owner: str, timeout: float = 60.0
-    ) -> DeviceSession:
+    async def open_hold(self, device_id: str, *, owner: str, timeout: float = 60.0) -> DeviceHold:
         entry = self._entry(device_id)
         if not entry.online:
             raise DeviceOffline(f"device {device_id} is offline: {entry.detail}")
@@ -401,20 +399,20 @@ class DeviceManager:
             raise DeviceUnsupported(
                 f"device {device_id} is a {entry.description.type}, which cannot take a network"
             )
-        if entry.session is not None:
-            raise DeviceBusy(f"device {device_id} is in use by {entry.session.owner}")
-        session = DeviceSession(self, entry, owner)
-        entry.session = session
+        if entry.hold is not None:
+            raise DeviceBusy(f"device {device_id} is in use by {entry.hold.owner}")
+        hold = DeviceHold(self, entry, owner)
+        entry.hold = hold
         try:
             await entry.thread.call(entry.driver.open, timeout=timeout, what="open")
         except DeviceError as exc:
-            session._end(exc)
-            if entry.session is session:
-                entry.session = None
+            hold._end(exc)
+            if entry.hold is hold:
+                entry.hold = None
             if isinstance(exc, DeviceIOError):
                 self._lost(entry, f"open failed: {exc.message}")
             raise
-        return session
+        return hold
 
     # ----- scanning -----
 
@@ -510,17 +508,17 @@ class DeviceManager:
         self._by_key[entry.key] = entry
 
     def _lost(self, entry: _Entry, reason: str) -> None:
-        """The device is gone: offline under the same id, its session ended, subscribers told."""
+        """The device is gone: offline under the same id, its hold ended, subscribers told."""
         if not entry.online:
             return
         device_id = entry.description.id
         log.warning("device offline: %s", reason, extra={"device": device_id})
         entry.online = False
         entry.detail = reason
-        session, entry.session = entry.session, None
-        if session is not None:
-            session._end(
-                DeviceOffline(f"device {device_id} went offline ({reason}); the session is ended")
+        hold, entry.hold = entry.hold, None
+        if hold is not None:
+            hold._end(
+                DeviceOffline(f"device {device_id} went offline ({reason}); the hold is ended")
             )
         driver, thread = entry.driver, entry.thread
         entry.driver = entry.thread = None
@@ -529,7 +527,7 @@ class DeviceManager:
 
     def _restart(self, entry: _Entry, reason: str) -> None:
         """A device thread is stuck in a call: a new thread and driver take over (the old
-        thread is abandoned; it releases its driver if the call ever returns), and the session
+        thread is abandoned; it releases its driver if the call ever returns), and the hold
         ends, so that its deployment ends and the next user finds the device working."""
         if entry.thread is None or entry.factory is None or not entry.online:
             return
@@ -538,11 +536,9 @@ class DeviceManager:
         driver, thread = entry.driver, entry.thread
         entry.driver, entry.thread = entry.factory(), DeviceThread(f"device {device_id}")
         _abandon(device_id, driver, thread)
-        session, entry.session = entry.session, None
-        if session is not None:
-            session._end(
-                DeviceTimeout(f"{reason}; the device was restarted and the session is ended")
-            )
+        hold, entry.hold = entry.hold, None
+        if hold is not None:
+            hold._end(DeviceTimeout(f"{reason}; the device was restarted and the hold is ended"))
 
     def _emit(self, event: DeviceEvent) -> None:
         for device_id, callback in list(self._subscribers):

@@ -30,7 +30,7 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_LAYER
 
-from . import inputs as ev
+from . import shared as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
 from .errors import (
     ConfigRejected,

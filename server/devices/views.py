@@ -9,7 +9,7 @@ from .manager import DeviceManager, DeviceState
 
 
 def device_status(state: DeviceState, booking: BookingSummary | None) -> DeviceStatus:
-    """offline beats busy (a session is open), which beats booked, which beats free."""
+    """offline beats busy (a deployment holds it), which beats booked, which beats free."""
     if not state.online:
         return DeviceStatus.OFFLINE
     if state.busy:

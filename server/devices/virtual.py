@@ -33,7 +33,7 @@ from specklab.schemas.events import (
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from ..simulator.engine import Cancelled, OutputLimit
-from . import inputs as ev
+from . import shared as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
 from .errors import (
     ConfigRejected,

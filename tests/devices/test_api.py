@@ -134,9 +134,9 @@ def test_status_follows_sessions_and_bookings(make_lab: Any) -> None:
     manager.booking_lookup = booked
     shown = _devices(lab).devices[0]
     assert (shown.status, shown.booking) == ("booked", booking)
-    session = portal.call(partial(manager.open_session, device_id, owner="alice"))
+    hold = portal.call(partial(manager.open_hold, device_id, owner="alice"))
     assert _devices(lab).devices[0].status == "busy"
-    portal.call(session.close)
+    portal.call(hold.close)
     manager.booking_lookup = None
     assert _devices(lab).devices[0].status == "free"
 
@@ -236,7 +236,7 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
         while not answers or not isinstance(answers[-1], BatchEnd):
             answers.append(client.receive_data(ws.receive_bytes()))
         assert answers[-1].seq == 0
-        # The server ends this session too (the test client cancels the app when it closes).
+        # The server ends this stream too (the test client cancels the app when it closes).
         removed = lab.client.delete(
             "/v1/devices/virtual-speck2fdevkit:0/deployment", headers=lab.admin
         )
@@ -248,7 +248,7 @@ def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
 
 def test_a_client_closing_its_stream_right_after_a_batch_ends_it_cleanly(make_lab: Any) -> None:
     # The test client cancels the app as soon as it has closed, while the server is still
-    # reaping the session's jobs: that must not leak a CancelledError.
+    # reaping the stream's jobs: that must not leak a CancelledError.
     lab = make_lab(virtual=["speck2fdevkit=1"])
     device = "virtual-speck2fdevkit:0"
     deploy_guide(lab, device)

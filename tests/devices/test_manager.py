@@ -1,4 +1,4 @@
-"""The device manager: names, enumeration through samna (the double), hot-plug, sessions."""
+"""The device manager: names, enumeration through samna (the double), hot-plug, holds."""
 
 from __future__ import annotations
 
@@ -208,44 +208,44 @@ async def test_calls_run_on_the_device_thread_with_timeouts(
     stop_later.append(manager)
     device_id = "virtual-speck2fdevkit:0@lab-1"
     fake: FakeDevice = manager.fakes[device_id]  # type: ignore[attr-defined]
-    session = await manager.open_session(device_id, owner="alice")
+    hold = await manager.open_hold(device_id, owner="alice")
     assert manager.state(device_id).busy and manager.state(device_id).owner == "alice"
-    await session.apply(tiny_network())
-    await session.forward(np.zeros(0, dtype=[("t", "<u8")]))
-    await session.read(0.01)
-    assert await session.health() == DeviceHealth(ok=True, detail="fake")
+    await hold.apply(tiny_network())
+    await hold.forward(np.zeros(0, dtype=[("t", "<u8")]))
+    await hold.read(0.01)
+    assert await hold.health() == DeviceHealth(ok=True, detail="fake")
     threads = {thread for _, thread in fake.calls}
     assert threads == {f"device {device_id}"}
     assert threading.current_thread().name not in threads
 
     fake.behave["read_states"] = lambda: time.sleep(0.5) or 7
     with pytest.raises(DeviceTimeout, match="read_states"):
-        await session.read_states(0, timeout=0.05)
-    assert await session.read_states(0, timeout=2.0) == 7  # queued behind the slow one
+        await hold.read_states(0, timeout=0.05)
+    assert await hold.read_states(0, timeout=2.0) == 7  # queued behind the slow one
 
     with pytest.raises(DeviceBusy, match="alice"):
-        await manager.open_session(device_id, owner="bob")
-    await session.close()
+        await manager.open_hold(device_id, owner="bob")
+    await hold.close()
     assert [name for name, _ in fake.calls[-2:]] == ["clear", "close"]
     assert not manager.state(device_id).busy
     with pytest.raises(DeviceStateError, match="closed"):
-        await session.read(0.01)
-    again = await manager.open_session(device_id, owner="bob")
+        await hold.read(0.01)
+    again = await manager.open_hold(device_id, owner="bob")
     await again.close()
 
 
-async def test_open_session_errors(samna: ModuleType, stop_later: list[DeviceManager]) -> None:
+async def test_open_hold_errors(samna: ModuleType, stop_later: list[DeviceManager]) -> None:
     samna.STATE.devices = [samna.device.DeviceInfo("Davis 346", "D", 3, 1)]
     manager = await _manager(samna)
     stop_later.append(manager)
     with pytest.raises(DeviceNotFound, match="speck2fdevkit:7"):
-        await manager.open_session("speck2fdevkit:7", owner="a")
+        await manager.open_hold("speck2fdevkit:7", owner="a")
     with pytest.raises(DeviceUnsupported, match="davis346"):
-        await manager.open_session("davis346:0", owner="a")
+        await manager.open_hold("davis346:0", owner="a")
     samna.STATE.unplug("D")
     await manager.rescan()
     with pytest.raises(DeviceOffline, match="unplugged"):
-        await manager.open_session("davis346:0", owner="a")
+        await manager.open_hold("davis346:0", owner="a")
 
 
 async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
@@ -259,22 +259,22 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
     unsubscribe = manager.subscribe(seen.append)
     only_a: list[DeviceEvent] = []
     manager.subscribe(only_a.append, device_id="speck2fdevkit:sn-A")
-    session = await manager.open_session("speck2fdevkit:0", owner="alice")
-    await session.apply(tiny_network())
+    hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
+    await hold.apply(tiny_network())
     ended: list[DeviceError | None] = []
-    session.on_end(ended.append)
+    hold.on_end(ended.append)
 
     samna.STATE.unplug("A")
     await manager.rescan()
     state = manager.state("speck2fdevkit:0")
     assert not state.online and not state.busy and "unplugged" in (state.detail or "")
-    assert session.ended.is_set()
-    assert isinstance(session.end_error, DeviceOffline)
-    assert "speck2fdevkit:sn-A" in session.end_error.message
-    assert "went offline" in session.end_error.message
-    assert ended == [session.end_error]
+    assert hold.ended.is_set()
+    assert isinstance(hold.end_error, DeviceOffline)
+    assert "speck2fdevkit:sn-A" in hold.end_error.message
+    assert "went offline" in hold.end_error.message
+    assert ended == [hold.end_error]
     with pytest.raises(DeviceOffline):
-        await session.read(0.01)
+        await hold.read(0.01)
     assert seen == [DeviceEvent("speck2fdevkit:sn-A", False, state.detail)]
     assert only_a == seen
     await asyncio.sleep(0.05)  # the dead handle is released on its thread
@@ -299,7 +299,7 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
     samna.STATE.unplug("B")
     await manager.rescan()
     assert len(seen) == 3 and not manager.state("speck2fdevkit:1").online
-    fresh = await manager.open_session("speck2fdevkit:0", owner="bob")
+    fresh = await manager.open_hold("speck2fdevkit:0", owner="bob")
     await fresh.apply(tiny_network())
     await fresh.close()
 
@@ -310,17 +310,17 @@ async def test_device_vanishing_mid_session_is_caught_by_the_failing_call(
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
     manager = await _manager(samna)
     stop_later.append(manager)
-    session = await manager.open_session("speck2fdevkit:0", owner="alice")
-    await session.apply(tiny_network())
-    await session.start_stopwatch()
+    hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
+    await hold.apply(tiny_network())
+    await hold.start_stopwatch()
     events: list[DeviceEvent] = []
     manager.subscribe(events.append)
     samna.STATE.unplug("A")  # no rescan: the next read from the sink fails
     with pytest.raises(DeviceOffline, match="speck2fdevkit:sn-A went offline"):
-        await session.read(0.01)
-    assert await session.wait_ended() is session.end_error
-    assert isinstance(session.end_error, DeviceOffline)
-    assert "disconnected" in session.end_error.message
+        await hold.read(0.01)
+    assert await hold.wait_ended() is hold.end_error
+    assert isinstance(hold.end_error, DeviceOffline)
+    assert "disconnected" in hold.end_error.message
     assert not manager.state("speck2fdevkit:0").online
     assert [e.online for e in events] == [False]
     await manager.rescan()  # still gone: nothing new to say
@@ -333,11 +333,11 @@ async def test_re_plugged_between_scans_is_noticed(
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
     manager = await _manager(samna)
     stop_later.append(manager)
-    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 6)]
     await manager.rescan()
-    assert isinstance(session.end_error, DeviceOffline)
-    assert "re-plugged" in session.end_error.message
+    assert isinstance(hold.end_error, DeviceOffline)
+    assert "re-plugged" in hold.end_error.message
     state = manager.state("speck2fdevkit:0")
     assert state.online and state.description.usb_address == 6
 
@@ -358,9 +358,9 @@ async def test_periodic_rescan_and_stop(samna: ModuleType) -> None:
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
     manager = DeviceManager(host="h", virtual=[], samna=_double_loader())
     await manager.start(rescan_interval_s=0.02)
-    session = await manager.open_session("speck2fdevkit:0", owner="alice")
+    hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
     samna.STATE.unplug("A")
-    await asyncio.wait_for(session.wait_ended(), 2.0)
+    await asyncio.wait_for(hold.wait_ended(), 2.0)
     assert not manager.state("speck2fdevkit:0").online
     await manager.stop()
     assert samna.STATE.names().count("get_all_devices") >= 2
@@ -368,10 +368,10 @@ async def test_periodic_rescan_and_stop(samna: ModuleType) -> None:
 
 async def test_stop_ends_sessions(samna: ModuleType) -> None:
     manager = await _manager(samna, virtual=["speck2fdevkit=1"])
-    session = await manager.open_session("virtual-speck2fdevkit:0", owner="alice")
+    hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
     await manager.stop()
-    assert isinstance(session.end_error, DeviceOffline)
-    assert "shutting down" in session.end_error.message
+    assert isinstance(hold.end_error, DeviceOffline)
+    assert "shutting down" in hold.end_error.message
     fake: FakeDevice = manager.fakes["virtual-speck2fdevkit:0@lab-1"]  # type: ignore[attr-defined]
     assert fake.calls[-1][0] == "close"
 
@@ -384,7 +384,7 @@ async def test_open_failure_marks_the_device_offline(
     stop_later.append(manager)
     samna.STATE.devices = []  # open_device answers None for an unlisted device
     with pytest.raises(DeviceIOError, match="could not open"):
-        await manager.open_session("speck2fdevkit:0", owner="alice")
+        await manager.open_hold("speck2fdevkit:0", owner="alice")
     state = manager.state("speck2fdevkit:0")
     assert not state.online and not state.busy
 

@@ -225,11 +225,11 @@ async def test_the_manager_runs_a_virtual_devkit_session() -> None:
         samna=SamnaLoader(timeout_s=1, probe=lambda: SamnaStatus(SamnaState.NOT_INSTALLED)),
     )
     await manager.start()
-    session = await manager.open_session("virtual-speck2fdevkit:0", owner="alice")
-    await session.apply(_known_weights())
-    out = await session.forward(spikes(t=[3], layer=0, core=2, feature=0, x=0, y=0))
+    hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
+    await hold.apply(_known_weights())
+    out = await hold.forward(spikes(t=[3], layer=0, core=2, feature=0, x=0, y=0))
     assert out.spikes["feature"].tolist() == [0]
-    await session.close()
+    await hold.close()
     await manager.stop()
 
 

@@ -18,8 +18,8 @@ from specklab.client._stream import (
     Pull,
     Receive,
     Send,
-    Session,
     StreamOp,
+    StreamState,
 )
 from specklab.schemas.events import READOUT_DTYPE, EventKind, spikes
 from specklab.schemas.stream import InputBatch, ServerStream, StreamMode
@@ -77,11 +77,11 @@ def run(daemon: FakeDaemon, op: StreamOp[Any], source: Iterator[Any] | None = No
             emitted.append(step.value)
 
 
-def connected(mode: StreamMode) -> tuple[FakeDaemon, Session]:
-    daemon, session = FakeDaemon(mode), Session(mode)
-    info, _ = run(daemon, session.greet())
+def connected(mode: StreamMode) -> tuple[FakeDaemon, StreamState]:
+    daemon, state = FakeDaemon(mode), StreamState(mode)
+    info, _ = run(daemon, state.greet())
     assert info["inputs"] == [0] and info["mode"] == mode.value
-    return daemon, session
+    return daemon, state
 
 
 def batch(*xs: int) -> np.ndarray:
@@ -89,8 +89,8 @@ def batch(*xs: int) -> np.ndarray:
 
 
 def test_forward_gathers_every_frame_of_a_batch_until_its_end() -> None:
-    daemon, session = connected(StreamMode.FORWARD)
-    output, _ = run(daemon, session.forward(batch(1, 2, 3, 4, 5), InputOptions()))
+    daemon, state = connected(StreamMode.FORWARD)
+    output, _ = run(daemon, state.forward(batch(1, 2, 3, 4, 5), InputOptions()))
     # Five outputs over three frames of at most two events, closed by one end frame.
     assert output.spikes["feature"].tolist() == [1, 2, 3, 4, 5]
     assert output.counts == {"events_in": 5}
@@ -98,48 +98,48 @@ def test_forward_gathers_every_frame_of_a_batch_until_its_end() -> None:
 
 
 def test_forward_fills_in_the_input_layer_from_the_greeting() -> None:
-    daemon, session = connected(StreamMode.FORWARD)
+    daemon, state = connected(StreamMode.FORWARD)
     raster = np.zeros((2, 1, 28, 28), dtype=np.int64)
     raster[1, 0, 3, 4] = 2
-    output, _ = run(daemon, session.forward(raster, InputOptions(dt=50)))
+    output, _ = run(daemon, state.forward(raster, InputOptions(dt=50)))
     assert daemon.received[0].events["t"].tolist() == [50, 50]
     assert output.spikes["feature"].tolist() == [4, 4]
 
 
 def test_forward_many_keeps_a_window_in_flight_and_yields_in_order() -> None:
-    daemon, session = connected(StreamMode.FORWARD)
+    daemon, state = connected(StreamMode.FORWARD)
     batches = iter([batch(1), batch(2, 3), batch(4)])
-    _, outputs = run(daemon, session.forward_many(InputOptions(), window=2), batches)
+    _, outputs = run(daemon, state.forward_many(InputOptions(), window=2), batches)
     assert [o.spikes["feature"].tolist() for o in outputs] == [[1], [2, 3], [4]]
     assert [o.seq for o in outputs] == [0, 1, 2]
 
 
 def test_bad_input_raises_a_non_fatal_stream_error_and_the_stream_goes_on() -> None:
-    daemon, session = connected(StreamMode.FORWARD)
+    daemon, state = connected(StreamMode.FORWARD)
     bad = spikes(t=0, layer=3, feature=0, x=0, y=0)  # layer 3 takes no input
     with pytest.raises(StreamError) as raised:
-        run(daemon, session.forward(bad, InputOptions()))
+        run(daemon, state.forward(bad, InputOptions()))
     assert raised.value.code == "bad_input" and not raised.value.fatal
     assert "model layer 3 takes no input" in raised.value.message
-    output, _ = run(daemon, session.forward(batch(7), InputOptions()))
+    output, _ = run(daemon, state.forward(batch(7), InputOptions()))
     assert output.spikes["feature"].tolist() == [7]
 
 
 def test_a_fatal_error_frame_is_kept_as_the_reason_the_stream_ended() -> None:
-    daemon, session = connected(StreamMode.CONTINUOUS)
+    daemon, state = connected(StreamMode.CONTINUOUS)
     daemon.server.send_error("booking_ended", "your booking ended", fatal=True)
     daemon.inbox.extend(daemon.server.data_to_send())
     daemon.closed = True
     with pytest.raises(StreamError, match="your booking ended") as raised:
-        run(daemon, session.outputs(idle=None))
-    assert raised.value.fatal and session.failure is raised.value
+        run(daemon, state.outputs(idle=None))
+    assert raised.value.fatal and state.failure is raised.value
 
 
 def test_continuous_outputs_flow_until_idle() -> None:
-    daemon, session = connected(StreamMode.CONTINUOUS)
-    sent, _ = run(daemon, session.send_all(InputOptions()), iter([batch(1, 2, 3), batch(4)]))
+    daemon, state = connected(StreamMode.CONTINUOUS)
+    sent, _ = run(daemon, state.send_all(InputOptions()), iter([batch(1, 2, 3), batch(4)]))
     assert sent == 2
-    _, outputs = run(daemon, session.outputs(idle=0.01))
+    _, outputs = run(daemon, state.outputs(idle=0.01))
     assert np.concatenate(outputs)["feature"].tolist() == [1, 2, 3, 4]
 
 
@@ -147,37 +147,37 @@ def test_large_continuous_batches_are_split_but_forward_batches_stay_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("specklab.client._stream.SPLIT_EVENTS", 2)
-    session = Session(StreamMode.CONTINUOUS)
-    assert len(session.encode_batch(batch(1, 2, 3, 4, 5), InputOptions())[1]) == 3
-    session = Session(StreamMode.FORWARD)
-    assert len(session.encode_batch(batch(1, 2, 3, 4, 5), InputOptions())[1]) == 1
+    state = StreamState(StreamMode.CONTINUOUS)
+    assert len(state.encode_batch(batch(1, 2, 3, 4, 5), InputOptions())[1]) == 3
+    state = StreamState(StreamMode.FORWARD)
+    assert len(state.encode_batch(batch(1, 2, 3, 4, 5), InputOptions())[1]) == 1
 
 
 def test_a_batch_larger_than_a_frame_is_refused_before_sending() -> None:
-    session = Session(StreamMode.FORWARD, max_frame_bytes=100)
+    state = StreamState(StreamMode.FORWARD, max_frame_bytes=100)
     with pytest.raises(ValueError, match="several batches"):
-        session.encode_batch(batch(*range(20)), InputOptions())
+        state.encode_batch(batch(*range(20)), InputOptions())
 
 
 def test_stats_keeps_outputs_that_arrive_meanwhile() -> None:
-    daemon, session = connected(StreamMode.CONTINUOUS)
-    run(daemon, session.send_all(InputOptions()), iter([batch(9)]))
-    stats, _ = run(daemon, session.stats(timeout=1))
+    daemon, state = connected(StreamMode.CONTINUOUS)
+    run(daemon, state.send_all(InputOptions()), iter([batch(9)]))
+    stats, _ = run(daemon, state.stats(timeout=1))
     assert stats["events_in"] == 1
-    _, outputs = run(daemon, session.outputs(idle=0.01))
+    _, outputs = run(daemon, state.outputs(idle=0.01))
     assert np.concatenate(outputs)["feature"].tolist() == [9]
 
 
 def test_a_stream_without_a_greeting_is_a_protocol_error() -> None:
-    daemon, session = FakeDaemon(StreamMode.FORWARD), Session(StreamMode.FORWARD)
+    daemon, state = FakeDaemon(StreamMode.FORWARD), StreamState(StreamMode.FORWARD)
     daemon.inbox.clear()
     daemon.inbox.append(b"\x93\x01\x02\x03")  # msgpack, but not a frame
     with pytest.raises(ProtocolError, match="unreadable frame"):
-        run(daemon, session.greet())
+        run(daemon, state.greet())
 
 
 def test_tuples_sent_to_a_spike_network_are_told_what_a_spike_needs() -> None:
-    _, session = connected(StreamMode.FORWARD)
+    _, state = connected(StreamMode.FORWARD)
     with pytest.raises(TypeError, match="spikes must be objects with the attributes") as raised:
-        session.to_events([(0, 1, 2, 3, 4)], InputOptions())
+        state.to_events([(0, 1, 2, 3, 4)], InputOptions())
     assert "feature" in str(raised.value) and "'p'" not in str(raised.value)
