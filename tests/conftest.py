@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 # Database fixtures (SQLite always, PostgreSQL with SPECKLAB_TEST_POSTGRES_URL) for every module.
-from .db_fixtures import database_url, db  # noqa: F401
+from .db_fixtures import database_url, db, migrated_database_url, migrated_templates  # noqa: F401
 from .lab_client import lab  # noqa: F401
 
 
