@@ -2,14 +2,17 @@
 ``SPECKLAB_TEST_POSTGRES_URL`` names a server (``.ci/postgres.sh`` starts a throwaway one).
 
 Each PostgreSQL test gets a database of its own, created from that URL and dropped afterwards.
+A test that needs the newest schema gets a copy of a database migrated once per session and
+backend: migrating takes a second or more, copying a file or a template database milliseconds.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -35,13 +38,15 @@ def postgres_url() -> str | None:
 
 
 @contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the server of ``server_url``; dropped on exit."""
+def fresh_postgres_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the server of ``server_url``, empty or a copy of the database named
+    ``template`` (which nobody may be connected to); dropped on exit."""
     name = f"specklab_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
+    copy_of = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copy_of}')
         try:
             yield (
                 make_url(normalize_url(server_url))
@@ -55,16 +60,53 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@contextmanager
-def backend_url(backend: str, directory: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / 'specklab.db'}"
-        return
+def _postgres_server() -> str:
     server = postgres_url()
     if server is None:
         pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
-    with fresh_postgres_database(server) as url:
+    return server
+
+
+@contextmanager
+def backend_url(backend: str, directory: Path, template: str | None = None) -> Iterator[str]:
+    """A URL of a new database in ``directory`` (SQLite) or on the server (PostgreSQL): empty,
+    or a copy of ``template`` (a URL from :class:`MigratedTemplates`)."""
+    if backend == "sqlite":
+        path = directory / "specklab.db"
+        if template is not None:
+            shutil.copyfile(str(make_url(template).database), path)
+        yield f"sqlite:///{path}"
+        return
+    name = None if template is None else make_url(template).database
+    with fresh_postgres_database(_postgres_server(), template=name) as url:
         yield url
+
+
+class MigratedTemplates:
+    """Per backend, a database migrated to the newest schema, made on first use and kept
+    for the session; nothing stays connected to it, so that it can be copied."""
+
+    def __init__(self, directory: Path, cleanup: ExitStack) -> None:
+        self._directory = directory
+        self._cleanup = cleanup
+        self._urls: dict[str, str] = {}
+
+    def url(self, backend: str) -> str:
+        if backend not in self._urls:
+            url = self._cleanup.enter_context(backend_url(backend, self._directory))
+            database = Database(url, host_name="test-host")
+            try:
+                upgrade(database)
+            finally:
+                database.dispose()
+            self._urls[backend] = url
+        return self._urls[backend]
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    with ExitStack() as cleanup:
+        yield MigratedTemplates(tmp_path_factory.mktemp("template"), cleanup)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -74,11 +116,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture(params=BACKENDS)
+def migrated_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> Iterator[str]:
+    """A URL of a database as migrations leave it, once per backend."""
+    with backend_url(request.param, tmp_path, migrated_templates.url(request.param)) as url:
+        yield url
+
+
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
+def db(migrated_database_url: str) -> Iterator[Database]:
     """A migrated database, once per backend."""
-    database = Database(database_url, host_name="test-host")
-    upgrade(database)
+    database = Database(migrated_database_url, host_name="test-host")
     yield database
     database.dispose()
 

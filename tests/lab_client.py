@@ -3,7 +3,8 @@ make users and tokens through the API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from specklab.server.settings import Settings
 from specklab.server.storage import Database
 
 ADMIN_TOKEN = "spk_test-admin-token-0123456789"
+
+#: The OpenAPI schema by route set. An app builds it in its lifespan, which takes seconds (more
+#: than all else an in-process lab does at start-up), and the same routes give the same schema.
+_openapi_schemas: dict[Hashable, dict[str, Any]] = {}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -64,11 +69,25 @@ def running_lab(data_dir: Path, database_url: str, **settings: Any) -> Iterator[
         **settings,
     }
     app = create_app(Settings(**options))
+    routes = _route_set(app)
+    if routes in _openapi_schemas:
+        # FastAPI's documented way to supply a schema; a copy each, as a test may change its.
+        schema = copy.deepcopy(_openapi_schemas[routes])
+        app.openapi = lambda: schema  # type: ignore[method-assign]
     with TestClient(app) as client:
+        _openapi_schemas.setdefault(routes, app.openapi())
         yield Lab(app, client)
 
 
+def _route_set(app: FastAPI) -> Hashable:
+    return frozenset(
+        (type(route).__name__, route.path, frozenset(getattr(route, "methods", None) or ()))
+        for route in app.routes
+        if hasattr(route, "path")
+    )
+
+
 @pytest.fixture
-def lab(tmp_path: Path, database_url: str) -> Iterator[Lab]:
-    with running_lab(tmp_path / "data", database_url) as running:
+def lab(tmp_path: Path, migrated_database_url: str) -> Iterator[Lab]:
+    with running_lab(tmp_path / "data", migrated_database_url) as running:
         yield running
