@@ -94,6 +94,9 @@ class ChipSimulator:
         self._dyn = np.zeros(kernel.DYN_ENTRIES, dtype=np.int64)
         self._ro_counts = np.zeros(RO_MAX_CLASSES, dtype=np.int64)
         self._ro_ring = np.zeros((RO_MAX_WINDOW, RO_MAX_CLASSES), dtype=np.int64)
+        self._state = kernel.State(
+            self._states, self._dyn, self._ro_counts, self._ro_ring, self._stack
+        )
         self._out = np.empty(_MIN_BUFFER, dtype=SPIKE_DTYPE)
         self._ro_out = np.empty(_MIN_BUFFER, dtype=READOUT_DTYPE)
         self._dvs_out = np.empty(_MIN_BUFFER, dtype=DVS_DTYPE)
@@ -295,25 +298,8 @@ class ChipSimulator:
     def _run_compiled(
         self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self._packed
         out, nout, ro_out, nro, dvs_out, ndvs = kernel.run(
-            p.cores,
-            p.dvs,
-            p.readout,
-            p.weights,
-            p.biases,
-            p.tick_period_us,
-            self._states,
-            self._dyn,
-            self._ro_counts,
-            self._ro_ring,
-            self._stack,
-            spikes,
-            dvs,
-            t_end,
-            self._out,
-            self._ro_out,
-            self._dvs_out,
+            self._packed, self._state, spikes, dvs, t_end, self._out, self._ro_out, self._dvs_out
         )
         spikes_out, self._out = _keep(out, nout)
         dvs_out, self._dvs_out = _keep(dvs_out, ndvs)

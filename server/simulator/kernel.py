@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -74,6 +75,7 @@ from .packing import (
     W_OFF,
     WIN,
     WOUT,
+    PackedChip,
 )
 
 forget_stale_cache(Path(__file__), [Path(intrinsics.__file__), Path(packing.__file__)])
@@ -116,23 +118,41 @@ def _reverse(stack: np.ndarray, lo: int, hi: int) -> None:
         hi -= 1
 
 
+class State(NamedTuple):
+    """The chip's mutable state, owned by the engine and changed in place by ``run``."""
+
+    states: np.ndarray  # int16 membranes, packing's layout
+    dyn: np.ndarray  # int64 [DYN_ENTRIES]: clock, ticks, drop counters, decimators
+    ro_counts: np.ndarray  # int64 [RO_MAX_CLASSES]: readout spikes since the last tick
+    ro_ring: np.ndarray  # int64 [RO_MAX_WINDOW, RO_MAX_CLASSES]: the readout's window
+    stack: np.ndarray  # int32 [depth, 4]: pending (core, feature, y, x) input events
+
+
+class Chip(NamedTuple):
+    """Everything the per-event helpers read or change, as borrowed views (see ``run``)."""
+
+    cores: np.ndarray
+    dvs: np.ndarray
+    readout: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    period: float
+    states: np.ndarray
+    dyn: np.ndarray
+    ro_counts: np.ndarray
+    ro_ring: np.ndarray
+    stack: np.ndarray
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _emit(
-    cores: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    stack: np.ndarray,
-    sp: int,
-    out: np.ndarray,
-    nout: int,
-    c: int,
-    f: int,
-    y: int,
-    x: int,
-    t: int,
+    chip: Chip, sp: int, out: np.ndarray, nout: int, c: int, f: int, y: int, x: int, t: int
 ) -> tuple[int, int]:
     """One spike leaves neuron (f, y, x) of core ``c``: decimator, monitor, readout, fan-out."""
+    cores = chip.cores
+    readout = chip.readout
+    dyn = chip.dyn
+    stack = chip.stack
     if cores[c, DECIMATE]:
         count = dyn[DECIMATOR + c] + 1
         if count < cores[c, DECIMATE_N]:
@@ -150,7 +170,7 @@ def _emit(
     if readout[RO_ENABLE] and c == readout[RO_CORE]:
         stride = readout[RO_STRIDE]
         if f % stride == 0 and f // stride < readout[RO_CLASSES]:
-            ro_counts[f // stride] += 1
+            chip.ro_counts[f // stride] += 1
     for d in range(cores[c, N_DEST]):
         col = DEST + 3 * d
         target = cores[c, col]
@@ -173,18 +193,13 @@ def _emit(
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _add_and_fire(
-    cores: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    stack: np.ndarray,
+    chip: Chip,
     sp: int,
     out: np.ndarray,
     nout: int,
-    states: np.ndarray,
-    s_start: int,
     inputs: np.ndarray,
     i_start: int,
+    s_start: int,
     length: int,
     c: int,
     y: int,
@@ -199,46 +214,37 @@ def _add_and_fire(
     whole slice were added first. Adding clamps at threshold_low before firing; with
     low < high (checked when packing) that equals clamping after firing.
     """
+    cores = chip.cores
+    states = chip.states
     high = np.int32(cores[c, THR_HIGH])
     low = np.int32(cores[c, THR_LOW])
     for block in range(0, length, LANES):
-        count = min(LANES, length - block)
-        firing = add_block(states, s_start + block, inputs, i_start + block, count, low, high)
+        s_at = s_start + block
+        i_at = i_start + block
+        if length - block >= LANES:  # a constant lane count: no lanes to mask
+            firing = add_block(states, s_at, inputs, i_at, LANES, low, high)
+        else:
+            firing = add_block(states, s_at, inputs, i_at, length - block, low, high)
         while firing:
-            i = block + lowest_bit(firing)
+            i = lowest_bit(firing)
             firing &= firing - 1
-            x, f = divmod(i, cores[c, COUT])
-            nout, sp = _emit(
-                cores, readout, dyn, ro_counts, stack, sp, out, nout, c, f, y, x0 + x, t
-            )
-            v = states[s_start + i]
-            states[s_start + i] = max(np.int32(0) if cores[c, RETURN_TO_ZERO] else v - high, low)
+            x, f = divmod(block + i, cores[c, COUT])
+            nout, sp = _emit(chip, sp, out, nout, c, f, y, x0 + x, t)
+            v = states[s_at + i]
+            states[s_at + i] = max(np.int32(0) if cores[c, RETURN_TO_ZERO] else v - high, low)
     return nout, sp
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _integrate(
-    cores: np.ndarray,
-    weights: np.ndarray,
-    states: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    stack: np.ndarray,
-    sp: int,
-    out: np.ndarray,
-    nout: int,
-    c: int,
-    fin: int,
-    y: int,
-    x: int,
-    t: int,
+    chip: Chip, sp: int, out: np.ndarray, nout: int, c: int, fin: int, y: int, x: int, t: int
 ) -> tuple[int, int]:
     """Add input event (fin, y, x) of core ``c`` to its receptive field, in (y, x, f) order.
 
     Weights are stored with kx reversed, so with stride 1 the kernel row for consecutive
     output columns is one contiguous slice, like the neurons it lands on.
     """
+    cores = chip.cores
     k = cores[c, KERNEL]
     sy = cores[c, STRIDE_Y]
     sx = cores[c, STRIDE_X]
@@ -269,24 +275,9 @@ def _integrate(
         s_row = s_off + oy * wout * cout
         ox = ox_lo
         while ox <= ox_hi:  # not a stepped range: its trip count would cost a division
+            w_at = w_row + (k - 1 - nx + ox * sx) * cout
             nout, sp = _add_and_fire(
-                cores,
-                readout,
-                dyn,
-                ro_counts,
-                stack,
-                sp,
-                out,
-                nout,
-                states,
-                s_row + ox * cout,
-                weights,
-                w_row + (k - 1 - nx + ox * sx) * cout,
-                run * cout,
-                c,
-                oy,
-                ox,
-                t,
+                chip, sp, out, nout, chip.weights, w_at, s_row + ox * cout, run * cout, c, oy, ox, t
             )
             ox += run
     return nout, sp
@@ -294,18 +285,7 @@ def _integrate(
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _drain(
-    cores: np.ndarray,
-    weights: np.ndarray,
-    states: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    stack: np.ndarray,
-    sp: int,
-    out: np.ndarray,
-    nout: int,
-    t: int,
-    processed: int,
+    chip: Chip, sp: int, out: np.ndarray, nout: int, t: int, processed: int
 ) -> tuple[int, int, int]:
     """Process pending events until the stack is empty (one input event's whole cascade).
 
@@ -313,82 +293,42 @@ def _drain(
     calls again. Growing here would reassign the array in the hot loop, and numba then
     reference-counts it on every event.
     """
+    stack = chip.stack
     while sp > 0:
         c = stack[sp - 1, 0]
-        if nout + cores[c, RF_NEURONS] > out.shape[0]:
+        if nout + chip.cores[c, RF_NEURONS] > out.shape[0]:
             return nout, sp, processed
         if processed == MAX_CASCADE:
-            dyn[DROPPED_OVERFLOW] += sp
+            chip.dyn[DROPPED_OVERFLOW] += sp
             return nout, 0, processed
         processed += 1
         sp -= 1
         first = sp
-        nout, sp = _integrate(
-            cores,
-            weights,
-            states,
-            readout,
-            dyn,
-            ro_counts,
-            stack,
-            sp,
-            out,
-            nout,
-            c,
-            stack[sp, 1],
-            stack[sp, 2],
-            stack[sp, 3],
-            t,
-        )
+        nout, sp = _integrate(chip, sp, out, nout, c, stack[sp, 1], stack[sp, 2], stack[sp, 3], t)
         _reverse(stack, first, sp)
     return nout, sp, processed
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _cascade(
-    cores: np.ndarray,
-    weights: np.ndarray,
-    states: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    stack: np.ndarray,
-    sp: int,
-    out: np.ndarray,
-    nout: int,
-    t: int,
-) -> tuple[np.ndarray, int]:
+def _cascade(chip: Chip, sp: int, out: np.ndarray, nout: int, t: int) -> tuple[np.ndarray, int]:
     """Drain the stack (one event's whole cascade), growing ``out`` as needed."""
     sink = borrowed(out)
     processed = 0
     while True:
-        nout, sp, processed = _drain(
-            cores, weights, states, readout, dyn, ro_counts, stack, sp, sink, nout, t, processed
-        )
+        nout, sp, processed = _drain(chip, sp, sink, nout, t, processed)
         if sp == 0:
             return out, nout
-        out = _grown(out, nout, nout + cores[stack[sp - 1, 0], RF_NEURONS])
+        out = _grown(out, nout, nout + chip.cores[chip.stack[sp - 1, 0], RF_NEURONS])
         sink = borrowed(out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _tick(
-    cores: np.ndarray,
-    weights: np.ndarray,
-    biases: np.ndarray,
-    states: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    ro_ring: np.ndarray,
-    stack: np.ndarray,
-    out: np.ndarray,
-    nout: int,
-    ro_out: np.ndarray,
-    nro: int,
-    t: int,
+    chip: Chip, out: np.ndarray, nout: int, ro_out: np.ndarray, nro: int, t: int
 ) -> tuple[np.ndarray, int, np.ndarray, int]:
     """One slow-clock tick at time ``t``: leak every leaky core, then update the readout."""
+    cores = chip.cores
+    readout = chip.readout
     sink = borrowed(out)
     for c in range(NUM_CORES):
         if not (cores[c, ACTIVE] and cores[c, LEAK]):
@@ -403,31 +343,17 @@ def _tick(
         sp = 0
         for y in range(cores[c, HOUT]):
             for x in range(wout):
+                s_at = s_off + (y * wout + x) * cout
                 nout, sp = _add_and_fire(
-                    cores,
-                    readout,
-                    dyn,
-                    ro_counts,
-                    stack,
-                    sp,
-                    sink,
-                    nout,
-                    states,
-                    s_off + (y * wout + x) * cout,
-                    biases,
-                    b_off,
-                    cout,
-                    c,
-                    y,
-                    x,
-                    t,
+                    chip, sp, sink, nout, chip.biases, b_off, s_at, cout, c, y, x, t
                 )
-        _reverse(stack, 0, sp)
-        out, nout = _cascade(
-            cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, t
-        )
+        _reverse(chip.stack, 0, sp)
+        out, nout = _cascade(chip, sp, out, nout, t)
         sink = borrowed(out)
     if readout[RO_ENABLE]:
+        dyn = chip.dyn
+        ro_counts = chip.ro_counts
+        ro_ring = chip.ro_ring
         window = readout[RO_WINDOW]
         classes = readout[RO_CLASSES]
         row = dyn[TICKS] % window
@@ -451,57 +377,29 @@ def _tick(
             ro_out[nro]["class_id"] = best
             ro_out[nro]["value"] = value
             nro += 1
-    dyn[TICKS] += 1
+    chip.dyn[TICKS] += 1
     return out, nout, ro_out, nro
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _next_tick(dyn: np.ndarray, period: float) -> int:
+def _next_tick(chip: Chip) -> int:
     """Time of the next slow-clock tick; never without a clock."""
-    if period <= 0.0:
+    if chip.period <= 0.0:
         return NEVER
-    return dyn[CLOCK_ORIGIN] + np.int64(math.floor((dyn[TICKS] + 1) * period))
+    dyn = chip.dyn
+    return dyn[CLOCK_ORIGIN] + np.int64(math.floor((dyn[TICKS] + 1) * chip.period))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _ticks_until(
-    cores: np.ndarray,
-    weights: np.ndarray,
-    biases: np.ndarray,
-    states: np.ndarray,
-    readout: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    ro_ring: np.ndarray,
-    stack: np.ndarray,
-    period: float,
-    out: np.ndarray,
-    nout: int,
-    ro_out: np.ndarray,
-    nro: int,
-    t: int,
+    chip: Chip, out: np.ndarray, nout: int, ro_out: np.ndarray, nro: int, t: int
 ) -> tuple[np.ndarray, int, np.ndarray, int]:
     """Run every slow-clock tick due at or before ``t``."""
     while True:
-        due = _next_tick(dyn, period)
+        due = _next_tick(chip)
         if due > t:
             return out, nout, ro_out, nro
-        out, nout, ro_out, nro = _tick(
-            cores,
-            weights,
-            biases,
-            states,
-            readout,
-            dyn,
-            ro_counts,
-            ro_ring,
-            stack,
-            out,
-            nout,
-            ro_out,
-            nro,
-            due,
-        )
+        out, nout, ro_out, nro = _tick(chip, out, nout, ro_out, nro, due)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -529,17 +427,8 @@ def _dvs_layer(dvs_params: np.ndarray, x: int, y: int, p: int) -> tuple[int, int
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def run(
-    cores: np.ndarray,
-    dvs_params: np.ndarray,
-    readout: np.ndarray,
-    weights: np.ndarray,
-    biases: np.ndarray,
-    period: float,
-    states: np.ndarray,
-    dyn: np.ndarray,
-    ro_counts: np.ndarray,
-    ro_ring: np.ndarray,
-    stack: np.ndarray,
+    packed: PackedChip,
+    state: State,
     spikes: np.ndarray,
     dvs: np.ndarray,
     t_end: int,
@@ -552,16 +441,22 @@ def run(
     Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
     (possibly reallocated) and how many rows of each are filled.
     """
-    cores = borrowed(cores)
-    dvs_params = borrowed(dvs_params)
-    readout = borrowed(readout)
-    weights = borrowed(weights)
-    biases = borrowed(biases)
-    states = borrowed(states)
-    dyn = borrowed(dyn)
-    ro_counts = borrowed(ro_counts)
-    ro_ring = borrowed(ro_ring)
-    stack = borrowed(stack)
+    chip = Chip(
+        borrowed(packed.cores),
+        borrowed(packed.dvs),
+        borrowed(packed.readout),
+        borrowed(packed.weights),
+        borrowed(packed.biases),
+        packed.tick_period_us,
+        borrowed(state.states),
+        borrowed(state.dyn),
+        borrowed(state.ro_counts),
+        borrowed(state.ro_ring),
+        borrowed(state.stack),
+    )
+    dvs_params = chip.dvs
+    dyn = chip.dyn
+    stack = chip.stack
     spikes = borrowed(spikes)
     dvs = borrowed(dvs)
     # ``out`` owns the spike buffer returned to Python; ``sink`` is what the hot path writes.
@@ -573,7 +468,7 @@ def run(
     j = 0
     n_spikes = spikes.shape[0]
     n_dvs = dvs.shape[0]
-    next_tick = _next_tick(dyn, period)
+    next_tick = _next_tick(chip)
     while True:
         more = i < n_spikes or j < n_dvs
         take_spike = False
@@ -584,25 +479,9 @@ def run(
             t = np.int64(t_end)  # after the last event: the ticks due by t_end
         if t > dyn[CLOCK]:
             if t >= next_tick:
-                out, nout, ro_out, nro = _ticks_until(
-                    cores,
-                    weights,
-                    biases,
-                    states,
-                    readout,
-                    dyn,
-                    ro_counts,
-                    ro_ring,
-                    stack,
-                    period,
-                    out,
-                    nout,
-                    ro_out,
-                    nro,
-                    t,
-                )
+                out, nout, ro_out, nro = _ticks_until(chip, out, nout, ro_out, nro, t)
                 sink = borrowed(out)
-                next_tick = _next_tick(dyn, period)
+                next_tick = _next_tick(chip)
             dyn[CLOCK] = t
         if not more:
             return out, nout, ro_out, nro, dvs_out, ndvs
@@ -636,13 +515,9 @@ def run(
                     if nout == sink.shape[0]:
                         out = _grown(out, nout, nout + 1)
                         sink = borrowed(out)
-                    nout, sp = _emit(
-                        cores, readout, dyn, ro_counts, stack, 0, sink, nout, DVS_CORE, f, y, x, now
-                    )
+                    nout, sp = _emit(chip, 0, sink, nout, DVS_CORE, f, y, x, now)
                     _reverse(stack, 0, sp)
-        out, nout = _cascade(
-            cores, weights, states, readout, dyn, ro_counts, stack, sp, out, nout, now
-        )
+        out, nout = _cascade(chip, sp, out, nout, now)
         sink = borrowed(out)
 
 
