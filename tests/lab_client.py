@@ -20,8 +20,8 @@ from specklab.server.storage import Database
 
 ADMIN_TOKEN = "spk_test-admin-token-0123456789"
 
-#: The OpenAPI schema by route set. An app builds it in its lifespan, which takes seconds (more
-#: than all else an in-process lab does at start-up), and the same routes give the same schema.
+#: The OpenAPI schema by route set. An app builds it in its lifespan, in most of the second of
+#: CPU an in-process lab takes to start, and the same routes give the same schema.
 _openapi_schemas: dict[Hashable, dict[str, Any]] = {}
 
 
