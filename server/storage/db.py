@@ -167,7 +167,7 @@ def on_commit(session: Session, callback: Callable[[], None]) -> None:
     """Call ``callback`` once the session's transaction has committed; never if it rolls back.
 
     For effects outside the database that must not run for a change that did not happen, such
-    as telling live sessions that their booking ended.
+    as telling live streams that their booking ended.
     """
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 

@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "specklab.token";
 
-export const session = {
+export const viewer = {
   get token() { return sessionStorage.getItem(TOKEN_KEY); },
   set token(value) {
     if (value) sessionStorage.setItem(TOKEN_KEY, value);
@@ -30,7 +30,7 @@ export function apiUrl(path) {
 }
 
 export async function request(method, path, { json, form, raw, headers: extra } = {}) {
-  const headers = { Authorization: `Bearer ${session.token}`, ...extra };
+  const headers = { Authorization: `Bearer ${viewer.token}`, ...extra };
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -70,7 +70,7 @@ export async function download(path, filename) {
 export function liveSocket(deviceId, { sensor }) {
   const url = apiUrl(`v1/devices/${encodeURIComponent(deviceId)}/live${sensor ? "?sensor=true" : ""}`);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(url, ["specklab.live", `bearer.${session.token}`]);
+  const socket = new WebSocket(url, ["specklab.live", `bearer.${viewer.token}`]);
   socket.binaryType = "arraybuffer";
   return socket;
 }

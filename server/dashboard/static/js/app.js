@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in, navigation (hash routes, so every URL stays relative) and
 // the pages.
-import { ErrorAnswer, get, session } from "./api.js";
+import { ErrorAnswer, get, viewer } from "./api.js";
 import { h } from "./dom.js";
 import { adminPage } from "./page-admin.js";
 import { devicePage } from "./page-device.js";
@@ -49,7 +49,7 @@ function signInForm() {
     h("button", { type: "submit" }, "Sign in"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    session.token = input.value.trim();
+    viewer.token = input.value.trim();
     if (await signIn()) route();
   });
   return form;
@@ -57,10 +57,10 @@ function signInForm() {
 
 async function signIn() {
   try {
-    session.user = await get("v1/users/me");
+    viewer.user = await get("v1/users/me");
   } catch (error) {
-    session.token = null;
-    session.user = null;
+    viewer.token = null;
+    viewer.user = null;
     showError(error);
     return false;
   }
@@ -69,19 +69,19 @@ async function signIn() {
 }
 
 function showShell() {
-  const signedIn = session.user !== null;
+  const signedIn = viewer.user !== null;
   document.getElementById("nav").hidden = !signedIn;
   document.getElementById("sign-out").hidden = !signedIn;
-  document.querySelector("[data-admin]").hidden = !session.isAdmin;
-  document.getElementById("who").textContent = signedIn ? `${session.user.name} (${session.user.role})` : "";
+  document.querySelector("[data-admin]").hidden = !viewer.isAdmin;
+  document.getElementById("who").textContent = signedIn ? `${viewer.user.name} (${viewer.user.role})` : "";
 }
 
 async function route() {
   for (const cleanup of cleanups) cleanup();
   cleanups = [];
-  if (session.user === null && session.token && !(await signIn())) session.token = null;
+  if (viewer.user === null && viewer.token && !(await signIn())) viewer.token = null;
   showShell();
-  if (session.user === null) {
+  if (viewer.user === null) {
     main.replaceChildren(signInForm());
     return;
   }
@@ -100,8 +100,8 @@ async function route() {
 }
 
 document.getElementById("sign-out").addEventListener("click", () => {
-  session.token = null;
-  session.user = null;
+  viewer.token = null;
+  viewer.user = null;
   location.hash = "";
   route();
 });

@@ -1,13 +1,13 @@
 // The Device page: who holds it and what runs on it, the live view, and for the holder:
 // deploy a model, turn the sensor view on, record.
-import { ErrorAnswer, del, get, post, session } from "./api.js";
+import { ErrorAnswer, del, get, post, viewer } from "./api.js";
 import { h, when } from "./dom.js";
 import { onLeave, refresh, showError, showInfo } from "./app.js";
 import { LiveView } from "./live.js";
 
 export async function devicePage(deviceId, mode = "") {
   const device = await get(`v1/devices/${encodeURIComponent(deviceId)}`);
-  const holder = session.canWrite && device.booking !== null && device.booking.user_name === session.user.name;
+  const holder = viewer.canWrite && device.booking !== null && device.booking.user_name === viewer.user.name;
   let deployment = null;
   if (holder) {
     try {

@@ -1,6 +1,6 @@
 // The Lab page: every device of the lab, and a day of bookings per device where users book,
 // extend and cancel by clicking.
-import { del, get, post, session } from "./api.js";
+import { del, get, post, viewer } from "./api.js";
 import { h, duration, table, when } from "./dom.js";
 import { refresh, showError, showInfo } from "./app.js";
 
@@ -60,7 +60,7 @@ function timeline(devices, bookings, start, now) {
       const cell = h("button", {
         class: `slot${past ? " past" : ""}`,
         title: `${device.id} ${slotStart.toLocaleTimeString([], { timeStyle: "short" })}`,
-        disabled: past || !session.canWrite,
+        disabled: past || !viewer.canWrite,
         dataset: { slot: String(slot) },
         onclick: () => bookingForm(form, device, bookings, slotStart < now ? now : slotStart, now),
       });
@@ -81,7 +81,7 @@ function bookingBlock(form, booking, start) {
     style: { left: `${from * 100}%`, width: `${Math.max(0.3, (to - from) * 100)}%` },
     title: `${booking.user_name}: ${when(booking.starts_at)} - ${when(booking.ends_at)}`,
     dataset: { booking: String(booking.id) },
-    disabled: !(booking.mine && session.canWrite),
+    disabled: !(booking.mine && viewer.canWrite),
     onclick: () => bookingActions(form, booking),
   }, booking.user_name);
   return block;

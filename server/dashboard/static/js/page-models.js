@@ -1,6 +1,6 @@
 // The Models page: upload, the list, and one model's compile report: layers, their cores, and
 // each core's kernel and neuron memory against its capacity; warnings highlighted.
-import { del, get, request, session } from "./api.js";
+import { del, get, request, viewer } from "./api.js";
 import { bytes, h, table, when } from "./dom.js";
 import { showError, showInfo } from "./app.js";
 
@@ -14,7 +14,7 @@ export async function modelsPage(modelId) {
     h("td", {}, String(m.report.problems.filter((p) => p.severity === "warning").length))));
   return h("section", { id: "models" },
     h("h1", {}, "Models"),
-    session.canWrite ? uploadForm() : null,
+    viewer.canWrite ? uploadForm() : null,
     models.length ? table(["Name", "Owner", "Format", "Size", "Uploaded", "Warnings"], rows) : h("p", {}, "No models yet."));
 }
 
@@ -105,5 +105,5 @@ function modelReport(model) {
     table(["Layer", "Kind", "Core", "Shape", "Kernel memory", "Neuron memory", "Zero weights"], rows),
     h("h2", {}, "Memory per core"),
     h("div", { id: "cores" }, cores),
-    session.canWrite && (session.isAdmin || model.owner === session.user.name) ? h("button", { class: "danger", id: "model-delete", onclick: remove }, "Delete model") : null);
+    viewer.canWrite && (viewer.isAdmin || model.owner === viewer.user.name) ? h("button", { class: "danger", id: "model-delete", onclick: remove }, "Delete model") : null);
 }

@@ -1,6 +1,6 @@
 // The Recordings page: the list, a preview (event counts as an image, the event rate over
 // time), downloads (.npy, AEDAT4) and replay into a deployment.
-import { del, download, get, post, request, session } from "./api.js";
+import { del, download, get, post, request, viewer } from "./api.js";
 import { bytes, h, table, when } from "./dom.js";
 import { refresh, showError, showInfo } from "./app.js";
 import { parseNpy } from "./npy.js";
@@ -33,7 +33,7 @@ function actions(recording, devices, preview) {
   if (recording.kind === "dvs") {
     buttons.push(h("button", { class: "download-aedat4", onclick: () => download(`${base}/events.aedat4`, `recording-${recording.id}.aedat4`).catch(showError) }, "AEDAT4"));
   }
-  if (session.canWrite && recording.kind === "dvs") {
+  if (viewer.canWrite && recording.kind === "dvs") {
     const device = h("select", { class: "replay-device" }, devices.map((d) => h("option", { value: d.id }, d.id)));
     const speed = h("input", { class: "replay-speed", type: "number", min: "0.01", max: "1000", step: "0.1", value: "1" });
     const replay = async () => {
@@ -44,7 +44,7 @@ function actions(recording, devices, preview) {
     };
     buttons.push(h("span", { class: "replay" }, device, " x", speed, h("button", { onclick: replay }, "Replay")));
   }
-  if (session.canWrite && (session.isAdmin || recording.owner === session.user.name)) {
+  if (viewer.canWrite && (viewer.isAdmin || recording.owner === viewer.user.name)) {
     buttons.push(h("button", { class: "danger", onclick: () => del(base).then(() => refresh()).catch(showError) }, "Delete"));
   }
   return buttons;
