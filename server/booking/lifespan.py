@@ -2,7 +2,8 @@
 
 At start: migrate the database, create the first admin, put the shared objects on ``app.state``
 (``db``, ``auth``, ``booking_policy``, ``booking_events``), check in as a host and start the
-sweeper. At shutdown: stop the sweeper, take this host's devices offline, close the pool.
+sweeper and (PostgreSQL) the listener of the lab's booking changes. At shutdown: stop them, take
+this host's devices offline, close the pool.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
 from .devices_view import device_bookings
+from .listener import listen
 from .notifications import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
@@ -67,12 +69,16 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
         manager.booking_lookup = partial(device_bookings, db)
     # Check in before serving, so this host's devices are bookable from the first request.
     await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
-    task = asyncio.create_task(sweeper.run(), name="booking-sweeper")
+    tasks = [asyncio.create_task(sweeper.run(), name="booking-sweeper")]
+    if not db.is_sqlite:  # one host on SQLite: its own changes are published in-process
+        tasks.append(asyncio.create_task(listen(db.url, events), name="booking-listener"))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await anyio.to_thread.run_sync(sweeper.withdraw)
         db.dispose()
