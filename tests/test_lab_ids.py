@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import insert, text
 
 from specklab.server.booking import lab as lab_devices
-from specklab.server.devices.naming import Candidate, resolve_device_ref
+from specklab.server.devices.naming import Candidate, DeviceId, lab_id, resolve_device_ref
 from specklab.server.storage import Database, upgrade, utcnow
 from specklab.server.storage.tables import Booking, DeviceRecord, Host, User
 
@@ -41,8 +41,9 @@ def test_a_name_stands_for_the_callers_device_else_the_first_free() -> None:
 
 
 def test_ten_hosts_with_a_speck2fdevkit_0_give_ten_bookable_devices(lab: Lab) -> None:
-    for host in HOSTS:
-        add_devices(lab.db, (f"{NAME}@{host}", "speck2fdevkit"), host=host)
+    for host in HOSTS:  # each host's first Speck 2F without a serial number, under its id
+        device_id = lab_id(DeviceId("speck2fdevkit", 0), host=host)
+        add_devices(lab.db, (device_id, "speck2fdevkit"), host=host)
     listed = lab.client.get("/v1/devices", headers=lab.admin).json()["devices"]
     assert sorted(d["id"] for d in listed if d["name"] == NAME) == [
         f"{NAME}@{host}" for host in HOSTS

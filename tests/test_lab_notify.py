@@ -1,6 +1,6 @@
 """Booking changes reach the other hosts of a PostgreSQL lab by LISTEN/NOTIFY, not only at their
-next sweep: here "host B" is nothing but a listener (no sweeper at all), so only a notification
-can bring it the change that host A commits."""
+next sweep: the hosts here sweep once an hour, so only a notification can bring host B the
+change that host A commits, first to a bare listener, then to a stream on B's devkit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from specklab.schemas.frames import ErrorFrame, decode
 from specklab.server.booking.listener import listen
 from specklab.server.booking.notifications import CHANNEL, BookingEvents, Subscription
 from specklab.server.storage import normalize_url
@@ -93,3 +94,28 @@ async def test_a_booking_cancelled_on_one_host_reaches_another_by_notify(
         with pytest.raises(asyncio.CancelledError):
             await listener
     assert (event.kind, event.booking_id, event.device_id) == ("ended", booking["id"], DEVICE)
+
+
+def test_a_booking_cancelled_on_one_host_ends_a_stream_on_another(tmp_path: Path) -> None:
+    server = postgres_url()
+    if server is None:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
+    hosts = {"sweep_interval_s": NO_SWEEP_S}
+    with (
+        fresh_postgres_database(server) as url,
+        running_lab(tmp_path / "a", url, host_name="host-a", **hosts) as a,
+        running_lab(
+            tmp_path / "b", url, host_name="host-b", virtual=["speck2fdevkit=1"], **hosts
+        ) as b,
+    ):
+        alice = bearer(a.add_user("alice")[1])
+        booking = a.client.post(
+            "/v1/bookings", json={"device_id": DEVICE, "minutes": 10}, headers=alice
+        ).json()
+        with b.client.websocket_connect(f"/v1/devices/{DEVICE}/dvs", headers=alice) as stream:
+            stream.receive_bytes()  # ready
+            cancelled = a.client.delete(f"/v1/bookings/{booking['id']}", headers=alice)
+            assert cancelled.status_code == 200, cancelled.text
+            while not isinstance(frame := decode(stream.receive_bytes()), ErrorFrame):
+                pass
+    assert (frame.code, frame.fatal) == ("booking_ended", True)
