@@ -49,7 +49,7 @@ from specklab.schemas.stream import CLOSE_ENDED
 
 from .api.errors import json_error_response, stream_error
 from .api.live import offered_token
-from .auth.dependencies import SAFE_METHODS
+from .auth.dependencies import SAFE_METHODS, bearer_token
 from .auth.principal import Principal
 from .booking import lab
 from .devices.errors import DeviceError, DeviceOffline
@@ -263,10 +263,12 @@ def _refused_here(scope: Scope, caller: Principal | None) -> bool:
 
 def _caller(state: Any, scope: Scope) -> Principal | None:
     """The token's user (for name resolution and the checks made here); None without a
-    valid token. The token is taken as the endpoints take it (header, query, or the live
-    view's subprotocol), so that both hosts judge the same token."""
+    valid token. The token is taken exactly as the endpoint takes it (header, else query; the
+    live view's subprotocol first), so that both hosts judge the same token."""
+    conn = HTTPConnection(scope)
+    live = scope["type"] == "websocket" and scope["path"].endswith("/live")
     try:
-        return state.auth.authenticate(offered_token(HTTPConnection(scope)))
+        return state.auth.authenticate(offered_token(conn) if live else bearer_token(conn))
     except DomainError:
         return None
 
