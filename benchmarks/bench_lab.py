@@ -2,12 +2,13 @@
 booking change on one host takes to reach a stream on another, the cost of a forwarding hop,
 and the database load per host. Prints JSON (``docs/scaling.md`` has a run and the plan).
 
-    SPECKLAB_TEST_POSTGRES_URL=postgresql://... python benchmarks/bench_lab.py --hosts 8 \
+    SPECKLAB_TEST_POSTGRES_URL=postgresql://... python benchmarks/bench_lab.py --hosts 16 \
         --devices 8 --seconds 20
 
 Each host is a ``specklab serve`` with ``--devices`` virtual devkits and the default sweep
-interval (5 s) unless ``--sweep-s`` says otherwise. ``--no-hop`` skips the forwarding hop
-(it needs one compile of the guide's network).
+interval (5 s) unless ``--sweep-s`` says otherwise; the default size (16 x 8) is what one
+2-core, 24 GB machine holds (each daemon takes about 300 MB and a few seconds of CPU to
+start). ``--no-hop`` skips the forwarding hop (it needs one compile of the guide's network).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def booking_throughput(daemons: list[Daemon], seconds: float, workers: int) -> d
 
 def booking_to_stream(daemons: list[Daemon], rounds: int) -> dict:
     """A DVS stream open on host B; its booking cancelled through host A: how long until the
-    stream's fatal frame arrives."""
+    stream's fatal frame arrives (by NOTIFY; the sweep would take up to ``--sweep-s``)."""
     a, b = daemons[0], daemons[1]
     device = f"virtual-speck2fdevkit:0@{host_name(b)}"
     samples = []
@@ -201,7 +202,7 @@ def forwarding_hop(daemons: list[Daemon], rounds: int, batches: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--hosts", type=int, default=16)
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--sweep-s", type=float, default=5.0)
@@ -231,6 +232,8 @@ def main() -> None:
                         "SPECKLAB_VIRTUAL": f"speck2fdevkit={args.devices}",
                         "SPECKLAB_SWEEP_INTERVAL_S": str(args.sweep_s),
                     },
+                    # A loaded machine starts a daemon in minutes, not seconds.
+                    startup_timeout=600,
                 )
             )
             for i in range(args.hosts)

@@ -15,32 +15,41 @@ and WebSocket) reach the daemon that serves it, whichever daemon of the lab they
   refused with a fatal ``device_offline`` frame and close code 4409.
 - A stream whose host dies mid-stream ends with a fatal ``device_offline`` frame and close code
   4410, as a stream whose device goes offline does (``docs/streams.md``).
+- Calls that name their device in a JSON body (``POST /v1/recordings``, ``POST
+  /v1/recordings/{id}/replay``) are routed the same way, by the body's ``device_id`` (resolved
+  to the id in the body that goes on).
+- ``x-specklab-forwarded-by`` grants nothing: it only stops a request from being forwarded
+  again, and the host that answers checks the token and the booking itself, whoever sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import quote, unquote
 
 import httpx
 import websockets
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from specklab.schemas.errors import DomainError
 from specklab.schemas.frames import ErrorFrame, encode
 from specklab.schemas.stream import CLOSE_ENDED
 
 from .api.errors import json_error_response, stream_error
-from .auth.dependencies import SAFE_METHODS
+from .api.live import offered_token
+from .auth.dependencies import SAFE_METHODS, bearer_token
 from .auth.principal import Principal
 from .booking import lab
 from .devices.errors import DeviceError, DeviceOffline
@@ -50,6 +59,11 @@ log = logging.getLogger("specklab.forwarding")
 
 FORWARDED_BY = "x-specklab-forwarded-by"
 _DEVICE_PATH = re.compile(r"^/v1/devices/(?P<ref>[^/]+)(?P<rest>/.*)?$")
+#: POST routes whose JSON body names the device (``device_id``).
+_BODY_PATH = re.compile(r"^/v1/recordings(/[^/]+/replay)?$")
+#: Bodies read to find their device: these requests are a few hundred bytes; a larger body
+#: goes to this host's endpoint, which answers it.
+_MAX_ROUTED_BODY = 64 * 1024
 #: Connection-level headers: each hop has its own.
 _HOP_HEADERS = frozenset(
     {
@@ -97,7 +111,11 @@ class DeviceRouting:
         # Mounted under a prefix (behind a proxy), the app's own paths follow ``root_path``.
         root = scope.get("root_path", "")
         path = scope.get("path", "")
-        match = _DEVICE_PATH.match(path.removeprefix(root) if path.startswith(root) else path)
+        path = path.removeprefix(root) if path.startswith(root) else path
+        match = _DEVICE_PATH.match(path)
+        if scope["type"] == "http" and scope["method"] == "POST" and _BODY_PATH.match(path):
+            await self._route_by_body(scope, receive, send)
+            return
         if scope["type"] not in ("http", "websocket") or match is None:
             await self.app(scope, receive, send)
             return
@@ -121,6 +139,28 @@ class DeviceRouting:
         elif match["rest"] is None:  # the device's status: answered here, from the database
             await self.app(scope, receive, send)
         else:
+            await _refuse(scope, send, receive, _host_down(route))
+
+    async def _route_by_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A call that names its device in its JSON body: forwarded to the device's host with
+        the device's id in the body, else answered here."""
+        body, complete = await _read_body(receive)
+        document = _json_object(body) if complete else None
+        ref = None if document is None else document.get("device_id")
+        route = await self._route(scope, ref) if isinstance(ref, str) and ref else None
+        if (
+            document is None
+            or route is None
+            or route.host_name == self.state.settings.host_name
+            or _refused_here(scope, route.caller)
+            or _header(scope, FORWARDED_BY) is not None
+        ):
+            await self.app(scope, _replaying(body, complete, receive), send)
+            return
+        content = json.dumps({**document, "device_id": route.device_id}).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(content)).encode())]}
+        if not (route.online and await self._forward_http(scope, receive, send, route, content)):
             await _refuse(scope, send, receive, _host_down(route))
 
     async def _route(self, scope: Scope, ref: str) -> Route | None:
@@ -170,12 +210,16 @@ class DeviceRouting:
             self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         return self._client
 
-    async def _forward_http(self, scope: Scope, receive: Receive, send: Send, route: Route) -> bool:
-        """Relay the request and its answer; False when the host could not be reached."""
+    async def _forward_http(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, body: bytes | None = None
+    ) -> bool:
+        """Relay the request (``body`` when it was read already) and its answer; False when the
+        host could not be reached."""
         headers = _forwarded_headers(scope, self.state.settings.host_name)
         url = _upstream_url(route.url, scope)
+        content = _request_body(receive) if body is None else body
         request = self.client().build_request(
-            scope["method"], url, headers=headers, content=_request_body(receive)
+            scope["method"], url, headers=headers, content=content
         )
         try:
             response = await self.client().send(request, stream=True)
@@ -219,14 +263,12 @@ def _refused_here(scope: Scope, caller: Principal | None) -> bool:
 
 def _caller(state: Any, scope: Scope) -> Principal | None:
     """The token's user (for name resolution and the checks made here); None without a
-    valid token."""
-    authorization = _header(scope, "authorization") or ""
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = query.get("token", [""])[0]
+    valid token. The token is taken exactly as the endpoint takes it (header, else query; the
+    live view's subprotocol first), so that both hosts judge the same token."""
+    conn = HTTPConnection(scope)
+    live = scope["type"] == "websocket" and scope["path"].endswith("/live")
     try:
-        return state.auth.authenticate(token.strip() or None)
+        return state.auth.authenticate(offered_token(conn) if live else bearer_token(conn))
     except DomainError:
         return None
 
@@ -250,6 +292,40 @@ def _forwarded_headers(scope: Scope, host_name: str) -> list[tuple[str, str]]:
 def _upstream_url(base: str, scope: Scope) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{base.rstrip('/')}{quote(scope['path'])}{'?' + query if query else ''}"
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request's body up to ``_MAX_ROUTED_BODY``, and whether that is all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= _MAX_ROUTED_BODY:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
+def _replaying(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """``receive`` with ``body``, read already, given back first."""
+    pending = [{"type": "http.request", "body": body, "more_body": not complete}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
@@ -279,10 +355,13 @@ async def _forward_websocket(
     """Relay a stream to the device's host, message by message, and its close as it came."""
     await receive()  # websocket.connect
     url = "ws" + _upstream_url(route.url, scope).removeprefix("http")
+    # The live view's subprotocols carry its token: offered upstream as they came.
+    offered = [p.strip() for p in (_header(scope, "sec-websocket-protocol") or "").split(",")]
     try:
         upstream = await websockets.connect(
             url,
             additional_headers=_forwarded_headers(scope, host_name),
+            subprotocols=[Subprotocol(p) for p in offered if p] or None,
             max_size=_MAX_FRAME,
             compression=None,
             open_timeout=10,
@@ -291,7 +370,7 @@ async def _forward_websocket(
         log.warning("forwarding a stream to %s failed: %s", route.host_name, exc)
         await _refuse(scope, send, receive, _host_down(route))
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
     async with upstream:
         uplink = asyncio.create_task(_uplink(receive, upstream))
         try:

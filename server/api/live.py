@@ -36,6 +36,7 @@ from collections.abc import Iterator
 
 import anyio
 from fastapi import APIRouter, WebSocket
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from specklab.schemas.errors import DomainError
@@ -76,17 +77,17 @@ def _counted_as_spectator(hub: DeviceHub, spectator: bool) -> Iterator[None]:
         _spectators[hub] -= spectator
 
 
-def _offered_token(websocket: WebSocket) -> str | None:
-    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+def offered_token(conn: HTTPConnection) -> str | None:
+    offered = [p.strip() for p in conn.headers.get("sec-websocket-protocol", "").split(",")]
     for protocol in offered:
         if protocol.startswith(TOKEN_PREFIX):
             return protocol[len(TOKEN_PREFIX) :]
-    return bearer_token(websocket)
+    return bearer_token(conn)
 
 
 async def _authenticate(websocket: WebSocket) -> Principal:
     authenticator: Authenticator = websocket.app.state.auth
-    token = _offered_token(websocket)
+    token = offered_token(websocket)
     return await anyio.to_thread.run_sync(authenticator.authenticate, token)
 
 

@@ -2,13 +2,14 @@
 
 At start: migrate the database, create the first admin, put the shared objects on ``app.state``
 (``db``, ``auth``, ``booking_policy``, ``booking_events``), check in as a host and start the
-sweeper. At shutdown: stop the sweeper, take this host's devices offline, close the pool.
+sweeper and (PostgreSQL) the listener of the lab's booking changes. At shutdown: stop them, take
+this host's devices offline, close the pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import anyio
@@ -22,6 +23,7 @@ from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
 from .devices_view import device_bookings
+from .listener import listen
 from .notifications import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
@@ -67,7 +69,11 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
     # Check in before serving, so this host's devices are bookable from the first request.
     await anyio.to_thread.run_sync(sweeper.tick, local_devices(app))
     try:
-        async with background(sweeper.run(), name="booking-sweeper"):
+        async with AsyncExitStack() as tasks:
+            await tasks.enter_async_context(background(sweeper.run(), name="booking-sweeper"))
+            if not db.is_sqlite:  # one host on SQLite: its own changes are published in-process
+                listener = listen(db.url, events)
+                await tasks.enter_async_context(background(listener, name="booking-listener"))
             yield
     finally:
         await anyio.to_thread.run_sync(sweeper.withdraw)

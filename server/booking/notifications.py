@@ -7,14 +7,21 @@
         if event.kind in ("preempted", "ended") and event.booking_id == my_booking.id: ...
 
 ``publish`` may be called from any thread (request handlers run in a thread pool). Daemons of a
-lab do not talk to each other: the sweeper of each host reads booking changes from the shared
-database and publishes those it has not announced yet, so a preemption made through host A
-reaches a stream served by host B within one sweep interval.
+lab do not talk to each other, only to the shared database:
+
+- on PostgreSQL, :func:`announce` also sends the change as a ``NOTIFY`` on :data:`CHANNEL` in
+  the transaction that makes it (delivered when it commits, never for a rollback), and every
+  host listens (``booking/listener.py``): a preemption made through host A reaches a stream
+  served by host B in milliseconds;
+- the sweeper of each host also reads booking changes back from the database and publishes
+  those it has not announced yet, so what a lost listening connection missed arrives within
+  one sweep interval, as does a booking reaching its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -24,9 +31,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..storage import on_commit
+
 log = logging.getLogger("specklab.booking")
 
 EventKind = Literal["preempted", "ended", "extended"]
+#: PostgreSQL's notification channel of booking changes, shared by every host of the lab.
+CHANNEL = "specklab_booking"
 #: Events queued per subscriber; a subscriber this far behind loses the oldest (counted).
 QUEUE_SIZE = 64
 #: Events remembered to announce each once.
@@ -43,6 +57,23 @@ class BookingEvent:
     #: the new end is in ``ends_at``.
     reason: str
     ends_at: datetime
+
+    def to_json(self) -> str:
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps({**fields, "ends_at": self.ends_at.isoformat()})
+
+    @classmethod
+    def from_json(cls, text: str) -> BookingEvent:
+        """Raises ValueError (or KeyError, TypeError) for a payload not made by ``to_json``."""
+        fields = json.loads(text)
+        return cls(**{**fields, "ends_at": datetime.fromisoformat(fields["ends_at"])})
+
+
+def announce(session: Session, events: BookingEvents, event: BookingEvent) -> None:
+    """Publish ``event`` once ``session`` commits, on this host and (PostgreSQL) the lab's."""
+    on_commit(session, lambda: events.publish(event))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, event.to_json())))
 
 
 class Subscription:

@@ -30,11 +30,11 @@ from ..auth.ownership import visible_to
 from ..auth.principal import Principal
 from ..devices.suggest import unknown_device
 from ..settings import Settings
-from ..storage import on_commit, utcnow
+from ..storage import utcnow
 from ..storage.audit import audit
 from ..storage.tables import Booking, BookingState, DeviceRecord, User, is_booking_overlap
 from . import lab, rules
-from .notifications import BookingEvent, BookingEvents, EventKind
+from .notifications import BookingEvent, BookingEvents, EventKind, announce
 from .rules import Window
 
 #: A booking by device type that loses its slot to a concurrent request looks again this often.
@@ -341,7 +341,7 @@ def _end(
     )
     kind: EventKind = "preempted" if state is BookingState.PREEMPTED else "ended"
     event = BookingEvent(kind, booking.id, booking.device_id, booking.user_id, reason, now)
-    on_commit(session, lambda: events.publish(event))
+    announce(session, events, event)
     if freed:
         _start_waiting(session, device_id=booking.device_id, now=now)
 
@@ -539,7 +539,7 @@ def extend_booking(
     event = BookingEvent(
         "extended", booking.id, booking.device_id, booking.user_id, "extended", new_end
     )
-    on_commit(session, lambda: events.publish(event))
+    announce(session, events, event)
     return booking
 
 

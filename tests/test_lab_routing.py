@@ -1,0 +1,71 @@
+"""Calls that name their device in a JSON body (recordings) are routed by it: a device of a host
+that is down is refused as offline, and a body the router cannot read reaches the endpoint,
+which answers it (never a 500). The router resolves a call as the user the endpoint will judge.
+Forwarding itself runs across real hosts in test_lab_hosts.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from specklab.server.forwarding import _caller
+from specklab.server.storage import utcnow
+
+from .db_fixtures import add_devices
+from .lab_client import Lab, bearer
+
+GONE = "virtual-speck2fdevkit:0@host-gone"
+
+
+@pytest.fixture
+def alice(lab: Lab) -> dict[str, str]:
+    return bearer(lab.add_user("alice")[1])
+
+
+def test_a_recording_of_a_device_whose_host_is_down_is_refused_as_offline(
+    lab: Lab, alice: dict[str, str]
+) -> None:
+    add_devices(
+        lab.db, (GONE, "speck2fdevkit"), host="host-gone", now=utcnow() - timedelta(hours=1)
+    )
+    for path in ("/v1/recordings", "/v1/recordings/1/replay"):
+        response = lab.client.post(path, json={"device_id": GONE, "duration_s": 1}, headers=alice)
+        assert (response.status_code, response.json()["code"]) == (409, "device_offline"), path
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"device_id": 5, "duration_s": 1}',
+        b'{"duration_s": 1}',
+        b'{"device_id": "x", "name": "' + b"n" * 100_000 + b'", "duration_s": 1}',
+    ],
+    ids=["not-json", "a-list", "id-not-a-string", "no-id", "too-large-to-route"],
+)
+def test_a_body_the_router_cannot_read_reaches_the_endpoint(
+    lab: Lab, alice: dict[str, str], body: bytes
+) -> None:
+    headers = {**alice, "content-type": "application/json"}
+    response = lab.client.post("/v1/recordings", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+
+
+def test_the_router_takes_the_token_the_endpoint_takes(lab: Lab) -> None:
+    alice_id, alice = lab.add_user("alice")
+    mallory_id, mallory = lab.add_user("mallory")
+    headers = [
+        (b"authorization", f"Bearer {mallory}".encode()),
+        (b"sec-websocket-protocol", f"specklab.live, bearer.{alice}".encode()),
+    ]
+    # Only the live view reads a token from its subprotocols; everything else, the header.
+    for kind, path, user_id in (
+        ("http", f"/v1/devices/{GONE}/deployment", mallory_id),
+        ("websocket", f"/v1/devices/{GONE}/stream", mallory_id),
+        ("websocket", f"/v1/devices/{GONE}/live", alice_id),
+    ):
+        scope = {"type": kind, "path": path, "headers": headers, "query_string": b""}
+        caller = _caller(lab.app.state, scope)
+        assert caller is not None and caller.id == user_id, path
