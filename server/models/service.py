@@ -15,6 +15,7 @@ their storage quota.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections import Counter
@@ -42,6 +43,9 @@ from .compile_queue import CompileQueue, QueueClosed, Ticket
 
 _CONFIG = ".config.json"
 _REPORT = ".report.json"
+#: Validated configurations kept, by their document: deploying a model again (each run of a
+#: notebook) skips parsing its JSON (~20-50 ms for the guide's network). A few MB at most each.
+PARSED_CONFIGS = 8
 
 
 def options_key(upload_sha256: str, options: CompileOptions) -> str:
@@ -318,8 +322,10 @@ class ModelService:
     async def config(
         self, record: ModelRecord, options: CompileOptions | None = None
     ) -> ChipConfig:
+        """The validated configuration, shared between callers: derive changed ones with
+        ``apply_patch``, which leaves its input as it is."""
         config_json = await self.config_json(record, options)
-        return await asyncio.to_thread(ChipConfig.model_validate_json, config_json)
+        return await asyncio.to_thread(_validated, config_json)
 
     def delete(self, session: Session, user: Principal, model_id: int) -> None:
         record = self.get(session, user, model_id)
@@ -365,3 +371,8 @@ class ModelService:
             options=CompileOptions.model_validate(record.options),
             report=report,
         )
+
+
+@functools.lru_cache(maxsize=PARSED_CONFIGS)
+def _validated(config_json: bytes) -> ChipConfig:
+    return ChipConfig.model_validate_json(config_json)
