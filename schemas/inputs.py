@@ -110,17 +110,17 @@ def _refuse_outside(
 
 
 def _check_times(times: np.ndarray) -> None:
-    if times.size and int(times.max()) > MAX_TIMESTAMP_US:
+    # One pass for sorted times (the usual batch): their largest is the last.
+    back = np.flatnonzero(times[1:] < times[:-1]) if times.size > 1 else times[:0]
+    if times.size and int(times.max() if back.size else times[-1]) > MAX_TIMESTAMP_US:
         index = int(np.argmax(times > MAX_TIMESTAMP_US))
         raise FrameError(
             "bad_input",
             f"event {index}: t={int(times[index])} is beyond the largest timestamp, "
             f"{MAX_TIMESTAMP_US} us",
         )
-    if times.size > 1:
-        back = np.flatnonzero(times[1:] < times[:-1])
-        if back.size:
-            raise FrameError(
-                "bad_input",
-                f"events must be sorted by t; event {int(back[0]) + 1} goes back in time",
-            )
+    if back.size:
+        raise FrameError(
+            "bad_input",
+            f"events must be sorted by t; event {int(back[0]) + 1} goes back in time",
+        )

@@ -113,8 +113,15 @@ def test_the_deploy_benchmark_prints_its_figures() -> None:
         check=True,
     )
     figures = json.loads(result.stdout)
-    for figure in ("deploy_call", "validate", "validate_via_lists"):
+    for figure in (
+        "deploy_call",
+        "rest_round_trip",
+        "first_deploy_call",
+        "validate",
+        "validate_via_lists",
+    ):
         assert 0 < figures[figure]["min"] <= figures[figure]["median"] <= figures[figure]["max"]
+    assert isinstance(figures["deploy_call"]["met"], bool)
 
 
 def test_the_evaluate_benchmark_prints_its_figures() -> None:

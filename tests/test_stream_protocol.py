@@ -185,6 +185,21 @@ def test_error_message_names_the_offending_event(server: ServerStream) -> None:
     assert "2 such events" in error.message
 
 
+@pytest.mark.parametrize("times", [[0, MAX_TIMESTAMP_US + 1], [MAX_TIMESTAMP_US + 1, 0]])
+def test_a_timestamp_past_the_largest_is_named_sorted_or_not(
+    server: ServerStream, times: list[int]
+) -> None:
+    """Sorted times are checked in one pass (their largest is the last); unsorted ones still
+    get the timestamp fault first."""
+    client = connect(server)
+    client.send_events("spike", spikes(t=times, layer=0, feature=0, x=0, y=0))
+    assert server.receive_data(client.data_to_send()[0]) == []
+    error = client.receive_data(server.data_to_send()[0])
+    assert isinstance(error, StreamError)
+    index = times.index(MAX_TIMESTAMP_US + 1)
+    assert f"event {index}: t={MAX_TIMESTAMP_US + 1} is beyond the largest" in error.message
+
+
 def test_dvs_input_is_checked_against_the_sensor(config) -> None:
     dvs_config = guide_network(dvs_input=True)
     server = ServerStream(dvs_config, StreamMode.CONTINUOUS)

@@ -15,6 +15,7 @@ their storage quota.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections import Counter
@@ -44,6 +45,9 @@ from .compile_queue import CompileQueue, QueueClosed, Ticket
 
 _CONFIG = ".config.json"
 _REPORT = ".report.json"
+#: Validated configurations kept, by their document: deploying a model again (each run of a
+#: notebook) skips parsing its JSON (~20-50 ms for the guide's network). A few MB at most each.
+PARSED_CONFIGS = 8
 
 
 def options_key(upload_sha256: str, options: CompileOptions) -> str:
@@ -287,8 +291,10 @@ class ModelService:
     async def config(
         self, record: ModelRecord, options: CompileOptions | None = None
     ) -> ChipConfig:
+        """The validated configuration, shared between callers: derive changed ones with
+        ``apply_patch``, which leaves its input as it is."""
         config_json = await self.config_json(record, options)
-        return await asyncio.to_thread(ChipConfig.model_validate_json, config_json)
+        return await asyncio.to_thread(_validated, config_json)
 
     def delete(self, session: Session, user: Principal, model_id: int) -> None:
         record = self.get(session, user, model_id)
@@ -324,3 +330,8 @@ class ModelService:
                 raise DomainError(404, "model_not_found", f"model {record.id} lost its report")
             report = CompileReport.model_validate_json(stored)
         return public(ModelInfo, record, owner=owner, report=report)
+
+
+@functools.lru_cache(maxsize=PARSED_CONFIGS)
+def _validated(config_json: bytes) -> ChipConfig:
+    return ChipConfig.model_validate_json(config_json)

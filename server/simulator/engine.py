@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
+from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE, concat_events
 
 from . import kernel
 from .errors import SimulatorError
@@ -316,7 +316,7 @@ def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     filled = [part for part in parts if len(part)]
     if len(filled) == 1:
         return filled[0]
-    return np.concatenate(filled) if filled else np.zeros(0, dtype=dtype)
+    return concat_events(filled, dtype)
 
 
 def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,16 @@ import io
 import warnings
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 from specklab.client import Client, InvalidRequest, ModelDoesNotFit, NotFound, RemoteModel
+from specklab.client._operations import Operations
+from specklab.schemas import chipconfig
+from specklab.schemas.arrays import lift_arrays
 from specklab.schemas.chipconfig import ChipConfig
+from tests.chip_configs import guide_network as guide_config
 
 from .conftest import ALL_ONES_SHAPE, Account, all_ones_network
 
@@ -94,3 +99,25 @@ def test_upload_a_torchscript_file(client: Client) -> None:
         torch.jit.save(torch.jit.trace(all_ones_network(), torch.zeros(1, *ALL_ONES_SHAPE)), buffer)
     model = client.upload(buffer.getvalue(), options={"input_shape": ALL_ONES_SHAPE})
     assert (model.name, model.format) == ("model.pt", "torchscript") and model.report.ok
+
+
+def test_a_configuration_answer_is_parsed_by_the_configurations_own_json_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ChipConfig lifts its weight arrays out of the JSON text; a generic TypeAdapter would
+    build one Python int per weight (about a second for the guide's network)."""
+    document = guide_config(0).model_dump_json().encode()
+    lifted: list[tuple[str, ...]] = []
+
+    def lift(data: bytes, keys: tuple[str, ...]) -> object:
+        lifted.append(keys)
+        return lift_arrays(data, keys)
+
+    monkeypatch.setattr(chipconfig, "lift_arrays", lift)
+    operation = Operations("http://daemon.test").chip_config(7)
+    call = next(operation)
+    assert call.request.url.path == "/v1/models/7/config"
+    with pytest.raises(StopIteration) as done:
+        operation.send(httpx.Response(200, content=document, request=call.request))
+    assert lifted == [("weights", "neurons_initial_value")]
+    assert done.value.value.model_dump_json().encode() == document

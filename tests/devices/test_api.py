@@ -9,8 +9,10 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
+from specklab.schemas import chipconfig
 from specklab.schemas.booking import BookingSummary
 from specklab.schemas.devices import DeviceList, DevicePublic
 from specklab.schemas.events import spikes
@@ -200,6 +202,27 @@ def test_a_core_the_chip_does_not_have_is_a_422_naming_it(make_lab: Any) -> None
         )
         assert response.status_code == 422, response.text
         assert f"core {core} does not exist" in response.json()["message"]
+
+
+def test_a_model_deployed_again_is_not_validated_again(
+    make_lab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its validated configuration is kept (by document); each deployment's monitors and
+    patches go to a copy, never into the kept one."""
+    lab = make_lab(virtual=["speck2fdevkit=1"])
+    device = "virtual-speck2fdevkit:0"
+    model_id = deploy_guide(lab, device)
+    parsed: list[object] = []
+    lift = chipconfig.lift_arrays
+    monkeypatch.setattr(chipconfig, "lift_arrays", lambda *args: parsed.append(args) or lift(*args))
+    url = f"/v1/devices/{device}/deployment"
+    for monitor, expected in (([0], [0]), ([-1], [4]), ("all", [0, 1, 2, 3, 4]), ([-1], [4])):
+        response = lab.client.post(
+            url, headers=lab.admin, json={"model_id": model_id, "monitor_layers": monitor}
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["monitored"] == expected
+    assert parsed == []
 
 
 def test_unplugging_a_device_mid_stream_ends_the_stream_and_keeps_the_daemon(
