@@ -22,7 +22,7 @@ from specklab.server.devices.naming import DeviceId, lab_id
 
 from ..fixtures_models import torchscript_bytes
 from ..stream_lab import StreamLab, open_stream
-from .conftest import screenshot, wait_for
+from .conftest import screenshot, sign_in, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -42,19 +42,6 @@ DRAWN_RASTER = (
 )
 BARS = """bars => bars.map(b => [b.dataset.kind, Number(b.dataset.core), Number(b.dataset.used),
     Number(b.dataset.capacity), b.firstChild.style.width])"""
-
-
-def sign_in(browser: object, lab: StreamLab, user: str, path: str = "") -> object:
-    context = browser.new_context()  # type: ignore[attr-defined]
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.errors = errors
-    page.goto(f"{lab.daemon.url}/{path}")
-    page.fill("#token", lab.tokens[user])
-    page.click("#sign-in button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
-    return page
 
 
 def test_sign_in_keeps_the_token_in_the_tab_only(browser: object, lab: StreamLab) -> None:
