@@ -254,8 +254,7 @@ class ChipSimulator:
         event or ``t_end`` run on their own first: the chip does exactly what one call does.
         """
         period = self._packed.tick_period_us
-        # Contiguous once here: searchsorted copies a strided field on every call.
-        spike_t, dvs_t = np.ascontiguousarray(spikes["t"]), np.ascontiguousarray(dvs["t"])
+        spike_t, dvs_t = spikes["t"], dvs["t"]
         i = j = 0
         while i < len(spike_t) or j < len(dvs_t):
             tick_span = max(int(self._chunk_ticks * period), 1) if period > 0 else None
