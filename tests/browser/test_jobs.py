@@ -103,6 +103,33 @@ def test_a_jobs_result_shows_what_the_api_reports_and_downloads(
     assert page.errors == []
 
 
+def test_the_list_follows_a_running_job_with_its_progress_and_eta(
+    browser: object, lab: StreamLab, jobs: dict[str, int]
+) -> None:
+    # The finished job is shown running by intercepted list answers, until the interception
+    # ends: then the page's polling draws its real state. No step depends on the job's speed.
+    page = sign_in(browser, lab, "ada")
+    running = {"state": "running", "samples_done": 6, "progress": 0.5, "eta_s": 150.0}
+
+    def listed(route: Any) -> None:
+        answer = route.fetch().json()
+        for job in answer:
+            if job["id"] == jobs["done"]:
+                job.update(running)
+        route.fulfill(json=answer)
+
+    page.route("**/v1/jobs", listed)
+    page.goto(f"{lab.daemon.url}/#/jobs")
+    row = f"#jobs tr[data-job='{jobs['done']}']"
+    page.wait_for_selector(f"{row}[data-state=running]")
+    assert page.text_content(f"{row} .progress") == f"6 / {SAMPLES} samples"
+    assert page.text_content(f"{row} .eta") == "2 min"
+    page.unroute("**/v1/jobs")
+    page.wait_for_selector(f"{row}[data-state=done]")
+    assert page.text_content(f"{row} .eta") == ""
+    assert page.errors == []
+
+
 def test_only_the_owner_and_admins_may_cancel_and_the_owner_cancels(
     browser: object, lab: StreamLab, jobs: dict[str, int]
 ) -> None:
