@@ -288,8 +288,7 @@ class VirtualDevkit:
             sensed["t"] += np.uint64(origin_us)
             # Only the part of the sensor the DVS layer takes (its input may be a crop of 128x128).
             inside = (sensed["x"] < layer.input_size.x) & (sensed["y"] < layer.input_size.y)
-            if not inside.all():  # a full-size input keeps every event: no copy
-                sensed = take_events(sensed, np.flatnonzero(inside))
+            sensed = take_events(sensed, np.flatnonzero(inside))
         raw = sensed if layer is not None and layer.raw_monitor_enable else sensed[:0]
         if layer is not None and layer.pass_sensor_events and len(sensed):
             dvs = _merged(dvs, sensed)
@@ -365,8 +364,6 @@ def _as_simulated(config: ChipConfig) -> ChipConfig:
 
 
 def _merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if not len(a):
-        return b  # already in time order (the sensor's contract): no sort of a busy sensor
     both = concat_events([a, b], a.dtype)
     return take_events(both, np.argsort(both["t"], kind="stable"))
 
