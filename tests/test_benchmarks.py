@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from .browser.conftest import chromium_path
 from .db_fixtures import POSTGRES_ENV
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -48,9 +49,15 @@ def test_the_dashboard_benchmark_prints_its_figures() -> None:
     )
     figures = json.loads(result.stdout)
     assert figures["sensor_rate_hz"] == 50_000
-    for run in (figures["live"], figures["baseline_raw_dvs"]):
+    for run in (figures["server_frames"], figures["baseline_raw_dvs"]):
         assert run["frames_per_s"] > 0 and run["sensor_events_per_s"] > 0
         assert run["daemon_cpu_per_s"] > 0 and run["bytes_per_s"] > 0
+    if chromium_path() is None:
+        assert figures["browser"] is None and figures["browser_skipped"]
+    else:  # frames the page drew, counted in the page
+        browser = figures["browser"]
+        assert browser["frames_per_s"] > 0 and browser["server_frames_per_s"] > 0
+        assert browser["sensor_events_per_s"] > 0 and browser["daemon_cpu_per_s"] > 0
 
 
 def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:

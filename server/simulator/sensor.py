@@ -164,6 +164,9 @@ class ReplaySensor(DvsSensor):
         if loop and events.size == 0:
             raise SimulatorError("cannot loop an empty recording")
         self._events = np.sort(events, order="t", kind="stable")
+        # Contiguous, and searched with uint64 keys: a strided field or int keys would make
+        # searchsorted convert the whole column on every call.
+        self._t = np.ascontiguousarray(self._events["t"])
         self.loop = loop
 
     @property
@@ -189,6 +192,7 @@ class ReplaySensor(DvsSensor):
         return np.concatenate(parts) if parts else np.zeros(0, DVS_DTYPE)
 
     def _slice(self, t_start_us: int, t_end_us: int) -> np.ndarray:
-        t = self._events["t"]
-        lo, hi = np.searchsorted(t, [t_start_us, t_end_us], side="left")
+        # A loop's earlier periods ask from before 0: the same place as 0 (t is unsigned).
+        window = np.array([max(t_start_us, 0), max(t_end_us, 0)], dtype=np.uint64)
+        lo, hi = np.searchsorted(self._t, window, side="left")
         return self._events[lo:hi].copy()

@@ -69,6 +69,19 @@ def screenshot(page: object, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
+def sign_in(browser: object, lab: StreamLab, user: str, path: str = "") -> object:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    page.goto(f"{lab.daemon.url}/{path}")
+    page.fill("#token", lab.tokens[user])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#nav:not([hidden])")
+    return page
+
+
 def wait_for(page: object, condition: str, timeout_s: float = 60) -> None:
     """Until the JavaScript ``condition`` holds. Polled from here: Playwright's
     ``wait_for_function`` evaluates strings with ``eval``, which the pages' CSP forbids."""

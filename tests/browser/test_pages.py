@@ -22,7 +22,7 @@ from specklab.server.devices.naming import DeviceId, lab_id
 
 from ..fixtures_models import torchscript_bytes
 from ..stream_lab import StreamLab, open_stream
-from .conftest import screenshot, wait_for
+from .conftest import screenshot, sign_in, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -42,19 +42,6 @@ DRAWN_RASTER = (
 )
 BARS = """bars => bars.map(b => [b.dataset.kind, Number(b.dataset.core), Number(b.dataset.used),
     Number(b.dataset.capacity), b.firstChild.style.width])"""
-
-
-def sign_in(browser: object, lab: StreamLab, user: str, path: str = "") -> object:
-    context = browser.new_context()  # type: ignore[attr-defined]
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.errors = errors
-    page.goto(f"{lab.daemon.url}/{path}")
-    page.fill("#token", lab.tokens[user])
-    page.click("#sign-in button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
-    return page
 
 
 def test_sign_in_keeps_the_token_in_the_tab_only(browser: object, lab: StreamLab) -> None:
@@ -268,7 +255,28 @@ def test_a_recording_is_made_previewed_and_downloaded_in_the_browser(
     page.select_option(f"{row} .replay-device", RECORDED)
     page.click(f"{row} .replay button")
     page.wait_for_selector("#notice.error")
+    assert "(not_deployed)" in page.text_content("#notice")
+    deploy_dvs_input_network("ada", lab, RECORDED)
+    page.click(f"{row} .replay button")
+    page.wait_for_selector("#notice.info")
+    assert page.text_content("#notice").startswith(f"Replaying recording {recording['id']} into")
     assert page.evaluate("window.pwned") is None and page.errors == []
+
+
+def deploy_dvs_input_network(user: str, lab: StreamLab, device: str) -> None:
+    """A convolution taking the sensor's two polarities (its 16x16 corner) on ``device``."""
+    network = nn.Sequential(nn.Conv2d(2, 2, 3, bias=False), nn.ReLU())
+    with lab.http(user) as http:
+        uploaded = http.post(
+            "/v1/models",
+            files={"file": ("dvs.pt", torchscript_bytes(network, (2, 16, 16)))},
+            data={"options": json.dumps({"input_shape": [2, 16, 16], "dvs_input": True})},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        deployed = http.post(
+            f"/v1/devices/{device}/deployment", json={"model_id": uploaded.json()["id"]}
+        )
+        assert deployed.status_code == 201, deployed.text
 
 
 def upload_two_features(page: object, name: str) -> None:
@@ -340,6 +348,7 @@ def test_an_observer_sees_everything_and_no_action_buttons(browser: object, lab:
     for route, content in (
         ("#/models", "#models"),
         ("#/recordings", "#recordings"),
+        ("#/jobs", "#jobs"),
         (f"#/device/{LIVE}", "#live"),
     ):
         page.goto(f"{lab.daemon.url}/{route}")
@@ -366,6 +375,11 @@ def test_admins_manage_users_tokens_bookings_and_read_the_audit_log(
     me = httpx.get(f"{lab.daemon.url}/v1/users/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.json()["name"] == "carol"
     screenshot(page, "admin-token")
+    # Shown once: the tokens listed again carry no secret.
+    row.evaluate("cell => cell.closest('tr').querySelector('.show-tokens').click()")
+    page.wait_for_selector("#new-token-secret code", state="detached")
+    page.wait_for_selector("#admin td >> text=dashboard")  # the new token, listed
+    assert secret not in page.inner_text("body")
 
     [booking] = [
         b

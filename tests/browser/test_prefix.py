@@ -70,9 +70,12 @@ def test_the_pages_work_under_a_path_prefix(browser: object, prefixed: str) -> N
     page.click(f"#lab tr[data-device='{DEVICE}'] a")
     wait_for(page, "document.querySelector('#live-status')?.textContent.startsWith('Nothing')")
     screenshot(page, "prefix-device")
+    page.click("#nav a[data-page=jobs]")
+    page.wait_for_selector("#jobs")
     origin = prefixed.removesuffix("lab/")
     paths = [url.split("://", 1)[1].split("/", 1)[1] for url in requests]
     assert any(path.startswith("lab/v1/lab/overview") for path in paths)
     assert any(path.startswith("lab/v1/devices/") and path.endswith("/live") for path in paths)
+    assert "lab/v1/jobs" in paths
     assert all(path.startswith("lab/") for path in paths), paths
     assert ADMIN_TOKEN not in " ".join(requests) and origin in requests[0]

@@ -4,6 +4,7 @@ import { ErrorAnswer, get, viewer } from "./api.js";
 import { h } from "./dom.js";
 import { adminPage } from "./page-admin.js";
 import { devicePage } from "./page-device.js";
+import { jobsPage } from "./page-jobs.js";
 import { labPage } from "./page-lab.js";
 import { modelsPage } from "./page-models.js";
 import { recordingsPage } from "./page-recordings.js";
@@ -16,6 +17,7 @@ const pages = {
   device: devicePage,
   models: modelsPage,
   recordings: recordingsPage,
+  jobs: jobsPage,
   admin: adminPage,
 };
 
