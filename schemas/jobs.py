@@ -63,8 +63,10 @@ class JobOptions(BaseModel):
     monitor_layers: list[int] | None = Field(default=None, max_length=9)
     #: Slow clock for leaks and the readout; None: the model's own.
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
-    #: "virtual": the host's virtual devkits, in parallel.
-    device: Literal["virtual"] = "virtual"
+    #: "virtual": the hosts' evaluation workers, in parallel; or the lab-wide id of a device
+    #: you have booked (a real devkit, or a virtual devkit of the devices list), run on it
+    #: one sample after the other for as long as you hold its booking.
+    device: str = Field(default="virtual", min_length=1, max_length=128)
     #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
     #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
     #: chunk's database round trips cost little next to its samples.

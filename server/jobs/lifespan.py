@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore
+from .booked import BookedDevices
 from .pool import EvaluationPool
 from .runner import JobRunner
 from .service import JobService
@@ -39,21 +41,35 @@ async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     )
     configs = BlobStore(settings.data_dir / "jobs")
     pool = EvaluationPool(worker_count(settings.job_workers))
-    runner = JobRunner(
-        db,
-        pool,
-        host=settings.host_name,
-        config_path=configs.path,
-        dataset_path=lambda digest: datasets.store.path(digest, SAMPLES),
-        lease_s=settings.job_lease_s,
-    )
+    paths: dict[str, Any] = {
+        "host": settings.host_name,
+        "config_path": configs.path,
+        "dataset_path": lambda digest: datasets.store.path(digest, SAMPLES),
+        "lease_s": settings.job_lease_s,
+    }
+    runner = JobRunner(db, pool, **paths)
+    booked = BookedDevices(db, app.state.devices, **paths)
     app.state.datasets = datasets
-    app.state.jobs = JobService(db, configs, app.state.models, datasets, runner)
-    serving = asyncio.create_task(runner.serve(), name="job-runner")
+    app.state.jobs = JobService(
+        db,
+        configs,
+        app.state.models,
+        datasets,
+        runner,
+        app.state.devices,
+        booked,
+        app.state.booking_policy.host_stale_after,
+    )
+    serving = [
+        asyncio.create_task(runner.serve(), name="job-runner"),
+        asyncio.create_task(booked.serve(), name="booked-device-jobs"),
+    ]
     try:
         yield
     finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        for task in serving:
+            task.cancel()
+        for task in serving:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await anyio.to_thread.run_sync(pool.close)

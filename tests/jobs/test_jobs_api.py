@@ -79,10 +79,10 @@ def wait_for(lab: Lab, token: str, job_id: int, states: set[str], timeout: float
     raise AssertionError(f"job {job_id} never reached {states}: {job}")
 
 
-def direct_rows(digits: Digits, options: JobOptions) -> list[dict[str, Any]]:
+def direct_rows(digits: Digits, options: JobOptions, count: int = SAMPLES) -> list[dict[str, Any]]:
     """What the job must find: the same samples run here, one after the other."""
     plan = Plan.of(job_config(digits.config, options), options)
-    return run_samples(ChipSimulator(plan.config), plan, digits.samples, 0, SAMPLES)
+    return run_samples(ChipSimulator(plan.config), plan, digits.samples, 0, count)
 
 
 @pytest.mark.parametrize("readout", ["spike_count", "first_spike"])
@@ -154,7 +154,7 @@ def test_cancel_stops_the_job_and_frees_the_workers(shared_lab: Lab, owner: dict
         ({"options": {"readout": "readout"}}, 422, "invalid_request"),
         ({"options": {"monitor_layers": [7]}}, 422, "invalid_request"),
         ({"options": {"chunk_size": 0}}, 422, "invalid_request"),
-        ({"options": {"device": "speck2fdevkit:0"}}, 422, "invalid_request"),
+        ({"options": {"device": "speck2fdevkit:0"}}, 409, "not_booked"),
         ({"surprise": 1}, 422, "invalid_request"),
     ],
 )
