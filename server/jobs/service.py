@@ -41,6 +41,7 @@ from ..storage.types import utcnow
 from . import queue
 from .booked import BookedDevices
 from .evaluate import counted_layers, job_config
+from .limits import check_sample_limits
 from .results import columns, npz_bytes
 from .runner import JobRunner
 
@@ -119,6 +120,7 @@ class JobService:
                 422, "invalid_request", "options.readout: this model has no readout layer"
             )
         check_fit(config, dataset)
+        check_sample_limits(options, run_config, dataset)
         device = f"virtual {run_config.chip}"
         if options.device != "virtual":
             device_id, device = await self._check_device(user, options.device, run_config.chip)
