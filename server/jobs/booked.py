@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from . import queue
 from .evaluate import Plan, job_config
 from .pool import ChunkCancelled, ChunkFailed, ChunkTask
 from .runner import JobRunner
+
+log = logging.getLogger(__name__)
 
 #: Seconds a device may take past a sample's last input to answer it.
 SETTLE_S = 1.0
@@ -170,11 +173,14 @@ class BookedDevices:
         """Start a runner for each of this host's devices that queued chunks wait for."""
         try:
             while True:
-                with contextlib.suppress(Exception):  # the database briefly away
+                try:
                     waited = await self.db.run(queue.queued_devices)
-                    here = {state.description.id for state in self.devices.states()}
-                    for device_id in (waited & here) - set(self._runners):
-                        self._start(device_id)
+                except Exception:  # the database briefly away: try again at the next wake
+                    log.exception("looking for booked-device jobs failed")
+                    waited = set()
+                here = {state.description.id for state in self.devices.states()}
+                for device_id in (waited & here) - set(self._runners):
+                    self._start(device_id)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
