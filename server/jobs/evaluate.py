@@ -186,6 +186,8 @@ def evaluate_sample(
 
 
 def _spikes_by_core(spikes: np.ndarray) -> dict[int, np.ndarray]:
+    if not len(spikes):  # a sample that made no spike at all
+        return {}
     order = np.argsort(spikes["core"], kind="stable")
     cores, starts = np.unique(spikes["core"][order], return_index=True)
     bounds = [*starts[1:], len(order)]

@@ -40,7 +40,7 @@ def test_a_killed_daemon_resumes_the_job_and_finds_the_same_results(
     }
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with run_daemon(tmp_path / "data", env=env) as daemon:
-        client = httpx.Client(base_url=daemon.url, timeout=120)
+        client = httpx.Client(base_url=daemon.url, timeout=600)
         user = client.post("/v1/users", json={"name": "rex", "role": "user"}, headers=admin)
         token = client.post(
             "/v1/tokens", json={"name": "t", "user_id": user.json()["id"]}, headers=admin
@@ -68,7 +68,7 @@ def test_a_killed_daemon_resumes_the_job_and_finds_the_same_results(
     assert 0 < job["samples_done"] < SAMPLES, "the job should be killed halfway"
 
     with run_daemon(tmp_path / "data", env=env) as daemon:
-        client = httpx.Client(base_url=daemon.url, timeout=120)
+        client = httpx.Client(base_url=daemon.url, timeout=600)
         deadline = time.monotonic() + 300
         while (job := client.get(f"/v1/jobs/{job_id}", headers=auth).json())["state"] != "done":
             assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
