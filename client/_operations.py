@@ -262,7 +262,8 @@ class Operations(BaseClient):
     def upload_dataset(
         self, file: str | os.PathLike[str] | bytes, *, name: str | None = None
     ) -> Op[DatasetInfo]:
-        """Upload a labelled event dataset: a ``.npz`` or HDF5 file of the documented layout."""
+        """Upload a labelled event dataset: a ``.npz`` or HDF5 file of the documented layout,
+        or a zip or tar of AEDAT4 recordings with a ``labels.csv`` (docs/jobs.md)."""
         if isinstance(file, bytes):
             content, filename = file, "dataset"
         else:

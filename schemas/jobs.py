@@ -15,7 +15,7 @@ class DatasetInfo(BaseModel):
     owner: str
     #: sha256 of the uploaded file: the same upload is stored once.
     sha256: str
-    format: Literal["npz", "hdf5", "recordings"]
+    format: Literal["npz", "hdf5", "aedat4", "recordings"]
     samples: int
     events: int
     #: Distinct labels; classes are 0 .. max(label).
@@ -24,6 +24,10 @@ class DatasetInfo(BaseModel):
     max_x: int
     max_y: int
     max_p: int
+    #: The longest sample's span in microseconds (its last event's time + 1).
+    longest_sample_us: int = 0
+    #: The most events one sample holds.
+    largest_sample_events: int = 0
     size_bytes: int
     created_at: datetime
 
@@ -54,7 +58,8 @@ class JobOptions(BaseModel):
 
     #: Each sample runs from 0 to this many microseconds (events after it are not sent);
     #: None: until its last event.
-    duration_us: int | None = Field(default=None, ge=1, le=3_600_000_000)
+    #: At most a minute (``docs/jobs.md``, per-sample limits).
+    duration_us: int | None = Field(default=None, ge=1, le=60_000_000)
     readout: Readout = Readout.SPIKE_COUNT
     #: Neurons, decimators and readout back to their initial state before every sample.
     reset: bool = True
@@ -63,8 +68,10 @@ class JobOptions(BaseModel):
     monitor_layers: list[int] | None = Field(default=None, max_length=9)
     #: Slow clock for leaks and the readout; None: the model's own.
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
-    #: "virtual": the host's virtual devkits, in parallel.
-    device: Literal["virtual"] = "virtual"
+    #: "virtual": the hosts' evaluation workers, in parallel; or the lab-wide id of a device
+    #: you have booked (a real devkit, or a virtual devkit of the devices list), run on it
+    #: one sample after the other for as long as you hold its booking.
+    device: str = Field(default="virtual", min_length=1, max_length=128)
     #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
     #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
     #: chunk's database round trips cost little next to its samples.

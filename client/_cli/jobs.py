@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=runner(_evaluate))
     parser.add_argument("model", type=positive, help="the model's id")
-    parser.add_argument("dataset", help="a dataset id, or a .npz/.h5 file to upload first")
+    parser.add_argument(
+        "dataset",
+        help="a dataset id, or a file to upload first (.npz, .h5, or a .zip/.tar of AEDAT4 "
+        "recordings with a labels.csv)",
+    )
     parser.add_argument(
         "--duration-us", type=positive, help="each sample's length (default: its events)"
     )
@@ -32,6 +36,9 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-clock-hz", type=float, help="slow clock for leaks and readout")
     parser.add_argument(
         "--chunk-size", type=positive, help="samples per chunk (default: automatic)"
+    )
+    parser.add_argument(
+        "--device", help="a device you have booked (default: virtual devkits, in parallel)"
     )
 
 
@@ -50,6 +57,7 @@ def _evaluate(client: Client, args: argparse.Namespace) -> None:
         "monitor_layers": args.monitor,
         "slow_clock_hz": args.slow_clock_hz,
         "chunk_size": args.chunk_size,
+        "device": args.device,
     }
     given = {key: value for key, value in options.items() if value is not None}
     summary = client.evaluate(args.model, dataset, progress=not args.json, **given)

@@ -14,7 +14,6 @@ import itertools
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +23,7 @@ _COLUMNS = ("x", "y", "p", "t")
 #: Bytes one event may take in an upload's arrays (four int64 columns), for the size checks.
 _EVENT_BYTES = 4 * 8
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_TAR_MAGIC_OFFSET = 257
 
 
 class DatasetError(ValueError):
@@ -44,22 +44,48 @@ class Samples:
     def sample(self, index: int) -> np.ndarray:
         return self.events[self.offsets[index] : self.offsets[index + 1]]
 
+    def longest_us(self) -> int:
+        """The longest sample's span: its last event's time + 1 (samples start at 0)."""
+        starts, ends = self.offsets[:-1], self.offsets[1:]
+        last = ends[ends > starts] - 1
+        return int(self.events["t"][last].max()) + 1 if len(last) else 0
 
-def detect_format(path: Path) -> str:
-    with path.open("rb") as handle:
-        head = handle.read(8)
+
+def detect_container(head: bytes) -> str:
+    """``zip`` (a .npz, or an archive of AEDAT4 recordings), ``tar`` (recordings) or ``hdf5``,
+    from the file's first 512 bytes."""
     if head.startswith(b"PK"):
-        return "npz"
-    if head == _HDF5_MAGIC:
+        return "zip"
+    if head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar":
+        return "tar"
+    if head.startswith(_HDF5_MAGIC):
         return "hdf5"
-    raise DatasetError("a dataset is a .npz (zip) or HDF5 file; this file is neither")
+    raise DatasetError(
+        "a dataset is a .npz, an HDF5 file, or a zip or tar archive of AEDAT4 recordings; "
+        "this file is none of them"
+    )
 
 
-def read_dataset(path: Path, *, max_events: int) -> tuple[str, Samples]:
-    """The file's format and its samples; :class:`DatasetError` for anything else."""
-    kind = detect_format(path)
-    reader = _read_npz if kind == "npz" else _read_hdf5
-    return kind, reader(path, max_events)
+def is_recordings_archive(data: bytes) -> bool:
+    """A tar, or a zip holding a ``labels.csv``: a folder of AEDAT4 recordings."""
+    container = detect_container(data[:512])
+    return container == "tar" or (container == "zip" and _holds(data, "labels.csv"))
+
+
+def read_arrays(data: bytes, *, max_events: int) -> tuple[str, Samples]:
+    """A ``.npz`` or HDF5 upload's format and samples; DatasetError for anything else. h5py
+    parses untrusted bytes in C: call it in the sandboxed child of ``isolated.py`` only."""
+    if detect_container(data[:512]) == "hdf5":
+        return "hdf5", _read_hdf5(io.BytesIO(data), max_events)
+    return "npz", _read_npz(io.BytesIO(data), max_events)
+
+
+def _holds(data: bytes, name: str) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return name in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
 
 
 def save_canonical(samples: Samples) -> bytes:
@@ -73,7 +99,7 @@ def load_canonical(data: bytes) -> Samples:
         return Samples(arrays["events"], arrays["offsets"], arrays["labels"])
 
 
-def _read_npz(path: Path, max_events: int) -> Samples:
+def _read_npz(path: io.BytesIO, max_events: int) -> Samples:
     budget = max_events * _EVENT_BYTES + 1024
     try:
         with zipfile.ZipFile(path) as archive:
@@ -92,7 +118,7 @@ def _read_npz(path: Path, max_events: int) -> Samples:
         raise DatasetError(f"the .npz cannot be read: {exc}") from exc
 
 
-def _read_hdf5(path: Path, max_events: int) -> Samples:
+def _read_hdf5(path: io.BytesIO, max_events: int) -> Samples:
     import h5py  # only uploads of HDF5 pay for it
 
     try:
@@ -118,25 +144,37 @@ def _read_hdf5(path: Path, max_events: int) -> Samples:
 def _canonical(names: set[str], read: Callable[[str], np.ndarray], max_events: int) -> Samples:
     missing = {"offsets", "labels"} - names
     if missing:
-        raise DatasetError(f"the dataset needs arrays {sorted(missing)}")
+        raise DatasetError(
+            f"the dataset needs arrays {sorted(missing)} (or, as a zip of AEDAT4 recordings, "
+            "a labels.csv at its root)"
+        )
     columns = _event_columns(names, read)
     size = len(columns["t"])
     if size > max_events:
         raise DatasetError(f"the dataset holds {size} events, more than {max_events}")
     labels = _integers("labels", read("labels"))
-    offsets = _offsets(_integers("offsets", read("offsets")), len(labels), size)
-    if len(labels) == 0:
-        raise DatasetError("the dataset has no samples")
-    if labels.min() < 0 or labels.max() >= 2**15:
-        raise DatasetError("labels must be class indices from 0 to 32767")
+    offsets = _integers("offsets", read("offsets"))
     events = np.zeros(size, DVS_DTYPE)
     for name, limit in (("x", 2**16), ("y", 2**16), ("p", 2), ("t", 2**63)):
         column = columns[name]
         if size and (column.min() < 0 or column.max() >= limit):
             raise DatasetError(f"event field {name!r} must lie in [0, {limit})")
         events[name] = column
+    return canonical_events(events, offsets, labels)
+
+
+def canonical_events(events: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> Samples:
+    """Checked samples of ``DVS_DTYPE`` events: each sample in time order, its first event at
+    t = 0 (docs/jobs.md)."""
+    if events.dtype != DVS_DTYPE or events.ndim != 1:
+        raise DatasetError(f"events must be a 1-D array of {DVS_DTYPE}, got {events.dtype}")
+    labels = _integers("labels", labels)
+    offsets = _offsets(_integers("offsets", offsets), len(labels), len(events))
+    if len(labels) == 0:
+        raise DatasetError("the dataset has no samples")
+    if labels.min() < 0 or labels.max() >= 2**15:
+        raise DatasetError("labels must be class indices from 0 to 32767")
     for start, end in itertools.pairwise(offsets):
-        # Each sample in time order, its first event at t = 0 (docs/jobs.md).
         sample = events[start:end]
         if len(sample):
             sample[:] = sample[np.argsort(sample["t"], kind="stable")]

@@ -30,7 +30,8 @@ from ..storage import Database
 from ..storage.blobs import BlobStore, Incoming, sha256_hex
 from ..storage.public import public
 from ..storage.tables import DatasetRecord, JobRecord, User
-from .formats import DatasetError, Samples, load_canonical, read_dataset, save_canonical
+from .formats import DatasetError, Samples, load_canonical, save_canonical
+from .isolated import ParseLimits, read_isolated
 
 SAMPLES = ".samples.npz"
 _UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
@@ -46,6 +47,11 @@ class DatasetLimits:
     max_events: int
     quota_bytes: int
 
+    @property
+    def parse(self) -> ParseLimits:
+        # An archive of recordings may unpack to what an upload may hold, four times over.
+        return ParseLimits(self.max_events, max_unpacked_bytes=4 * self.max_upload_bytes)
+
 
 class DatasetService:
     def __init__(self, store: BlobStore, db: Database, limits: DatasetLimits) -> None:
@@ -59,7 +65,7 @@ class DatasetService:
         """Keep a received upload once it reads as a dataset (422 otherwise)."""
         try:
             kind, samples = await anyio.to_thread.run_sync(
-                lambda: read_dataset(file.flushed(), max_events=self.limits.max_events)
+                read_isolated, file.flushed(), self.limits.parse
             )
         except DatasetError as exc:
             raise invalid(str(exc)) from exc
@@ -123,6 +129,8 @@ class DatasetService:
             max_x=int(events["x"].max()) if len(events) else 0,
             max_y=int(events["y"].max()) if len(events) else 0,
             max_p=int(events["p"].max()) if len(events) else 0,
+            longest_sample_us=samples.longest_us(),
+            largest_sample_events=int(np.diff(samples.offsets).max()),
             size_bytes=size,
         )
 

@@ -121,6 +121,46 @@ class Plan:
         spikes["y"] = events["y"]
         return spikes
 
+    def cut(self, events: np.ndarray) -> tuple[np.ndarray, int]:
+        """The events a sample sends (those before ``duration_us``) and its end time."""
+        if self.options.duration_us is not None:
+            return events[events["t"] < self.options.duration_us], self.options.duration_us
+        return events, int(events["t"][-1]) + 1 if len(events) else 0
+
+    def row(
+        self,
+        events: np.ndarray,
+        label: int,
+        spikes: np.ndarray,
+        readout: np.ndarray,
+        started: float,
+    ) -> dict[str, Any]:
+        """A sample's row from what it sent and what came out: prediction, output counts,
+        latency, spikes and synops per layer; ``started``: its ``perf_counter`` start."""
+        out = spikes[spikes["layer"] == self.output_layer]
+        features = self.config.cnn_layers[self.config.core(self.output_layer)]
+        n_features = features.dimensions.output_shape.feature_count
+        counts = np.bincount(out["feature"], minlength=n_features)[:: self.class_stride]
+        if self.options.readout is Readout.SPIKE_COUNT:
+            prediction = int(np.argmax(counts)) if counts.any() else NONE
+        elif self.options.readout is Readout.FIRST_SPIKE:
+            prediction = int(out["feature"][0]) // self.class_stride if len(out) else NONE
+        else:
+            reported = np.bincount(readout["class_id"]) if len(readout) else np.zeros(0, np.int64)
+            prediction = int(np.argmax(reported)) if reported.any() else NONE
+        per_core = _spikes_by_core(spikes)
+        return {
+            "label": int(label),
+            "prediction": prediction,
+            "counts": counts.tolist(),
+            "latency_us": int(out["t"][0]) if len(out) else NONE,
+            "spikes": [len(per_core.get(self.config.core(layer), ())) for layer in self.layers],
+            "synops": [
+                _synops(self, self.config.core(layer), per_core, events) for layer in self.layers
+            ],
+            "time_s": time.perf_counter() - started,
+        }
+
 
 def evaluate_sample(
     sim: ChipSimulator,
@@ -129,17 +169,12 @@ def evaluate_sample(
     label: int,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """One sample's row: prediction, output counts, latency, spikes and synops per layer."""
+    """One sample's row (:meth:`Plan.row`) on a virtual chip."""
     started = time.perf_counter()
-    options = plan.options
-    if options.reset:
+    if plan.options.reset:
         sim.reset_states()
     sim.reset_clock(0)
-    if options.duration_us is not None:
-        events = events[events["t"] < options.duration_us]
-        end = options.duration_us
-    else:
-        end = int(events["t"][-1]) + 1 if len(events) else 0
+    events, end = plan.cut(events)
     if plan.dvs_input:
         first = sim.run(dvs=events, cancel=cancel)
     else:
@@ -147,33 +182,12 @@ def evaluate_sample(
     rest = sim.advance_to(end, cancel=cancel)
     spikes = np.concatenate([first.spikes, rest.spikes])
     readout = np.concatenate([first.readout, rest.readout])
-
-    out = spikes[spikes["layer"] == plan.output_layer]
-    features = plan.config.cnn_layers[plan.config.core(plan.output_layer)]
-    n_features = features.dimensions.output_shape.feature_count
-    counts = np.bincount(out["feature"], minlength=n_features)[:: plan.class_stride]
-    if options.readout is Readout.SPIKE_COUNT:
-        prediction = int(np.argmax(counts)) if counts.any() else NONE
-    elif options.readout is Readout.FIRST_SPIKE:
-        prediction = int(out["feature"][0]) // plan.class_stride if len(out) else NONE
-    else:
-        reported = np.bincount(readout["class_id"]) if len(readout) else np.zeros(0, np.int64)
-        prediction = int(np.argmax(reported)) if reported.any() else NONE
-    per_core = _spikes_by_core(spikes)
-    return {
-        "label": int(label),
-        "prediction": prediction,
-        "counts": counts.tolist(),
-        "latency_us": int(out["t"][0]) if len(out) else NONE,
-        "spikes": [len(per_core.get(plan.config.core(layer), ())) for layer in plan.layers],
-        "synops": [
-            _synops(plan, plan.config.core(layer), per_core, events) for layer in plan.layers
-        ],
-        "time_s": time.perf_counter() - started,
-    }
+    return plan.row(events, label, spikes, readout, started)
 
 
 def _spikes_by_core(spikes: np.ndarray) -> dict[int, np.ndarray]:
+    if not len(spikes):  # a sample that made no spike at all
+        return {}
     order = np.argsort(spikes["core"], kind="stable")
     cores, starts = np.unique(spikes["core"][order], return_index=True)
     bounds = [*starts[1:], len(order)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore
+from .booked import BookedDevices
 from .pool import EvaluationPool
 from .runner import JobRunner
 from .service import JobService
@@ -38,18 +40,30 @@ async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     )
     configs = BlobStore(settings.data_dir / "jobs")
     pool = EvaluationPool(worker_count(settings.job_workers))
-    runner = JobRunner(
-        db,
-        pool,
-        host=settings.host_name,
-        config_path=configs.path,
-        dataset_path=lambda digest: datasets.store.path(digest, SAMPLES),
-        lease_s=settings.job_lease_s,
-    )
+    paths: dict[str, Any] = {
+        "host": settings.host_name,
+        "config_path": configs.path,
+        "dataset_path": lambda digest: datasets.store.path(digest, SAMPLES),
+        "lease_s": settings.job_lease_s,
+    }
+    runner = JobRunner(db, pool, **paths)
+    booked = BookedDevices(db, app.state.devices, **paths)
     app.state.datasets = datasets
-    app.state.jobs = JobService(db, configs, app.state.models, datasets, runner)
+    app.state.jobs = JobService(
+        db,
+        configs,
+        app.state.models,
+        datasets,
+        runner,
+        app.state.devices,
+        booked,
+        app.state.booking_policy.host_stale_after,
+    )
     try:
-        async with background(runner.serve(), name="job-runner"):
+        async with (
+            background(runner.serve(), name="job-runner"),
+            background(booked.serve(), name="booked-device-jobs"),
+        ):
             yield
     finally:
         await anyio.to_thread.run_sync(pool.close)

@@ -35,6 +35,8 @@ class ChunkTask:
     options: JobOptions
     start: int
     stop: int
+    #: The job's owner (a booked device checks they still hold its booking).
+    user_id: int
 
 
 class ChunkCancelled(Exception):

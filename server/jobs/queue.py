@@ -32,6 +32,7 @@ UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 class Claim:
     chunk_id: int
     job_id: int
+    user_id: int
     start: int
     stop: int
     config_sha256: str
@@ -39,8 +40,14 @@ class Claim:
     options: dict[str, Any]
 
 
-def claim(session: Session, host: str, lease_s: float) -> Claim | None:
-    """Take the fairest queued chunk for ``host``, or None when nothing is queued."""
+def _runs_on(device: str | None) -> Any:
+    """The chunks of the evaluation workers (None), or of one booked device."""
+    return JobChunk.device.is_(None) if device is None else JobChunk.device == device
+
+
+def claim(session: Session, host: str, lease_s: float, device: str | None = None) -> Claim | None:
+    """Take the fairest queued chunk for ``host``'s workers (or ``device``), or None when
+    nothing is queued for them."""
     running = aliased(JobChunk)
     running_of_owner = (
         select(func.count())
@@ -51,7 +58,7 @@ def claim(session: Session, host: str, lease_s: float) -> Claim | None:
     query = (
         select(JobChunk)
         .join(JobRecord, JobRecord.id == JobChunk.job_id)
-        .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED))
+        .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED), _runs_on(device))
         .order_by(running_of_owner, JobChunk.job_id, JobChunk.start)
         .limit(1)
         .with_for_update(skip_locked=True, of=JobChunk)
@@ -70,6 +77,7 @@ def claim(session: Session, host: str, lease_s: float) -> Claim | None:
     found = Claim(
         chunk.id,
         job.id,
+        job.user_id,
         chunk.start,
         chunk.stop,
         job.config_sha256,
@@ -80,14 +88,29 @@ def claim(session: Session, host: str, lease_s: float) -> Claim | None:
     return found
 
 
-def anything_queued(session: Session) -> bool:
+def anything_queued(session: Session, device: str | None = None) -> bool:
     query = (
         select(JobChunk.id)
         .join(JobRecord, JobRecord.id == JobChunk.job_id)
-        .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED))
+        .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED), _runs_on(device))
         .limit(1)
     )
     return session.scalar(query) is not None
+
+
+def queued_devices(session: Session) -> set[str]:
+    """The booked devices that queued chunks wait for."""
+    query = (
+        select(JobChunk.device)
+        .join(JobRecord, JobRecord.id == JobChunk.job_id)
+        .where(
+            JobChunk.state == QUEUED,
+            JobRecord.state.in_(UNFINISHED),
+            JobChunk.device.is_not(None),
+        )
+        .distinct()
+    )
+    return {device for device in session.scalars(query) if device is not None}
 
 
 def renew(session: Session, host: str, chunk_ids: list[int], lease_s: float) -> set[int]:

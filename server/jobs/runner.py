@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlalchemy.orm import Session
@@ -24,10 +24,22 @@ from specklab.schemas.jobs import JobOptions, JobState
 from ..storage import Database
 from ..storage.types import utcnow
 from . import queue
-from .pool import ChunkCancelled, ChunkFailed, ChunkTask, EvaluationPool
+from .pool import ChunkCancelled, ChunkFailed, ChunkTask
 from .results import columns, summarize
 
 log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """Where a runner's chunks run: the evaluation pool, or a booked device."""
+
+    size: int
+
+    def run(self, slot: int, task: ChunkTask) -> list[dict[str, Any]]:
+        """Run ``task`` on ``slot`` (blocking, from a thread); ChunkCancelled, ChunkFailed."""
+        ...
+
+    def cancel(self, slot: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -46,13 +58,15 @@ class _Running:
 @dataclass(eq=False, repr=False)
 class JobRunner:
     db: Database
-    pool: EvaluationPool
+    pool: Executor
     _: KW_ONLY
     host: str
     config_path: Callable[[str], Path]
     dataset_path: Callable[[str], Path]
     lease_s: float
     poll_s: float = 0.25
+    #: The booked device whose chunks this runner runs; None: the evaluation workers'.
+    device: str | None = None
     _slots: dict[int, _Running] = field(init=False, default_factory=dict)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _stopping: bool = field(init=False, default=False)
@@ -72,7 +86,8 @@ class JobRunner:
 
     async def serve(self) -> None:
         """Run until cancelled; chunks running then go back to the queue."""
-        await self.db.run(lambda s: queue.requeue(s, host=self.host), write=True)
+        if self.device is None:  # this host's first runner: what it held before is free
+            await self.db.run(lambda s: queue.requeue(s, host=self.host), write=True)
         last_renewal = asyncio.get_running_loop().time()
         try:
             while True:
@@ -103,10 +118,10 @@ class JobRunner:
             await self.db.run(lambda s: queue.requeue(s, now=expired), write=True)
         free = [slot for slot in range(self.pool.size) if slot not in self._slots]
         # A read first: an idle lab costs no write transaction per poll.
-        if not free or not await self.db.run(queue.anything_queued):
+        if not free or not await self.db.run(lambda s: queue.anything_queued(s, self.device)):
             return
         for slot in free:
-            claim = await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
+            claim = await self.db.run(self._claim, write=True)
             if claim is None:
                 return
             running = self._slots[slot] = _Running(claim)
@@ -165,6 +180,9 @@ class JobRunner:
             del self._slots[slot]
             self.wake()
 
+    def _claim(self, session: Session) -> queue.Claim | None:
+        return queue.claim(session, self.host, self.lease_s, self.device)
+
     def _task(self, claim: queue.Claim) -> ChunkTask:
         return ChunkTask(
             config_path=self.config_path(claim.config_sha256),
@@ -172,11 +190,12 @@ class JobRunner:
             options=JobOptions.model_validate(claim.options),
             start=claim.start,
             stop=claim.stop,
+            user_id=claim.user_id,
         )
 
     async def _claim_quietly(self) -> queue.Claim | None:
         try:
-            return await self.db.run(lambda s: queue.claim(s, self.host, self.lease_s), write=True)
+            return await self.db.run(self._claim, write=True)
         except Exception:  # the database briefly away: the loop claims again later
             log.exception("claiming a job chunk failed")
             return None

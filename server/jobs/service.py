@@ -30,14 +30,19 @@ from specklab.schemas.patch import PatchError
 
 from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
+from ..booking import lab
+from ..booking.service import require_active_booking
 from ..datasets.service import DatasetService
+from ..devices.manager import DeviceManager
 from ..models import ModelService
 from ..storage import Database
 from ..storage.blobs import BlobStore
 from ..storage.tables import DatasetRecord, JobChunk, JobRecord, User
 from ..storage.types import utcnow
 from . import queue
+from .booked import BookedDevices
 from .evaluate import counted_layers, job_config
+from .limits import check_sample_limits
 from .results import columns, npz_bytes
 from .runner import JobRunner
 
@@ -80,6 +85,10 @@ class JobService:
     models: ModelService
     datasets: DatasetService
     runner: JobRunner
+    devices: DeviceManager
+    booked: BookedDevices
+    #: After this long without a check-in, another host's devices count as offline.
+    stale_after: timedelta
 
     async def create(self, user: Principal, body: JobCreate) -> JobPublic:
         model, dataset = await self.db.run(
@@ -102,6 +111,11 @@ class JobService:
                 422, "invalid_request", "options.readout: this model has no readout layer"
             )
         check_fit(config, dataset)
+        check_sample_limits(options, run_config, dataset)
+        device = f"virtual {run_config.chip}"
+        if options.device != "virtual":
+            device_id, device = await self._check_device(user, options.device, run_config.chip)
+            options = options.model_copy(update={"device": device_id})
         config_sha = await anyio.to_thread.run_sync(
             lambda: self.store.put(run_config.model_dump_json().encode())
         )
@@ -110,7 +124,7 @@ class JobService:
             dataset_sha256=dataset.sha256,
             compile_options=model.options,
             chip_config_sha256=config_sha,
-            device=f"virtual {run_config.chip}",
+            device=device,
             specklab_version=_specklab_version(),
             options=options,
         )
@@ -152,6 +166,7 @@ class JobService:
                     start=k * size,
                     stop=min((k + 1) * size, dataset.samples),
                     state=queue.QUEUED,
+                    device=None if options.device == "virtual" else options.device,
                 )
                 for k in range(math.ceil(dataset.samples / size))
             )
@@ -160,7 +175,36 @@ class JobService:
 
         public = await self.db.run(insert, write=True)
         self.runner.wake()
+        self.booked.wake()
         return public
+
+    async def _check_device(self, user: Principal, ref: str, chip: str) -> tuple[str, str]:
+        """The id of the device ``ref`` names and how the reproducibility record describes it:
+        409 unless ``user`` holds its running booking, 422 when it carries another chip."""
+
+        def require(session: Session) -> str:
+            device_id = lab.resolve_device_id(
+                session, ref, user_id=user.id, now=utcnow(), stale_after=self.stale_after
+            )
+            require_active_booking(session, user, device_id)
+            session.commit()
+            return device_id
+
+        device_id = await self.db.run(require, write=True)
+        states = {state.description.id: state for state in self.devices.states()}
+        state = states.get(device_id)
+        if state is None:  # booked, on another host of the lab: that host checks its chip
+            return device_id, device_id
+        description = state.description
+        if description.chip != chip:
+            raise DomainError(
+                422,
+                "invalid_request",
+                f"options.device: {device_id} carries a {description.chip or 'no chip'}, "
+                f"the model is compiled for {chip}",
+            )
+        kind = "virtual" if description.virtual else f"serial {description.serial_number}"
+        return device_id, f"{device_id} ({description.type}, {kind})"
 
     def list(self, session: Session, user: Principal) -> list[JobPublic]:
         rows = visible_rows(session, JobRecord, user)
@@ -179,6 +223,7 @@ class JobService:
             queue.end_job(session, job, JobState.CANCELLED)
             session.commit()
             self.runner.cancel_job(job.id)
+            self.booked.cancel_job(job.id)
         return _public(job, _owner(session, job))
 
     def summary(self, session: Session, user: Principal, job_id: int) -> JobSummary:

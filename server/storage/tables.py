@@ -221,6 +221,10 @@ class DatasetRecord(Base):
     max_x: Mapped[int]
     max_y: Mapped[int]
     max_p: Mapped[int]
+    #: The longest sample's span (its last event's time + 1) and the most events of one
+    #: sample, for the per-sample limits of jobs (``jobs/limits.py``).
+    longest_sample_us: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    largest_sample_events: Mapped[int] = mapped_column(BigInteger, server_default="0")
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -268,6 +272,8 @@ class JobChunk(Base):
     start: Mapped[int]
     stop: Mapped[int]
     state: Mapped[str] = mapped_column(String(16))
+    #: The booked device that runs it (``JobOptions.device``); None: the evaluation workers.
+    device: Mapped[str | None] = mapped_column(String(128))
     #: The host running it and until when its claim holds without renewal.
     host_name: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import pickle
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
+from specklab.server.recordings.aedat import write_aedat4
 
 from ..db_fixtures import stored_recording
 from ..lab_client import Lab, bearer, running_lab
@@ -118,7 +122,7 @@ def _pickled() -> bytes:
     ("data", "needle"),
     [
         (_pickled(), "cannot be read safely"),
-        (pickle.dumps({"events": [1, 2, 3]}), "neither"),
+        (pickle.dumps({"events": [1, 2, 3]}), "none of them"),
         (
             npz(events=events(6), offsets=np.array([0, 3, 6]), labels=np.array([0, 1, 2])),
             "labels match",
@@ -253,3 +257,117 @@ def test_dvs_recordings_become_a_dataset_of_one_sample_each(shared_lab: Lab) -> 
             "/v1/datasets/from-recordings", json=bad, headers=bearer(token)
         )
         assert response.status_code == code, (bad, response.text)
+
+
+def _recordings(tmp_path: Path, count: int) -> list[tuple[str, bytes, np.ndarray]]:
+    """``count`` AEDAT4 recordings (name, bytes, their events) written with the project's
+    writer."""
+    made = []
+    for index in range(count):
+        written = np.zeros(5 + index, DVS_DTYPE)
+        written["t"] = 1_000 + 10 * np.arange(5 + index)
+        written["x"], written["y"], written["p"] = index, 2 * index, index % 2
+        path = tmp_path / f"r{index}.aedat4"
+        write_aedat4(written, path)
+        made.append((f"recs/r{index}.aedat4", path.read_bytes(), written))
+    return made
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _tar(entries: dict[str, bytes], link: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        if link is not None:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("pack", [_zip, _tar], ids=["zip", "tar"])
+def test_a_folder_of_aedat4_recordings_with_a_labels_csv_is_a_dataset(
+    shared_lab: Lab, tmp_path: Path, pack: Any
+) -> None:
+    _, token = shared_lab.add_user(f"ae{pack.__name__}")
+    recordings = _recordings(tmp_path, 3)
+    labels = "file,label\n" + "".join(
+        f"{name},{7 - i}\n" for i, (name, _, _) in enumerate(recordings)
+    )
+    entries = {"labels.csv": labels.encode(), **{name: data for name, data, _ in recordings}}
+    response = upload(shared_lab, token, pack(entries))
+    assert response.status_code == 201, response.text
+    info = response.json()
+    assert (info["format"], info["samples"], info["events"], info["classes"]) == (
+        "aedat4",
+        3,
+        18,
+        8,
+    )
+    assert (info["max_x"], info["max_y"], info["max_p"]) == (2, 4, 1)
+    samples = shared_lab.app.state.datasets.samples(info["sha256"])
+    for index, (_, _, written) in enumerate(recordings):
+        sample = samples.sample(index)
+        assert sample["t"].tolist() == (written["t"] - 1_000).tolist()
+        assert sample["x"].tolist() == written["x"].tolist()
+    assert samples.labels.tolist() == [7, 6, 5]
+
+
+@pytest.mark.parametrize(
+    ("entries", "needle"),
+    [
+        ({"a.aedat4": b"x"}, "a labels.csv at its root"),
+        ({"labels.csv": b"gone.aedat4,1\n"}, "does not hold"),
+        ({"labels.csv": b"a.aedat4,one\n", "a.aedat4": b""}, "row 1"),
+        ({"labels.csv": b"a.aedat4,1\n", "a.aedat4": b"junk"}, "row 1: not a readable"),
+        ({"labels.csv": b"a.txt,1\n", "a.txt": b""}, ".aedat4 files"),
+        ({"labels.csv": b"../a.aedat4,1\n", "../a.aedat4": b""}, "'..'"),
+    ],
+    ids=["no-labels", "missing-file", "bad-label", "not-aedat4", "not-aedat4-name", "dot-dot"],
+)
+def test_bad_recording_archives_get_a_clear_422(
+    shared_lab: Lab, entries: dict[str, bytes], needle: str
+) -> None:
+    _, token = shared_lab.add_user(f"ar{abs(hash(needle)) % 10**8}")
+    response = upload(shared_lab, token, _zip(entries))
+    assert response.status_code == 422, response.text
+    assert needle in response.json()["message"], response.text
+
+
+def test_a_tar_with_a_link_is_refused(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("tarlink")
+    response = upload(shared_lab, token, _tar({"labels.csv": b"a.aedat4,1\n"}, link="a.aedat4"))
+    assert response.status_code == 422 and "links are refused" in response.json()["message"]
+
+
+def test_hostile_hdf5_files_get_a_422_and_leave_the_daemon_up(
+    shared_lab: Lab, tmp_path: Path
+) -> None:
+    _, token = shared_lab.add_user("hostile")
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as handle:  # declares 10^12 events in a few hundred bytes
+        handle.create_dataset("x", shape=(10**12,), dtype="i8", chunks=(1024,))
+        for name in ("y", "p", "t", "offsets", "labels"):
+            handle.create_dataset(name, data=np.zeros(2, np.int64))
+    huge = upload(shared_lab, token, path.read_bytes())
+    assert huge.status_code == 422 and "larger than" in huge.json()["message"], huge.text
+
+    valid = hdf5(tmp_path, events=events(6), offsets=np.array([0, 6]), labels=np.array([1]))
+    # Every address and length field of the file's metadata pointing far past its end.
+    broken = bytearray(valid)
+    for offset in range(8, min(len(broken), 2048), 8):
+        broken[offset : offset + 8] = (2**62 + offset).to_bytes(8, "little")
+    response = upload(shared_lab, token, bytes(broken))
+    assert response.status_code == 422 and response.json()["code"] == "invalid_dataset"
+    # The daemon answers on, and the same user's valid file is a dataset.
+    assert upload(shared_lab, token, valid).status_code == 201

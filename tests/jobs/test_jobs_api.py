@@ -79,10 +79,10 @@ def wait_for(lab: Lab, token: str, job_id: int, states: set[str], timeout: float
     raise AssertionError(f"job {job_id} never reached {states}: {job}")
 
 
-def direct_rows(digits: Digits, options: JobOptions) -> list[dict[str, Any]]:
+def direct_rows(digits: Digits, options: JobOptions, count: int = SAMPLES) -> list[dict[str, Any]]:
     """What the job must find: the same samples run here, one after the other."""
     plan = Plan.of(job_config(digits.config, options), options)
-    return run_samples(ChipSimulator(plan.config), plan, digits.samples, 0, SAMPLES)
+    return run_samples(ChipSimulator(plan.config), plan, digits.samples, 0, count)
 
 
 @pytest.mark.parametrize("readout", ["spike_count", "first_spike"])
@@ -119,9 +119,9 @@ def test_a_job_finds_what_running_the_samples_directly_finds(
 
 
 def test_cancel_stops_the_job_and_frees_the_workers(shared_lab: Lab, owner: dict[str, Any]) -> None:
-    # Samples that cannot finish in a test: a leaky network ticking at 1 MHz for an hour.
+    # Samples that take minutes: a leaky network ticking at 1 MHz for 10 s (the most allowed).
     slow = submit(
-        shared_lab, owner, "leaky", chunk_size=1, duration_us=3_600_000_000, slow_clock_hz=1e6
+        shared_lab, owner, "leaky", chunk_size=1, duration_us=10_000_000, slow_clock_hz=1e6
     )
     job_id = slow.json()["id"]
     wait_for(shared_lab, owner["token"], job_id, {"running"})
@@ -154,7 +154,9 @@ def test_cancel_stops_the_job_and_frees_the_workers(shared_lab: Lab, owner: dict
         ({"options": {"readout": "readout"}}, 422, "invalid_request"),
         ({"options": {"monitor_layers": [7]}}, 422, "invalid_request"),
         ({"options": {"chunk_size": 0}}, 422, "invalid_request"),
-        ({"options": {"device": "speck2fdevkit:0"}}, 422, "invalid_request"),
+        ({"options": {"duration_us": 60_000_001}}, 422, "invalid_request"),
+        ({"options": {"duration_us": 20_000_000, "slow_clock_hz": 1e6}}, 422, "sample_too_large"),
+        ({"options": {"device": "speck2fdevkit:0"}}, 409, "not_booked"),
         ({"surprise": 1}, 422, "invalid_request"),
     ],
 )
@@ -180,6 +182,31 @@ def test_a_dataset_larger_than_the_input_is_refused(shared_lab: Lab, owner: dict
     body = {"model_id": owner["model"], "dataset_id": dataset["id"]}
     response = shared_lab.client.post("/v1/jobs", json=body, headers=bearer(owner["token"]))
     assert response.status_code == 422 and response.json()["code"] == "dataset_does_not_fit"
+
+
+def test_a_dataset_of_samples_longer_than_a_minute_needs_a_duration(
+    shared_lab: Lab, owner: dict
+) -> None:
+    events = np.zeros(3, [("x", "<u2"), ("y", "<u2"), ("p", "u1"), ("t", "<u8")])
+    events["t"] = [5, 0, 61_000_000]  # the second sample spans 61 s
+    data = io.BytesIO()
+    np.savez(data, events=events, offsets=[0, 1, 3], labels=[3, 4])
+    dataset = shared_lab.client.post(
+        "/v1/datasets",
+        files={"file": ("long.npz", data.getvalue())},
+        headers=bearer(owner["token"]),
+    ).json()
+    assert (dataset["longest_sample_us"], dataset["largest_sample_events"]) == (61_000_001, 2)
+    body = {"model_id": owner["model"], "dataset_id": dataset["id"]}
+    response = shared_lab.client.post("/v1/jobs", json=body, headers=bearer(owner["token"]))
+    assert response.status_code == 422 and response.json()["code"] == "sample_too_large"
+    assert "set options.duration_us" in response.json()["message"]
+    body["options"] = {"duration_us": 1_000_000}
+    response = shared_lab.client.post("/v1/jobs", json=body, headers=bearer(owner["token"]))
+    assert response.status_code == 201, response.text
+    # One event each: no spike anywhere, and the job still completes.
+    job = wait_for(shared_lab, owner["token"], response.json()["id"], {"done", "failed"})
+    assert job["state"] == "done", job
 
 
 def test_others_do_not_see_a_users_jobs(shared_lab: Lab, owner: dict[str, Any]) -> None:

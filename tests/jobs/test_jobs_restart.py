@@ -1,4 +1,5 @@
-"""A real daemon killed mid-job finishes the job after a restart, with identical results."""
+"""A real daemon killed mid-job finishes the job after a restart, with identical results, on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,19 +25,22 @@ SAMPLES = 12
 OPTIONS = JobOptions(chunk_size=1, duration_us=300_000, slow_clock_hz=100_000)
 
 
-def test_a_killed_daemon_resumes_the_job_and_finds_the_same_results(tmp_path: Path) -> None:
+def test_a_killed_daemon_resumes_the_job_and_finds_the_same_results(
+    tmp_path: Path, database_url: str
+) -> None:
+    """On SQLite and on PostgreSQL (``database_url``: each backend in turn)."""
     digits = digits_job_inputs(limit=SAMPLES)
     model = leaky(digits.model)
     env = {
         "SPECKLAB_ADMIN_TOKEN": ADMIN,
         "SPECKLAB_VIRTUAL": "none",
         "SPECKLAB_JOB_WORKERS": "2",
-        "SPECKLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "SPECKLAB_DATABASE_URL": database_url,
         "SPECKLAB_HOST_NAME": "restarting-host",
     }
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with run_daemon(tmp_path / "data", env=env) as daemon:
-        client = httpx.Client(base_url=daemon.url, timeout=120)
+        client = httpx.Client(base_url=daemon.url, timeout=600)
         user = client.post("/v1/users", json={"name": "rex", "role": "user"}, headers=admin)
         token = client.post(
             "/v1/tokens", json={"name": "t", "user_id": user.json()["id"]}, headers=admin
@@ -64,7 +68,7 @@ def test_a_killed_daemon_resumes_the_job_and_finds_the_same_results(tmp_path: Pa
     assert 0 < job["samples_done"] < SAMPLES, "the job should be killed halfway"
 
     with run_daemon(tmp_path / "data", env=env) as daemon:
-        client = httpx.Client(base_url=daemon.url, timeout=120)
+        client = httpx.Client(base_url=daemon.url, timeout=600)
         deadline = time.monotonic() + 300
         while (job := client.get(f"/v1/jobs/{job_id}", headers=auth).json())["state"] != "done":
             assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
