@@ -5,9 +5,9 @@ A job whose ``options.device`` names a device queues chunks marked with that dev
 (``queue.py``). Each host runs a :class:`BookedDevices` supervisor that starts a
 :class:`~.runner.JobRunner` of one slot for every device of its own that chunks wait for;
 the runner claims, renews, stores and resumes those chunks as it does the workers' chunks,
-and runs them with a :class:`DeviceExecutor`. Each chunk opens a session on the device, applies
+and runs them with a :class:`DeviceExecutor`. Each chunk opens a hold on the device, applies
 the job's configuration and runs every sample as a batch (``Device.forward``), the neuron
-states reset before each one when ``options.reset`` says so; the session is released after the
+states reset before each one when ``options.reset`` says so; the hold is released after the
 chunk, so between chunks the device is free for its owner's deployments.
 """
 
@@ -32,7 +32,7 @@ from ..booking import lab
 from ..datasets.formats import Samples, load_canonical
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError
-from ..devices.manager import DeviceManager, DeviceSession
+from ..devices.manager import DeviceHold, DeviceManager
 from ..storage import Database
 from ..storage.types import utcnow
 from . import queue
@@ -75,24 +75,24 @@ class DeviceExecutor:
             raise ChunkFailed(f"the job's files cannot be read: {exc}") from exc
         plan = Plan.of(job_config(config, task.options), task.options)
         try:
-            session = await self.devices.open_session(self.device_id, owner=owner)
+            hold = await self.devices.open_hold(self.device_id, owner=owner)
         except DeviceError as exc:
             raise ChunkFailed(exc.message) from exc
         try:
-            await session.apply(plan.config)
+            await hold.apply(plan.config)
             rows = []
             for index in range(task.start, task.stop):
                 if self._cancel.is_set():
                     raise ChunkCancelled()
                 if utcnow() >= ends_at:
                     raise ChunkFailed(f"the booking of {self.device_id} ended")
-                rows.append(await _sample(session, plan, samples, index))
+                rows.append(await _sample(hold, plan, samples, index))
             return rows
         except DeviceError as exc:
             raise ChunkFailed(exc.message) from exc
         finally:
             with contextlib.suppress(DeviceError):
-                await session.close()
+                await hold.close()
 
     def _booking(self, session: Session, user_id: int) -> tuple[str, datetime]:
         """The job owner's name and when their running booking of the device ends; the chunk
@@ -114,19 +114,17 @@ class DeviceExecutor:
         return self._dataset[1]
 
 
-async def _sample(
-    session: DeviceSession, plan: Plan, samples: Samples, index: int
-) -> dict[str, Any]:
+async def _sample(hold: DeviceHold, plan: Plan, samples: Samples, index: int) -> dict[str, Any]:
     started = time.perf_counter()
     if plan.options.reset:
-        await session.reset_states()
+        await hold.reset_states()
     events, end = plan.cut(samples.sample(index))
     if not len(events):
         output = DeviceOutput()
     elif plan.dvs_input:
-        output = await session.forward(dvs=events, settle_s=SETTLE_S)
+        output = await hold.forward(dvs=events, settle_s=SETTLE_S)
     else:
-        output = await session.forward(spikes=plan.input_spikes(events), settle_s=SETTLE_S)
+        output = await hold.forward(spikes=plan.input_spikes(events), settle_s=SETTLE_S)
     # The simulator stops at ``end``: so are outputs after it not counted here either.
     spikes = output.spikes[output.spikes["t"] < end]
     readout = output.readout[output.readout["t"] < end]
