@@ -14,7 +14,6 @@ from specklab.schemas.chipconfig import (
     LayerPlacement,
     Mirror,
     Readout,
-    Shape,
 )
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
 
@@ -28,18 +27,12 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
     c_out = int(rng.integers(1, 5)) if rng.random() < 0.8 else int(rng.integers(13, 40))
     h = max(size[0], k - 2 * padding)
     w = max(size[1], k - 2 * padding)
-    out_h = (h + 2 * padding - k) // stride + 1
-    out_w = (w + 2 * padding - k) // stride + 1
+    dimensions = Dimensions.convolution(c_in, (h, w), c_out, k, stride, padding)
+    out = dimensions.output_shape.size
     high = int(rng.integers(1, 40))
     leak = bool(rng.random() < 0.4)
     return CNNLayer(
-        dimensions=Dimensions(
-            input_shape=Shape(size=XY(x=w, y=h), feature_count=c_in),
-            output_shape=Shape(size=XY(x=out_w, y=out_h), feature_count=c_out),
-            padding=XY(x=padding, y=padding),
-            stride=XY(x=stride, y=stride),
-            kernel_size=k,
-        ),
+        dimensions=dimensions,
         weights=rng.integers(-12, 30, size=(c_out, c_in, k, k)).tolist(),
         biases=rng.integers(-4, 8, size=c_out).tolist(),
         leak_enable=leak,
@@ -47,7 +40,7 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
         threshold_low=-int(rng.integers(0, 40)),
         return_to_zero=bool(rng.random() < 0.5),
         neurons_initial_value=(
-            rng.integers(-10, high, size=(c_out, out_h, out_w)).tolist()
+            rng.integers(-10, high, size=(c_out, out.y, out.x)).tolist()
             if rng.random() < 0.5
             else None
         ),
