@@ -11,11 +11,12 @@ from specklab.schemas.chipconfig import (
     Destination,
     Dimensions,
     DVSLayer,
-    LayerPlacement,
     Mirror,
     Readout,
 )
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
+
+from ..chip_configs import chip
 
 
 def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLayer:
@@ -117,12 +118,10 @@ def random_chip(seed: int) -> ChipConfig:
             threshold=int(rng.integers(0, 2)),
             channel_stride=stride,
         )
-    return ChipConfig(
-        cnn_layers=dict(zip(cores, layers, strict=True)),
-        dvs_layer=dvs,
+    return chip(
+        dict(zip(cores, layers, strict=True)),
+        dvs=dvs,
         readout=readout,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
-        inputs=[0],
         slow_clock_hz=float(rng.choice([1000.0, 3000.0, 700.0])) if rng.random() < 0.7 else None,
     )
 
