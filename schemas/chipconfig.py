@@ -75,6 +75,30 @@ class Dimensions(_Document):
     stride: XY
     kernel_size: int = Field(ge=1, le=16)
 
+    @classmethod
+    def convolution(
+        cls,
+        c_in: int,
+        size: tuple[int, int],
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+    ) -> Dimensions:
+        """A square-kernel convolution of ``c_in`` features on a ``(height, width)`` plane.
+
+        The output plane follows from the input, kernel, stride and padding, so callers that
+        build cores by hand cannot give a core neurons it does not compute.
+        """
+        out_h, out_w = ((n + 2 * padding - kernel) // stride + 1 for n in size)
+        return cls(
+            input_shape=Shape(size=XY(x=size[1], y=size[0]), feature_count=c_in),
+            output_shape=Shape(size=XY(x=out_w, y=out_h), feature_count=c_out),
+            padding=XY(x=padding, y=padding),
+            stride=XY(x=stride, y=stride),
+            kernel_size=kernel,
+        )
+
 
 class Destination(_Document):
     """Where a core's (or the DVS layer's) spikes go: another core, after sum pooling."""

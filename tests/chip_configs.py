@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from specklab.schemas.chipconfig import (
@@ -12,7 +14,7 @@ from specklab.schemas.chipconfig import (
     Dimensions,
     DVSLayer,
     LayerPlacement,
-    Shape,
+    Readout,
 )
 
 #: The guide's network after conversion: (c_in, size_in, kernel, c_out, pooling) per layer.
@@ -27,31 +29,50 @@ GUIDE_LAYERS = [
 GUIDE_PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}
 
 
-def cnn_layer(
-    c_in: int,
-    size_in: int,
-    kernel: int,
-    c_out: int,
-    weights: np.ndarray,
-    destinations: list[Destination],
-    threshold_high: int = 64,
-    threshold_low: int = -64,
+def layer(
+    weights: Any,
+    *,
+    size: tuple[int, int] = (1, 1),
+    stride: int = 1,
+    padding: int = 0,
+    high: int = 10,
+    low: int = -10,
+    **fields: Any,
 ) -> CNNLayer:
-    size_out = size_in - kernel + 1
+    """A core with ``weights`` ``[out][in][k][k]`` on an input of ``size`` (height, width)."""
+    w = np.asarray(weights)
+    c_out, c_in, k, _ = w.shape
     return CNNLayer(
-        dimensions=Dimensions(
-            input_shape=Shape(size=XY(x=size_in, y=size_in), feature_count=c_in),
-            output_shape=Shape(size=XY(x=size_out, y=size_out), feature_count=c_out),
-            padding=XY(x=0, y=0),
-            stride=XY(x=1, y=1),
-            kernel_size=kernel,
-        ),
-        destinations=destinations,
-        weights=weights.tolist(),
-        biases=[0] * c_out,
-        threshold_high=threshold_high,
-        threshold_low=threshold_low,
+        dimensions=Dimensions.convolution(c_in, size, c_out, k, stride, padding),
+        weights=w.tolist(),
+        biases=fields.pop("biases", [0] * c_out),
+        threshold_high=high,
+        threshold_low=low,
+        monitor_enable=fields.pop("monitor_enable", True),
+        **fields,
     )
+
+
+def chip(
+    cores: dict[int, CNNLayer],
+    *,
+    dvs: DVSLayer | None = None,
+    readout: Readout | None = None,
+    slow_clock_hz: float | None = None,
+) -> ChipConfig:
+    """Cores in the given order become model layers 0, 1, ...; the first takes input."""
+    return ChipConfig(
+        cnn_layers=cores,
+        dvs_layer=dvs,
+        readout=readout,
+        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
+        inputs=[0] if cores else [],
+        slow_clock_hz=slow_clock_hz,
+    )
+
+
+def to(core: int, pooling: int = 1, feature_shift: int = 0) -> Destination:
+    return Destination(layer=core, pooling=pooling, feature_shift=feature_shift)
 
 
 def guide_network(seed: int = 0, *, dvs_input: bool = False) -> ChipConfig:
@@ -63,9 +84,14 @@ def guide_network(seed: int = 0, *, dvs_input: bool = False) -> ChipConfig:
         weights = rng.integers(-20, 40, size=(c_out, c_in, kernel, kernel))
         last = index == len(GUIDE_LAYERS) - 1
         destinations = [] if last else [Destination(layer=cores[index + 1], pooling=pooling)]
-        layer = cnn_layer(c_in, size_in, kernel, c_out, weights, destinations)
-        layer.monitor_enable = last
-        layers[cores[index]] = layer
+        layers[cores[index]] = layer(
+            weights,
+            size=(size_in, size_in),
+            high=64,
+            low=-64,
+            destinations=destinations,
+            monitor_enable=last,
+        )
     dvs = None
     if dvs_input:
         dvs = DVSLayer(

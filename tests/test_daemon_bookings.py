@@ -41,6 +41,16 @@ def _add_user(url: str, admin: dict[str, str], name: str) -> dict[str, str]:
     return bearer(token["token"])
 
 
+def _slot(hours: int) -> dict[str, object]:
+    """A booking request for 30 minutes of ``DEVICE``, ``hours`` from now."""
+    starts_at = (utcnow() + timedelta(hours=hours)).isoformat()
+    return {"device_id": DEVICE, "starts_at": starts_at, "minutes": 30}
+
+
+def _book(url: str, headers: dict[str, str], hours: int) -> dict:
+    return httpx.post(f"{url}/v1/bookings", json=_slot(hours), headers=headers).json()
+
+
 @contextmanager
 def _daemon_with_device(tmp_path: Path, database_url: str) -> Iterator[Daemon]:
     """A daemon with the admin token, and ``DEVICE`` in its lab."""
@@ -57,18 +67,14 @@ def test_of_100_concurrent_requests_for_one_slot_exactly_one_wins(
 ) -> None:
     with _daemon_with_device(tmp_path, database_url) as daemon:
         users = [_add_user(daemon.url, bearer(ADMIN_TOKEN), f"user{i}") for i in range(10)]
-        start = (utcnow() + timedelta(hours=1)).isoformat()
+        slot = _slot(hours=1)
 
         async def burst() -> list[httpx.Response]:
             limits = httpx.Limits(max_connections=100)
             async with httpx.AsyncClient(base_url=daemon.url, timeout=120, limits=limits) as client:
                 return await asyncio.gather(
                     *(
-                        client.post(
-                            "/v1/bookings",
-                            json={"device_id": DEVICE, "starts_at": start, "minutes": 30},
-                            headers=users[i % len(users)],
-                        )
+                        client.post("/v1/bookings", json=slot, headers=users[i % len(users)])
                         for i in range(100)
                     )
                 )
@@ -105,12 +111,7 @@ def test_a_restart_keeps_users_tokens_bookings_and_the_audit_log(
         add_devices(db, (DEVICE, "speck2fdevkit"))
         db.dispose()
         alice = _add_user(first.url, admin, "alice")
-        later = (utcnow() + timedelta(hours=3)).isoformat()
-        booking = httpx.post(
-            f"{first.url}/v1/bookings",
-            json={"device_id": DEVICE, "starts_at": later, "minutes": 30},
-            headers=alice,
-        ).json()
+        booking = _book(first.url, alice, hours=3)
     with run_daemon(tmp_path / "data", *args, env=env) as second:
         assert "shown once" not in second.log()
         users = httpx.get(f"{second.url}/v1/users", headers=admin).json()
@@ -147,12 +148,7 @@ def test_50_concurrent_extends_of_one_booking_all_take_effect(
     """Each extend reads the booking after locking it: no answer of 200 is a lost update."""
     with _daemon_with_device(tmp_path, database_url) as daemon:
         alice = _add_user(daemon.url, bearer(ADMIN_TOKEN), "alice")
-        start = (utcnow() + timedelta(hours=1)).isoformat()
-        booking = httpx.post(
-            f"{daemon.url}/v1/bookings",
-            json={"device_id": DEVICE, "starts_at": start, "minutes": 30},
-            headers=alice,
-        ).json()
+        booking = _book(daemon.url, alice, hours=1)
         path = f"/v1/bookings/{booking['id']}/extend"
         responses = _at_once([daemon.url], [(0, path, {"minutes": 1}, alice)] * 50)
         assert Counter(r.status_code for r in responses) == {200: 50}, [

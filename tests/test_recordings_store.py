@@ -81,6 +81,13 @@ def _store(db: Database, root: Path, hub: _Hub | None = None, **limits: int) -> 
     )
 
 
+def _one_recording(db: Database, tmp_path: Path) -> tuple[RecordingService, Principal, int]:
+    """A store holding one recording of ten DVS events, its owner, and its id."""
+    store = _store(db, tmp_path / "recordings")
+    ada = _principal(db)
+    return store, ada, stored_recording(store, ada.id, np.zeros(10, DVS_DTYPE))
+
+
 def _monitor(seconds: float) -> RecordingRequest:
     return RecordingRequest(device_id="d:0", duration_s=seconds, source="monitor")
 
@@ -88,9 +95,7 @@ def _monitor(seconds: float) -> RecordingRequest:
 async def test_an_export_of_a_recording_deleted_meanwhile_never_lands(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = _store(db, tmp_path / "recordings")
-    ada = _principal(db)
-    recording_id = stored_recording(store, ada.id, np.zeros(10, DVS_DTYPE))
+    store, ada, recording_id = _one_recording(db, tmp_path)
     exporting, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_export(npy: Path, target: Path) -> None:
@@ -112,9 +117,7 @@ async def test_an_export_of_a_recording_deleted_meanwhile_never_lands(
 async def test_a_finished_export_is_served_and_kept_until_its_recording_is_deleted(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = _store(db, tmp_path / "recordings")
-    ada = _principal(db)
-    recording_id = stored_recording(store, ada.id, np.zeros(10, DVS_DTYPE))
+    store, ada, recording_id = _one_recording(db, tmp_path)
 
     async def export(npy: Path, target: Path) -> None:
         target.write_bytes(b"exported")

@@ -157,16 +157,18 @@ def form_headers(token: str | None = None, length: int | None = None) -> dict[st
     return headers
 
 
+def send_huge(lab: Lab, temp_dir: Path, size: int, headers: dict[str, str]) -> Sent:
+    """An upload of ``size`` bytes of model, watching the disk under temp and the data folder."""
+    data_dir = lab.app.state.settings.data_dir
+    return send_raw(
+        lab, huge_body(size), headers=headers, watch=lambda: disk_bytes(temp_dir, data_dir)
+    )
+
+
 def test_a_1_gib_upload_without_a_token_costs_no_disk(small_lab: Lab, temp_dir: Path) -> None:
-    data_dir = small_lab.app.state.settings.data_dir
     gib = 1 << 30
     size = len(multipart_head()) + gib + len(MULTIPART_TAIL)
-    sent = send_raw(
-        small_lab,
-        huge_body(gib),
-        headers=form_headers(length=size),
-        watch=lambda: disk_bytes(temp_dir, data_dir),
-    )
+    sent = send_huge(small_lab, temp_dir, gib, form_headers(length=size))
     assert sent.status == 401
     assert json.loads(sent.body)["code"] == "unauthorized"
     assert sent.pulled < MIB
@@ -175,13 +177,7 @@ def test_a_1_gib_upload_without_a_token_costs_no_disk(small_lab: Lab, temp_dir: 
 
 def test_an_over_limit_length_is_refused_before_reading(small_lab: Lab, temp_dir: Path) -> None:
     _, token = small_lab.add_user("big")
-    data_dir = small_lab.app.state.settings.data_dir
-    sent = send_raw(
-        small_lab,
-        huge_body(64 * MIB),
-        headers=form_headers(token, length=64 * MIB + 1000),
-        watch=lambda: disk_bytes(temp_dir, data_dir),
-    )
+    sent = send_huge(small_lab, temp_dir, 64 * MIB, form_headers(token, length=64 * MIB + 1000))
     assert sent.status == 413
     assert json.loads(sent.body)["code"] == "upload_too_large"
     assert sent.pulled == 0
@@ -190,18 +186,12 @@ def test_an_over_limit_length_is_refused_before_reading(small_lab: Lab, temp_dir
 
 def test_a_body_without_length_is_cut_off_at_the_limit(small_lab: Lab, temp_dir: Path) -> None:
     _, token = small_lab.add_user("chunky")
-    data_dir = small_lab.app.state.settings.data_dir
-    sent = send_raw(
-        small_lab,
-        huge_body(64 * MIB),
-        headers=form_headers(token),
-        watch=lambda: disk_bytes(temp_dir, data_dir),
-    )
+    sent = send_huge(small_lab, temp_dir, 64 * MIB, form_headers(token))
     assert sent.status == 413
     assert json.loads(sent.body)["detail"] == {"limit": MIB}
     assert sent.pulled <= 3 * MIB  # the limit, plus the chunk that passed it
     assert sent.peak_disk <= 2 * MIB
-    assert disk_bytes(temp_dir, data_dir) == 0
+    assert disk_bytes(temp_dir, small_lab.app.state.settings.data_dir) == 0
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from specklab.schemas.chipconfig import ChipConfig, CNNLayer, Destination, DVSLayer, Readout
+from specklab.schemas.chipconfig import (
+    XY,
+    ChipConfig,
+    CNNLayer,
+    Destination,
+    DVSLayer,
+    Mirror,
+    Readout,
+)
 from specklab.schemas.events import READOUT_CORE
 
 from .errors import ConfigRejected
@@ -53,19 +61,20 @@ def build_configuration(samna: ModuleType, config: ChipConfig, *, sensor_enabled
     return target
 
 
+def _write_xy(target: Any, pair: XY | Mirror) -> None:
+    target.x = pair.x
+    target.y = pair.y
+
+
 def _write_core(target: Any, core: int, layer: CNNLayer, to_readout: bool) -> None:
     d = layer.dimensions
     dims = target.dimensions
-    dims.input_shape.size.x = d.input_shape.size.x
-    dims.input_shape.size.y = d.input_shape.size.y
+    _write_xy(dims.input_shape.size, d.input_shape.size)
     dims.input_shape.feature_count = d.input_shape.feature_count
-    dims.output_shape.size.x = d.output_shape.size.x
-    dims.output_shape.size.y = d.output_shape.size.y
+    _write_xy(dims.output_shape.size, d.output_shape.size)
     dims.output_shape.feature_count = d.output_shape.feature_count
-    dims.padding.x = d.padding.x
-    dims.padding.y = d.padding.y
-    dims.stride.x = d.stride.x
-    dims.stride.y = d.stride.y
+    _write_xy(dims.padding, d.padding)
+    _write_xy(dims.stride, d.stride)
     dims.kernel_size = d.kernel_size
     target.weights = layer.weight_array().transpose(0, 1, 3, 2).tolist()
     target.biases = list(layer.biases)
@@ -120,14 +129,10 @@ def _write_dvs(target: Any, dvs: DVSLayer | None, sensor_enabled: bool) -> None:
         _write_destinations(target.destinations, [])
         return
     target.merge = dvs.merge
-    target.pooling.x = dvs.pooling.x
-    target.pooling.y = dvs.pooling.y
-    target.origin.x = dvs.origin.x
-    target.origin.y = dvs.origin.y
-    target.cut.x = dvs.cut.x
-    target.cut.y = dvs.cut.y
-    target.mirror.x = dvs.mirror.x
-    target.mirror.y = dvs.mirror.y
+    _write_xy(target.pooling, dvs.pooling)
+    _write_xy(target.origin, dvs.origin)
+    _write_xy(target.cut, dvs.cut)
+    _write_xy(target.mirror, dvs.mirror)
     target.mirror_diagonal = dvs.mirror_diagonal
     target.pass_sensor_events = dvs.pass_sensor_events and sensor_enabled
     target.monitor_enable = dvs.monitor_enable

@@ -18,7 +18,6 @@ from specklab.schemas.chipconfig import (
     DVSLayer,
     LayerPlacement,
     Readout,
-    Shape,
 )
 from specklab.schemas.events import dvs_events, spikes
 
@@ -27,15 +26,8 @@ from .engine import ChipSimulator
 
 def _every_feature_config() -> ChipConfig:
     """One core fed by the DVS layer, with leak, monitors and a readout on a slow clock."""
-    plane = XY(x=2, y=2)
     core = CNNLayer(
-        dimensions=Dimensions(
-            input_shape=Shape(size=plane, feature_count=2),
-            output_shape=Shape(size=plane, feature_count=1),
-            padding=XY(x=0, y=0),
-            stride=XY(x=1, y=1),
-            kernel_size=1,
-        ),
+        dimensions=Dimensions.convolution(c_in=2, size=(2, 2), c_out=1, kernel=1),
         weights=np.ones((1, 2, 1, 1), np.int16),
         biases=[1],
         leak_enable=True,
@@ -47,7 +39,7 @@ def _every_feature_config() -> ChipConfig:
     return ChipConfig(
         cnn_layers={0: core},
         dvs_layer=DVSLayer(
-            input_size=plane,
+            input_size=XY(x=2, y=2),
             cut=XY(x=1, y=1),
             destinations=[Destination(layer=0)],
             monitor_enable=True,

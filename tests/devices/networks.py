@@ -7,7 +7,7 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig, LayerPlacement
 
 from .. import chip_configs
-from ..chip_configs import GUIDE_LAYERS, GUIDE_PLACEMENT, cnn_layer
+from ..chip_configs import GUIDE_LAYERS, GUIDE_PLACEMENT
 
 __all__ = ["GUIDE_LAYERS", "GUIDE_PLACEMENT", "guide_network", "tiny_network"]
 
@@ -27,11 +27,9 @@ def guide_network(seed: int = 1) -> ChipConfig:
 def tiny_network(chip: str = "speck2f") -> ChipConfig:
     """Core 2 alone: 2 features of 4x4 in, 3 features of 4x4 out (1x1 kernel), monitored."""
     weights = np.random.default_rng(7).integers(-128, 128, size=(3, 2, 1, 1))
-    layer = cnn_layer(2, 4, 1, 3, weights, [])
-    layer.monitor_enable = True
     return ChipConfig(
         chip=chip,  # type: ignore[arg-type]
-        cnn_layers={2: layer},
+        cnn_layers={2: chip_configs.layer(weights, size=(4, 4), high=64, low=-64)},
         layers=[LayerPlacement(layer=0, core=2)],
         inputs=[0],
     )

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from specklab.schemas.chipconfig import ChipConfig
 from specklab.server.devices.base import Device, DeviceDescription, DeviceHealth, DeviceOutput
 from specklab.server.devices.errors import (
     DeviceBusy,
@@ -32,6 +31,17 @@ from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from .networks import tiny_network
 
 
+def _recorded(name: str, result: Callable[[], Any] = lambda: None) -> Callable[..., Any]:
+    """A device method that records its call and thread, then does what ``behave`` says for
+    ``name`` (if anything) or returns ``result()``."""
+
+    def method(self: FakeDevice, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((name, threading.current_thread().name))
+        return self.behave.get(name, result)()
+
+    return method
+
+
 class FakeDevice:
     """A device that records which thread ran each call; ``behave`` changes single calls."""
 
@@ -40,57 +50,20 @@ class FakeDevice:
         self.calls: list[tuple[str, str]] = []
         self.behave: dict[str, Callable[[], Any]] = {}
 
-    def _call(self, name: str) -> Any:
-        self.calls.append((name, threading.current_thread().name))
-        action = self.behave.get(name)
-        return action() if action is not None else None
-
-    def open(self) -> None:
-        self._call("open")
-
-    def close(self) -> None:
-        self._call("close")
-
-    def apply(self, config: ChipConfig) -> None:
-        self._call("apply")
-
-    def clear(self) -> None:
-        self._call("clear")
-
-    def reset_states(self) -> None:
-        self._call("reset_states")
-
-    def write(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> None:
-        self._call("write")
-
-    def forward(
-        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
-    ) -> DeviceOutput:
-        self._call("forward")
-        return DeviceOutput()
-
-    def read(self, timeout: float) -> DeviceOutput:
-        self._call("read")
-        return DeviceOutput()
-
-    def start_stopwatch(self) -> None:
-        self._call("start_stopwatch")
-
-    def stop_stopwatch(self) -> None:
-        self._call("stop_stopwatch")
-
-    def reset_stopwatch(self) -> None:
-        self._call("reset_stopwatch")
-
-    def set_sensor(self, enabled: bool) -> None:
-        self._call("set_sensor")
-
-    def read_states(self, core: int) -> np.ndarray:
-        return self._call("read_states")
-
-    def health(self) -> DeviceHealth:
-        self._call("health")
-        return DeviceHealth(ok=True, detail="fake")
+    open = _recorded("open")
+    close = _recorded("close")
+    apply = _recorded("apply")
+    clear = _recorded("clear")
+    reset_states = _recorded("reset_states")
+    write = _recorded("write")
+    forward = _recorded("forward", DeviceOutput)
+    read = _recorded("read", DeviceOutput)
+    start_stopwatch = _recorded("start_stopwatch")
+    stop_stopwatch = _recorded("stop_stopwatch")
+    reset_stopwatch = _recorded("reset_stopwatch")
+    set_sensor = _recorded("set_sensor")
+    read_states = _recorded("read_states")
+    health = _recorded("health", lambda: DeviceHealth(ok=True, detail="fake"))
 
 
 def _double_loader() -> SamnaLoader:

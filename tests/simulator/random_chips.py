@@ -11,12 +11,12 @@ from specklab.schemas.chipconfig import (
     Destination,
     Dimensions,
     DVSLayer,
-    LayerPlacement,
     Mirror,
     Readout,
-    Shape,
 )
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
+
+from ..chip_configs import chip
 
 
 def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLayer:
@@ -28,18 +28,12 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
     c_out = int(rng.integers(1, 5)) if rng.random() < 0.8 else int(rng.integers(13, 40))
     h = max(size[0], k - 2 * padding)
     w = max(size[1], k - 2 * padding)
-    out_h = (h + 2 * padding - k) // stride + 1
-    out_w = (w + 2 * padding - k) // stride + 1
+    dimensions = Dimensions.convolution(c_in, (h, w), c_out, k, stride, padding)
+    out = dimensions.output_shape.size
     high = int(rng.integers(1, 40))
     leak = bool(rng.random() < 0.4)
     return CNNLayer(
-        dimensions=Dimensions(
-            input_shape=Shape(size=XY(x=w, y=h), feature_count=c_in),
-            output_shape=Shape(size=XY(x=out_w, y=out_h), feature_count=c_out),
-            padding=XY(x=padding, y=padding),
-            stride=XY(x=stride, y=stride),
-            kernel_size=k,
-        ),
+        dimensions=dimensions,
         weights=rng.integers(-12, 30, size=(c_out, c_in, k, k)).tolist(),
         biases=rng.integers(-4, 8, size=c_out).tolist(),
         leak_enable=leak,
@@ -47,7 +41,7 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
         threshold_low=-int(rng.integers(0, 40)),
         return_to_zero=bool(rng.random() < 0.5),
         neurons_initial_value=(
-            rng.integers(-10, high, size=(c_out, out_h, out_w)).tolist()
+            rng.integers(-10, high, size=(c_out, out.y, out.x)).tolist()
             if rng.random() < 0.5
             else None
         ),
@@ -124,12 +118,10 @@ def random_chip(seed: int) -> ChipConfig:
             threshold=int(rng.integers(0, 2)),
             channel_stride=stride,
         )
-    return ChipConfig(
-        cnn_layers=dict(zip(cores, layers, strict=True)),
-        dvs_layer=dvs,
+    return chip(
+        dict(zip(cores, layers, strict=True)),
+        dvs=dvs,
         readout=readout,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
-        inputs=[0],
         slow_clock_hz=float(rng.choice([1000.0, 3000.0, 700.0])) if rng.random() < 0.7 else None,
     )
 

@@ -11,7 +11,8 @@ from specklab.schemas.chipconfig import XY, DVSLayer, Mirror, Readout
 from specklab.schemas.events import DVS_CORE, DVS_LAYER, SPIKE_DTYPE
 from specklab.server.simulator import ChipSimulator, SimulatorError
 
-from .handmade import chip, dvs_events, layer, rows, spikes, to
+from ..chip_configs import chip, layer, to
+from .handmade import dvs_events, rows, spikes
 
 
 def one_neuron(weight: int, **fields: object) -> ChipSimulator:

@@ -15,7 +15,8 @@ from specklab.server.simulator import (
     SyntheticSensor,
 )
 
-from .handmade import chip, dvs_events
+from ..chip_configs import chip
+from .handmade import dvs_events
 
 
 @pytest.mark.parametrize("pattern", list(Pattern))
