@@ -1,7 +1,7 @@
 // The Jobs page: evaluation jobs with their state, progress and ETA (polled while any runs),
 // and one job's result: accuracy, per-class accuracy, confusion matrix, cost per layer, the
 // reproducibility record and the downloads. Owners and admins cancel unfinished jobs.
-import { del, download, get, session } from "./api.js";
+import { del, download, get, viewer } from "./api.js";
 import { duration, h, table, when } from "./dom.js";
 import { onLeave, refresh, showError, showInfo } from "./app.js";
 
@@ -55,7 +55,7 @@ function progressBar(job) {
 }
 
 function cancelButton(job) {
-  const mayCancel = session.canWrite && (session.isAdmin || job.owner === session.user.name);
+  const mayCancel = viewer.canWrite && (viewer.isAdmin || job.owner === viewer.user.name);
   if (!mayCancel || !UNFINISHED.has(job.state)) return null;
   const cancel = async () => {
     try {
