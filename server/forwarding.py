@@ -50,17 +50,19 @@ from specklab.schemas.stream import CLOSE_ENDED
 from .api.errors import json_error_response, stream_error
 from .api.live import offered_token
 from .auth.dependencies import SAFE_METHODS, bearer_token
+from .auth.ownership import get_owned
 from .auth.principal import Principal
 from .booking import lab
 from .devices.errors import DeviceError, DeviceOffline
 from .storage import utcnow
+from .storage.tables import RecordingRecord
 
 log = logging.getLogger("specklab.forwarding")
 
 FORWARDED_BY = "x-specklab-forwarded-by"
 _DEVICE_PATH = re.compile(r"^/v1/devices/(?P<ref>[^/]+)(?P<rest>/.*)?$")
 #: POST routes whose JSON body names the device (``device_id``).
-_BODY_PATH = re.compile(r"^/v1/recordings(/[^/]+/replay)?$")
+_BODY_PATH = re.compile(r"^/v1/recordings(?:/(?P<recording>[^/]+)/replay)?$")
 #: Bodies read to find their device: these requests are a few hundred bytes; a larger body
 #: goes to this host's endpoint, which answers it.
 _MAX_ROUTED_BODY = 64 * 1024
@@ -113,8 +115,9 @@ class DeviceRouting:
         path = scope.get("path", "")
         path = path.removeprefix(root) if path.startswith(root) else path
         match = _DEVICE_PATH.match(path)
-        if scope["type"] == "http" and scope["method"] == "POST" and _BODY_PATH.match(path):
-            await self._route_by_body(scope, receive, send)
+        body_path = _BODY_PATH.match(path)
+        if scope["type"] == "http" and scope["method"] == "POST" and body_path:
+            await self._route_by_body(scope, receive, send, body_path["recording"])
             return
         if scope["type"] not in ("http", "websocket") or match is None:
             await self.app(scope, receive, send)
@@ -141,9 +144,12 @@ class DeviceRouting:
         else:
             await _refuse(scope, send, receive, _host_down(route))
 
-    async def _route_by_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _route_by_body(
+        self, scope: Scope, receive: Receive, send: Send, recording: str | None
+    ) -> None:
         """A call that names its device in its JSON body: forwarded to the device's host with
-        the device's id in the body, else answered here."""
+        the device's id in the body, else answered here. A replay of a recording the caller
+        cannot see is answered here (404), whatever the device's host."""
         body, complete = await _read_body(receive)
         document = _json_object(body) if complete else None
         ref = None if document is None else document.get("device_id")
@@ -154,6 +160,7 @@ class DeviceRouting:
             or route.host_name == self.state.settings.host_name
             or _refused_here(scope, route.caller)
             or _header(scope, FORWARDED_BY) is not None
+            or (recording is not None and not await self._sees_recording(route.caller, recording))
         ):
             await self.app(scope, _replaying(body, complete, receive), send)
             return
@@ -162,6 +169,18 @@ class DeviceRouting:
         scope = {**scope, "headers": [*headers, (b"content-length", str(len(content)).encode())]}
         if not (route.online and await self._forward_http(scope, receive, send, route, content)):
             await _refuse(scope, send, receive, _host_down(route))
+
+    async def _sees_recording(self, caller: Principal | None, recording: str) -> bool:
+        def visible(session: Session) -> bool:
+            if caller is None:
+                return False
+            try:
+                get_owned(session, RecordingRecord, int(recording), caller, what="recording")
+            except (DomainError, ValueError):
+                return False
+            return True
+
+        return bool(await self.state.db.run(visible))
 
     async def _route(self, scope: Scope, ref: str) -> Route | None:
         manager = getattr(self.state, "devices", None)

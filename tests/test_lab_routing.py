@@ -11,9 +11,11 @@ import pytest
 
 from specklab.server.forwarding import _caller
 from specklab.server.storage import utcnow
+from specklab.server.storage.tables import RecordingRecord
 
 from .db_fixtures import add_devices
 from .lab_client import Lab, bearer
+from .rows import placeholder_row
 
 GONE = "virtual-speck2fdevkit:0@host-gone"
 
@@ -23,15 +25,38 @@ def alice(lab: Lab) -> dict[str, str]:
     return bearer(lab.add_user("alice")[1])
 
 
-def test_a_recording_of_a_device_whose_host_is_down_is_refused_as_offline(
-    lab: Lab, alice: dict[str, str]
-) -> None:
+def test_a_recording_of_a_device_whose_host_is_down_is_refused_as_offline(lab: Lab) -> None:
+    alice_id, token = lab.add_user("alice")
     add_devices(
         lab.db, (GONE, "speck2fdevkit"), host="host-gone", now=utcnow() - timedelta(hours=1)
     )
-    for path in ("/v1/recordings", "/v1/recordings/1/replay"):
-        response = lab.client.post(path, json={"device_id": GONE, "duration_s": 1}, headers=alice)
+    with lab.db.write_session() as session:
+        recording = placeholder_row(RecordingRecord, alice_id)
+        session.add(recording)
+        session.commit()
+    for path in ("/v1/recordings", f"/v1/recordings/{recording.id}/replay"):
+        body = {"device_id": GONE, "duration_s": 1}
+        response = lab.client.post(path, json=body, headers=bearer(token))
         assert (response.status_code, response.json()["code"]) == (409, "device_offline"), path
+
+
+def test_a_replay_of_a_recording_the_caller_cannot_see_is_not_found_not_forwarded(
+    lab: Lab, alice: dict[str, str]
+) -> None:
+    """Whatever the device's host, the router never forwards a replay of another user's (or
+    no) recording: it is answered here as the endpoint answers it."""
+    owner_id, _ = lab.add_user("bob")
+    add_devices(lab.db, (GONE, "speck2fdevkit"), host="host-gone")
+    with lab.db.write_session() as session:
+        bobs = placeholder_row(RecordingRecord, owner_id)
+        session.add(bobs)
+        session.commit()
+    for recording in (bobs.id, bobs.id + 1000, "not-a-number"):
+        response = lab.client.post(
+            f"/v1/recordings/{recording}/replay", json={"device_id": GONE}, headers=alice
+        )
+        assert response.status_code in (404, 422), response.text
+        assert response.json()["code"] != "device_offline"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,6 @@ from ..settings import Settings
 from ..storage import Database, upgrade
 from . import lab
 from .devices_view import device_bookings
-from .listener import listen
 from .notifications import BookingEvents
 from .service import BookingPolicy
 from .sweeper import Sweeper
@@ -72,6 +71,8 @@ async def accounts_and_bookings(app: FastAPI, settings: Settings) -> AsyncIterat
         async with AsyncExitStack() as tasks:
             await tasks.enter_async_context(background(sweeper.run(), name="booking-sweeper"))
             if not db.is_sqlite:  # one host on SQLite: its own changes are published in-process
+                from .listener import listen  # psycopg: the postgres extra, absent on SQLite
+
                 listener = listen(db.url, events)
                 await tasks.enter_async_context(background(listener, name="booking-listener"))
             yield
