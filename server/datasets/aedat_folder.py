@@ -45,13 +45,22 @@ def extract_folder(data: bytes, scratch: Path, *, max_unpacked: int) -> list[tup
         if LABELS not in entries:
             raise DatasetError(f"the archive needs a {LABELS} at its root")
         listing = []
+        written = 0
         for row, (name, label) in enumerate(_labels(entries[LABELS]()), start=1):
             if name not in entries:
                 raise DatasetError(f"{LABELS} names {name!r}, which the archive does not hold")
             if not name.endswith(".aedat4"):
                 raise DatasetError(f"{name!r}: recordings are .aedat4 files")
+            recording = entries[name]()
+            # Rows may name one entry many times: the bytes written are bounded, not only
+            # the archive's own entries.
+            written += len(recording)
+            if written > max_unpacked:
+                raise DatasetError(
+                    f"the recordings {LABELS} names come to more than {max_unpacked} bytes"
+                )
             path = scratch / f"{row}.aedat4"
-            path.write_bytes(entries[name]())
+            path.write_bytes(recording)
             listing.append((path, label))
     except InputError as exc:
         raise DatasetError(exc.message) from exc
