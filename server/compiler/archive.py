@@ -68,7 +68,7 @@ def _is_hdf5(data: bytes) -> bool:
     return False
 
 
-def _open_zip(data: bytes) -> zipfile.ZipFile:
+def open_zip(data: bytes) -> zipfile.ZipFile:
     """The zip, once it is known that torch's reader would see the same entries."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -96,7 +96,7 @@ def detect_format(data: bytes) -> ModelFormat:
             "not a TorchScript archive, a torch.export archive or a NIR file "
             f"(it starts with {data[:8]!r})"
         )
-    entries = _relative(_open_zip(data).namelist())
+    entries = _relative(open_zip(data).namelist())
     if "archive_format" in entries and any(e.startswith("models/") for e in entries):
         return "torch_export"
     has_code = any(e.startswith("code/") for e in entries)
@@ -115,10 +115,10 @@ def check_archive(data: bytes, fmt: ModelFormat, limits: ArchiveLimits) -> None:
     """Refuse zip bombs and archives whose loading would import or run anything unexpected."""
     if fmt == "nir":
         return  # HDF5 sizes are checked by the NIR reader before any dataset is read
-    archive = _open_zip(data)
+    archive = open_zip(data)
     if fmt == "torchscript":
         _check_torchscript_layout(archive)
-    _check_sizes(archive, limits)
+    check_sizes(archive, limits)
     for name, payload in _pickles(archive, limits, depth=0):
         scan_pickle(payload, name)
     if fmt == "torchscript":
@@ -196,7 +196,7 @@ def _check_unambiguous(data: bytes, archive: zipfile.ZipFile) -> None:
     seen: dict[bytes, str] = {}
     for info in infos:
         raw = _raw_name(info)
-        _check_name(raw, info.filename)
+        check_name(raw, info.filename)
         key = raw.lower()  # miniz compares names ignoring ASCII case
         if key in seen:
             raise UnsafeArchive(
@@ -208,7 +208,7 @@ def _check_unambiguous(data: bytes, archive: zipfile.ZipFile) -> None:
         _check_local_header(data, info, raw)
 
 
-def _check_name(raw: bytes, name: str) -> None:
+def check_name(raw: bytes, name: str) -> None:
     parts = raw.split(b"/")
     bad = (
         any(byte < 0x20 or byte == 0x7F for byte in raw)
@@ -290,7 +290,7 @@ def _check_torchscript_code(archive: zipfile.ZipFile) -> None:
     for name in archive.namelist():
         if not name.endswith(".py"):
             continue
-        code = _read(archive, name)
+        code = read_entry(archive, name)
         for marker, reason in _CODE_AT_LOAD.items():
             if marker in code:
                 raise UnsafeArchive(
@@ -299,7 +299,7 @@ def _check_torchscript_code(archive: zipfile.ZipFile) -> None:
                 )
 
 
-def _check_sizes(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
+def check_sizes(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
     total = 0
     for info in archive.infolist():
         total += info.file_size
@@ -315,7 +315,7 @@ def _check_sizes(archive: zipfile.ZipFile, limits: ArchiveLimits) -> None:
         )
 
 
-def _read(archive: zipfile.ZipFile, name: str) -> bytes:
+def read_entry(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
         return archive.read(name)
     except Exception as exc:  # BadZipFile, zlib.error, EOFError, ... for a damaged entry
@@ -329,12 +329,12 @@ def _pickles(
     for name in archive.namelist():
         if not name.endswith(("pkl", ".pt")):
             continue
-        payload = _read(archive, name)
+        payload = read_entry(archive, name)
         if payload.startswith(ZIP_SIGNATURE):
             if depth >= limits.max_nesting:
                 raise UnsafeArchive(f"{name}: archives nested deeper than {depth} levels")
-            inner = _open_zip(payload)
-            _check_sizes(inner, limits)
+            inner = open_zip(payload)
+            check_sizes(inner, limits)
             for inner_name, inner_payload in _pickles(inner, limits, depth + 1):
                 yield f"{name}!{inner_name}", inner_payload
         else:

@@ -24,7 +24,7 @@ import numpy as np
 
 from specklab.schemas.events import DVS_DTYPE
 
-from ..compiler.archive import ArchiveLimits, _check_name, _check_sizes, _open_zip, _read
+from ..compiler.archive import ArchiveLimits, check_name, check_sizes, open_zip, read_entry
 from ..compiler.errors import InputError
 from ..recordings.aedat import read_aedat4
 from .formats import DatasetError, Samples, canonical_events, detect_container
@@ -88,11 +88,11 @@ def read_recordings(listing: list[tuple[Path, int]], *, max_events: int) -> Samp
 
 
 def _zip_entries(data: bytes, limits: ArchiveLimits) -> dict[str, Callable[[], bytes]]:
-    archive = _open_zip(data)
-    _check_sizes(archive, limits)
+    archive = open_zip(data)
+    check_sizes(archive, limits)
     _check_count(len(archive.infolist()))
     return {
-        info.filename: functools.partial(_read, archive, info.filename)
+        info.filename: functools.partial(read_entry, archive, info.filename)
         for info in archive.infolist()
         if not info.is_dir()
     }
@@ -109,7 +109,7 @@ def _tar_entries(data: bytes, limits: ArchiveLimits) -> dict[str, Callable[[], b
     entries: dict[str, Callable[[], bytes]] = {}
     total = 0
     for member in members:
-        _check_name(os.fsencode(member.name), member.name)
+        check_name(os.fsencode(member.name), member.name)
         if member.isdir():
             continue
         if not member.isreg() or member.issparse():
