@@ -64,11 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # holds the GIL, whichever thread runs it, and stopped the loop for 0.1-0.8 s.
             # Start-up's own cyclic garbage waits for the unfreeze (bounded, once).
             gc.freeze()
-            yield
-            gc.unfreeze()  # in-process tests run many apps, one after another
-            # Normally set already by the server's signal handling (``cli``); at the latest
-            # here, before the subsystems close under requests still arriving.
-            begin_shutdown(app.state)
+            try:
+                yield
+            finally:
+                gc.unfreeze()  # in-process tests run many apps, one after another
+                # Normally set already by the server's signal handling (``cli``); at the
+                # latest here, before the subsystems close under requests still arriving.
+                begin_shutdown(app.state)
         log.info("stopped")
 
     app = FastAPI(

@@ -180,7 +180,11 @@ class DeviceRouting:
                 return False
             return True
 
-        return bool(await self.state.db.run(visible))
+        try:
+            return bool(await self.state.db.run(visible))
+        except SQLAlchemyError:  # as for devices: the endpoint answers, with its own checks
+            log.exception("looking up recording %r failed", recording)
+            return False
 
     async def _route(self, scope: Scope, ref: str) -> Route | None:
         manager = getattr(self.state, "devices", None)

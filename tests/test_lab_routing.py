@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from specklab.server import forwarding
 from specklab.server.forwarding import _caller
 from specklab.server.storage import utcnow
 from specklab.server.storage.tables import RecordingRecord
@@ -40,18 +42,24 @@ def test_a_recording_of_a_device_whose_host_is_down_is_refused_as_offline(lab: L
         assert (response.status_code, response.json()["code"]) == (409, "device_offline"), path
 
 
-def test_a_replay_of_a_recording_the_caller_cannot_see_is_not_found_not_forwarded(
-    lab: Lab, alice: dict[str, str]
-) -> None:
-    """Whatever the device's host, the router never forwards a replay of another user's (or
-    no) recording: it is answered here as the endpoint answers it."""
+@pytest.fixture
+def bobs_recording_on_a_gone_host(lab: Lab) -> int:
     owner_id, _ = lab.add_user("bob")
     add_devices(lab.db, (GONE, "speck2fdevkit"), host="host-gone")
     with lab.db.write_session() as session:
-        bobs = placeholder_row(RecordingRecord, owner_id)
-        session.add(bobs)
+        recording = placeholder_row(RecordingRecord, owner_id)
+        session.add(recording)
         session.commit()
-    for recording in (bobs.id, bobs.id + 1000, "not-a-number"):
+        return recording.id
+
+
+def test_a_replay_of_a_recording_the_caller_cannot_see_is_not_found_not_forwarded(
+    lab: Lab, alice: dict[str, str], bobs_recording_on_a_gone_host: int
+) -> None:
+    """Whatever the device's host, the router never forwards a replay of another user's (or
+    no) recording: it is answered here as the endpoint answers it."""
+    bobs = bobs_recording_on_a_gone_host
+    for recording in (bobs, bobs + 1000, "not-a-number"):
         response = lab.client.post(
             f"/v1/recordings/{recording}/replay", json={"device_id": GONE}, headers=alice
         )
@@ -94,3 +102,25 @@ def test_the_router_takes_the_token_the_endpoint_takes(lab: Lab) -> None:
         scope = {"type": kind, "path": path, "headers": headers, "query_string": b""}
         caller = _caller(lab.app.state, scope)
         assert caller is not None and caller.id == user_id, path
+
+
+def test_a_replay_whose_visibility_lookup_fails_is_answered_by_the_endpoint(
+    lab: Lab,
+    alice: dict[str, str],
+    bobs_recording_on_a_gone_host: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database error in the router's own lookup is not a 500: the call goes on to the
+    endpoint, which makes its own checks (here: not alice's recording, 404)."""
+
+    def failing_lookup(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(forwarding, "get_owned", failing_lookup)
+    response = lab.client.post(
+        f"/v1/recordings/{bobs_recording_on_a_gone_host}/replay",
+        json={"device_id": GONE},
+        headers=alice,
+    )
+    answer = (response.status_code, response.json()["code"])
+    assert answer == (404, "recording_not_found"), response.text
