@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +94,20 @@ def test_daemon_runs_on_sqlite_without_psycopg(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "pip install 'specklab[postgres]'" in out.stdout
+
+
+def test_torch_floor_is_the_version_ci_installs() -> None:
+    """The floor is the torch the suite runs with: older ones fail the compiler's tests (an
+    older ``torch.export`` archive format, CUDA libraries beyond the workers' ``RLIMIT_AS``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floors = [
+        Requirement(r).specifier
+        for r in project["optional-dependencies"]["server"]
+        if Requirement(r).name == "torch"
+    ]
+    assert len(floors) == 1 and len(floors[0]) == 1
+    (floor,) = floors[0]
+    installed = re.findall(r"pip install .*\btorch==([\w.+]+)", (ROOT / ".ci" / "run").read_text())
+    assert len(installed) == 1, installed
+    assert floor.operator == ">="
+    assert Version(floor.version) == Version(installed[0])
