@@ -33,7 +33,6 @@ import numpy as np
 from sqlalchemy import create_engine, text
 from websockets.sync.client import connect
 
-from specklab.schemas.events import spikes
 from specklab.schemas.frames import ErrorFrame, decode
 from specklab.server.storage import normalize_url
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import Daemon, run_daemon
 from tests.db_fixtures import POSTGRES_ENV, fresh_postgres_database
 from tests.fixtures_models import guide_network, torchscript_bytes
+from tests.guide_inputs import guide_spikes
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -168,13 +168,7 @@ def forwarding_hop(daemons: list[Daemon], rounds: int, batches: int) -> dict:
     a, b = daemons[0], daemons[1]
     device = f"virtual-speck2fdevkit:0@{host_name(b)}"
     rng = np.random.default_rng(0)
-    events = spikes(
-        t=np.sort(rng.integers(0, 20_000, 2000)),
-        layer=0,
-        feature=0,
-        x=rng.integers(0, 28, 2000),
-        y=rng.integers(0, 28, 2000),
-    )
+    events = guide_spikes(rng, 2000, 20_000)
     routes = {"direct": b.url, "through_another_host": a.url}
     streamed: dict[str, list[float]] = {name: [] for name in routes}
     rest: dict[str, list[float]] = {name: [] for name in routes}

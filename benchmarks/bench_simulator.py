@@ -54,17 +54,9 @@ from specklab.server.simulator import ChipSimulator
 
 # The guide's network, from the tests' fixtures (run from a checkout).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.chip_configs import GUIDE_LAYERS, GUIDE_PLACEMENT
 from tests.fixtures_models import guide_network, torchscript_bytes
 
-#: (c_in, size_in, kernel, c_out, pooling after the layer) per converted layer.
-LENET = [
-    (1, 28, 5, 20, 2),
-    (20, 12, 5, 32, 2),
-    (32, 4, 3, 128, 2),
-    (128, 1, 1, 500, 1),
-    (500, 1, 1, 10, 1),
-]
-PLACEMENT = {0: 0, 1: 3, 2: 5, 3: 6, 4: 1}
 REGIMES = {"moderate": (-0.25, 0.1, 0.2, 0.1, 0.3), "busy": (-0.1, 0.15, 0.15, 0.15, 0.15)}
 STREAM_RATES_HZ = (100_000, 1_000_000)
 GOALS = {"moderate": 5_000_000, "busy": 2_000_000, "compiled": 2_000_000}
@@ -85,13 +77,15 @@ def hand_quantized(seed: int, means: tuple[float, ...]) -> ChipConfig:
     rng = np.random.default_rng(seed)
     cnn = {}
     rescale = 1.0
-    for i, ((c_in, size, k, c_out, pooling), mean) in enumerate(zip(LENET, means, strict=True)):
+    cores = GUIDE_PLACEMENT
+    shapes = zip(GUIDE_LAYERS, means, strict=True)
+    for i, ((c_in, size, k, c_out, pooling), mean) in enumerate(shapes):
         w = rng.normal(mean, 1.0, size=(c_out, c_in, k, k)) / np.sqrt(c_in * k * k)
         w = (w * rescale).astype(np.float32)  # the previous AvgPool's 1/k^2
         s = min(_scale(w, 8), _scale(np.array([-1.0, 1.0]), 16))
         threshold = round(s)
-        last = i == len(LENET) - 1
-        cnn[PLACEMENT[i]] = CNNLayer(
+        last = i == len(GUIDE_LAYERS) - 1
+        cnn[cores[i]] = CNNLayer(
             dimensions=Dimensions(
                 input_shape=Shape(size=XY(x=size, y=size), feature_count=c_in),
                 output_shape=Shape(size=XY(x=size - k + 1, y=size - k + 1), feature_count=c_out),
@@ -99,7 +93,7 @@ def hand_quantized(seed: int, means: tuple[float, ...]) -> ChipConfig:
                 stride=XY(x=1, y=1),
                 kernel_size=k,
             ),
-            destinations=[] if last else [Destination(layer=PLACEMENT[i + 1], pooling=pooling)],
+            destinations=[] if last else [Destination(layer=cores[i + 1], pooling=pooling)],
             weights=np.round(w * s).astype(np.int64).tolist(),
             biases=[0] * c_out,
             threshold_high=threshold,
@@ -109,7 +103,7 @@ def hand_quantized(seed: int, means: tuple[float, ...]) -> ChipConfig:
         rescale = 1.0 / pooling**2
     return ChipConfig(
         cnn_layers=cnn,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in PLACEMENT.items()],
+        layers=[LayerPlacement(layer=i, core=c) for i, c in GUIDE_PLACEMENT.items()],
         inputs=[0],
     )
 
@@ -120,7 +114,7 @@ def compiled(seed: int) -> ChipConfig:
     # Our own model: importing it in this process is fine (the daemon uses worker processes).
     graph = import_model(torchscript_bytes(network), ArchiveLimits())
     config = compile_graph(graph, CompileOptions(input_shape=(1, 28, 28))).config
-    if config.core_of_layer != PLACEMENT:
+    if config.core_of_layer != GUIDE_PLACEMENT:
         raise RuntimeError(f"the compiler placed the network as {config.core_of_layer}")
     return config
 

@@ -50,6 +50,7 @@ from specklab.server.devices.virtual import VirtualDevkit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import free_port, run_daemon
 from tests.fixtures_models import guide_network, torchscript_bytes
+from tests.guide_inputs import guide_spikes
 
 ADMIN = "spk_bench-admin-token-0123456789"
 BATCH_EVENTS = int(os.environ.get("BENCH_STREAM_EVENTS", 200_000))
@@ -301,13 +302,7 @@ def main() -> None:
             )
 
             n = max(BATCH_EVENTS // 2, 1)
-            guide_input = spikes(
-                t=np.sort(rng.integers(0, 1_000_000, n)),
-                layer=0,
-                feature=0,
-                x=rng.integers(0, 28, n),
-                y=rng.integers(0, 28, n),
-            )
+            guide_input = guide_spikes(rng, n, 1_000_000)
             rounds = max(ROUNDS // 2, 1)
             guide_rate, guide_out = forward_rate(
                 stream_url(GUIDE), headers, "spike", guide_input, rounds

@@ -35,12 +35,12 @@ import httpx
 import numpy as np
 from websockets.sync.client import connect
 
-from specklab.schemas.events import spikes
 from specklab.schemas.stream import BatchEnd, ClientStream, StreamError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon import run_daemon
 from tests.fixtures_models import guide_network, torchscript_bytes
+from tests.guide_inputs import guide_spikes
 
 ADMIN = "spk_soak-admin-token-0123456789"
 WS_OPTIONS = {"compression": None, "max_size": 256 * 1024 * 1024, "open_timeout": 60}
@@ -118,13 +118,7 @@ def stream_worker(
         client.receive_data(websocket.recv())
 
         def batch() -> None:
-            events = spikes(
-                t=np.sort(rng.integers(0, 100_000, n)),
-                layer=0,
-                feature=0,
-                x=rng.integers(0, 28, n),
-                y=rng.integers(0, 28, n),
-            )
+            events = guide_spikes(rng, n, 100_000)
             client.send_events("spike", events)
             for message in client.data_to_send():
                 websocket.send(message)

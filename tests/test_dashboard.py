@@ -23,6 +23,7 @@ from specklab.server.dashboard.binning import (
 )
 
 from .fixtures_models import guide_network, torchscript_bytes
+from .guide_inputs import guide_spikes
 from .lab_client import Lab, bearer, running_lab
 
 DEVICE = "virtual-speck2fdevkit:0@test-host"
@@ -260,13 +261,7 @@ def test_spectators_let_go_when_the_holders_stream_ends_and_the_deployment_stays
     hub = lab.app.state.deployments.live_hub(DEVICE)
     rng = np.random.default_rng(0)
     n = 5000
-    inputs = spikes(
-        t=np.sort(rng.integers(0, 2_000_000, n)),
-        layer=0,
-        feature=0,
-        x=rng.integers(0, 28, n),
-        y=rng.integers(0, 28, n),
-    )
+    inputs = guide_spikes(rng, n, 2_000_000)
 
     with live(lab, olga) as observer, live(lab, bob) as other:
         for spectator in (observer, other):

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from .daemon import Daemon, run_daemon
+from .guide_inputs import guide_spikes
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -102,7 +103,6 @@ class DocsLab:
 @pytest.fixture(scope="module")
 def docs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsLab]:
     from specklab.client import Client
-    from specklab.schemas.events import spikes
 
     from .fixtures_models import guide_network, torchscript_bytes
 
@@ -111,13 +111,7 @@ def docs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsLab]:
     upload_bytes = torchscript_bytes(ann)
     (folder / "lenet.pt").write_bytes(upload_bytes)
     rng = np.random.default_rng(0)
-    events_in = spikes(
-        t=np.sort(rng.integers(0, 20_000, 300)),
-        layer=0,
-        feature=0,
-        x=rng.integers(0, 28, 300),
-        y=rng.integers(0, 28, 300),
-    )
+    events_in = guide_spikes(rng, 300, 20_000)
     np.save(folder / "events.npy", events_in)
     env = {"SPECKLAB_ADMIN_TOKEN": ADMIN_TOKEN}
     # Devices: one for the Python blocks, one for the shell blocks, and two the docs book.

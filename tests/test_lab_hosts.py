@@ -22,12 +22,12 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from specklab.client import Client, StreamError
-from specklab.schemas.events import spikes
 from specklab.server.booking.lab import host_stale_after
 
 from .daemon import Daemon, run_daemon
 from .db_fixtures import POSTGRES_ENV, fresh_postgres_database, postgres_url
 from .fixtures_models import guide_network, torchscript_bytes
+from .guide_inputs import guide_spikes
 from .lab_client import ADMIN_TOKEN, bearer
 
 # The first test also waits for the three daemons to start (the timeout counts set-up).
@@ -80,13 +80,7 @@ def _status(daemon: Daemon, device_id: str) -> str:
 
 def _events() -> np.ndarray:
     rng = np.random.default_rng(0)
-    return spikes(
-        t=np.sort(rng.integers(0, 20_000, 300)),
-        layer=0,
-        feature=0,
-        x=rng.integers(0, 28, 300),
-        y=rng.integers(0, 28, 300),
-    )
+    return guide_spikes(rng, 300, 20_000)
 
 
 def _upload(daemon: Daemon, headers: dict[str, str]) -> int:

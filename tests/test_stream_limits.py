@@ -48,6 +48,7 @@ from specklab.server.devices.virtual import VirtualDevkit
 from specklab.server.simulator import ChipSimulator, engine
 
 from .chip_configs import guide_network
+from .guide_inputs import guide_spikes
 from .simulator.random_chips import random_chip, random_inputs
 from .stream_lab import DEVICE, StreamLab, open_stream, stream_lab
 
@@ -62,15 +63,7 @@ def leaky_guide(slow_clock_hz: float = 1_000_000.0):
 
 def guide_input(n: int, span_us: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return guide_network().spikes_to_cores(
-        spikes(
-            t=np.sort(rng.integers(0, span_us, n)),
-            layer=0,
-            feature=0,
-            x=rng.integers(0, 28, n),
-            y=rng.integers(0, 28, n),
-        )
-    )
+    return guide_network().spikes_to_cores(guide_spikes(rng, n, span_us))
 
 
 # ----- the simulator runs in chunks, and stops between them when asked -----

@@ -26,6 +26,7 @@ from specklab.schemas.stream import (
 )
 from specklab.server.recordings.aedat import read_aedat4
 
+from .guide_inputs import guide_spikes
 from .stream_lab import DEVICE, StreamLab, open_stream, stream_lab
 
 
@@ -43,13 +44,7 @@ def deployed(lab: StreamLab) -> dict:
 
 def input_spikes(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return spikes(
-        t=np.sort(rng.integers(0, 50_000, n)),
-        layer=0,
-        feature=0,
-        x=rng.integers(0, 28, n),
-        y=rng.integers(0, 28, n),
-    )
+    return guide_spikes(rng, n, 50_000)
 
 
 def forward(websocket, client: ClientStream, events: np.ndarray) -> tuple[ForwardResult, BatchEnd]:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from torch import nn
 
-from specklab.schemas.events import spikes
 from specklab.server.devices.naming import DeviceId, lab_id
 
 from ..fixtures_models import torchscript_bytes
+from ..guide_inputs import guide_spikes
 from ..stream_lab import StreamLab, open_stream
 from .conftest import screenshot, sign_in, wait_for
 
@@ -142,13 +142,7 @@ def streaming(lab: StreamLab) -> Iterator[int]:
             start = 0
             while not stop.is_set():
                 n = 2000
-                batch = spikes(
-                    t=start + np.sort(rng.integers(0, 100_000, n)),
-                    layer=0,
-                    feature=0,
-                    x=rng.integers(0, 28, n),
-                    y=rng.integers(0, 28, n),
-                )
+                batch = guide_spikes(rng, n, 100_000, start=start)
                 client.send_events("spike", batch)
                 for message in client.data_to_send():
                     websocket.send(message)

@@ -23,6 +23,7 @@ from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from specklab.server.devices.virtual import DEFAULT_SENSOR_RATE_HZ, VirtualDevkit
 from specklab.server.simulator import ChipSimulator, SyntheticSensor
 
+from ..guide_inputs import guide_spikes
 from .networks import guide_network, tiny_network
 
 DESCRIPTION = DeviceDescription("virtual-speck2fdevkit:0", "speck2fdevkit", "speck2f", True)
@@ -89,14 +90,7 @@ def test_forward_matches_the_simulator_on_the_guide_network() -> None:
         layer.neurons_initial_value = None
     rng = np.random.default_rng(0)
     n = 2500
-    batch = spikes(
-        t=np.sort(rng.integers(10_000, 60_000, n)),
-        layer=0,
-        core=0,
-        feature=0,
-        x=rng.integers(0, 28, n),
-        y=rng.integers(0, 28, n),
-    )
+    batch = guide_spikes(rng, n, 50_000, start=10_000)
     devkit = _devkit()
     devkit.apply(config)
     out = devkit.forward(batch, timeout=0)

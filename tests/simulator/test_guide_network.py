@@ -6,13 +6,13 @@ import numpy as np
 import torch
 
 from specklab.schemas.compile import CompileOptions
-from specklab.schemas.events import spikes
 from specklab.schemas.patch import ConfigPatch, apply_patch
 from specklab.server.compiler import ArchiveLimits
 from specklab.server.compiler.pipeline import compile_graph, import_model
 from specklab.server.simulator import ChipSimulator
 
 from ..fixtures_models import guide_network, torchscript_bytes
+from ..guide_inputs import guide_spikes
 from .simref import SlowChip
 
 
@@ -34,15 +34,7 @@ def test_the_compiled_guide_network_runs_spike_for_spike_like_the_reference() ->
     config = apply_patch(compiled, ConfigPatch(monitor_layers=[0, 1, 2, 3, 4]))
     rng = np.random.default_rng(0)
     n = 300
-    inputs = compiled.spikes_to_cores(
-        spikes(
-            t=np.sort(rng.integers(0, 20_000, n)),
-            layer=0,
-            feature=0,
-            x=rng.integers(0, 28, n),
-            y=rng.integers(0, 28, n),
-        )
-    )
+    inputs = compiled.spikes_to_cores(guide_spikes(rng, n, 20_000))
 
     engine = ChipSimulator(config).run(spikes=inputs)
     reference = SlowChip(config)
