@@ -6,16 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from specklab.schemas.chipconfig import (
-    XY,
-    ChipConfig,
-    CNNLayer,
-    Destination,
-    Dimensions,
-    DVSLayer,
-    LayerPlacement,
-    Readout,
-)
+from specklab.schemas import chipconfig
 
 #: The guide's network after conversion: (c_in, size_in, kernel, c_out, pooling) per layer.
 GUIDE_LAYERS = [
@@ -38,12 +29,12 @@ def layer(
     high: int = 10,
     low: int = -10,
     **fields: Any,
-) -> CNNLayer:
+) -> chipconfig.CNNLayer:
     """A core with ``weights`` ``[out][in][k][k]`` on an input of ``size`` (height, width)."""
     w = np.asarray(weights)
     c_out, c_in, k, _ = w.shape
-    return CNNLayer(
-        dimensions=Dimensions.convolution(c_in, size, c_out, k, stride, padding),
+    return chipconfig.CNNLayer(
+        dimensions=chipconfig.Dimensions.convolution(c_in, size, c_out, k, stride, padding),
         weights=w.tolist(),
         biases=fields.pop("biases", [0] * c_out),
         threshold_high=high,
@@ -54,28 +45,28 @@ def layer(
 
 
 def chip(
-    cores: dict[int, CNNLayer],
+    cores: dict[int, chipconfig.CNNLayer],
     *,
-    dvs: DVSLayer | None = None,
-    readout: Readout | None = None,
+    dvs: chipconfig.DVSLayer | None = None,
+    readout: chipconfig.Readout | None = None,
     slow_clock_hz: float | None = None,
-) -> ChipConfig:
+) -> chipconfig.ChipConfig:
     """Cores in the given order become model layers 0, 1, ...; the first takes input."""
-    return ChipConfig(
+    return chipconfig.ChipConfig(
         cnn_layers=cores,
         dvs_layer=dvs,
         readout=readout,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
+        layers=[chipconfig.LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
         inputs=[0] if cores else [],
         slow_clock_hz=slow_clock_hz,
     )
 
 
-def to(core: int, pooling: int = 1, feature_shift: int = 0) -> Destination:
-    return Destination(layer=core, pooling=pooling, feature_shift=feature_shift)
+def to(core: int, pooling: int = 1, feature_shift: int = 0) -> chipconfig.Destination:
+    return chipconfig.Destination(layer=core, pooling=pooling, feature_shift=feature_shift)
 
 
-def guide_network(seed: int = 0, *, dvs_input: bool = False) -> ChipConfig:
+def guide_network(seed: int = 0, *, dvs_input: bool = False) -> chipconfig.ChipConfig:
     """The guide's network with random int8 weights, placed as the vendor places it."""
     rng = np.random.default_rng(seed)
     cores = [GUIDE_PLACEMENT[i] for i in range(len(GUIDE_LAYERS))]
@@ -83,7 +74,9 @@ def guide_network(seed: int = 0, *, dvs_input: bool = False) -> ChipConfig:
     for index, (c_in, size_in, kernel, c_out, pooling) in enumerate(GUIDE_LAYERS):
         weights = rng.integers(-20, 40, size=(c_out, c_in, kernel, kernel))
         last = index == len(GUIDE_LAYERS) - 1
-        destinations = [] if last else [Destination(layer=cores[index + 1], pooling=pooling)]
+        destinations = (
+            [] if last else [chipconfig.Destination(layer=cores[index + 1], pooling=pooling)]
+        )
         layers[cores[index]] = layer(
             weights,
             size=(size_in, size_in),
@@ -94,16 +87,16 @@ def guide_network(seed: int = 0, *, dvs_input: bool = False) -> ChipConfig:
         )
     dvs = None
     if dvs_input:
-        dvs = DVSLayer(
+        dvs = chipconfig.DVSLayer(
             merge=True,
-            pooling=XY(x=4, y=4),
-            origin=XY(x=2, y=2),
-            cut=XY(x=29, y=29),
-            destinations=[Destination(layer=cores[0])],
+            pooling=chipconfig.XY(x=4, y=4),
+            origin=chipconfig.XY(x=2, y=2),
+            cut=chipconfig.XY(x=29, y=29),
+            destinations=[chipconfig.Destination(layer=cores[0])],
         )
-    return ChipConfig(
+    return chipconfig.ChipConfig(
         cnn_layers=layers,
         dvs_layer=dvs,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
+        layers=[chipconfig.LayerPlacement(layer=i, core=c) for i, c in enumerate(cores)],
         inputs=[] if dvs_input else [0],
     )

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from specklab.schemas.chipconfig import (
-    XY,
-    ChipConfig,
-    CNNLayer,
-    Destination,
-    Dimensions,
-    DVSLayer,
-    LayerPlacement,
-    Readout,
-)
+from specklab.schemas import chipconfig
 from specklab.schemas.events import dvs_events, spikes
 
 from .engine import ChipSimulator
 
 
-def _every_feature_config() -> ChipConfig:
+def _every_feature_config() -> chipconfig.ChipConfig:
     """One core fed by the DVS layer, with leak, monitors and a readout on a slow clock."""
-    core = CNNLayer(
-        dimensions=Dimensions.convolution(c_in=2, size=(2, 2), c_out=1, kernel=1),
+    core = chipconfig.CNNLayer(
+        dimensions=chipconfig.Dimensions.convolution(c_in=2, size=(2, 2), c_out=1, kernel=1),
         weights=np.ones((1, 2, 1, 1), np.int16),
         biases=[1],
         leak_enable=True,
@@ -36,17 +27,17 @@ def _every_feature_config() -> ChipConfig:
         monitor_enable=True,
         output_decimator_enable=True,
     )
-    return ChipConfig(
+    return chipconfig.ChipConfig(
         cnn_layers={0: core},
-        dvs_layer=DVSLayer(
-            input_size=XY(x=2, y=2),
-            cut=XY(x=1, y=1),
-            destinations=[Destination(layer=0)],
+        dvs_layer=chipconfig.DVSLayer(
+            input_size=chipconfig.XY(x=2, y=2),
+            cut=chipconfig.XY(x=1, y=1),
+            destinations=[chipconfig.Destination(layer=0)],
             monitor_enable=True,
             raw_monitor_enable=True,
         ),
-        readout=Readout(enable=True, input_core=0, num_classes=1),
-        layers=[LayerPlacement(layer=0, core=0)],
+        readout=chipconfig.Readout(enable=True, input_core=0, num_classes=1),
+        layers=[chipconfig.LayerPlacement(layer=0, core=0)],
         inputs=[0],
         slow_clock_hz=1000.0,
     )

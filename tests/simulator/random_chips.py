@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from specklab.schemas.chipconfig import (
-    XY,
-    ChipConfig,
-    CNNLayer,
-    Destination,
-    Dimensions,
-    DVSLayer,
-    Mirror,
-    Readout,
-)
+from specklab.schemas import chipconfig
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE
 
 from ..chip_configs import chip
 
 
-def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLayer:
+def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> chipconfig.CNNLayer:
     k = int(rng.integers(1, 4))
     stride = int(rng.integers(1, 3))
     padding = int(rng.integers(0, 2)) if k > 1 else 0
@@ -28,11 +19,11 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
     c_out = int(rng.integers(1, 5)) if rng.random() < 0.8 else int(rng.integers(13, 40))
     h = max(size[0], k - 2 * padding)
     w = max(size[1], k - 2 * padding)
-    dimensions = Dimensions.convolution(c_in, (h, w), c_out, k, stride, padding)
+    dimensions = chipconfig.Dimensions.convolution(c_in, (h, w), c_out, k, stride, padding)
     out = dimensions.output_shape.size
     high = int(rng.integers(1, 40))
     leak = bool(rng.random() < 0.4)
-    return CNNLayer(
+    return chipconfig.CNNLayer(
         dimensions=dimensions,
         weights=rng.integers(-12, 30, size=(c_out, c_in, k, k)).tolist(),
         biases=rng.integers(-4, 8, size=c_out).tolist(),
@@ -51,7 +42,7 @@ def _layer(rng: np.random.Generator, c_in: int, size: tuple[int, int]) -> CNNLay
     )
 
 
-def random_chip(seed: int) -> ChipConfig:
+def random_chip(seed: int) -> chipconfig.ChipConfig:
     """A feed-forward chain of 1-4 cores on random core ids, with random skips, DVS and readout.
 
     Destination shapes are not always matched to the next core's input, so some events fall
@@ -65,16 +56,16 @@ def random_chip(seed: int) -> ChipConfig:
         pool = int(rng.choice([1, 2, 4]))
         origin = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
         cut = (origin[0] + int(rng.integers(0, 6)), origin[1] + int(rng.integers(0, 6)))
-        dvs = DVSLayer(
-            input_size=XY(x=16, y=16),
+        dvs = chipconfig.DVSLayer(
+            input_size=chipconfig.XY(x=16, y=16),
             merge=bool(rng.random() < 0.5),
-            pooling=XY(x=pool, y=pool),
-            origin=XY(x=origin[0], y=origin[1]),
-            cut=XY(x=cut[0], y=cut[1]),
-            mirror=Mirror(x=bool(rng.random() < 0.5), y=bool(rng.random() < 0.5)),
+            pooling=chipconfig.XY(x=pool, y=pool),
+            origin=chipconfig.XY(x=origin[0], y=origin[1]),
+            cut=chipconfig.XY(x=cut[0], y=cut[1]),
+            mirror=chipconfig.Mirror(x=bool(rng.random() < 0.5), y=bool(rng.random() < 0.5)),
             mirror_diagonal=bool(rng.random() < 0.5),
             pass_sensor_events=bool(rng.random() < 0.9),
-            destinations=[Destination(layer=cores[0])],
+            destinations=[chipconfig.Destination(layer=cores[0])],
             monitor_enable=bool(rng.random() < 0.5),
             raw_monitor_enable=bool(rng.random() < 0.5),
         )
@@ -85,7 +76,7 @@ def random_chip(seed: int) -> ChipConfig:
     else:
         size = (int(rng.integers(2, 8)), int(rng.integers(2, 8)))
         c_in = int(rng.integers(1, 3))
-    layers: list[CNNLayer] = []
+    layers: list[chipconfig.CNNLayer] = []
     for _ in range(n):
         layer = _layer(rng, c_in, size)
         layers.append(layer)
@@ -93,13 +84,13 @@ def random_chip(seed: int) -> ChipConfig:
         pooling = int(rng.choice([1, 1, 2]))
         size = (max(1, out.size.y // pooling), max(1, out.size.x // pooling))
         c_in = out.feature_count + int(rng.integers(0, 2))
-        layer.destinations = [Destination(layer=0, pooling=pooling)]
+        layer.destinations = [chipconfig.Destination(layer=0, pooling=pooling)]
     layers[-1].destinations = []
     for i in range(n - 1):
         layers[i].destinations[0].layer = cores[i + 1]
         if i + 2 < n and rng.random() < 0.4:
             layers[i].destinations.append(
-                Destination(
+                chipconfig.Destination(
                     layer=cores[i + 2],
                     pooling=int(rng.choice([1, 2])),
                     feature_shift=int(rng.integers(0, 3)),
@@ -110,7 +101,7 @@ def random_chip(seed: int) -> ChipConfig:
     if rng.random() < 0.5:
         last = layers[-1].dimensions.output_shape.feature_count
         stride = int(rng.integers(1, 5))
-        readout = Readout(
+        readout = chipconfig.Readout(
             enable=True,
             input_core=cores[int(rng.integers(0, n))],
             num_classes=int(rng.integers(1, min(16, max(2, last // stride + 2)))),
@@ -126,7 +117,9 @@ def random_chip(seed: int) -> ChipConfig:
     )
 
 
-def random_inputs(config: ChipConfig, seed: int, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+def random_inputs(
+    config: chipconfig.ChipConfig, seed: int, n: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
     """Input spikes to the first core and DVS events (when there is a DVS layer), over ~10 ms."""
     rng = np.random.default_rng(seed)
     first = config.cnn_layers[config.core(0)].dimensions.input_shape
