@@ -56,6 +56,19 @@ class Base(DeclarativeBase):
 _NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
+class _UsersRow:
+    """The columns of a row that one user owns: an id never reused, and the owner (the row goes
+    with its user)."""
+
+    __table_args__ = _NEVER_REUSE_IDS
+
+    # sort_order: first in the table, as the migrations create them.
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, sort_order=-1
+    )
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = _NEVER_REUSE_IDS
@@ -166,15 +179,12 @@ class AuditEntry(Base):
     host_name: Mapped[str] = mapped_column(String(128))
 
 
-class ModelRecord(Base):
+class ModelRecord(_UsersRow, Base):
     """An uploaded model. The upload and its compiled forms live in the content-addressed
     store under ``sha256``; a row is one user's handle on them."""
 
     __tablename__ = "models"
-    __table_args__ = _NEVER_REUSE_IDS
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     #: sha256 of the canonical compile options: with ``sha256``, the compiled result's key.
@@ -185,14 +195,11 @@ class ModelRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RecordingRecord(Base):
+class RecordingRecord(_UsersRow, Base):
     """Events captured from a device; the events are a ``.npy`` file in the data directory."""
 
     __tablename__ = "recordings"
-    __table_args__ = _NEVER_REUSE_IDS
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     device_id: Mapped[str] = mapped_column(String(128))
     source: Mapped[str] = mapped_column(String(16))
@@ -203,15 +210,12 @@ class RecordingRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class DatasetRecord(Base):
+class DatasetRecord(_UsersRow, Base):
     """An uploaded, labelled event dataset. The upload and its canonical form live in the
     content-addressed store under ``sha256``; a row is one user's handle on them."""
 
     __tablename__ = "datasets"
-    __table_args__ = _NEVER_REUSE_IDS
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     format: Mapped[str] = mapped_column(String(16))
@@ -229,14 +233,11 @@ class DatasetRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class JobRecord(Base):
+class JobRecord(_UsersRow, Base):
     """An evaluation job: a model's chip configuration run over a dataset, in chunks."""
 
     __tablename__ = "jobs"
-    __table_args__ = _NEVER_REUSE_IDS
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     #: Plain ids, not foreign keys: a job's results outlive the model and dataset rows.
     model_id: Mapped[int]
     dataset_id: Mapped[int]
