@@ -108,42 +108,22 @@ def batch(kind: EventKind, events: np.ndarray) -> EventsFrame:
     return EventsFrame(kind, events, seq=0)
 
 
+def spike_input(t: np.typing.ArrayLike = 0, layer: int = 0, feature: int = 0, x: int = 0) -> bytes:
+    """An input batch of spikes (``y`` = 0), encoded."""
+    return encode(batch(EventKind.SPIKE, spikes(t=t, layer=layer, feature=feature, x=x, y=0)))
+
+
 BAD_INPUT = {
     "not msgpack": (b"\x00\xff", "malformed"),
     "unknown frame type": (b"\x82\xa1v\x01\xa4type\xa3foo", "unknown_type"),
-    "layer that takes no input": (
-        encode(batch(EventKind.SPIKE, spikes(t=0, layer=2, feature=0, x=0, y=0))),
-        "bad_input",
-    ),
-    "layer beyond the model": (
-        encode(batch(EventKind.SPIKE, spikes(t=0, layer=9, feature=0, x=0, y=0))),
-        "bad_input",
-    ),
-    "x out of range": (
-        encode(batch(EventKind.SPIKE, spikes(t=0, layer=0, feature=0, x=28, y=0))),
-        "bad_input",
-    ),
-    "feature out of range": (
-        encode(batch(EventKind.SPIKE, spikes(t=0, layer=0, feature=1, x=0, y=0))),
-        "bad_input",
-    ),
-    "timestamp of 2^63 us": (
-        encode(batch(EventKind.SPIKE, spikes(t=1 << 63, layer=0, feature=0, x=0, y=0))),
-        "bad_input",
-    ),
-    "timestamp past the largest": (
-        encode(
-            batch(
-                EventKind.SPIKE, spikes(t=[0, MAX_TIMESTAMP_US + 1], layer=0, feature=0, x=0, y=0)
-            )
-        ),
-        "bad_input",
-    ),
+    "layer that takes no input": (spike_input(layer=2), "bad_input"),
+    "layer beyond the model": (spike_input(layer=9), "bad_input"),
+    "x out of range": (spike_input(x=28), "bad_input"),
+    "feature out of range": (spike_input(feature=1), "bad_input"),
+    "timestamp of 2^63 us": (spike_input(t=1 << 63), "bad_input"),
+    "timestamp past the largest": (spike_input(t=[0, MAX_TIMESTAMP_US + 1]), "bad_input"),
     "frame over the size limit": (b"\x00" * (MAX_FRAME_BYTES + 1), "too_large"),
-    "events out of order": (
-        encode(batch(EventKind.SPIKE, spikes(t=[5, 4], layer=0, feature=0, x=0, y=0))),
-        "bad_input",
-    ),
+    "events out of order": (spike_input(t=[5, 4]), "bad_input"),
     "dvs without a dvs layer": (
         encode(batch(EventKind.DVS, dvs_events(t=0, x=0, y=0, p=0))),
         "bad_input",

@@ -85,6 +85,15 @@ async def _manager(samna: ModuleType, **options: Any) -> DeviceManager:
     return manager
 
 
+async def _one_devkit(samna: ModuleType, stop_later: list[DeviceManager]) -> DeviceManager:
+    """A started manager of one plugged-in Speck 2F devkit (serial A, bus 1, address 3),
+    stopped after the test."""
+    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
+    manager = await _manager(samna)
+    stop_later.append(manager)
+    return manager
+
+
 @pytest.fixture
 async def stop_later() -> AsyncIterator[list[DeviceManager]]:
     managers: list[DeviceManager] = []
@@ -280,9 +289,7 @@ async def test_unplug_between_scans_ends_the_session_and_keeps_the_id(
 async def test_device_vanishing_mid_session_is_caught_by_the_failing_call(
     samna: ModuleType, stop_later: list[DeviceManager]
 ) -> None:
-    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
-    manager = await _manager(samna)
-    stop_later.append(manager)
+    manager = await _one_devkit(samna, stop_later)
     hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
     await hold.apply(tiny_network())
     await hold.start_stopwatch()
@@ -303,9 +310,7 @@ async def test_device_vanishing_mid_session_is_caught_by_the_failing_call(
 async def test_re_plugged_between_scans_is_noticed(
     samna: ModuleType, stop_later: list[DeviceManager]
 ) -> None:
-    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
-    manager = await _manager(samna)
-    stop_later.append(manager)
+    manager = await _one_devkit(samna, stop_later)
     hold = await manager.open_hold("speck2fdevkit:0", owner="alice")
     samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 6)]
     await manager.rescan()
@@ -318,9 +323,7 @@ async def test_re_plugged_between_scans_is_noticed(
 async def test_failed_scan_keeps_the_devices_and_is_reported(
     samna: ModuleType, stop_later: list[DeviceManager]
 ) -> None:
-    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
-    manager = await _manager(samna)
-    stop_later.append(manager)
+    manager = await _one_devkit(samna, stop_later)
     samna.STATE.enumeration_error = RuntimeError("usb stack busy")
     await manager.rescan()
     assert manager.state("speck2fdevkit:0").online
@@ -352,9 +355,7 @@ async def test_stop_ends_sessions(samna: ModuleType) -> None:
 async def test_open_failure_marks_the_device_offline(
     samna: ModuleType, stop_later: list[DeviceManager]
 ) -> None:
-    samna.STATE.devices = [samna.device.DeviceInfo("Speck2fDevKit", "A", 1, 3)]
-    manager = await _manager(samna)
-    stop_later.append(manager)
+    manager = await _one_devkit(samna, stop_later)
     samna.STATE.devices = []  # open_device answers None for an unlisted device
     with pytest.raises(DeviceIOError, match="could not open"):
         await manager.open_hold("speck2fdevkit:0", owner="alice")
