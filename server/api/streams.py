@@ -221,6 +221,26 @@ class _TokenCheck:
             await self()
 
 
+async def _connect(
+    websocket: WebSocket,
+    stream: ServerStream,
+    hub: DeviceHub,
+    user: Principal,
+    deployments: Deployments,
+) -> tuple[_Connection, _TokenCheck, Callable[[], Awaitable[None]]]:
+    """The stream's connection, its first frames sent; its token check; and its heartbeat
+    (the token still valid, then the booking's lease renewed)."""
+    conn = _Connection(websocket, stream, hub)
+    await conn.flush()
+    token = _TokenCheck(websocket, user)
+
+    async def heartbeat() -> None:
+        await token()
+        await deployments.heartbeat(user, hub)
+
+    return conn, token, heartbeat
+
+
 async def _serve_continuously(
     conn: _Connection,
     on_events: Callable[[InputBatch], Awaitable[None]] | None,
@@ -325,13 +345,7 @@ async def _stream_events(
     stream.start(
         {"device": device_id, "model_id": hub.deployment.model_id, "booking_id": hub.booking_id}
     )
-    conn = _Connection(websocket, stream, hub)
-    await conn.flush()
-    token = _TokenCheck(websocket, user)
-
-    async def heartbeat() -> None:
-        await token()
-        await deployments.heartbeat(user, hub)
+    conn, token, heartbeat = await _connect(websocket, stream, hub, user, deployments)
 
     async def forward(batch: InputBatch) -> None:
         spikes = batch.events if batch.kind is EventKind.SPIKE else None
@@ -389,13 +403,7 @@ async def _stream_dvs(
                 max_events_per_frame=CONTINUOUS_FRAME_EVENTS,
             )
             stream.start({"device": device_id, "raw": raw, "booking_id": hub.booking_id})
-            conn = _Connection(websocket, stream, hub)
-            await conn.flush()
-            token = _TokenCheck(websocket, user)
-
-            async def heartbeat() -> None:
-                await token()
-                await deployments.heartbeat(user, hub)
+            conn, token, heartbeat = await _connect(websocket, stream, hub, user, deployments)
 
             def select(output: DeviceOutput) -> list[tuple[EventKind, np.ndarray]]:
                 if raw:
