@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,16 +17,23 @@ from .db_fixtures import POSTGRES_ENV
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def test_the_simulator_benchmark_prints_its_figures() -> None:
+def run_benchmark(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> dict[str, Any]:
+    """Run a benchmark (``args`` and ``env`` set its sizes) and read the JSON object it prints."""
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_simulator.py")],
-        env={**os.environ, "BENCH_SIM_EVENTS": "3000"},
+        [sys.executable, str(BENCHMARKS / script), *args],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=True,
     )
-    figures = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_the_simulator_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("bench_simulator.py", env={"BENCH_SIM_EVENTS": "3000"}, timeout=240)
     assert figures["input_events"] == 3000
     assert set(figures["regimes"]) == {"moderate", "busy", "compiled"}
     for regime in figures["regimes"].values():
@@ -39,15 +47,9 @@ def test_the_simulator_benchmark_prints_its_figures() -> None:
 
 
 def test_the_dashboard_benchmark_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_dashboard.py")],
-        env={**os.environ, "BENCH_DASH_RATE": "50000", "BENCH_DASH_SECONDS": "0.5"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    figures = run_benchmark(
+        "bench_dashboard.py", env={"BENCH_DASH_RATE": "50000", "BENCH_DASH_SECONDS": "0.5"}
     )
-    figures = json.loads(result.stdout)
     assert figures["sensor_rate_hz"] == 50_000
     for run in (figures["server_frames"], figures["baseline_raw_dvs"]):
         assert run["frames_per_s"] > 0 and run["sensor_events_per_s"] > 0
@@ -61,14 +63,7 @@ def test_the_dashboard_benchmark_prints_its_figures() -> None:
 
 
 def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "8", "--streams", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    figures = json.loads(result.stdout)
+    figures = run_benchmark("soak.py", "--seconds", "8", "--streams", "1")
     assert figures["benchmark"] == "soak" and figures["streams"] == 1
     assert figures["errors"] == 0, figures["first_errors"]
     # Every kind of work ran and was timed.
@@ -80,20 +75,10 @@ def test_the_soak_benchmark_prints_its_figures_without_errors() -> None:
 
 
 def test_the_stream_benchmark_prints_every_goal_with_its_baseline() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_stream.py")],
-        env={
-            **os.environ,
-            "BENCH_STREAM_EVENTS": "2000",
-            "BENCH_STREAM_ROUNDS": "2",
-            "BENCH_STREAM_TRIALS": "3",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    figures = run_benchmark(
+        "bench_stream.py",
+        env={"BENCH_STREAM_EVENTS": "2000", "BENCH_STREAM_ROUNDS": "2", "BENCH_STREAM_TRIALS": "3"},
     )
-    figures = json.loads(result.stdout)
     assert figures["sizes"] == {"batch_events": 2000, "rounds": 2, "trials": 3}
     goals = {
         "transport_events_per_s",
@@ -111,15 +96,7 @@ def test_the_stream_benchmark_prints_every_goal_with_its_baseline() -> None:
 
 
 def test_the_deploy_benchmark_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_deploy.py")],
-        env={**os.environ, "BENCH_DEPLOY_ROUNDS": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    figures = json.loads(result.stdout)
+    figures = run_benchmark("bench_deploy.py", env={"BENCH_DEPLOY_ROUNDS": "2"})
     for figure in (
         "deploy_call",
         "rest_round_trip",
@@ -132,15 +109,9 @@ def test_the_deploy_benchmark_prints_its_figures() -> None:
 
 
 def test_the_evaluate_benchmark_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_evaluate.py")],
-        env={**os.environ, "BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    figures = run_benchmark(
+        "bench_evaluate.py", env={"BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1"}
     )
-    figures = json.loads(result.stdout)
     assert figures["samples"] == 8
     assert 0 <= figures["virtual_devkit_accuracy"] <= 1 and 0 <= figures["ann_accuracy"] <= 1
     # The job finds what the simulator finds when called directly.
@@ -152,11 +123,9 @@ def test_the_evaluate_benchmark_prints_its_figures() -> None:
 def test_the_lab_benchmark_prints_its_figures() -> None:
     if not os.environ.get(POSTGRES_ENV):
         pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
-    command = [sys.executable, str(BENCHMARKS / "bench_lab.py"), "--hosts", "2", "--devices"]
-    command += ["1", "--seconds", "1", "--list-requests", "4", "--workers", "2", "--rounds", "1"]
-    command += ["--sweep-s", "0.5", "--no-hop"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-    figures = json.loads(result.stdout)
+    sizes = ["--hosts", "2", "--devices", "1", "--seconds", "1", "--list-requests", "4"]
+    sizes += ["--workers", "2", "--rounds", "1", "--sweep-s", "0.5", "--no-hop"]
+    figures = run_benchmark("bench_lab.py", *sizes)
     assert (figures["hosts"], figures["devices_per_host"]) == (2, 1)
     assert figures["device_list"]["n"] == 4 and figures["device_list"]["p99_ms"] > 0
     assert figures["bookings"]["book_and_cancel_per_s"] > 0
