@@ -107,7 +107,7 @@ def test_a_job_on_a_booked_virtual_devkit_finds_what_the_simulator_finds(
     assert response.status_code == 201, response.text
     job = wait_for(lab, user["token"], response.json()["id"], {"done", "failed"}, timeout=120)
     assert job["state"] == "done", job
-    assert job["options"]["device"] == "virtual-speck2fdevkit:0@test-host"
+    assert job["options"]["devices"] == ["virtual-speck2fdevkit:0@test-host"]
     expected = direct_rows(digits, JobOptions(), SAMPLES)
     found = columns(lab, user, job["id"])
     for name in ("label", "prediction", "latency_us", "counts", "spikes", "synops"):
