@@ -120,6 +120,7 @@ class JobService:
         if options.devices is not None:
             device_ids, device = await self._check_devices(user, options.devices, run_config.chip)
             options = options.model_copy(update={"devices": device_ids})
+        dataset = await self.datasets.with_figures(dataset)
         check_sample_limits(options, run_config, dataset)
         config_sha = await anyio.to_thread.run_sync(
             lambda: self.store.put(run_config.model_dump_json().encode())
