@@ -20,9 +20,9 @@ from specklab.server.storage.types import utcnow
 
 from ..db_fixtures import add_devices
 from ..lab_client import Lab, bearer, running_lab
-from .digits import Digits, digits_job_inputs, npz_upload
-from .test_booked_device import columns, submit
-from .test_jobs_api import direct_rows, upload_model, wait_for
+from .digits import Digits, digits_job_inputs
+from .test_booked_device import columns, prepare, submit
+from .test_jobs_api import direct_rows, wait_for
 
 SAMPLES = 6
 F0, F1, F2 = (f"virtual-speck2fdevkit:{k}@test-host" for k in range(3))
@@ -49,31 +49,6 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     ) as running:
         add_devices(running.db, (CAMERA, "davis346"))
         yield running
-
-
-def prepare(lab: Lab, digits: Digits, name: str, devices: list[str]) -> dict[str, Any]:
-    """A user with the digits network and samples, holding bookings of ``devices``."""
-    _, token = lab.add_user(name)
-    dataset = lab.client.post(
-        "/v1/datasets",
-        files={"file": ("digits.npz", npz_upload(digits.samples))},
-        headers=bearer(token),
-    )
-    assert dataset.status_code == 201, dataset.text
-    bookings = []
-    for device in devices:
-        booked = lab.client.post(
-            "/v1/bookings", headers=bearer(token), json={"device_id": device, "minutes": 30}
-        )
-        assert booked.status_code == 201, booked.text
-        bookings.append(booked.json()["id"])
-    return {
-        "name": name,
-        "token": token,
-        "model": upload_model(lab, token, digits.model),
-        "dataset": dataset.json()["id"],
-        "bookings": bookings,
-    }
 
 
 def release(lab: Lab, user: dict[str, Any], booking_id: int) -> None:
@@ -116,7 +91,7 @@ def wait_for_samples(lab: Lab, user: dict[str, Any], job_id: int, done: int) -> 
 
 
 def test_submit_refusals_are_clear(lab: Lab, digits: Digits) -> None:
-    user = prepare(lab, digits, "ref", [F0, E0])
+    user = prepare(lab, digits, "ref", F0, E0)
     with lab.db.write_session() as session:  # the camera, booked (it is on another host)
         owner = session.scalar(select(User).where(User.name == "ref"))
         assert owner is not None
@@ -162,8 +137,8 @@ def test_submit_refusals_are_clear(lab: Lab, digits: Digits) -> None:
 
 
 def test_a_stranger_naming_someone_s_booked_device_learns_nothing(lab: Lab, digits: Digits) -> None:
-    holder = prepare(lab, digits, "holder", [F1])
-    stranger = prepare(lab, digits, "stranger", [])
+    holder = prepare(lab, digits, "holder", F1)
+    stranger = prepare(lab, digits, "stranger")
     held = submit(lab, stranger, devices=[F1])
     free = submit(lab, stranger, devices=[F2])
     assert held.status_code == free.status_code == 409
@@ -183,7 +158,7 @@ def test_a_stranger_naming_someone_s_booked_device_learns_nothing(lab: Lab, digi
 def test_a_job_on_two_devices_finds_what_one_device_and_the_workers_find(
     lab: Lab, digits: Digits
 ) -> None:
-    user = prepare(lab, digits, "two", [F0, F1])
+    user = prepare(lab, digits, "two", F0, F1)
     two = submit(lab, user, devices=["virtual-speck2fdevkit:0", F1], chunk_size=1)
     assert two.status_code == 201, two.text
     assert two.json()["options"]["devices"] == [F0, F1]
@@ -210,7 +185,7 @@ def test_a_job_on_two_devices_finds_what_one_device_and_the_workers_find(
 
 
 def test_a_booking_released_mid_job_hands_its_chunks_over(lab: Lab, digits: Digits) -> None:
-    user = prepare(lab, digits, "mid", [F0, F1])
+    user = prepare(lab, digits, "mid", F0, F1)
     booked = lab.app.state.jobs.booked
     booked.devices = _Only(lab.app.state.devices, {F1})  # F0's runner waits
     try:
@@ -236,7 +211,7 @@ def test_a_booking_released_mid_job_hands_its_chunks_over(lab: Lab, digits: Digi
 def test_a_job_fails_clearly_when_no_booking_of_its_devices_is_left(
     lab: Lab, digits: Digits
 ) -> None:
-    user = prepare(lab, digits, "gone", [F0, F1])
+    user = prepare(lab, digits, "gone", F0, F1)
     booked = lab.app.state.jobs.booked
     booked.devices = _Only(lab.app.state.devices, set())  # no runner starts yet
     try:
