@@ -5,7 +5,7 @@ device and of the evaluation workers; every refusal at submit, and what a strang
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from specklab.schemas.jobs import JobOptions
 from specklab.server.devices.manager import DeviceManager
-from specklab.server.storage.tables import Booking, JobChunk, User
+from specklab.server.jobs import booked as booked_module
+from specklab.server.storage.tables import Booking, BookingState, JobChunk, User
 from specklab.server.storage.types import utcnow
 
 from ..db_fixtures import add_devices
@@ -225,3 +226,62 @@ def test_a_job_fails_clearly_when_no_booking_of_its_devices_is_left(
     assert job["state"] == "failed", job
     assert "the job's owner no longer holds a booking of" in job["error"]
     assert "nor of the job's other devices" in job["error"]
+
+
+class _Releasing:
+    """A device hold that releases its holder's booking (as ``DELETE /v1/bookings`` does) just
+    after its ``after``-th sample."""
+
+    def __init__(self, hold: Any, release: Callable[[], None], after: int) -> None:
+        self._hold, self._release, self._left = hold, release, after
+        self.forwarded = 0
+
+    async def forward(self, **inputs: Any) -> Any:
+        output = await self._hold.forward(**inputs)
+        self.forwarded += 1
+        if self.forwarded == self._left:
+            self._release()
+        return output
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hold, name)
+
+
+def test_a_booking_released_while_a_chunk_runs_stops_it_and_hands_it_over(
+    lab: Lab, digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(booked_module, "BOOKING_CHECK_S", 0.0)  # look before every sample
+    user = prepare(lab, digits, "during", F0, F1)
+    devices: DeviceManager = lab.app.state.devices
+    holds: list[_Releasing] = []
+
+    def release_f0() -> None:
+        with lab.db.write_session() as session:
+            booking = session.get(Booking, user["bookings"][0])
+            assert booking is not None
+            booking.state, booking.ended_at = BookingState.RELEASED, utcnow()
+            session.commit()
+
+    class _Wrapped(_Only):
+        async def open_hold(self, device_id: str, *, owner: str) -> Any:
+            hold = await devices.open_hold(device_id, owner=owner)
+            if device_id != F0:
+                return hold
+            holds.append(_Releasing(hold, release_f0, after=2))
+            return holds[-1]
+
+    lab.app.state.jobs.booked.devices = _Wrapped(devices, {F0, F1})
+    try:
+        response = submit(lab, user, devices=[F0, F1], chunk_size=SAMPLES)  # one chunk, on F0
+        assert response.status_code == 201, response.text
+        job = wait_for(lab, user["token"], response.json()["id"], {"done", "failed"}, 120)
+    finally:
+        lab.app.state.jobs.booked.devices = devices
+    assert job["state"] == "done", job
+    # F0 ran two samples of the chunk, then saw its booking gone: F1 ran the chunk again.
+    assert [hold.forwarded for hold in holds] == [2]
+    assert chunk_devices(lab, job["id"]) == [F1]
+    expected = direct_rows(digits, JobOptions(), SAMPLES)
+    found = columns(lab, user, job["id"])
+    for name in COLUMNS:
+        assert found[name].tolist() == [row[name] for row in expected], name
