@@ -285,3 +285,11 @@ def test_a_booking_released_while_a_chunk_runs_stops_it_and_hands_it_over(
     found = columns(lab, user, job["id"])
     for name in COLUMNS:
         assert found[name].tolist() == [row[name] for row in expected], name
+
+
+def test_the_one_device_form_reads_as_the_list() -> None:
+    """``device`` (what jobs stored before ``devices`` hold, and older clients send)."""
+    assert JobOptions.model_validate({"device": "virtual"}).devices is None
+    assert JobOptions.model_validate({"device": F0}).devices == [F0]
+    assert "device" not in JobOptions.model_validate({"device": F0}).model_dump()
+    assert JobOptions().devices is None
