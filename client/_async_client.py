@@ -265,7 +265,8 @@ class AsyncClient:
         self, model: Any, dataset: Any, *, progress: bool = False, **options: Any
     ) -> JobSummary:
         """Run ``model`` over ``dataset`` as a job and wait for its summary (``options``:
-        ``JobOptions`` fields); the job is cancelled if the wait is interrupted."""
+        ``JobOptions`` fields; ``devices=[...]``: booked devices to run on, by id, listing
+        entry or booking); the job is cancelled if the wait is interrupted."""
         job = await self.submit_job(model, dataset, **options)
         shown = JobProgress(job, progress)
         try:

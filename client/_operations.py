@@ -281,7 +281,11 @@ class Operations(BaseClient):
 
     def submit_job(self, /, model: Any, dataset: Any, **options: Any) -> Op[JobPublic]:
         """Queue an evaluation of ``model`` over ``dataset``; ``options`` are ``JobOptions``
-        fields (``duration_us``, ``readout``, ``monitor_layers``...)."""
+        fields (``duration_us``, ``readout``, ``monitor_layers``...). ``devices``: devices
+        you have booked (ids, listing entries or bookings) to run it on instead of the
+        evaluation workers."""
+        if options.get("devices") is not None:
+            options["devices"] = [device_id(device) for device in options["devices"]]
         body = JobCreate(
             model_id=int(_id(model)), dataset_id=int(_id(dataset)), options=JobOptions(**options)
         )

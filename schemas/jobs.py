@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DatasetInfo(BaseModel):
@@ -53,6 +53,24 @@ class Readout(StrEnum):
     READOUT_LAYER = "readout"
 
 
+#: Booked devices one job may run on.
+MAX_JOB_DEVICES = 16
+
+
+def _printable_device_ref(ref: str) -> str:
+    if not ref.isprintable() or ref != ref.strip():
+        raise ValueError("a device id holds no control characters nor surrounding spaces")
+    if ref == "virtual":
+        raise ValueError("'virtual' is not a device: leave devices out for the evaluation workers")
+    return ref
+
+
+#: A device's lab-wide id or its name on its host (``speck2fdevkit:0``).
+DeviceRef = Annotated[
+    str, Field(min_length=1, max_length=128), AfterValidator(_printable_device_ref)
+]
+
+
 class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,14 +86,40 @@ class JobOptions(BaseModel):
     monitor_layers: list[int] | None = Field(default=None, max_length=9)
     #: Slow clock for leaks and the readout; None: the model's own.
     slow_clock_hz: float | None = Field(default=None, gt=0, le=1_000_000)
-    #: "virtual": the hosts' evaluation workers, in parallel; or the lab-wide id of a device
-    #: you have booked (a real devkit, or a virtual devkit of the devices list), run on it
-    #: one sample after the other for as long as you hold its booking.
-    device: str = Field(default="virtual", min_length=1, max_length=128)
+    #: None: the hosts' evaluation workers, in parallel; or the lab-wide ids (or names) of 1 to
+    #: 16 devices you have booked (real devkits, or virtual devkits of the devices list): the
+    #: job's chunks are spread over them (chunk k on device k mod n), each run one sample after
+    #: the other for as long as you hold its booking; a chunk whose device's booking ends is
+    #: handed over to another of them. The results are those of the evaluation workers.
+    #: (``device``, one id or ``virtual``, is read as the one-device form of this list.)
+    devices: list[DeviceRef] | None = Field(default=None, min_length=1, max_length=MAX_JOB_DEVICES)
     #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
     #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
     #: chunk's database round trips cost little next to its samples.
     chunk_size: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_device(cls, data: Any) -> Any:
+        """The one-device form ``device`` (``virtual``: the workers) as ``devices``."""
+        if not isinstance(data, dict) or "device" not in data:
+            return data
+        data = dict(data)
+        device = data.pop("device")
+        if data.get("devices") is not None:
+            raise ValueError("give devices or device, not both")
+        if device is not None and device != "virtual":
+            data["devices"] = [device]
+        return data
+
+    @field_validator("devices")
+    @classmethod
+    def _distinct(cls, devices: list[str] | None) -> list[str] | None:
+        if devices is not None:
+            twice = sorted({d for d in devices if devices.count(d) > 1})
+            if twice:
+                raise ValueError(f"a device named twice: {', '.join(twice)}")
+        return devices
 
 
 class JobCreate(BaseModel):

@@ -38,7 +38,12 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=positive, help="samples per chunk (default: automatic)"
     )
     parser.add_argument(
-        "--device", help="a device you have booked (default: virtual devkits, in parallel)"
+        "--device",
+        dest="devices",
+        action="append",
+        metavar="ID",
+        help="a device you have booked; repeat it to spread the job over several (default: "
+        "the lab's evaluation workers, in parallel)",
     )
 
 
@@ -57,7 +62,7 @@ def _evaluate(client: Client, args: argparse.Namespace) -> None:
         "monitor_layers": args.monitor,
         "slow_clock_hz": args.slow_clock_hz,
         "chunk_size": args.chunk_size,
-        "device": args.device,
+        "devices": args.devices,
     }
     given = {key: value for key, value in options.items() if value is not None}
     summary = client.evaluate(args.model, dataset, progress=not args.json, **given)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from specklab.schemas.errors import DomainError
@@ -118,6 +118,7 @@ class DatasetService:
         upload: Incoming | None,
     ) -> DatasetInfo:
         events = samples.events
+        longest, largest = _figures(samples)
         record = DatasetRecord(
             user_id=user.id,
             name=name,
@@ -129,8 +130,8 @@ class DatasetService:
             max_x=int(events["x"].max()) if len(events) else 0,
             max_y=int(events["y"].max()) if len(events) else 0,
             max_p=int(events["p"].max()) if len(events) else 0,
-            longest_sample_us=samples.longest_us(),
-            largest_sample_events=int(np.diff(samples.offsets).max()),
+            longest_sample_us=longest,
+            largest_sample_events=largest,
             size_bytes=size,
         )
 
@@ -157,6 +158,34 @@ class DatasetService:
         record = self.get(session, user, dataset_id)
         owner = session.get(User, record.user_id)
         return _public(record, owner.name if owner else "")
+
+    async def with_figures(self, record: DatasetRecord) -> DatasetRecord:
+        """``record`` with its per-sample figures (``longest_sample_us``,
+        ``largest_sample_events``), which datasets stored before migration 0009 lack: computed
+        from the stored canonical arrays the first time a job needs them, and stored in every
+        row of the same bytes."""
+        if record.events == 0 or record.largest_sample_events > 0:
+            return record  # known (a dataset with events has a sample with one)
+        samples = await anyio.to_thread.run_sync(self.samples, record.sha256)
+        longest, largest = _figures(samples)
+
+        def store(session: Session) -> DatasetRecord:
+            session.execute(
+                update(DatasetRecord)
+                .where(
+                    DatasetRecord.sha256 == record.sha256,
+                    DatasetRecord.largest_sample_events == 0,
+                )
+                .values(longest_sample_us=longest, largest_sample_events=largest)
+            )
+            session.commit()
+            found = session.get(DatasetRecord, record.id)
+            if found is None:  # deleted meanwhile: 404 as for any dataset that is gone
+                raise DomainError(404, "dataset_not_found", f"no dataset {record.id}")
+            session.expunge(found)
+            return found
+
+        return await self.db.run(store, write=True)
 
     def samples(self, digest: str) -> Samples:
         data = self.store.get(digest, SAMPLES)
@@ -194,6 +223,12 @@ class DatasetService:
             if still_used is None:
                 self.store.delete(digest)
                 self.store.delete(digest, SAMPLES)
+
+
+def _figures(samples: Samples) -> tuple[int, int]:
+    """The longest sample's span (us) and the most events of one sample."""
+    sizes = np.diff(samples.offsets)
+    return samples.longest_us(), int(sizes.max()) if len(sizes) else 0
 
 
 def _public(record: DatasetRecord, owner: str) -> DatasetInfo:

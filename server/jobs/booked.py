@@ -1,14 +1,18 @@
 """Jobs on booked devices: chunks run one sample after the other on a device of this host,
 through the device interface, for as long as the job's owner holds the device's booking.
 
-A job whose ``options.device`` names a device queues chunks marked with that device
-(``queue.py``). Each host runs a :class:`BookedDevices` supervisor that starts a
-:class:`~.runner.JobRunner` of one slot for every device of its own that chunks wait for;
+A job whose ``options.devices`` names booked devices queues chunks marked with them, chunk
+``k`` with device ``k mod n`` (``queue.py``). Each host runs a :class:`BookedDevices`
+supervisor that starts a :class:`~.runner.JobRunner` of one slot for every device of its own
+that chunks wait for;
 the runner claims, renews, stores and resumes those chunks as it does the workers' chunks,
 and runs them with a :class:`DeviceExecutor`. Each chunk opens a hold on the device, applies
 the job's configuration and runs every sample as a batch (``Device.forward``), the neuron
 states reset before each one when ``options.reset`` says so; the hold is released after the
-chunk, so between chunks the device is free for its owner's deployments.
+chunk, so between chunks the device is free for its owner's deployments. A chunk that finds
+the booking of its device gone (when it starts, or while it runs) fails, and
+``queue.fail`` hands it, with the job's other chunks of that device, over to another device of
+the job that its owner still holds; the job fails when there is none.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds a device may take past a sample's last input to answer it.
 SETTLE_S = 1.0
+#: Seconds between two looks at the device's booking while a chunk runs (a booking released
+#: early ends the chunk; one that runs out is known from its end time).
+BOOKING_CHECK_S = 1.0
 
 
 class DeviceExecutor:
@@ -81,9 +88,15 @@ class DeviceExecutor:
         try:
             await hold.apply(plan.config)
             rows = []
+            checked = time.monotonic()
             for index in range(task.start, task.stop):
                 if self._cancel.is_set():
                     raise ChunkCancelled()
+                if time.monotonic() - checked >= BOOKING_CHECK_S:  # released early, perhaps
+                    checked = time.monotonic()
+                    _, ends_at = await self.db.run(
+                        lambda s: self._booking(s, task.user_id), write=True
+                    )
                 if utcnow() >= ends_at:
                     raise ChunkFailed(f"the booking of {self.device_id} ended")
                 rows.append(await _sample(hold, plan, samples, index))

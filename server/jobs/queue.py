@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from specklab.schemas.jobs import JobState
 
+from ..booking import lab
 from ..storage.tables import JobChunk, JobRecord
 from ..storage.types import utcnow
 
@@ -200,14 +201,48 @@ def finish(
 
 
 def fail(session: Session, chunk_id: int, host: str, message: str) -> None:
-    """A chunk that cannot run fails its job (running it elsewhere would fail the same way)."""
+    """A chunk that cannot run fails its job (running it elsewhere would fail the same way),
+    unless it ran on a booked device whose booking its owner no longer holds: then it is
+    handed over to another device of the job that they still hold (``hand_over``)."""
     chunk = _own_running_chunk(session, chunk_id, host)
     if chunk is not None:
-        chunk.state, chunk.host_name, chunk.lease_until = CANCELLED, None, None
         job = session.get(JobRecord, chunk.job_id, with_for_update=True)
+        if job is not None and job.state in UNFINISHED and chunk.device is not None:
+            heir, why = hand_over(session, job, chunk.device)
+            if heir is not None:
+                chunk.device, chunk.state = heir, QUEUED
+                chunk.host_name, chunk.lease_until = None, None
+                session.commit()
+                return
+            message += why
+        chunk.state, chunk.host_name, chunk.lease_until = CANCELLED, None, None
         if job is not None and job.state in UNFINISHED:
             end_job(session, job, JobState.FAILED, error=message[:1000])
     session.commit()
+
+
+def hand_over(session: Session, job: JobRecord, device: str) -> tuple[str | None, str]:
+    """When ``job``'s owner no longer holds the booking of ``device``: the next of the job's
+    devices (in their order, after ``device``) whose running booking they hold, which takes
+    over the job's queued chunks of ``device``; None, and why, when there is none. (None and
+    no reason while they still hold ``device``: the chunk failed for another reason.)"""
+    devices: list[str] = job.options.get("devices") or [device]
+    running = lab.current_bookings(session, now=utcnow(), device_ids=devices)
+    held = [d for d in devices if d in running and running[d].user_id == job.user_id]
+    if device in held:
+        return None, ""
+    others = [d for d in devices if d != device]
+    if not held:
+        why = f"; nor of the job's other devices ({', '.join(others)})" if others else ""
+        return None, why
+    place = devices.index(device) if device in devices else -1
+    heir = next(d for d in devices[place + 1 :] + devices[: place + 1] if d in held)
+    session.execute(
+        update(JobChunk)
+        .where(JobChunk.job_id == job.id, JobChunk.state == QUEUED, JobChunk.device == device)
+        .values(device=heir)
+    )
+    return heir, ""
 
 
 def end_job(session: Session, job: JobRecord, state: JobState, error: str | None = None) -> None:

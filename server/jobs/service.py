@@ -31,13 +31,14 @@ from specklab.schemas.patch import PatchError
 from ..auth.ownership import get_owned, visible_rows
 from ..auth.principal import Principal
 from ..booking import lab
-from ..booking.service import require_active_booking
+from ..chips import SUPPORTED_DEVICES
 from ..datasets.service import DatasetService
 from ..devices.manager import DeviceManager
+from ..devices.suggest import unknown_device
 from ..models import ModelService
 from ..storage import Database
 from ..storage.blobs import BlobStore
-from ..storage.tables import DatasetRecord, JobChunk, JobRecord, User
+from ..storage.tables import DatasetRecord, DeviceRecord, JobChunk, JobRecord, User
 from ..storage.types import utcnow
 from . import queue
 from .booked import BookedDevices
@@ -55,6 +56,10 @@ def _specklab_version() -> str:
         return version("specklab")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _devices_refused(message: str) -> DomainError:
+    return DomainError(422, "invalid_request", f"options.devices: {message}")
 
 
 def _unfit(message: str) -> DomainError:
@@ -111,11 +116,12 @@ class JobService:
                 422, "invalid_request", "options.readout: this model has no readout layer"
             )
         check_fit(config, dataset)
-        check_sample_limits(options, run_config, dataset)
         device = f"virtual {run_config.chip}"
-        if options.device != "virtual":
-            device_id, device = await self._check_device(user, options.device, run_config.chip)
-            options = options.model_copy(update={"device": device_id})
+        if options.devices is not None:
+            device_ids, device = await self._check_devices(user, options.devices, run_config.chip)
+            options = options.model_copy(update={"devices": device_ids})
+        dataset = await self.datasets.with_figures(dataset)
+        check_sample_limits(options, run_config, dataset)
         config_sha = await anyio.to_thread.run_sync(
             lambda: self.store.put(run_config.model_dump_json().encode())
         )
@@ -158,6 +164,7 @@ class JobService:
             )
             session.add(job)
             session.flush()
+            devices = options.devices
             size = options.chunk_size or min(max(math.ceil(dataset.samples / 16), 1), 500)
             session.add_all(
                 JobChunk(
@@ -166,7 +173,7 @@ class JobService:
                     start=k * size,
                     stop=min((k + 1) * size, dataset.samples),
                     state=queue.QUEUED,
-                    device=None if options.device == "virtual" else options.device,
+                    device=None if devices is None else devices[k % len(devices)],
                 )
                 for k in range(math.ceil(dataset.samples / size))
             )
@@ -178,33 +185,64 @@ class JobService:
         self.booked.wake()
         return public
 
-    async def _check_device(self, user: Principal, ref: str, chip: str) -> tuple[str, str]:
-        """The id of the device ``ref`` names and how the reproducibility record describes it:
-        409 unless ``user`` holds its running booking, 422 when it carries another chip."""
+    async def _check_devices(
+        self, user: Principal, refs: list[str], chip: str
+    ) -> tuple[list[str], str]:
+        """The ids of the devices ``refs`` name and how the reproducibility record describes
+        them: 404 for a device the lab does not know, 409 unless ``user`` holds its running
+        booking, 422 for a device that cannot take the model or is named twice."""
 
-        def require(session: Session) -> str:
-            device_id = lab.resolve_device_id(
-                session, ref, user_id=user.id, now=utcnow(), stale_after=self.stale_after
-            )
-            require_active_booking(session, user, device_id)
+        def resolve(session: Session) -> list[tuple[str, str]]:
+            now = utcnow()
+            found = []
+            for ref in refs:
+                row = lab.resolve_device(
+                    session, ref, user_id=user.id, now=now, stale_after=self.stale_after
+                )
+                if row is None:
+                    known = session.scalars(select(DeviceRecord.id)).all()
+                    raise unknown_device(ref, known, where=" in this lab")
+                found.append((row.id, row.device_type))
+            held = lab.current_bookings(session, now=now, device_ids=[i for i, _ in found])
+            for device_id, _ in found:
+                booking = held.get(device_id)
+                if booking is None or booking.user_id != user.id:
+                    # Whoever else holds it, and until when, is not this caller's business.
+                    raise DomainError(
+                        409,
+                        "not_booked",
+                        f"{device_id} is not booked by you now: book it first",
+                        {"device_id": device_id},
+                    )
+                booking.lease_renewed_at = now
             session.commit()
-            return device_id
+            return found
 
-        device_id = await self.db.run(require, write=True)
+        found = await self.db.run(resolve, write=True)
+        ids = [device_id for device_id, _ in found]
+        for device_id, device_type in found:
+            if ids.count(device_id) > 1:
+                raise _devices_refused(f"{device_id} is named twice")
+            carries = SUPPORTED_DEVICES.get(device_type)
+            if carries is None:
+                raise _devices_refused(
+                    f"{device_id} is a {device_type}, which cannot take a network"
+                )
+            if carries != chip:
+                raise _devices_refused(
+                    f"{device_id} carries a {carries}, the model is compiled for {chip}"
+                )
         states = {state.description.id: state for state in self.devices.states()}
-        state = states.get(device_id)
-        if state is None:  # booked, on another host of the lab: that host checks its chip
-            return device_id, device_id
-        description = state.description
-        if description.chip != chip:
-            raise DomainError(
-                422,
-                "invalid_request",
-                f"options.device: {device_id} carries a {description.chip or 'no chip'}, "
-                f"the model is compiled for {chip}",
-            )
-        kind = "virtual" if description.virtual else f"serial {description.serial_number}"
-        return device_id, f"{device_id} ({description.type}, {kind})"
+        described = []
+        for device_id in ids:
+            state = states.get(device_id)
+            if state is None:  # booked, on another host of the lab
+                described.append(device_id)
+                continue
+            description = state.description
+            kind = "virtual" if description.virtual else f"serial {description.serial_number}"
+            described.append(f"{device_id} ({description.type}, {kind})")
+        return ids, ", ".join(described)
 
     def list(self, session: Session, user: Principal) -> list[JobPublic]:
         rows = visible_rows(session, JobRecord, user)

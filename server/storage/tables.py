@@ -273,7 +273,8 @@ class JobChunk(Base):
     start: Mapped[int]
     stop: Mapped[int]
     state: Mapped[str] = mapped_column(String(16))
-    #: The booked device that runs it (``JobOptions.device``); None: the evaluation workers.
+    #: The booked device that runs it (one of ``JobOptions.devices``; another of them after a
+    #: hand-over); None: the evaluation workers.
     device: Mapped[str | None] = mapped_column(String(128))
     #: The host running it and until when its claim holds without renewal.
     host_name: Mapped[str | None] = mapped_column(String(128))

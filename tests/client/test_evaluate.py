@@ -56,3 +56,34 @@ def test_the_evaluate_command_uploads_runs_and_prints(
     table = capsys.readouterr().out
     assert f"accuracy {summary['accuracy']:.2%}" in table
     assert "SYNOPS/SAMPLE" in table
+
+
+def test_evaluate_on_booked_devices_sync_async_and_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], account: Account, digits: Digits
+) -> None:
+    with account.client() as lab:
+        model = lab.compile(digits.model, input_shape=(1, 8, 8))
+        dataset = lab.upload_dataset(npz_upload(digits.samples), name="digits")
+        virtual = lab.evaluate(model, dataset, chunk_size=4)
+        with (
+            lab.book("speck2fdevkit", minutes=5) as first,
+            lab.book("speck2fdevkit", minutes=5) as second,
+        ):
+            devices = [first.device_id, second.device_id]
+            summary = lab.evaluate(model, dataset, chunk_size=3, devices=[first, second])
+            assert summary.job.options.devices == devices
+            assert summary.reproducibility.device.startswith(devices[0])
+
+            async def evaluate() -> list[str] | None:
+                async with AsyncClient(account.url, account.token) as lab:
+                    done = await lab.evaluate(model.id, dataset.id, devices=devices[::-1])
+                    return done.job.options.devices
+
+            assert asyncio.run(evaluate()) == devices[::-1]
+            argv = ["evaluate", "--url", account.url, "--token", account.token, "--json"]
+            devices_argv = ["--device", devices[0], "--device", devices[1]]
+            assert main([*argv, str(model.id), str(dataset.id), *devices_argv]) == 0
+            printed = json.loads(capsys.readouterr().out)
+            assert printed["job"]["options"]["devices"] == devices
+    assert summary.accuracy == virtual.accuracy == printed["accuracy"]
+    assert summary.confusion == virtual.confusion

@@ -54,8 +54,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory, double: ModuleType) -> Iterato
         yield running
 
 
-def prepare(lab: Lab, digits: Digits, name: str, device: str | None) -> dict[str, Any]:
-    """A user with the digits network and samples, holding a booking of ``device``."""
+def prepare(lab: Lab, digits: Digits, name: str, *devices: str) -> dict[str, Any]:
+    """A user with the digits network and samples, holding bookings of ``devices`` (their
+    ids in ``bookings``)."""
     _, token = lab.add_user(name)
     dataset = lab.client.post(
         "/v1/datasets",
@@ -63,15 +64,18 @@ def prepare(lab: Lab, digits: Digits, name: str, device: str | None) -> dict[str
         headers=bearer(token),
     )
     assert dataset.status_code == 201, dataset.text
-    if device is not None:
+    bookings = []
+    for device in devices:
         booked = lab.client.post(
             "/v1/bookings", headers=bearer(token), json={"device_id": device, "minutes": 30}
         )
         assert booked.status_code == 201, booked.text
+        bookings.append(booked.json()["id"])
     return {
         "token": token,
         "model": upload_model(lab, token, digits.model),
         "dataset": dataset.json()["id"],
+        "bookings": bookings,
     }
 
 
@@ -107,7 +111,7 @@ def test_a_job_on_a_booked_virtual_devkit_finds_what_the_simulator_finds(
     assert response.status_code == 201, response.text
     job = wait_for(lab, user["token"], response.json()["id"], {"done", "failed"}, timeout=120)
     assert job["state"] == "done", job
-    assert job["options"]["device"] == "virtual-speck2fdevkit:0@test-host"
+    assert job["options"]["devices"] == ["virtual-speck2fdevkit:0@test-host"]
     expected = direct_rows(digits, JobOptions(), SAMPLES)
     found = columns(lab, user, job["id"])
     for name in ("label", "prediction", "latency_us", "counts", "spikes", "synops"):
@@ -144,7 +148,7 @@ def test_a_job_on_a_booked_real_devkit_runs_each_sample_after_a_reset(
     lab: Lab, double: ModuleType, digits: Digits
 ) -> None:
     device = "speck2fdevkit:sn-SER1"
-    stranger = prepare(lab, digits, "st", None)
+    stranger = prepare(lab, digits, "st")
     refused = submit(lab, stranger, device=device)
     assert refused.status_code == 409 and refused.json()["code"] == "not_booked"
 

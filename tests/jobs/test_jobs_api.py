@@ -156,7 +156,8 @@ def test_cancel_stops_the_job_and_frees_the_workers(shared_lab: Lab, owner: dict
         ({"options": {"chunk_size": 0}}, 422, "invalid_request"),
         ({"options": {"duration_us": 60_000_001}}, 422, "invalid_request"),
         ({"options": {"duration_us": 20_000_000, "slow_clock_hz": 1e6}}, 422, "sample_too_large"),
-        ({"options": {"device": "speck2fdevkit:0"}}, 409, "not_booked"),
+        ({"options": {"devices": ["speck2fdevkit:9"]}}, 404, "device_not_found"),
+        ({"options": {"devices": []}}, 422, "invalid_request"),
         ({"surprise": 1}, 422, "invalid_request"),
     ],
 )
