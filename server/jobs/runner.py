@@ -154,10 +154,13 @@ class JobRunner:
         for chunk_id in stop:
             slot, claim = held[chunk_id]
             running = self._slots.get(slot)
+            # The slot may have moved on while the renewal ran (the chunk finished and was
+            # stored, which is why it is no longer running): stop only what it still holds.
             if running is not None and running.claim is claim:
                 self.pool.cancel(slot)
-            elif running is not None:
+            elif running is not None and running.following is claim:
                 running.skip = True
+                self._withdraw(slot, running)
 
     async def _run(self, slot: int, running: _Running) -> None:
         """Run the slot's chunks one after another: while one runs, the next is claimed and
