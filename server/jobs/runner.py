@@ -12,9 +12,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from sqlalchemy.orm import Session
@@ -42,6 +42,16 @@ class Executor(Protocol):
     def cancel(self, slot: int) -> None: ...
 
 
+@runtime_checkable
+class Pipelined(Executor, Protocol):
+    """An executor that takes a slot's next task while the slot runs (the evaluation pool;
+    a booked device's runner is a plain :class:`Executor`)."""
+
+    def send_ahead(self, slot: int, task: ChunkTask) -> None: ...
+
+    def withdraw(self, slot: int, task: ChunkTask) -> None: ...
+
+
 @dataclass(slots=True)
 class _Running:
     claim: queue.Claim
@@ -49,6 +59,8 @@ class _Running:
     #: The slot's next chunk, claimed while this one runs so the worker never waits for the
     #: database between chunks; ``skip``: its job was cancelled before it started.
     following: queue.Claim | None = None
+    #: ``following``'s task, sent ahead to a pipelined executor.
+    following_task: ChunkTask | None = None
     skip: bool = False
 
     def claims(self) -> list[queue.Claim]:
@@ -83,6 +95,7 @@ class JobRunner:
                 self.pool.cancel(slot)
             if running.following is not None and running.following.job_id == job_id:
                 running.skip = True
+                self._withdraw(slot, running)
 
     async def serve(self) -> None:
         """Run until cancelled; chunks running then go back to the queue."""
@@ -141,10 +154,13 @@ class JobRunner:
         for chunk_id in stop:
             slot, claim = held[chunk_id]
             running = self._slots.get(slot)
+            # The slot may have moved on while the renewal ran (the chunk finished and was
+            # stored, which is why it is no longer running): stop only what it still holds.
             if running is not None and running.claim is claim:
                 self.pool.cancel(slot)
-            elif running is not None:
+            elif running is not None and running.following is claim:
                 running.skip = True
+                self._withdraw(slot, running)
 
     async def _run(self, slot: int, running: _Running) -> None:
         """Run the slot's chunks one after another: while one runs, the next is claimed and
@@ -152,33 +168,51 @@ class JobRunner:
         storing: list[asyncio.Task[None]] = []
         try:
             while True:
+                task = running.following_task or self._task(running.claim)
+                running.following_task = None
                 work = asyncio.ensure_future(
-                    anyio.to_thread.run_sync(
-                        self.pool.run, slot, self._task(running.claim), abandon_on_cancel=False
-                    )
+                    anyio.to_thread.run_sync(self.pool.run, slot, task, abandon_on_cancel=False)
                 )
                 if not self._stopping:
                     running.following = await self._claim_quietly()
+                    self._send_ahead(slot, running)
                 try:
                     outcome: list[dict[str, Any]] | Exception = await work
                 except (ChunkCancelled, ChunkFailed) as exc:
                     outcome = exc
+                ended = utcnow()
                 storing = [task for task in storing if not task.done()]
-                storing.append(asyncio.create_task(self._store(running.claim, outcome)))
+                storing.append(asyncio.create_task(self._store(running.claim, outcome, ended)))
                 following, skip = running.following, running.skip or self._stopping
                 running.following, running.skip = None, False
                 if following is None:
                     return
                 if skip:
+                    self._withdraw(slot, running)
                     await self._release(following, cancelled=not self._stopping)
                     return
                 running.claim = following
         finally:
             if running.following is not None:  # claimed, never started: someone else's now
+                self._withdraw(slot, running)
                 await self._release(running.following, cancelled=False)
             await asyncio.gather(*storing, return_exceptions=True)
             del self._slots[slot]
             self.wake()
+
+    def _send_ahead(self, slot: int, running: _Running) -> None:
+        """Hand the slot's next chunk to its worker now, when the executor takes tasks ahead:
+        it starts the moment the running one ends, without a round trip through the loop."""
+        following = running.following
+        if following is None or running.skip or not isinstance(self.pool, Pipelined):
+            return
+        running.following_task = self._task(following)
+        self.pool.send_ahead(slot, running.following_task)
+
+    def _withdraw(self, slot: int, running: _Running) -> None:
+        task = running.following_task
+        if task is not None and isinstance(self.pool, Pipelined):
+            self.pool.withdraw(slot, task)
 
     def _claim(self, session: Session) -> queue.Claim | None:
         return queue.claim(session, self.host, self.lease_s, self.device)
@@ -206,15 +240,19 @@ class JobRunner:
             write=True,
         )
 
-    async def _store(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
-        """Record how a chunk ended. Should the database fail here, the chunk's lease runs
-        out and it runs again."""
+    async def _store(
+        self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception, ended: datetime
+    ) -> None:
+        """Record how a chunk ended (at ``ended``). Should the database fail here, the chunk's
+        lease runs out and it runs again."""
         try:
-            await self._record(claim, outcome)
+            await self._record(claim, outcome, ended)
         except Exception:
             log.exception("storing job chunk %d failed", claim.chunk_id)
 
-    async def _record(self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception) -> None:
+    async def _record(
+        self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception, ended: datetime
+    ) -> None:
         if isinstance(outcome, ChunkCancelled):
             await self._release(claim, cancelled=not self._stopping)
         elif isinstance(outcome, ChunkFailed):
@@ -226,17 +264,23 @@ class JobRunner:
                     lambda s: queue.fail(s, claim.chunk_id, self.host, message), write=True
                 )
         else:
-            await self.db.run(lambda s: _finish(s, claim.chunk_id, self.host, outcome), write=True)
+            await self.db.run(
+                lambda s: _finish(s, claim.chunk_id, self.host, outcome, ended), write=True
+            )
 
 
-def _finish(session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]]) -> None:
+def _finish(
+    session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]], ended: datetime
+) -> None:
+    """Store a chunk's rows; the job's last chunk summarizes it, its wall time ending when
+    that chunk's worker answered (``ended``), not after the summary."""
     job = queue.finish(session, chunk_id, host, rows)
     if job is None:
         return
     table = columns(queue.rows_of(session, job.id), len(job.layers))
     summary = summarize(table, 0)
     started = job.started_at or job.created_at
-    summary["wall_time_s"] = (utcnow() - started) / timedelta(seconds=1)
+    summary["wall_time_s"] = (ended - started) / timedelta(seconds=1)
     job.summary = summary
     queue.end_job(session, job, JobState.DONE)
     session.commit()
