@@ -53,3 +53,18 @@ _PLACEHOLDERS: dict[type, dict[str, Any]] = {
 def placeholder_row(table: type[T], user_id: int, **columns: Any) -> T:
     """A row of ``table`` owned by ``user_id``: ``columns``, and placeholders for the rest."""
     return table(user_id=user_id, **{**_PLACEHOLDERS[table], **columns})
+
+
+def queued_job_row(user_id: int, samples: int, **columns: Any) -> JobRecord:
+    """A queued job of ``samples`` samples, none done, for the queue's tests."""
+    return placeholder_row(
+        JobRecord,
+        user_id,
+        dataset_sha256="d" * 64,
+        config_sha256="c" * 64,
+        layers=[0],
+        samples=samples,
+        samples_done=0,
+        sample_time_s=0.0,
+        **columns,
+    )

@@ -14,7 +14,7 @@ from specklab.server.storage import Database
 from specklab.server.storage.tables import Booking, BookingState, JobChunk, JobRecord, User
 from specklab.server.storage.types import utcnow
 
-from ..rows import placeholder_row
+from ..rows import queued_job_row
 
 LEASE_S = 30.0
 DEVICES = ["virtual-speck2fdevkit:0@h", "virtual-speck2fdevkit:1@h", "virtual-speck2fdevkit:2@h"]
@@ -39,18 +39,7 @@ def booked_job(db: Database, devices: list[str], chunks: int) -> tuple[int, list
             for device in devices
         ]
         session.add_all(bookings)
-        job = placeholder_row(
-            JobRecord,
-            owner.id,
-            dataset_sha256="d" * 64,
-            config_sha256="c" * 64,
-            options={"devices": devices},
-            layers=[0],
-            state=JobState.QUEUED.value,
-            samples=chunks,
-            samples_done=0,
-            sample_time_s=0.0,
-        )
+        job = queued_job_row(owner.id, chunks, options={"devices": devices})
         session.add(job)
         session.flush()
         session.add_all(

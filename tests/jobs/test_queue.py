@@ -13,7 +13,7 @@ from specklab.server.storage import Database
 from specklab.server.storage.tables import JobChunk, JobRecord, User
 from specklab.server.storage.types import utcnow
 
-from ..rows import placeholder_row
+from ..rows import queued_job_row
 
 LEASE_S = 30.0
 
@@ -25,17 +25,7 @@ def add_job(db: Database, user: str, chunks: int) -> int:
             owner = User(name=user, role="user")
             session.add(owner)
             session.flush()
-        job = placeholder_row(
-            JobRecord,
-            owner.id,
-            dataset_sha256="d" * 64,
-            config_sha256="c" * 64,
-            layers=[0],
-            state=JobState.QUEUED.value,
-            samples=chunks,
-            samples_done=0,
-            sample_time_s=0.0,
-        )
+        job = queued_job_row(owner.id, chunks)
         session.add(job)
         session.flush()
         session.add_all(
