@@ -110,12 +110,14 @@ def test_the_deploy_benchmark_prints_its_figures() -> None:
 
 def test_the_evaluate_benchmark_prints_its_figures() -> None:
     figures = run_benchmark(
-        "bench_evaluate.py", env={"BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1"}
+        "bench_evaluate.py",
+        env={"BENCH_EVAL_SAMPLES": "8", "BENCH_EVAL_REPEAT": "1", "BENCH_EVAL_ROUNDS": "1"},
     )
     assert figures["samples"] == 8
     assert 0 <= figures["virtual_devkit_accuracy"] <= 1 and 0 <= figures["ann_accuracy"] <= 1
     # The job finds what the simulator finds when called directly.
     assert figures["virtual_devkit_accuracy"] == figures["direct_accuracy"]
+    assert figures["virtual_devkit_accuracy_1_worker"] == figures["direct_accuracy"]
     for key in ("direct", "job_1_worker", "job_all_workers"):
         assert figures[f"{key}_samples_per_s"] > 0
 

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    BindParameter,
+    Float,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from specklab.schemas.jobs import JobState
@@ -41,14 +51,14 @@ class Claim:
     options: dict[str, Any]
 
 
-def _runs_on(device: str | None) -> Any:
+def _runs_on(device: str | BindParameter[str] | None) -> Any:
     """The chunks of the evaluation workers (None), or of one booked device."""
     return JobChunk.device.is_(None) if device is None else JobChunk.device == device
 
 
-def claim(session: Session, host: str, lease_s: float, device: str | None = None) -> Claim | None:
-    """Take the fairest queued chunk for ``host``'s workers (or ``device``), or None when
-    nothing is queued for them."""
+def _fairest_queued(device: BindParameter[str] | None) -> Select[Any]:
+    """The next chunk to claim among those that run on ``device`` (None: the evaluation
+    workers; a bind parameter: one booked device), with what its worker needs of its job."""
     running = aliased(JobChunk)
     running_of_owner = (
         select(func.count())
@@ -56,35 +66,90 @@ def claim(session: Session, host: str, lease_s: float, device: str | None = None
         .correlate(JobChunk)
         .scalar_subquery()
     )
-    query = (
-        select(JobChunk)
+    return (
+        select(
+            JobChunk.id,
+            JobChunk.job_id,
+            JobRecord.user_id,
+            JobChunk.start,
+            JobChunk.stop,
+            JobRecord.config_sha256,
+            JobRecord.dataset_sha256,
+            JobRecord.options,
+        )
         .join(JobRecord, JobRecord.id == JobChunk.job_id)
         .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED), _runs_on(device))
         .order_by(running_of_owner, JobChunk.job_id, JobChunk.start)
         .limit(1)
         .with_for_update(skip_locked=True, of=JobChunk)
     )
-    chunk = session.scalars(query).first()
-    if chunk is None:
+
+
+# The statements of a chunk's claim and finish are built once, and update no ORM objects (the
+# sessions that run them hold none): building them per call (the aliased subquery above all),
+# loading objects and synchronizing them cost the daemon more CPU per chunk than the
+# database's work, CPU that the evaluation workers need.
+_FAIREST_FOR_WORKERS = _fairest_queued(None)
+_FAIREST_FOR_DEVICE = _fairest_queued(bindparam("device", type_=String))
+_TAKE = (
+    update(JobChunk)
+    .where(JobChunk.id == bindparam("chunk_id"))
+    .values(state=RUNNING, host_name=bindparam("host"), lease_until=bindparam("lease_end"))
+    .execution_options(synchronize_session=False)
+)
+_START_JOB = (
+    update(JobRecord)
+    .where(JobRecord.id == bindparam("job_id"), JobRecord.state == JobState.QUEUED.value)
+    .values(state=JobState.RUNNING.value, started_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+_MARK_DONE = (
+    update(JobChunk)
+    .where(
+        JobChunk.id == bindparam("chunk_id"),
+        JobChunk.state == RUNNING,
+        JobChunk.host_name == bindparam("host"),
+    )
+    .values(state=DONE, result=bindparam("rows"), host_name=None, lease_until=None)
+    .returning(JobChunk.job_id)
+    .execution_options(synchronize_session=False)
+)
+# Also takes the job row's lock, so that exactly one finishing chunk sees its job complete.
+_COUNT_DONE = (
+    update(JobRecord)
+    .where(JobRecord.id == bindparam("job_id"), JobRecord.state == JobState.RUNNING.value)
+    .values(
+        samples_done=JobRecord.samples_done + bindparam("added_samples", type_=Integer),
+        sample_time_s=JobRecord.sample_time_s + bindparam("added_time_s", type_=Float),
+    )
+    .returning(JobRecord.id)
+    .execution_options(synchronize_session=False)
+)
+_CANCEL_CHUNK = (
+    update(JobChunk)
+    .where(JobChunk.id == bindparam("chunk_id"))
+    .values(state=CANCELLED, result=None)
+    .execution_options(synchronize_session=False)
+)
+_UNDONE = select(func.count()).where(JobChunk.job_id == bindparam("job_id"), JobChunk.state != DONE)
+
+
+def claim(session: Session, host: str, lease_s: float, device: str | None = None) -> Claim | None:
+    """Take the fairest queued chunk for ``host``'s workers (or ``device``), or None when
+    nothing is queued for them."""
+    if device is None:
+        query, params = _FAIREST_FOR_WORKERS, {}
+    else:
+        query, params = _FAIREST_FOR_DEVICE, {"device": device}
+    row = session.execute(query, params).first()
+    if row is None:
         session.commit()
         return None
+    found = Claim(*row)
     now = utcnow()
-    chunk.state, chunk.host_name = RUNNING, host
-    chunk.lease_until = now + timedelta(seconds=lease_s)
-    job = session.get(JobRecord, chunk.job_id)
-    assert job is not None  # the join found it, and chunks go with their job
-    if job.state == JobState.QUEUED:
-        job.state, job.started_at = JobState.RUNNING.value, now
-    found = Claim(
-        chunk.id,
-        job.id,
-        job.user_id,
-        chunk.start,
-        chunk.stop,
-        job.config_sha256,
-        job.dataset_sha256,
-        job.options,
-    )
+    lease_until = now + timedelta(seconds=lease_s)
+    session.execute(_TAKE, {"chunk_id": found.chunk_id, "host": host, "lease_end": lease_until})
+    session.execute(_START_JOB, {"job_id": found.job_id, "now": now})
     session.commit()
     return found
 
@@ -175,29 +240,21 @@ def finish(
     """Store a chunk's rows; returns its job when this was the job's last chunk (the caller
     then summarizes it in the same session and commits). A chunk no longer held by ``host``
     is dropped: whoever holds it now runs it again."""
-    chunk = _own_running_chunk(session, chunk_id, host)
-    if chunk is None:
-        session.commit()
-        return None
-    # The job row is locked too, so that exactly one finishing chunk sees it complete.
-    job = session.get(JobRecord, chunk.job_id, with_for_update=True)
-    assert job is not None
-    if job.state != JobState.RUNNING:
-        chunk.state, chunk.host_name, chunk.lease_until = CANCELLED, None, None
-        session.commit()
-        return None
-    chunk.state, chunk.result = DONE, {"rows": rows}
-    chunk.host_name, chunk.lease_until = None, None
-    job.samples_done += len(rows)
-    job.sample_time_s += sum(row["time_s"] for row in rows)
-    session.flush()
-    left = session.scalar(
-        select(func.count()).where(JobChunk.job_id == job.id, JobChunk.state != DONE)
+    job_id = session.scalar(
+        _MARK_DONE, {"chunk_id": chunk_id, "host": host, "rows": {"rows": rows}}
     )
-    if left:
+    if job_id is None:
         session.commit()
         return None
-    return job
+    counted = {"added_samples": len(rows), "added_time_s": sum(row["time_s"] for row in rows)}
+    if session.scalar(_COUNT_DONE, {"job_id": job_id, **counted}) is None:
+        session.execute(_CANCEL_CHUNK, {"chunk_id": chunk_id})  # its job ended meanwhile
+        session.commit()
+        return None
+    if session.scalar(_UNDONE, {"job_id": job_id}):
+        session.commit()
+        return None
+    return session.get(JobRecord, job_id)
 
 
 def fail(session: Session, chunk_id: int, host: str, message: str) -> None:

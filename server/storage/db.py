@@ -59,7 +59,8 @@ class Database:
         if parsed.get_driver_name() == "psycopg":
             _require_psycopg()
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # A server's connections can drop (restarts, idle timeouts); a file's cannot.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

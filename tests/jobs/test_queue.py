@@ -131,3 +131,44 @@ def test_a_failed_chunk_fails_its_job(db: Database) -> None:
         job = session.get(JobRecord, job_id)
         assert job is not None and (job.state, job.error) == ("failed", "samples 0-0: bad")
     assert claim(db) is None
+
+
+def test_a_claim_starts_its_job_and_leases_the_chunk_to_its_host(db: Database) -> None:
+    job_id = add_job(db, "ann", 2)
+    before = utcnow()
+    taken = claim(db, "b")
+    assert taken is not None and (taken.job_id, taken.start, taken.stop) == (job_id, 0, 1)
+    with db.session() as session:
+        job = session.get(JobRecord, job_id)
+        chunk = session.get(JobChunk, taken.chunk_id)
+        assert job is not None and chunk is not None
+        assert job.state == JobState.RUNNING and job.started_at is not None
+        assert job.started_at >= before
+        assert (chunk.state, chunk.host_name) == (queue.RUNNING, "b")
+        assert chunk.lease_until is not None
+        assert chunk.lease_until >= before + timedelta(seconds=LEASE_S)
+    started = job.started_at
+    assert claim(db, "c") is not None
+    with db.session() as session:
+        job = session.get(JobRecord, job_id)
+        assert job is not None and job.started_at == started  # the first claim started it
+
+
+def test_a_chunk_finishing_after_its_job_ended_stores_nothing(db: Database) -> None:
+    job_id = add_job(db, "ann", 2)
+    running = claim(db)
+    assert running is not None
+    with db.write_session() as session:
+        job = session.get(JobRecord, job_id)
+        assert job is not None
+        queue.end_job(session, job, JobState.CANCELLED)
+        session.commit()
+    with db.write_session() as session:
+        assert queue.finish(session, running.chunk_id, "a", [row()]) is None
+    with db.session() as session:
+        chunk = session.get(JobChunk, running.chunk_id)
+        job = session.get(JobRecord, job_id)
+        assert chunk is not None and job is not None
+        assert (chunk.state, chunk.result, chunk.host_name) == (queue.CANCELLED, None, None)
+        assert (job.samples_done, job.sample_time_s) == (0, 0.0)
+        assert queue.rows_of(session, job_id) == []
