@@ -7,7 +7,9 @@ worth. Throughput is samples over the job's own wall time (first chunk claimed t
 finished). The direct figure runs the same samples through the simulator in this process,
 one after the other (``jobs.evaluate.run_samples``, what a worker runs), so the overhead of
 the job (database, processes, chunking, storing rows) is ``1 worker job time / direct
-time - 1``.
+time - 1``. The same samples split over every core's worth of processes that call the
+simulator directly (no daemon) give the scaling this machine allows at all, the ceiling of
+the jobs' scaling.
 
 The machine is shared and its speed swings by a third from one second to the next, so the
 three runs alternate for ``BENCH_EVAL_ROUNDS`` rounds (default 5) and each figure is the
@@ -19,18 +21,22 @@ Prints one JSON object. ``BENCH_EVAL_SAMPLES`` limits the test split (for a smok
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from itertools import pairwise
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.jobs import JobOptions
 from specklab.server.datasets.formats import Samples
 from specklab.server.jobs.evaluate import Plan, job_config, run_samples
@@ -44,6 +50,59 @@ def repeated(samples: Samples, times: int) -> Samples:
     sizes = np.diff(samples.offsets)
     offsets = np.concatenate([[0], np.cumsum(np.tile(sizes, times))]).astype(np.int64)
     return Samples(np.tile(samples.events, times), offsets, np.tile(samples.labels, times))
+
+
+def _call_directly(
+    conn: Connection, config_json: str, samples: Samples, start: int, stop: int
+) -> None:
+    """A process that runs samples ``start`` to ``stop`` on the simulator at each request."""
+    options = JobOptions()
+    config = ChipConfig.model_validate_json(config_json)
+    plan = Plan.of(job_config(config, options), options)
+    sim = ChipSimulator(plan.config)
+    run_samples(sim, plan, samples, start, start + 1)
+    conn.send("ready")
+    while conn.recv():
+        run_samples(sim, plan, samples, start, stop)
+        conn.send("done")
+
+
+@contextmanager
+def direct_processes(
+    config: ChipConfig, samples: Samples, processes: int
+) -> Iterator[Callable[[], float]]:
+    """``processes`` processes calling the simulator, each on its share of the samples:
+    yields a function that runs them all at once and returns the wall time."""
+    context = multiprocessing.get_context("spawn")
+    bounds = np.linspace(0, len(samples), processes + 1).astype(int)
+    pipes, children = [], []
+    for start, stop in pairwise(bounds):
+        pipe, child_end = context.Pipe()
+        child = context.Process(
+            target=_call_directly,
+            args=(child_end, config.model_dump_json(), samples, int(start), int(stop)),
+        )
+        child.start()
+        pipes.append(pipe)
+        children.append(child)
+    for pipe in pipes:
+        pipe.recv()
+
+    def run_all() -> float:
+        started = time.perf_counter()
+        for pipe in pipes:
+            pipe.send(True)
+        for pipe in pipes:
+            pipe.recv()
+        return time.perf_counter() - started
+
+    try:
+        yield run_all
+    finally:
+        for pipe in pipes:
+            pipe.send(False)
+        for child in children:
+            child.join()
 
 
 def run_job(lab: Lab, token: str, model_id: int, dataset_id: int) -> dict[str, Any]:
@@ -97,15 +156,22 @@ def main() -> None:
     sim = ChipSimulator(plan.config)
     run_samples(sim, plan, samples, 0, 1)  # compiles or loads the kernels
     workers = worker_count(0)
-    times: dict[str, list[float]] = {"direct": [], "job_1_worker": [], "job_all_workers": []}
+    times: dict[str, list[float]] = {
+        "direct": [],
+        "direct_all_processes": [],
+        "job_1_worker": [],
+        "job_all_workers": [],
+    }
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         one = stack.enter_context(daemon_job(directory / "one", 1, digits, samples))
         every = stack.enter_context(daemon_job(directory / "all", workers, digits, samples))
+        in_processes = stack.enter_context(direct_processes(digits.config, samples, workers))
         for _ in range(rounds):
             started = time.perf_counter()
             rows = run_samples(sim, plan, samples, 0, len(samples))
             times["direct"].append(time.perf_counter() - started)
+            times["direct_all_processes"].append(in_processes())
             one_summary = one()
             times["job_1_worker"].append(one_summary["wall_time_s"])
             every_summary = every()
@@ -123,7 +189,11 @@ def main() -> None:
         "direct_samples_per_s": n / best["direct"],
         "job_1_worker_samples_per_s": n / best["job_1_worker"],
         "job_all_workers_samples_per_s": n / best["job_all_workers"],
+        "direct_all_processes_samples_per_s": n / best["direct_all_processes"],
         "scaling": best["job_1_worker"] / best["job_all_workers"],
+        # The same samples in as many processes without a daemon: the scaling the machine
+        # itself allows.
+        "direct_scaling": best["direct"] / best["direct_all_processes"],
         "job_overhead": best["job_1_worker"] / best["direct"] - 1,
         # The last 1-worker job's summed sample time against its wall time: what the job
         # adds around the samples (the rest of the overhead is in the samples themselves).

@@ -118,7 +118,7 @@ def test_the_evaluate_benchmark_prints_its_figures() -> None:
     # The job finds what the simulator finds when called directly.
     assert figures["virtual_devkit_accuracy"] == figures["direct_accuracy"]
     assert figures["virtual_devkit_accuracy_1_worker"] == figures["direct_accuracy"]
-    for key in ("direct", "job_1_worker", "job_all_workers"):
+    for key in ("direct", "direct_all_processes", "job_1_worker", "job_all_workers"):
         assert figures[f"{key}_samples_per_s"] > 0
 
 

@@ -179,28 +179,32 @@ def queued_devices(session: Session) -> set[str]:
     return {device for device in session.scalars(query) if device is not None}
 
 
+_HELD = (
+    JobChunk.id.in_(bindparam("chunk_ids", expanding=True)),
+    JobChunk.host_name == bindparam("host"),
+    JobChunk.state == RUNNING,
+)
+_RENEW = (
+    update(JobChunk)
+    .where(*_HELD)
+    .values(lease_until=bindparam("lease_end"))
+    .execution_options(synchronize_session=False)
+)
+_STILL_RUNNING = (
+    select(JobChunk.id)
+    .join(JobRecord, JobRecord.id == JobChunk.job_id)
+    .where(*_HELD, JobRecord.state == JobState.RUNNING.value)
+)
+
+
 def renew(session: Session, host: str, chunk_ids: list[int], lease_s: float) -> set[int]:
     """Extend ``host``'s claims; returns the chunks it should stop (cancelled, or no longer
     its own: its lease ran out and another host took them)."""
     if not chunk_ids:
         return set()
-    session.execute(
-        update(JobChunk)
-        .where(JobChunk.id.in_(chunk_ids), JobChunk.host_name == host, JobChunk.state == RUNNING)
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-    )
-    kept = set(
-        session.scalars(
-            select(JobChunk.id)
-            .join(JobRecord, JobRecord.id == JobChunk.job_id)
-            .where(
-                JobChunk.id.in_(chunk_ids),
-                JobChunk.host_name == host,
-                JobChunk.state == RUNNING,
-                JobRecord.state == JobState.RUNNING,
-            )
-        )
-    )
+    held = {"chunk_ids": chunk_ids, "host": host}
+    session.execute(_RENEW, {**held, "lease_end": utcnow() + timedelta(seconds=lease_s)})
+    kept = set(session.scalars(_STILL_RUNNING, held))
     session.commit()
     return set(chunk_ids) - kept
 
