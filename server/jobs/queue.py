@@ -85,10 +85,11 @@ def _fairest_queued(device: BindParameter[str] | None) -> Select[Any]:
     )
 
 
-# The statements of a chunk's claim and finish are built once, and update no ORM objects (the
-# sessions that run them hold none): building them per call (the aliased subquery above all),
-# loading objects and synchronizing them cost the daemon more CPU per chunk than the
-# database's work, CPU that the evaluation workers need.
+# The statements of a chunk's claim, renewal and finish are built once and run on the session's
+# connection, as Core statements (the sessions that run them hold no ORM objects to keep in
+# step): building them per call (the aliased subquery above all), loading objects and the
+# ORM's execution path cost the daemon more CPU per chunk than the database's work, CPU that
+# the evaluation workers need.
 _FAIREST_FOR_WORKERS = _fairest_queued(None)
 _FAIREST_FOR_DEVICE = _fairest_queued(bindparam("device", type_=String))
 _TAKE = (
@@ -141,15 +142,16 @@ def claim(session: Session, host: str, lease_s: float, device: str | None = None
         query, params = _FAIREST_FOR_WORKERS, {}
     else:
         query, params = _FAIREST_FOR_DEVICE, {"device": device}
-    row = session.execute(query, params).first()
+    db = session.connection()
+    row = db.execute(query, params).first()
     if row is None:
         session.commit()
         return None
     found = Claim(*row)
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    session.execute(_TAKE, {"chunk_id": found.chunk_id, "host": host, "lease_end": lease_until})
-    session.execute(_START_JOB, {"job_id": found.job_id, "now": now})
+    db.execute(_TAKE, {"chunk_id": found.chunk_id, "host": host, "lease_end": lease_until})
+    db.execute(_START_JOB, {"job_id": found.job_id, "now": now})
     session.commit()
     return found
 
@@ -203,8 +205,9 @@ def renew(session: Session, host: str, chunk_ids: list[int], lease_s: float) -> 
     if not chunk_ids:
         return set()
     held = {"chunk_ids": chunk_ids, "host": host}
-    session.execute(_RENEW, {**held, "lease_end": utcnow() + timedelta(seconds=lease_s)})
-    kept = set(session.scalars(_STILL_RUNNING, held))
+    db = session.connection()
+    db.execute(_RENEW, {**held, "lease_end": utcnow() + timedelta(seconds=lease_s)})
+    kept = set(db.scalars(_STILL_RUNNING, held))
     session.commit()
     return set(chunk_ids) - kept
 
@@ -244,18 +247,17 @@ def finish(
     """Store a chunk's rows; returns its job when this was the job's last chunk (the caller
     then summarizes it in the same session and commits). A chunk no longer held by ``host``
     is dropped: whoever holds it now runs it again."""
-    job_id = session.scalar(
-        _MARK_DONE, {"chunk_id": chunk_id, "host": host, "rows": {"rows": rows}}
-    )
+    db = session.connection()
+    job_id = db.scalar(_MARK_DONE, {"chunk_id": chunk_id, "host": host, "rows": {"rows": rows}})
     if job_id is None:
         session.commit()
         return None
     counted = {"added_samples": len(rows), "added_time_s": sum(row["time_s"] for row in rows)}
-    if session.scalar(_COUNT_DONE, {"job_id": job_id, **counted}) is None:
-        session.execute(_CANCEL_CHUNK, {"chunk_id": chunk_id})  # its job ended meanwhile
+    if db.scalar(_COUNT_DONE, {"job_id": job_id, **counted}) is None:
+        db.execute(_CANCEL_CHUNK, {"chunk_id": chunk_id})  # its job ended meanwhile
         session.commit()
         return None
-    if session.scalar(_UNDONE, {"job_id": job_id}):
+    if db.scalar(_UNDONE, {"job_id": job_id}):
         session.commit()
         return None
     return session.get(JobRecord, job_id)
