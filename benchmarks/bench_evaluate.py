@@ -31,7 +31,7 @@ from contextlib import ExitStack, contextmanager
 from itertools import pairwise
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,8 +42,9 @@ from specklab.server.datasets.formats import Samples
 from specklab.server.jobs.evaluate import Plan, job_config, run_samples
 from specklab.server.jobs.lifespan import worker_count
 from specklab.server.simulator import ChipSimulator
-from tests.jobs.digits import digits_job_inputs, npz_upload, upload_bytes
-from tests.lab_client import Lab, bearer, running_lab
+
+if TYPE_CHECKING:
+    from tests.lab_client import Lab
 
 
 def repeated(samples: Samples, times: int) -> Samples:
@@ -106,6 +107,8 @@ def direct_processes(
 
 
 def run_job(lab: Lab, token: str, model_id: int, dataset_id: int) -> dict[str, Any]:
+    from tests.lab_client import bearer
+
     body = {"model_id": model_id, "dataset_id": dataset_id}
     job = lab.client.post("/v1/jobs", json=body, headers=bearer(token)).json()
     # Polled slowly: the job's wall time is the daemon's own record, and this client's
@@ -124,6 +127,9 @@ def daemon_job(
 ) -> Iterator[Callable[[], dict[str, Any]]]:
     """A daemon with ``workers`` evaluation workers, the model and dataset uploaded: yields
     a function that runs the job and returns its summary."""
+    from tests.jobs.digits import npz_upload, upload_bytes
+    from tests.lab_client import bearer, running_lab
+
     with running_lab(
         directory / "data",
         f"sqlite:///{directory}/db.sqlite",
@@ -147,6 +153,10 @@ def daemon_job(
 
 
 def main() -> None:
+    # Imported here, not above: the direct processes import this module again when they
+    # start, and need neither torch nor the daemon.
+    from tests.jobs.digits import digits_job_inputs
+
     limit = int(os.environ.get("BENCH_EVAL_SAMPLES", "0")) or None
     rounds = int(os.environ.get("BENCH_EVAL_ROUNDS", "5"))
     digits = digits_job_inputs(limit)
