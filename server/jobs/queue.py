@@ -12,8 +12,10 @@ chunks. Every function takes a write session and commits.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import (
@@ -41,14 +43,34 @@ UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    chunk_id: int
+    """Consecutive chunks of one job, run as one task: one chunk, or several when the job's
+    samples are quick (``claim``)."""
+
+    chunk_ids: tuple[int, ...]
     job_id: int
     user_id: int
-    start: int
-    stop: int
+    #: Where each chunk starts, then where the last one stops.
+    bounds: tuple[int, ...]
     config_sha256: str
     dataset_sha256: str
     options: dict[str, Any]
+
+    @property
+    def start(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def stop(self) -> int:
+        return self.bounds[-1]
+
+
+#: A claim of the evaluation workers takes further chunks of its job until it holds about
+#: this much work (judged by the job's samples so far), as one task: a chunk's claim and
+#: finish cost the daemon a few milliseconds of CPU, which quick samples would otherwise pay
+#: every few tens of milliseconds.
+CLAIM_TARGET_S = 0.25
+#: The most chunks one claim holds.
+CLAIM_MAX_CHUNKS = 32
 
 
 def _runs_on(device: str | BindParameter[str] | None) -> Any:
@@ -76,6 +98,8 @@ def _fairest_queued(device: BindParameter[str] | None) -> Select[Any]:
             JobRecord.config_sha256,
             JobRecord.dataset_sha256,
             JobRecord.options,
+            JobRecord.samples_done,
+            JobRecord.sample_time_s,
         )
         .join(JobRecord, JobRecord.id == JobChunk.job_id)
         .where(JobChunk.state == QUEUED, JobRecord.state.in_(UNFINISHED), _runs_on(device))
@@ -92,9 +116,22 @@ def _fairest_queued(device: BindParameter[str] | None) -> Select[Any]:
 # the evaluation workers need.
 _FAIREST_FOR_WORKERS = _fairest_queued(None)
 _FAIREST_FOR_DEVICE = _fairest_queued(bindparam("device", type_=String))
+_NEXT_OF_JOB = (
+    select(JobChunk.id, JobChunk.start, JobChunk.stop)
+    .where(
+        JobChunk.job_id == bindparam("job_id"),
+        JobChunk.state == QUEUED,
+        JobChunk.device.is_(None),
+        JobChunk.start >= bindparam("after"),
+    )
+    .order_by(JobChunk.start)
+    .limit(CLAIM_MAX_CHUNKS * 2)
+    .with_for_update(skip_locked=True)
+)
+_CHUNKS = JobChunk.id.in_(bindparam("chunk_ids", expanding=True))
 _TAKE = (
     update(JobChunk)
-    .where(JobChunk.id == bindparam("chunk_id"))
+    .where(_CHUNKS)
     .values(state=RUNNING, host_name=bindparam("host"), lease_until=bindparam("lease_end"))
     .execution_options(synchronize_session=False)
 )
@@ -126,18 +163,22 @@ _COUNT_DONE = (
     .returning(JobRecord.id)
     .execution_options(synchronize_session=False)
 )
-_CANCEL_CHUNK = (
+_CANCEL_CHUNKS = (
     update(JobChunk)
-    .where(JobChunk.id == bindparam("chunk_id"))
+    .where(_CHUNKS)
     .values(state=CANCELLED, result=None)
     .execution_options(synchronize_session=False)
 )
 _UNDONE = select(func.count()).where(JobChunk.job_id == bindparam("job_id"), JobChunk.state != DONE)
 
 
-def claim(session: Session, host: str, lease_s: float, device: str | None = None) -> Claim | None:
-    """Take the fairest queued chunk for ``host``'s workers (or ``device``), or None when
-    nothing is queued for them."""
+def claim(
+    session: Session, host: str, lease_s: float, device: str | None = None, workers: int = 1
+) -> Claim | None:
+    """Take the fairest queued chunk for ``host``'s ``workers`` (or ``device``), or None when
+    nothing is queued for them. For the workers, when the job's samples so far say the chunk
+    is quick, the job's next queued chunks come with it (up to ``CLAIM_TARGET_S`` of work, and
+    at most 1/``workers`` of what is left, so that the job's last chunks still spread)."""
     if device is None:
         query, params = _FAIREST_FOR_WORKERS, {}
     else:
@@ -147,13 +188,26 @@ def claim(session: Session, host: str, lease_s: float, device: str | None = None
     if row is None:
         session.commit()
         return None
-    found = Claim(*row)
+    chunk_id, job_id, user_id, start, stop, config, dataset, options, done, time_s = row
+    chunk_ids, bounds = [chunk_id], [start, stop]
+    if device is None and done and time_s > 0:
+        following = db.execute(_NEXT_OF_JOB, {"job_id": job_id, "after": stop}).all()
+        wanted = min(
+            math.ceil(CLAIM_TARGET_S / (time_s / done * (stop - start))),
+            math.ceil((len(following) + 1) / max(workers, 1)),
+            CLAIM_MAX_CHUNKS,
+        )
+        for next_id, next_start, next_stop in following[: wanted - 1]:
+            if next_start != bounds[-1]:
+                break
+            chunk_ids.append(next_id)
+            bounds.append(next_stop)
     now = utcnow()
-    lease_until = now + timedelta(seconds=lease_s)
-    db.execute(_TAKE, {"chunk_id": found.chunk_id, "host": host, "lease_end": lease_until})
-    db.execute(_START_JOB, {"job_id": found.job_id, "now": now})
+    taken = {"chunk_ids": chunk_ids, "host": host, "lease_end": now + timedelta(seconds=lease_s)}
+    db.execute(_TAKE, taken)
+    db.execute(_START_JOB, {"job_id": job_id, "now": now})
     session.commit()
-    return found
+    return Claim(tuple(chunk_ids), job_id, user_id, tuple(bounds), config, dataset, options)
 
 
 def anything_queued(session: Session, device: str | None = None) -> bool:
@@ -181,10 +235,12 @@ def queued_devices(session: Session) -> set[str]:
     return {device for device in session.scalars(query) if device is not None}
 
 
-_HELD = (
-    JobChunk.id.in_(bindparam("chunk_ids", expanding=True)),
-    JobChunk.host_name == bindparam("host"),
-    JobChunk.state == RUNNING,
+_HELD = (_CHUNKS, JobChunk.host_name == bindparam("host"), JobChunk.state == RUNNING)
+_RELEASE = (
+    update(JobChunk)
+    .where(*_HELD)
+    .values(state=bindparam("new_state"), host_name=None, lease_until=None)
+    .execution_options(synchronize_session=False)
 )
 _RENEW = (
     update(JobChunk)
@@ -225,60 +281,66 @@ def requeue(session: Session, *, host: str | None = None, now: datetime | None =
     return int(result.rowcount or 0)
 
 
-def _own_running_chunk(session: Session, chunk_id: int, host: str) -> JobChunk | None:
-    chunk = session.get(JobChunk, chunk_id, with_for_update=True)
-    if chunk is None or chunk.state != RUNNING or chunk.host_name != host:
-        return None
-    return chunk
-
-
-def release(session: Session, chunk_id: int, host: str, *, cancelled: bool) -> None:
-    """A chunk stopped before its end: cancelled with its job, or back in the queue."""
-    chunk = _own_running_chunk(session, chunk_id, host)
-    if chunk is not None:
-        chunk.state = CANCELLED if cancelled else QUEUED
-        chunk.host_name, chunk.lease_until = None, None
+def release(session: Session, claim: Claim, host: str, *, cancelled: bool) -> None:
+    """A claim stopped before its end: cancelled with its job, or back in the queue."""
+    held = {"chunk_ids": list(claim.chunk_ids), "host": host}
+    session.connection().execute(
+        _RELEASE, {**held, "new_state": CANCELLED if cancelled else QUEUED}
+    )
     session.commit()
 
 
 def finish(
-    session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]]
+    session: Session, claim: Claim, host: str, rows: list[dict[str, Any]]
 ) -> JobRecord | None:
-    """Store a chunk's rows; returns its job when this was the job's last chunk (the caller
-    then summarizes it in the same session and commits). A chunk no longer held by ``host``
-    is dropped: whoever holds it now runs it again."""
+    """Store a claim's rows, each chunk its own; returns the job when this finished its last
+    chunk (the caller then summarizes it in the same session and commits). A chunk no longer
+    held by ``host`` is dropped: whoever holds it now runs it again."""
     db = session.connection()
-    job_id = db.scalar(_MARK_DONE, {"chunk_id": chunk_id, "host": host, "rows": {"rows": rows}})
-    if job_id is None:
+    stored, counted = [], []
+    for chunk_id, (lo, hi) in zip(claim.chunk_ids, pairwise(claim.bounds), strict=True):
+        part = rows[lo - claim.start : hi - claim.start]
+        marked = {"chunk_id": chunk_id, "host": host, "rows": {"rows": part}}
+        if db.scalar(_MARK_DONE, marked) is not None:
+            stored.append(chunk_id)
+            counted.extend(part)
+    if not stored:
         session.commit()
         return None
-    counted = {"added_samples": len(rows), "added_time_s": sum(row["time_s"] for row in rows)}
-    if db.scalar(_COUNT_DONE, {"job_id": job_id, **counted}) is None:
-        db.execute(_CANCEL_CHUNK, {"chunk_id": chunk_id})  # its job ended meanwhile
+    added = {"added_samples": len(counted), "added_time_s": sum(r["time_s"] for r in counted)}
+    if db.scalar(_COUNT_DONE, {"job_id": claim.job_id, **added}) is None:
+        db.execute(_CANCEL_CHUNKS, {"chunk_ids": stored})  # its job ended meanwhile
         session.commit()
         return None
-    if db.scalar(_UNDONE, {"job_id": job_id}):
+    if db.scalar(_UNDONE, {"job_id": claim.job_id}):
         session.commit()
         return None
-    return session.get(JobRecord, job_id)
+    return session.get(JobRecord, claim.job_id)
 
 
-def fail(session: Session, chunk_id: int, host: str, message: str) -> None:
-    """A chunk that cannot run fails its job (running it elsewhere would fail the same way),
+def fail(session: Session, claim: Claim, host: str, message: str) -> None:
+    """A claim that cannot run fails its job (running it elsewhere would fail the same way),
     unless it ran on a booked device whose booking its owner no longer holds: then it is
     handed over to another device of the job that they still hold (``hand_over``)."""
-    chunk = _own_running_chunk(session, chunk_id, host)
-    if chunk is not None:
-        job = session.get(JobRecord, chunk.job_id, with_for_update=True)
-        if job is not None and job.state in UNFINISHED and chunk.device is not None:
-            heir, why = hand_over(session, job, chunk.device)
+    chunks = [
+        chunk
+        for chunk in (session.get(JobChunk, i, with_for_update=True) for i in claim.chunk_ids)
+        if chunk is not None and chunk.state == RUNNING and chunk.host_name == host
+    ]
+    if chunks:
+        job = session.get(JobRecord, claim.job_id, with_for_update=True)
+        device = chunks[0].device
+        if job is not None and job.state in UNFINISHED and device is not None:
+            heir, why = hand_over(session, job, device)
             if heir is not None:
-                chunk.device, chunk.state = heir, QUEUED
-                chunk.host_name, chunk.lease_until = None, None
+                for chunk in chunks:
+                    chunk.device, chunk.state = heir, QUEUED
+                    chunk.host_name, chunk.lease_until = None, None
                 session.commit()
                 return
             message += why
-        chunk.state, chunk.host_name, chunk.lease_until = CANCELLED, None, None
+        for chunk in chunks:
+            chunk.state, chunk.host_name, chunk.lease_until = CANCELLED, None, None
         if job is not None and job.state in UNFINISHED:
             end_job(session, job, JobState.FAILED, error=message[:1000])
     session.commit()

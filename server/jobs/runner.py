@@ -142,9 +142,10 @@ class JobRunner:
 
     async def _renew(self) -> None:
         held = {
-            claim.chunk_id: (slot, claim)
+            chunk_id: (slot, claim)
             for slot, running in self._slots.items()
             for claim in running.claims()
+            for chunk_id in claim.chunk_ids
         }
         if not held:  # an idle host writes nothing: its polls stay reads
             return
@@ -215,7 +216,7 @@ class JobRunner:
             self.pool.withdraw(slot, task)
 
     def _claim(self, session: Session) -> queue.Claim | None:
-        return queue.claim(session, self.host, self.lease_s, self.device)
+        return queue.claim(session, self.host, self.lease_s, self.device, self.pool.size)
 
     def _task(self, claim: queue.Claim) -> ChunkTask:
         return ChunkTask(
@@ -236,7 +237,7 @@ class JobRunner:
 
     async def _release(self, claim: queue.Claim, *, cancelled: bool) -> None:
         await self.db.run(
-            lambda s: queue.release(s, claim.chunk_id, self.host, cancelled=cancelled),
+            lambda s: queue.release(s, claim, self.host, cancelled=cancelled),
             write=True,
         )
 
@@ -248,7 +249,7 @@ class JobRunner:
         try:
             await self._record(claim, outcome, ended)
         except Exception:
-            log.exception("storing job chunk %d failed", claim.chunk_id)
+            log.exception("storing job chunks %s failed", claim.chunk_ids)
 
     async def _record(
         self, claim: queue.Claim, outcome: list[dict[str, Any]] | Exception, ended: datetime
@@ -260,21 +261,17 @@ class JobRunner:
                 await self._release(claim, cancelled=False)
             else:
                 message = f"samples {claim.start}-{claim.stop - 1}: {outcome}"
-                await self.db.run(
-                    lambda s: queue.fail(s, claim.chunk_id, self.host, message), write=True
-                )
+                await self.db.run(lambda s: queue.fail(s, claim, self.host, message), write=True)
         else:
-            await self.db.run(
-                lambda s: _finish(s, claim.chunk_id, self.host, outcome, ended), write=True
-            )
+            await self.db.run(lambda s: _finish(s, claim, self.host, outcome, ended), write=True)
 
 
 def _finish(
-    session: Session, chunk_id: int, host: str, rows: list[dict[str, Any]], ended: datetime
+    session: Session, claim: queue.Claim, host: str, rows: list[dict[str, Any]], ended: datetime
 ) -> None:
-    """Store a chunk's rows; the job's last chunk summarizes it, its wall time ending when
+    """Store a claim's rows; the job's last chunk summarizes it, its wall time ending when
     that chunk's worker answered (``ended``), not after the summary."""
-    job = queue.finish(session, chunk_id, host, rows)
+    job = queue.finish(session, claim, host, rows)
     if job is None:
         return
     table = columns(queue.rows_of(session, job.id), len(job.layers))

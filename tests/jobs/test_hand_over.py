@@ -72,9 +72,9 @@ def claim(db: Database, device: str) -> queue.Claim:
     return found
 
 
-def fail(db: Database, chunk_id: int, message: str) -> None:
+def fail(db: Database, running: queue.Claim, message: str) -> None:
     with db.write_session() as session:
-        queue.fail(session, chunk_id, "h", message)
+        queue.fail(session, running, "h", message)
 
 
 def chunks_of(db: Database, job_id: int) -> list[tuple[int, str, str | None]]:
@@ -92,9 +92,9 @@ def job_row(db: Database, job_id: int) -> JobRecord:
         return job
 
 
-def finish(db: Database, chunk_id: int) -> None:
+def finish(db: Database, running: queue.Claim) -> None:
     with db.write_session() as session:
-        job = queue.finish(session, chunk_id, "h", [{"label": 0, "prediction": 0, "time_s": 0.1}])
+        job = queue.finish(session, running, "h", [{"label": 0, "prediction": 0, "time_s": 0.1}])
         if job is not None:
             queue.end_job(session, job, JobState.DONE)
         session.commit()
@@ -106,7 +106,7 @@ def test_a_running_chunk_and_the_queued_ones_go_to_the_next_device_still_booked(
     job_id, bookings = booked_job(db, DEVICES, 6)
     running = claim(db, DEVICES[1])  # chunk 1, mid-way when its booking is released
     release_booking(db, bookings[1])
-    fail(db, running.chunk_id, "the booking of virtual-speck2fdevkit:1@h ended")
+    fail(db, running, "the booking of virtual-speck2fdevkit:1@h ended")
 
     chunks = chunks_of(db, job_id)
     # Device 1's chunks (1 and 4) now wait for device 2, the next in the job's order.
@@ -123,7 +123,7 @@ def test_a_running_chunk_and_the_queued_ones_go_to_the_next_device_still_booked(
 
     # Every chunk then runs once: the job counts each sample exactly once.
     for device in (DEVICES[0], DEVICES[0], DEVICES[2], DEVICES[2], DEVICES[2], DEVICES[2]):
-        finish(db, claim(db, device).chunk_id)
+        finish(db, claim(db, device))
     job = job_row(db, job_id)
     assert (job.state, job.samples_done) == (JobState.DONE, 6)
     with db.session() as session:
@@ -134,7 +134,7 @@ def test_the_hand_over_wraps_around_the_job_s_devices(db: Database) -> None:
     job_id, bookings = booked_job(db, DEVICES, 3)
     running = claim(db, DEVICES[2])
     release_booking(db, bookings[2])
-    fail(db, running.chunk_id, "the job's owner no longer holds a booking")
+    fail(db, running, "the job's owner no longer holds a booking")
     assert chunks_of(db, job_id)[2] == (2, queue.QUEUED, DEVICES[0])
 
 
@@ -143,7 +143,7 @@ def test_the_job_fails_when_no_device_of_it_is_booked_any_more(db: Database) -> 
     running = claim(db, DEVICES[0])
     for booking_id in bookings:
         release_booking(db, booking_id)
-    fail(db, running.chunk_id, f"the booking of {DEVICES[0]} ended")
+    fail(db, running, f"the booking of {DEVICES[0]} ended")
     job = job_row(db, job_id)
     assert job.state == JobState.FAILED
     assert job.error == (
@@ -155,7 +155,7 @@ def test_the_job_fails_when_no_device_of_it_is_booked_any_more(db: Database) -> 
 def test_a_chunk_that_fails_on_a_device_still_booked_fails_its_job(db: Database) -> None:
     job_id, _ = booked_job(db, DEVICES[:2], 4)
     running = claim(db, DEVICES[0])
-    fail(db, running.chunk_id, "the job's files cannot be read")
+    fail(db, running, "the job's files cannot be read")
     job = job_row(db, job_id)
     assert (job.state, job.error) == (JobState.FAILED, "the job's files cannot be read")
 
@@ -177,5 +177,5 @@ def test_another_user_s_booking_of_the_device_does_not_count(db: Database) -> No
             )
         )
         session.commit()
-    fail(db, running.chunk_id, "the job's owner no longer holds a booking")
+    fail(db, running, "the job's owner no longer holds a booking")
     assert chunks_of(db, job_id)[0] == (0, queue.QUEUED, DEVICES[1])

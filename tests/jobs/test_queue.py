@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from specklab.schemas.jobs import JobState
 from specklab.server.jobs import queue
@@ -82,9 +82,9 @@ def test_expired_leases_and_a_restarting_hosts_chunks_are_queued_again(db: Datab
         assert queue.requeue(session, host="c") == 1
         # The first claimers lost their chunks: their results are not stored, and renewing
         # tells them to stop.
-        assert queue.finish(session, mine.chunk_id, "a", [row()]) is None
+        assert queue.finish(session, mine, "a", [row()]) is None
     with db.write_session() as session:
-        assert queue.renew(session, "a", [mine.chunk_id], LEASE_S) == {mine.chunk_id}
+        assert queue.renew(session, "a", list(mine.chunk_ids), LEASE_S) == set(mine.chunk_ids)
 
 
 def test_the_last_finished_chunk_completes_the_job(db: Database) -> None:
@@ -92,9 +92,9 @@ def test_the_last_finished_chunk_completes_the_job(db: Database) -> None:
     a, b = claim(db), claim(db)
     assert a is not None and b is not None
     with db.write_session() as session:
-        assert queue.finish(session, b.chunk_id, "a", [row()]) is None
+        assert queue.finish(session, b, "a", [row()]) is None
     with db.write_session() as session:
-        job = queue.finish(session, a.chunk_id, "a", [row(0.25)])
+        job = queue.finish(session, a, "a", [row(0.25)])
         assert job is not None and job.id == job_id
         assert (job.samples_done, job.sample_time_s) == (2, pytest.approx(0.75))
         session.commit()
@@ -112,10 +112,10 @@ def test_cancelling_a_job_stops_its_running_chunks_and_queues_nothing_more(db: D
         queue.end_job(session, job, JobState.CANCELLED)
         session.commit()
     with db.write_session() as session:
-        assert queue.renew(session, "a", [running.chunk_id], LEASE_S) == {running.chunk_id}
+        assert queue.renew(session, "a", list(running.chunk_ids), LEASE_S) == set(running.chunk_ids)
     assert claim(db) is None
     with db.write_session() as session:
-        queue.release(session, running.chunk_id, "a", cancelled=True)
+        queue.release(session, running, "a", cancelled=True)
     with db.session() as session:
         states = session.scalars(select(JobChunk.state).where(JobChunk.job_id == job_id))
         assert set(states) == {queue.CANCELLED}
@@ -126,7 +126,7 @@ def test_a_failed_chunk_fails_its_job(db: Database) -> None:
     first = claim(db)
     assert first is not None
     with db.write_session() as session:
-        queue.fail(session, first.chunk_id, "a", "samples 0-0: bad")
+        queue.fail(session, first, "a", "samples 0-0: bad")
     with db.session() as session:
         job = session.get(JobRecord, job_id)
         assert job is not None and (job.state, job.error) == ("failed", "samples 0-0: bad")
@@ -140,7 +140,7 @@ def test_a_claim_starts_its_job_and_leases_the_chunk_to_its_host(db: Database) -
     assert taken is not None and (taken.job_id, taken.start, taken.stop) == (job_id, 0, 1)
     with db.session() as session:
         job = session.get(JobRecord, job_id)
-        chunk = session.get(JobChunk, taken.chunk_id)
+        chunk = session.get(JobChunk, taken.chunk_ids[0])
         assert job is not None and chunk is not None
         assert job.state == JobState.RUNNING and job.started_at is not None
         assert job.started_at >= before
@@ -164,11 +164,109 @@ def test_a_chunk_finishing_after_its_job_ended_stores_nothing(db: Database) -> N
         queue.end_job(session, job, JobState.CANCELLED)
         session.commit()
     with db.write_session() as session:
-        assert queue.finish(session, running.chunk_id, "a", [row()]) is None
+        assert queue.finish(session, running, "a", [row()]) is None
     with db.session() as session:
-        chunk = session.get(JobChunk, running.chunk_id)
+        chunk = session.get(JobChunk, running.chunk_ids[0])
         job = session.get(JobRecord, job_id)
         assert chunk is not None and job is not None
         assert (chunk.state, chunk.result, chunk.host_name) == (queue.CANCELLED, None, None)
         assert (job.samples_done, job.sample_time_s) == (0, 0.0)
         assert queue.rows_of(session, job_id) == []
+
+
+def workers_claim(db: Database, workers: int, host: str = "a") -> queue.Claim | None:
+    with db.write_session() as session:
+        return queue.claim(session, host, LEASE_S, workers=workers)
+
+
+def finish_rows(db: Database, taken: queue.Claim, time_s: float, host: str = "a") -> None:
+    rows = [{"label": k, "prediction": k, "time_s": time_s} for k in range(taken.start, taken.stop)]
+    with db.write_session() as session:
+        if queue.finish(session, taken, host, rows) is not None:
+            session.commit()
+
+
+def test_quick_samples_are_claimed_many_chunks_at_a_time_and_stored_per_chunk(
+    db: Database,
+) -> None:
+    job_id = add_job(db, "ann", 40)
+    first = workers_claim(db, workers=2)
+    assert first is not None and first.bounds == (0, 1)  # nothing known of its samples yet
+    finish_rows(db, first, time_s=0.01)
+    # A chunk takes 0.01 s: 25 of them make CLAIM_TARGET_S, but the claim takes at most half
+    # of the 39 chunks left (two workers), so that the other worker gets its share.
+    second = workers_claim(db, workers=2)
+    assert second is not None and second.bounds == tuple(range(1, 22))
+    assert len(second.chunk_ids) == 20
+    third = workers_claim(db, workers=2)
+    assert third is not None and third.bounds == tuple(range(21, 32))  # half of 19 left
+    finish_rows(db, third, time_s=0.01)
+    finish_rows(db, second, time_s=0.01)
+    with db.session() as session:
+        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(31))
+        job = session.get(JobRecord, job_id)
+        assert job is not None and job.samples_done == 31
+        done = session.scalar(
+            select(func.count()).where(JobChunk.job_id == job_id, JobChunk.state == queue.DONE)
+        )
+        assert done == 31  # every chunk keeps its own rows: a restart resumes per chunk
+
+
+def test_slow_samples_are_claimed_a_chunk_at_a_time(db: Database) -> None:
+    add_job(db, "ann", 10)
+    first = workers_claim(db, workers=1)
+    assert first is not None
+    finish_rows(db, first, time_s=queue.CLAIM_TARGET_S)
+    second = workers_claim(db, workers=1)
+    assert second is not None and second.bounds == (1, 2)
+
+
+def test_a_claim_takes_only_consecutive_chunks_still_queued(db: Database) -> None:
+    add_job(db, "ann", 10)
+    first = workers_claim(db, workers=1)
+    assert first is not None
+    finish_rows(db, first, time_s=0.001)
+    with db.write_session() as session:  # another host runs chunk 4
+        session.execute(
+            update(JobChunk)
+            .where(JobChunk.start == 4)
+            .values(state=queue.RUNNING, host_name="b", lease_until=utcnow())
+        )
+        session.commit()
+    merged = workers_claim(db, workers=1)
+    assert merged is not None and merged.bounds == (1, 2, 3, 4)
+    rest = workers_claim(db, workers=1)
+    assert rest is not None and rest.bounds == tuple(range(5, 11))
+
+
+def test_a_merged_claim_is_released_renewed_and_finished_chunk_by_chunk(db: Database) -> None:
+    job_id = add_job(db, "ann", 6)
+    first = workers_claim(db, workers=1)
+    assert first is not None
+    finish_rows(db, first, time_s=0.001)
+    merged = workers_claim(db, workers=1)
+    assert merged is not None and merged.bounds == (1, 2, 3, 4, 5, 6)
+    with db.write_session() as session:
+        queue.release(session, merged, "a", cancelled=False)
+    again = workers_claim(db, workers=1)
+    assert again is not None and again.chunk_ids == merged.chunk_ids
+    # Chunk 2's lease runs out and host b takes it: host a keeps and stores the others only.
+    with db.write_session() as session:
+        session.execute(
+            update(JobChunk)
+            .where(JobChunk.id == again.chunk_ids[1])
+            .values(host_name="b", lease_until=utcnow())
+        )
+        session.commit()
+    with db.write_session() as session:
+        lost = queue.renew(session, "a", list(again.chunk_ids), LEASE_S)
+        assert lost == {again.chunk_ids[1]}
+    finish_rows(db, again, time_s=0.001)
+    with db.session() as session:
+        assert [r["label"] for r in queue.rows_of(session, job_id)] == [0, 1, 3, 4, 5]
+        job = session.get(JobRecord, job_id)
+        assert job is not None and (job.samples_done, job.state) == (5, JobState.RUNNING)
+        states = session.scalars(
+            select(JobChunk.state).where(JobChunk.job_id == job_id).order_by(JobChunk.start)
+        )
+        assert list(states) == [queue.DONE, queue.DONE, queue.RUNNING] + [queue.DONE] * 3

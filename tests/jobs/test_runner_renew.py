@@ -38,7 +38,7 @@ class SlotMovesOn:
 
 
 def claim(chunk_id: int) -> queue.Claim:
-    return queue.Claim(chunk_id, 1, 1, 0, 1, "c", "d", {})
+    return queue.Claim((chunk_id,), 1, 1, (0, 1), "c", "d", {})
 
 
 def runner(db: Any, pool: FakePool) -> JobRunner:
