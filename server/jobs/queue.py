@@ -66,8 +66,8 @@ class Claim:
 
 #: A claim of the evaluation workers takes further chunks of its job until it holds about
 #: this much work (judged by the job's samples so far), as one task: a chunk's claim and
-#: finish cost the daemon a few milliseconds of CPU, which quick samples would otherwise pay
-#: every few tens of milliseconds.
+#: finish cost the daemon about a millisecond of CPU each, which quick samples would otherwise
+#: pay every few tens of milliseconds, on the cores the workers need.
 CLAIM_TARGET_S = 0.25
 #: The most chunks one claim holds.
 CLAIM_MAX_CHUNKS = 32
@@ -133,13 +133,11 @@ _TAKE = (
     update(JobChunk)
     .where(_CHUNKS)
     .values(state=RUNNING, host_name=bindparam("host"), lease_until=bindparam("lease_end"))
-    .execution_options(synchronize_session=False)
 )
 _START_JOB = (
     update(JobRecord)
     .where(JobRecord.id == bindparam("job_id"), JobRecord.state == JobState.QUEUED.value)
     .values(state=JobState.RUNNING.value, started_at=bindparam("now"))
-    .execution_options(synchronize_session=False)
 )
 _MARK_DONE = (
     update(JobChunk)
@@ -150,7 +148,6 @@ _MARK_DONE = (
     )
     .values(state=DONE, result=bindparam("rows"), host_name=None, lease_until=None)
     .returning(JobChunk.job_id)
-    .execution_options(synchronize_session=False)
 )
 # Also takes the job row's lock, so that exactly one finishing chunk sees its job complete.
 _COUNT_DONE = (
@@ -161,14 +158,8 @@ _COUNT_DONE = (
         sample_time_s=JobRecord.sample_time_s + bindparam("added_time_s", type_=Float),
     )
     .returning(JobRecord.id)
-    .execution_options(synchronize_session=False)
 )
-_CANCEL_CHUNKS = (
-    update(JobChunk)
-    .where(_CHUNKS)
-    .values(state=CANCELLED, result=None)
-    .execution_options(synchronize_session=False)
-)
+_CANCEL_CHUNKS = update(JobChunk).where(_CHUNKS).values(state=CANCELLED, result=None)
 _UNDONE = select(func.count()).where(JobChunk.job_id == bindparam("job_id"), JobChunk.state != DONE)
 
 
@@ -240,14 +231,8 @@ _RELEASE = (
     update(JobChunk)
     .where(*_HELD)
     .values(state=bindparam("new_state"), host_name=None, lease_until=None)
-    .execution_options(synchronize_session=False)
 )
-_RENEW = (
-    update(JobChunk)
-    .where(*_HELD)
-    .values(lease_until=bindparam("lease_end"))
-    .execution_options(synchronize_session=False)
-)
+_RENEW = update(JobChunk).where(*_HELD).values(lease_until=bindparam("lease_end"))
 _STILL_RUNNING = (
     select(JobChunk.id)
     .join(JobRecord, JobRecord.id == JobChunk.job_id)
