@@ -15,12 +15,13 @@ the goal is met:
 - latency: p99 of a 10-spike forward batch while the 4 streams run; baseline: p99 with nothing
   else running. Goal <= 10 ms.
 
-Each of the 4 streams runs in a client process of its own, as 4 users' streams do; the latency
-probe runs in this process. They used to be threads of this process, where they measured the
-benchmark's own interpreter more than the daemon: 8 threads (4 streams and the websockets
-client's 4 readers) shared one GIL on one core, so the streams could not overlap the daemon's
-work, and the probe waited for the GIL behind the streams' 2.8 MB frames (p99 20-50 ms with
-the load in this process against 10-16 ms with the same load in another one, same daemon).
+The 4 streams run as threads of a client process other than the latency probe's (this one), as
+other users' streams do. They used to run in this process, where the probe measured the
+benchmark's own interpreter more than the daemon: it waited for this process's GIL behind 8
+threads (the 4 streams and the websockets client's 4 readers) handling 2.8 MB frames (p99
+20-50 ms with the load in the probe's process against 10-16 ms with the same load in another
+process, same daemon, same machine). The streams stay threads of one process, so that, as
+before, the load's clients take at most about one of the machine's two cores.
 
 Sizes (for smoke runs): ``BENCH_STREAM_EVENTS`` (transport batch, 200k), ``BENCH_STREAM_ROUNDS``
 (batches per measurement, 8), ``BENCH_STREAM_TRIALS`` (latency samples, 300).
@@ -159,20 +160,27 @@ def latency_ms(
         return samples
 
 
-def _stream_process(
-    url: str, headers: dict[str, str], batch: np.ndarray, rounds: int, go: Any, report: Any
+def _load_process(
+    urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int, go: Any, report: Any
 ) -> None:
-    """One load stream in a client process of its own: ``rounds`` forward batches once ``go``
-    is set; reports when it is ready and when its batches are done (``perf_counter`` is the
-    system's monotonic clock, the same in every process)."""
+    """The load streams, one thread each, in a client process of their own: ``rounds`` forward
+    batches each once ``go`` is set; reports when it is ready and when every batch is done
+    (``perf_counter`` is the system's monotonic clock, the same in every process)."""
+    threads = [
+        threading.Thread(target=forward_rate, args=(url, headers, "dvs", batch, rounds))
+        for url in urls
+    ]
     report.put(None)
     go.wait()
-    forward_rate(url, headers, "dvs", batch, rounds)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     report.put(time.perf_counter())
 
 
 class LoadStreams:
-    """One forward stream per url, each in a client process of its own."""
+    """One forward stream per url, as threads of one client process other than this one."""
 
     def __init__(
         self, urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int
@@ -180,18 +188,13 @@ class LoadStreams:
         context = multiprocessing.get_context("spawn")
         self._go = context.Event()
         self._report = context.Queue()
-        self._processes = [
-            context.Process(
-                target=_stream_process,
-                args=(url, headers, batch, rounds, self._go, self._report),
-                daemon=True,
-            )
-            for url in urls
-        ]
-        for process in self._processes:
-            process.start()
-        for _ in self._processes:  # starting interpreters and importing is not measured
-            self._next_report()
+        self._process = context.Process(
+            target=_load_process,
+            args=(urls, headers, batch, rounds, self._go, self._report),
+            daemon=True,
+        )
+        self._process.start()
+        self._next_report()  # starting the interpreter and importing is not measured
         #: Set once every stream's batches are done.
         self.done = threading.Event()
         self._finished = 0.0
@@ -207,15 +210,14 @@ class LoadStreams:
     def finish(self) -> float:
         """Wait for every stream; returns when the last one's batches were done."""
         self.done.wait()
-        for process in self._processes:
-            process.join()
+        self._process.join()
         if self._failure is not None:
             raise self._failure
         return self._finished
 
     def _wait(self) -> None:
         try:
-            self._finished = max(self._next_report() for _ in self._processes)
+            self._finished = self._next_report()
         except BaseException as exc:
             self._failure = exc
         finally:
@@ -226,9 +228,10 @@ class LoadStreams:
             try:
                 return self._report.get(timeout=1)
             except queue.Empty:
-                failed = [p.exitcode for p in self._processes if p.exitcode]
-                if failed:
-                    raise RuntimeError(f"load streams failed with exit codes {failed}") from None
+                if self._process.exitcode:
+                    raise RuntimeError(
+                        f"the load streams failed (exit code {self._process.exitcode})"
+                    ) from None
 
 
 def device_alone_rate(config: dict, events: np.ndarray, rounds: int) -> float:
