@@ -34,6 +34,12 @@ MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 #: that a frame slightly too large is answered with a ``too_large`` error frame (and the
 #: stream goes on) instead of the transport's close 1009.
 MAX_MESSAGE_BYTES: Final = MAX_FRAME_BYTES + 16 * 1024 * 1024
+#: Messages of at least this many bytes decode their events payload as a view of the message.
+VIEW_PAYLOAD_BYTES: Final = 64 * 1024
+#: Bytes of a message read for the entries before its payload (keys and small values).
+_HEAD_BYTES: Final = 4096
+#: msgpack's ``bin`` markers and how many bytes their length takes.
+_BIN_SIZE_BYTES: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 
 
 class FrameError(DomainError, ValueError):
@@ -156,20 +162,14 @@ def decode(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_FRAME_B
         raise FrameError("malformed", "frames are binary messages (msgpack), not text")
     if len(data) > max_bytes:
         raise FrameError("too_large", f"frame of {len(data)} bytes exceeds the {max_bytes} limit")
-    try:
-        body = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            timestamp=0,
-            max_bin_len=max_bytes,
-            max_str_len=1 << 20,
-        )
-    except FrameError:
-        raise
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise FrameError("malformed", f"not a valid msgpack frame: {exc}") from exc
+    body = _with_payload_view(data, max_bytes) if isinstance(data, bytes) else None
+    if body is None:
+        try:
+            body = msgpack.unpackb(data, **_unpack_options(max_bytes))
+        except FrameError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise FrameError("malformed", f"not a valid msgpack frame: {exc}") from exc
     if not isinstance(body, dict):
         raise FrameError("malformed", f"a frame is a msgpack map, got {type(body).__name__}")
     version = body.get("v")
@@ -186,6 +186,52 @@ def decode(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_FRAME_B
             f"unknown frame type {frame_type!r}; expected one of {', '.join(sorted(_DECODERS))}",
         )
     return decoder(body)
+
+
+def _unpack_options(max_bytes: int) -> dict[str, Any]:
+    return {
+        "raw": False,
+        "strict_map_key": True,
+        "ext_hook": _refuse_ext,
+        "timestamp": 0,
+        "max_bin_len": max_bytes,
+        "max_str_len": 1 << 20,
+    }
+
+
+def _with_payload_view(data: bytes, max_bytes: int) -> dict[str, Any] | None:
+    """A large message's map with its ``bin`` value as a view of ``data`` (immutable bytes), or
+    None when the message is small or not a map laid out for that: ``decode`` then unpacks it
+    whole, which also names what is wrong with it.
+
+    msgpack copies a ``bin`` value into a bytes object of its own: for an events frame, a fresh
+    allocation of the payload's size, written and faulted in on the daemon's event loop at every
+    batch. Here msgpack reads everything but the payload (the map with that value emptied), so
+    the outcome is the one of unpacking ``data`` whole, without the copy.
+    """
+    if len(data) < VIEW_PAYLOAD_BYTES:
+        return None
+    options = _unpack_options(max_bytes)
+    view = memoryview(data)
+    try:
+        head = msgpack.Unpacker(**options)
+        head.feed(view[:_HEAD_BYTES])
+        entries = head.read_map_header()
+        while head.unpack() != "bin":
+            head.skip()
+        start = head.tell()
+        size_bytes = _BIN_SIZE_BYTES[data[start]]
+        payload_start = start + 1 + size_bytes
+        end = payload_start + int.from_bytes(view[start + 1 : payload_start], "big")
+        if end > len(data):
+            return None
+        body = msgpack.unpackb(b"".join((view[:start], b"\xc4\x00", view[end:])), **options)
+    except Exception:  # not laid out as expected, or malformed: unpacked whole
+        return None
+    if not isinstance(body, dict) or len(body) != entries or body["bin"] != b"":
+        return None  # a key twice: unpacking whole says which value counts
+    body["bin"] = view[payload_start:end]
+    return body
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -226,7 +272,9 @@ def _decode_events(body: dict[str, Any]) -> EventsFrame:
             "bad_dtype",
             f"{kind.value} events must have dtype {SIGNATURES[kind]}, frame says {signature!r}",
         )
-    payload = _field(body, "bin", bytes)
+    payload = body.get("bin")
+    if not isinstance(payload, memoryview):  # large payloads are views already
+        payload = _field(body, "bin", bytes)
     dtype = DTYPES[kind]
     if len(payload) % dtype.itemsize:
         raise FrameError(

@@ -67,15 +67,12 @@ class InputCheck:
     def spikes(self, spikes: np.ndarray) -> np.ndarray:
         """Model-layer spikes in range, as a copy with ``core`` filled in."""
         layers = spikes["layer"]
+        if len(layers) and layers.min() == layers.max():
+            return self._one_layer_spikes(spikes, int(layers[0]))
         cores = self._core[layers]
         unknown = np.flatnonzero(cores == _NO_INPUT)
         if unknown.size:
-            layer = int(layers[unknown[0]])
-            raise FrameError(
-                "bad_input",
-                f"event {int(unknown[0])}: model layer {layer} takes no input spikes; "
-                f"input layers are {self.inputs}",
-            )
+            raise self._no_input(int(unknown[0]), int(layers[unknown[0]]))
         for name, limits in self._limits.items():
             _refuse_outside(
                 spikes[name], limits[layers], name, lambda i: f"model layer {int(layers[i])}"
@@ -83,6 +80,26 @@ class InputCheck:
         out = copy_events(spikes)
         out["core"] = cores
         return out
+
+    def _one_layer_spikes(self, spikes: np.ndarray, layer: int) -> np.ndarray:
+        """:meth:`spikes` for a batch of one layer (the usual one): its limits are numbers,
+        checked with one reduction per field instead of a lookup per event."""
+        core = int(self._core[layer])
+        if core == _NO_INPUT:
+            raise self._no_input(0, layer)
+        target = f"model layer {layer}"
+        for name, limits in self._limits.items():
+            _refuse_outside(spikes[name], int(limits[layer]), name, lambda i: target)
+        out = copy_events(spikes)
+        out["core"] = core
+        return out
+
+    def _no_input(self, index: int, layer: int) -> FrameError:
+        return FrameError(
+            "bad_input",
+            f"event {index}: model layer {layer} takes no input spikes; "
+            f"input layers are {self.inputs}",
+        )
 
     def dvs(self, events: np.ndarray) -> np.ndarray:
         """DVS events inside the DVS layer's input (as they are: no copy)."""
@@ -98,6 +115,8 @@ def _refuse_outside(
 ) -> None:
     """Refuse values at or past ``limit`` (one per event, or one for all); ``target(index)``
     names what the offending event was meant for."""
+    if isinstance(limit, int) and (not column.size or int(column.max()) < limit):
+        return  # one reduction, no temporary arrays: the usual batch is inside its layer
     bad = np.flatnonzero(column >= limit)
     if bad.size:
         index = int(bad[0])

@@ -93,6 +93,7 @@ def test_the_stream_benchmark_prints_every_goal_with_its_baseline() -> None:
         assert figure["value"] > 0 and figure["baseline"] > 0 and figure["goal"] > 0, name
         assert isinstance(figure["met"], bool), name
     assert figures["transport_events_per_s"]["outputs_per_batch"] > 0
+    assert figures["cpu_ms_per_batch"]["daemon"] >= 0 and figures["cpu_ms_per_batch"]["echo"] >= 0
 
 
 def test_the_deploy_benchmark_prints_its_figures() -> None:

@@ -226,3 +226,57 @@ def test_event_arrays_copy_join_and_reorder_as_numpy_does() -> None:
     np.testing.assert_array_equal(take_events(frozen, order), frozen[order])
     inside = np.flatnonzero(frozen["x"] < 10)
     np.testing.assert_array_equal(take_events(frozen, inside), frozen[frozen["x"] < 10])
+
+
+def _map_of(*entries: tuple[object, object]) -> bytes:
+    """A msgpack map of ``entries`` in this order (a key may come twice)."""
+    return bytes((0x80 | len(entries),)) + b"".join(_packed(k) + _packed(v) for k, v in entries)
+
+
+def _large_entries(payload: object = None) -> list[tuple[object, object]]:
+    if payload is None:
+        events = np.zeros(frames.VIEW_PAYLOAD_BYTES // SPIKE_DTYPE.itemsize + 7, SPIKE_DTYPE)
+        events["t"] = np.arange(len(events))
+        payload = events.tobytes()
+    return [*_events_body(bin=None).items(), ("seq", 3), ("bin", payload)]
+
+
+#: Messages large enough for ``decode`` to take their payload as a view of the message.
+LARGE_MESSAGES = {
+    "as encoded": _map_of(*_large_entries()),
+    "payload first": _map_of(*reversed(_large_entries())),
+    "payload twice, the last empty": _map_of(*_large_entries(), ("bin", b"")),
+    "payload twice, the first empty": _map_of(("bin", b""), *_large_entries()),
+    "trailing bytes": _map_of(*_large_entries()) + b"\x00",
+    "truncated": _map_of(*_large_entries())[:-9],
+    "payload as text": _map_of(*_large_entries("x" * frames.VIEW_PAYLOAD_BYTES)),
+    "payload not a multiple": _map_of(*_large_entries(b"\x00" * (frames.VIEW_PAYLOAD_BYTES + 1))),
+    "non-string key": _map_of((1, 2), *_large_entries()),
+    "ext value": _map_of(("x", msgpack.ExtType(5, b"x")), *_large_entries()),
+    "bin key inside a value": _map_of(("args", {"bin": b"\x00" * 70_000}), *_large_entries()),
+    "no payload": _packed({"v": 1, "type": "control", "op": "x", "args": {"a": "b" * 70_000}}),
+}
+
+
+def _outcome(data: bytes | bytearray) -> object:
+    try:
+        frame = decode(data)
+    except FrameError as exc:
+        return exc.code
+    if isinstance(frame, EventsFrame):
+        return frame.kind, frame.seq, frame.events.tobytes()
+    return frame
+
+
+@pytest.mark.parametrize("data", LARGE_MESSAGES.values(), ids=LARGE_MESSAGES.keys())
+def test_large_messages_decode_as_msgpack_reads_them_whole(data: bytes) -> None:
+    # A bytearray (mutable) is unpacked whole by msgpack; bytes take the payload as a view.
+    assert len(data) >= frames.VIEW_PAYLOAD_BYTES
+    assert _outcome(data) == _outcome(bytearray(data))
+
+
+def test_a_large_payload_is_a_view_of_the_message() -> None:
+    data = LARGE_MESSAGES["as encoded"]
+    events = decode(data).events
+    assert not events.flags.writeable
+    assert np.shares_memory(events, np.frombuffer(data, np.uint8))
