@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,9 @@ def digits() -> Digits:
     return digits_job_inputs(limit=SAMPLES)
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """Three Speck 2F virtual devkits, a Speck 2E one, and a camera on another host; a lab
-    per test, as a device's runner, once started, stays."""
-    directory = tmp_path
+@contextmanager
+def devices_lab(directory: Path) -> Iterator[Lab]:
+    """Three Speck 2F virtual devkits, a Speck 2E one, and a camera on another host."""
     with running_lab(
         directory / "data",
         f"sqlite:///{directory / 'db.sqlite'}",
@@ -49,6 +48,20 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         job_workers=1,
     ) as running:
         add_devices(running.db, (CAMERA, "davis346"))
+        yield running
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A lab per test that runs jobs, as a device's runner, once started, stays."""
+    with devices_lab(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def refusing_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab for the tests whose jobs are all refused (no device's runner starts)."""
+    with devices_lab(tmp_path_factory.mktemp("refusing")) as running:
         yield running
 
 
@@ -91,7 +104,8 @@ def wait_for_samples(lab: Lab, user: dict[str, Any], job_id: int, done: int) -> 
     raise AssertionError(f"job {job_id} never did {done} samples")
 
 
-def test_submit_refusals_are_clear(lab: Lab, digits: Digits) -> None:
+def test_submit_refusals_are_clear(refusing_lab: Lab, digits: Digits) -> None:
+    lab = refusing_lab
     user = prepare(lab, digits, "ref", F0, E0)
     with lab.db.write_session() as session:  # the camera, booked (it is on another host)
         owner = session.scalar(select(User).where(User.name == "ref"))
@@ -137,7 +151,10 @@ def test_submit_refusals_are_clear(lab: Lab, digits: Digits) -> None:
         release(lab, user, booking_id)
 
 
-def test_a_stranger_naming_someone_s_booked_device_learns_nothing(lab: Lab, digits: Digits) -> None:
+def test_a_stranger_naming_someone_s_booked_device_learns_nothing(
+    refusing_lab: Lab, digits: Digits
+) -> None:
+    lab = refusing_lab
     holder = prepare(lab, digits, "holder", F1)
     stranger = prepare(lab, digits, "stranger")
     held = submit(lab, stranger, devices=[F1])
