@@ -89,7 +89,7 @@ class ChipSimulator:
         total_neurons = int(self._packed.initial_states.size)
         # Deep enough for any feed-forward cascade (each core at most once on a path, each
         # pending segment at most 2 destinations per neuron); only recurrent networks overflow.
-        self._stack = np.zeros((2 * total_neurons + 8, 4), dtype=np.int32)
+        self._stack = np.zeros(2 * total_neurons + 8, dtype=np.int64)
         self._states = self._packed.initial_states.copy()
         self._dyn = np.zeros(kernel.DYN_ENTRIES, dtype=np.int64)
         self._ro_counts = np.zeros(RO_MAX_CLASSES, dtype=np.int64)
