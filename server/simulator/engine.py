@@ -89,7 +89,7 @@ class ChipSimulator:
         total_neurons = int(self._packed.initial_states.size)
         # Deep enough for any feed-forward cascade (each core at most once on a path, each
         # pending segment at most 2 destinations per neuron); only recurrent networks overflow.
-        self._stack = np.zeros((2 * total_neurons + 8, 4), dtype=np.int32)
+        self._stack = np.zeros(2 * total_neurons + 8, dtype=np.int64)
         self._states = self._packed.initial_states.copy()
         self._dyn = np.zeros(kernel.DYN_ENTRIES, dtype=np.int64)
         self._ro_counts = np.zeros(RO_MAX_CLASSES, dtype=np.int64)
@@ -274,7 +274,7 @@ class ChipSimulator:
             if cut is None:
                 i2, j2 = len(spike_t), len(dvs_t)
             else:
-                i2, j2 = _before(spike_t, cut), _before(dvs_t, cut)
+                i2, j2 = _chunk_end(spike_t, i, cut), _chunk_end(dvs_t, j, cut)
                 if (i2, j2) == (i, j):  # many events at one time: they go together
                     i2, j2 = _before(spike_t, first + 1), _before(dvs_t, first + 1)
             yield spikes[i:i2], dvs[j:j2], -1
@@ -310,6 +310,16 @@ class ChipSimulator:
 def _before(times: np.ndarray, t: int) -> int:
     """How many of the sorted ``times`` are before ``t``."""
     return int(np.searchsorted(times, np.uint64(t), side="left"))
+
+
+def _chunk_end(times: np.ndarray, start: int, cut: int) -> int:
+    """``_before(times, cut)``, for a cut known to leave ``start`` to ``start + CHUNK_EVENTS``
+    of the times before it.
+
+    Only that window is searched: numpy copies a strided field (``t`` of an event array)
+    whole before every search, which on a million-event input cost 4 % of the run.
+    """
+    return start + _before(times[start : start + CHUNK_EVENTS + 1], cut)
 
 
 def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:

@@ -6,10 +6,11 @@ Code from ``packing`` (constants) and ``intrinsics`` is compiled in too, so a ch
 also drops the cache (``numba_cache``).
 The semantics are documented in ``docs/simulator.md``; the comments here say how, not what.
 
-Pending events live on one explicit stack of ``(core, feature, y, x)`` input events. The
-spikes one scan emits are pushed in emission order and the pushed segment is then reversed,
-so popping processes them in emission order, each with its whole downstream cascade before
-the next (depth first).
+Pending events live on one explicit stack of ``(core, feature, y, x)`` input events, each
+packed into one int64 (16 bits a field), so a push, a pop and a swap are one memory access.
+The spikes one scan emits are pushed in emission order and the pushed segment is then
+reversed, so popping processes them in emission order, each with its whole downstream
+cascade before the next (depth first).
 """
 
 from __future__ import annotations
@@ -112,10 +113,25 @@ def _grown(events: np.ndarray, filled: int, needed: int) -> np.ndarray:
 def _reverse(stack: np.ndarray, lo: int, hi: int) -> None:
     hi -= 1
     while lo < hi:
-        for j in range(4):
-            stack[lo, j], stack[hi, j] = stack[hi, j], stack[lo, j]
+        stack[lo], stack[hi] = stack[hi], stack[lo]
         lo += 1
         hi -= 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _packed_event(core: int, feature: int, y: int, x: int) -> np.int64:
+    """One stack entry: each field < 2**16 (features < 1024, sizes <= 128, cores <= 13)."""
+    return (np.int64(core) << 48) | (np.int64(feature) << 32) | (np.int64(y) << 16) | x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _event_core(event: int) -> int:
+    return event >> 48
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _event_field(event: int, shift: int) -> int:
+    return (event >> shift) & 0xFFFF
 
 
 class State(NamedTuple):
@@ -125,7 +141,7 @@ class State(NamedTuple):
     dyn: np.ndarray  # int64 [DYN_ENTRIES]: clock, ticks, drop counters, decimators
     ro_counts: np.ndarray  # int64 [RO_MAX_CLASSES]: readout spikes since the last tick
     ro_ring: np.ndarray  # int64 [RO_MAX_WINDOW, RO_MAX_CLASSES]: the readout's window
-    stack: np.ndarray  # int32 [depth, 4]: pending (core, feature, y, x) input events
+    stack: np.ndarray  # int64 [depth]: pending input events (see _packed_event)
 
 
 class Chip(NamedTuple):
@@ -183,10 +199,7 @@ def _emit(
         elif sp == stack.shape[0]:
             dyn[DROPPED_OVERFLOW] += 1
         else:
-            stack[sp, 0] = target
-            stack[sp, 1] = ff
-            stack[sp, 2] = yy
-            stack[sp, 3] = xx
+            stack[sp] = _packed_event(target, ff, yy, xx)
             sp += 1
     return nout, sp
 
@@ -295,7 +308,8 @@ def _drain(
     """
     stack = chip.stack
     while sp > 0:
-        c = stack[sp - 1, 0]
+        event = stack[sp - 1]
+        c = _event_core(event)
         if nout + chip.cores[c, RF_NEURONS] > out.shape[0]:
             return nout, sp, processed
         if processed == MAX_CASCADE:
@@ -304,7 +318,10 @@ def _drain(
         processed += 1
         sp -= 1
         first = sp
-        nout, sp = _integrate(chip, sp, out, nout, c, stack[sp, 1], stack[sp, 2], stack[sp, 3], t)
+        fin = _event_field(event, 32)
+        y = _event_field(event, 16)
+        x = _event_field(event, 0)
+        nout, sp = _integrate(chip, sp, out, nout, c, fin, y, x, t)
         _reverse(stack, first, sp)
     return nout, sp, processed
 
@@ -318,7 +335,7 @@ def _cascade(chip: Chip, sp: int, out: np.ndarray, nout: int, t: int) -> tuple[n
         nout, sp, processed = _drain(chip, sp, sink, nout, t, processed)
         if sp == 0:
             return out, nout
-        out = _grown(out, nout, nout + chip.cores[chip.stack[sp - 1, 0], RF_NEURONS])
+        out = _grown(out, nout, nout + chip.cores[_event_core(chip.stack[sp - 1]), RF_NEURONS])
         sink = borrowed(out)
 
 
@@ -490,10 +507,7 @@ def run(
         if take_spike:
             spike = spikes[i]
             i += 1
-            stack[0, 0] = spike["core"]
-            stack[0, 1] = spike["feature"]
-            stack[0, 2] = spike["y"]
-            stack[0, 3] = spike["x"]
+            stack[0] = _packed_event(spike["core"], spike["feature"], spike["y"], spike["x"])
             sp = 1
         else:
             sensed = dvs[j]
