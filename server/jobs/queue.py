@@ -168,8 +168,9 @@ def claim(
 ) -> Claim | None:
     """Take the fairest queued chunk for ``host``'s ``workers`` (or ``device``), or None when
     nothing is queued for them. For the workers, when the job's samples so far say the chunk
-    is quick, the job's next queued chunks come with it (up to ``CLAIM_TARGET_S`` of work, and
-    at most 1/``workers`` of what is left, so that the job's last chunks still spread)."""
+    is quick, the job's next queued chunks come with it: up to ``CLAIM_TARGET_S`` of work, and
+    at most a share of what is left, so that the job's last chunks still spread: each worker
+    holds two claims (the one it runs and the one sent ahead), so 1/(2 ``workers``)."""
     if device is None:
         query, params = _FAIREST_FOR_WORKERS, {}
     else:
@@ -185,7 +186,7 @@ def claim(
         following = db.execute(_NEXT_OF_JOB, {"job_id": job_id, "after": stop}).all()
         wanted = min(
             math.ceil(CLAIM_TARGET_S / (time_s / done * (stop - start))),
-            math.ceil((len(following) + 1) / max(workers, 1)),
+            math.ceil((len(following) + 1) / (2 * max(workers, 1))),
             CLAIM_MAX_CHUNKS,
         )
         for next_id, next_start, next_stop in following[: wanted - 1]:

@@ -193,23 +193,24 @@ def test_quick_samples_are_claimed_many_chunks_at_a_time_and_stored_per_chunk(
     first = workers_claim(db, workers=2)
     assert first is not None and first.bounds == (0, 1)  # nothing known of its samples yet
     finish_rows(db, first, time_s=0.01)
-    # A chunk takes 0.01 s: 25 of them make CLAIM_TARGET_S, but the claim takes at most half
-    # of the 39 chunks left (two workers), so that the other worker gets its share.
+    # A chunk takes 0.01 s: 25 of them make CLAIM_TARGET_S, but the claim takes at most a
+    # quarter of the 39 chunks left (two workers, each holding two claims), so that the
+    # others get their share.
     second = workers_claim(db, workers=2)
-    assert second is not None and second.bounds == tuple(range(1, 22))
-    assert len(second.chunk_ids) == 20
+    assert second is not None and second.bounds == tuple(range(1, 12))
+    assert len(second.chunk_ids) == 10
     third = workers_claim(db, workers=2)
-    assert third is not None and third.bounds == tuple(range(21, 32))  # half of 19 left
+    assert third is not None and third.bounds == tuple(range(11, 20))  # a quarter of 29
     finish_rows(db, third, time_s=0.01)
     finish_rows(db, second, time_s=0.01)
     with db.session() as session:
-        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(31))
+        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(19))
         job = session.get(JobRecord, job_id)
-        assert job is not None and job.samples_done == 31
+        assert job is not None and job.samples_done == 19
         done = session.scalar(
             select(func.count()).where(JobChunk.job_id == job_id, JobChunk.state == queue.DONE)
         )
-        assert done == 31  # every chunk keeps its own rows: a restart resumes per chunk
+        assert done == 19  # every chunk keeps its own rows: a restart resumes per chunk
 
 
 def test_slow_samples_are_claimed_a_chunk_at_a_time(db: Database) -> None:
@@ -236,11 +237,11 @@ def test_a_claim_takes_only_consecutive_chunks_still_queued(db: Database) -> Non
     merged = workers_claim(db, workers=1)
     assert merged is not None and merged.bounds == (1, 2, 3, 4)
     rest = workers_claim(db, workers=1)
-    assert rest is not None and rest.bounds == tuple(range(5, 11))
+    assert rest is not None and rest.bounds == (5, 6, 7, 8)  # half of the 5 left
 
 
 def test_a_merged_claim_is_released_renewed_and_finished_chunk_by_chunk(db: Database) -> None:
-    job_id = add_job(db, "ann", 6)
+    job_id = add_job(db, "ann", 11)
     first = workers_claim(db, workers=1)
     assert first is not None
     finish_rows(db, first, time_s=0.001)
@@ -269,4 +270,7 @@ def test_a_merged_claim_is_released_renewed_and_finished_chunk_by_chunk(db: Data
         states = session.scalars(
             select(JobChunk.state).where(JobChunk.job_id == job_id).order_by(JobChunk.start)
         )
-        assert list(states) == [queue.DONE, queue.DONE, queue.RUNNING] + [queue.DONE] * 3
+        assert list(states) == [
+            *(queue.DONE, queue.DONE, queue.RUNNING, queue.DONE, queue.DONE, queue.DONE),
+            *[queue.QUEUED] * 5,
+        ]
