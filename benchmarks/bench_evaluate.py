@@ -4,16 +4,18 @@ The digits network of ``tests/jobs/digits.py`` (trained here, compiled by speckl
 over its test split, repeated ``BENCH_EVAL_REPEAT`` times (default 4: 1,796 samples), as jobs
 on two in-process daemons (SQLite), one with one evaluation worker and one with every core's
 worth. Throughput is samples over the job's own wall time (first chunk claimed to last
-finished). The direct figure runs the same samples through the simulator in this process,
-one after the other (``jobs.evaluate.run_samples``, what a worker runs), so the overhead of
-the job (database, processes, chunking, storing rows) is ``1 worker job time / direct
-time - 1``. The same samples split over every core's worth of processes that call the
-simulator directly (no daemon) give the scaling this machine allows at all, the ceiling of
-the jobs' scaling.
+finished). The direct figure runs the same samples through the simulator in a process of its
+own, one after the other (``jobs.evaluate.run_samples``, what a worker runs; not in this
+process, whose daemons' threads would slow it), so the overhead of the job (database,
+processes, chunking, storing rows) is ``1 worker job time / direct time - 1``. The same
+samples split over every core's worth of such processes give the scaling this machine allows
+at all, the ceiling of the jobs' scaling. The accuracy of a direct run in this process is
+the reference the jobs' accuracy must equal.
 
 The machine is shared and its speed swings by a third from one second to the next, so the
 three runs alternate for ``BENCH_EVAL_ROUNDS`` rounds (default 5) and each figure is the
-best of its rounds (as ``timeit`` reports), with every round's times printed beside it.
+best of its rounds (as ``timeit`` reports), with every round's times printed beside it; the
+ratios are also given as the median of each round's own ratio.
 
 Prints one JSON object. ``BENCH_EVAL_SAMPLES`` limits the test split (for a smoke run).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -152,6 +155,10 @@ def daemon_job(
         yield lambda: run_job(lab, token, model, dataset)
 
 
+def paired(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
 def main() -> None:
     # Imported here, not above: the direct processes import this module again when they
     # start, and need neither torch nor the daemon.
@@ -164,7 +171,7 @@ def main() -> None:
     options = JobOptions()
     plan = Plan.of(job_config(digits.config, options), options)
     sim = ChipSimulator(plan.config)
-    run_samples(sim, plan, samples, 0, 1)  # compiles or loads the kernels
+    rows = run_samples(sim, plan, samples, 0, len(samples))
     workers = worker_count(0)
     times: dict[str, list[float]] = {
         "direct": [],
@@ -176,11 +183,10 @@ def main() -> None:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         one = stack.enter_context(daemon_job(directory / "one", 1, digits, samples))
         every = stack.enter_context(daemon_job(directory / "all", workers, digits, samples))
+        in_one_process = stack.enter_context(direct_processes(digits.config, samples, 1))
         in_processes = stack.enter_context(direct_processes(digits.config, samples, workers))
         for _ in range(rounds):
-            started = time.perf_counter()
-            rows = run_samples(sim, plan, samples, 0, len(samples))
-            times["direct"].append(time.perf_counter() - started)
+            times["direct"].append(in_one_process())
             times["direct_all_processes"].append(in_processes())
             one_summary = one()
             times["job_1_worker"].append(one_summary["wall_time_s"])
@@ -204,6 +210,10 @@ def main() -> None:
         # The same samples in as many processes without a daemon: the scaling the machine
         # itself allows.
         "direct_scaling": best["direct"] / best["direct_all_processes"],
+        # The same ratios within each round (its runs a second or two apart), their median.
+        "scaling_median_of_rounds": paired(times["job_1_worker"], times["job_all_workers"]),
+        "direct_scaling_median_of_rounds": paired(times["direct"], times["direct_all_processes"]),
+        "job_overhead_median_of_rounds": paired(times["job_1_worker"], times["direct"]) - 1,
         "job_overhead": best["job_1_worker"] / best["direct"] - 1,
         # The last 1-worker job's summed sample time against its wall time: what the job
         # adds around the samples (the rest of the overhead is in the samples themselves).

@@ -68,7 +68,7 @@ class Claim:
 #: this much work (judged by the job's samples so far), as one task: a chunk's claim and
 #: finish cost the daemon about a millisecond of CPU each, which quick samples would otherwise
 #: pay every few tens of milliseconds, on the cores the workers need.
-CLAIM_TARGET_S = 0.25
+CLAIM_TARGET_S = 0.1
 #: The most chunks one claim holds.
 CLAIM_MAX_CHUNKS = 32
 
