@@ -69,8 +69,10 @@ class Claim:
 #: finish cost the daemon about a millisecond of CPU each, which quick samples would otherwise
 #: pay every few tens of milliseconds, on the cores the workers need.
 CLAIM_TARGET_S = 0.1
-#: The most chunks one claim holds.
-CLAIM_MAX_CHUNKS = 32
+#: The most chunks one claim holds: the job's samples so far only predict its next ones, and
+#: a dataset whose first samples are quick and the rest slow must not hold a worker for
+#: much longer than its chunks would one by one (other users' chunks wait for it).
+CLAIM_MAX_CHUNKS = 8
 
 
 def _runs_on(device: str | BindParameter[str] | None) -> Any:

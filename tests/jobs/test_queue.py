@@ -41,6 +41,14 @@ def claim(db: Database, host: str = "a") -> queue.Claim | None:
         return queue.claim(session, host, LEASE_S)
 
 
+def cancel(db: Database, job_id: int) -> None:
+    with db.write_session() as session:
+        job = session.get(JobRecord, job_id)
+        assert job is not None
+        queue.end_job(session, job, JobState.CANCELLED)
+        session.commit()
+
+
 def row(time_s: float = 0.5) -> dict:
     return {"label": 0, "prediction": 0, "time_s": time_s}
 
@@ -106,11 +114,7 @@ def test_cancelling_a_job_stops_its_running_chunks_and_queues_nothing_more(db: D
     job_id = add_job(db, "ann", 3)
     running = claim(db)
     assert running is not None
-    with db.write_session() as session:
-        job = session.get(JobRecord, job_id)
-        assert job is not None
-        queue.end_job(session, job, JobState.CANCELLED)
-        session.commit()
+    cancel(db, job_id)
     with db.write_session() as session:
         assert queue.renew(session, "a", list(running.chunk_ids), LEASE_S) == set(running.chunk_ids)
     assert claim(db) is None
@@ -158,11 +162,7 @@ def test_a_chunk_finishing_after_its_job_ended_stores_nothing(db: Database) -> N
     job_id = add_job(db, "ann", 2)
     running = claim(db)
     assert running is not None
-    with db.write_session() as session:
-        job = session.get(JobRecord, job_id)
-        assert job is not None
-        queue.end_job(session, job, JobState.CANCELLED)
-        session.commit()
+    cancel(db, job_id)
     with db.write_session() as session:
         assert queue.finish(session, running, "a", [row()]) is None
     with db.session() as session:
@@ -189,28 +189,38 @@ def finish_rows(db: Database, taken: queue.Claim, time_s: float, host: str = "a"
 def test_quick_samples_are_claimed_many_chunks_at_a_time_and_stored_per_chunk(
     db: Database,
 ) -> None:
-    job_id = add_job(db, "ann", 40)
+    job_id = add_job(db, "ann", 12)
     first = workers_claim(db, workers=2)
     assert first is not None and first.bounds == (0, 1)  # nothing known of its samples yet
     finish_rows(db, first, time_s=0.01)
-    # A chunk takes 0.01 s: 25 of them make CLAIM_TARGET_S, but the claim takes at most a
-    # quarter of the 39 chunks left (two workers, each holding two claims), so that the
-    # others get their share.
+    # A chunk takes 0.01 s: 10 of them make CLAIM_TARGET_S, but a claim takes at most a
+    # quarter of the chunks left (two workers, each holding two claims), so that the others
+    # get their share: 3 of the 11 left, then 2 of the 8 left.
     second = workers_claim(db, workers=2)
-    assert second is not None and second.bounds == tuple(range(1, 12))
-    assert len(second.chunk_ids) == 10
+    assert second is not None and second.bounds == (1, 2, 3, 4)
     third = workers_claim(db, workers=2)
-    assert third is not None and third.bounds == tuple(range(11, 20))  # a quarter of 29
+    assert third is not None and third.bounds == (4, 5, 6)
     finish_rows(db, third, time_s=0.01)
     finish_rows(db, second, time_s=0.01)
     with db.session() as session:
-        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(19))
+        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(6))
         job = session.get(JobRecord, job_id)
-        assert job is not None and job.samples_done == 19
+        assert job is not None and job.samples_done == 6
         done = session.scalar(
             select(func.count()).where(JobChunk.job_id == job_id, JobChunk.state == queue.DONE)
         )
-        assert done == 19  # every chunk keeps its own rows: a restart resumes per chunk
+        assert done == 6  # every chunk keeps its own rows: a restart resumes per chunk
+
+
+def test_a_claim_holds_at_most_claim_max_chunks(db: Database) -> None:
+    add_job(db, "ann", 40)
+    first = workers_claim(db, workers=1)
+    assert first is not None
+    # Samples this quick would fill CLAIM_TARGET_S with 100 chunks; slower ones may follow.
+    finish_rows(db, first, time_s=0.001)
+    merged = workers_claim(db, workers=1)
+    assert merged is not None and len(merged.chunk_ids) == queue.CLAIM_MAX_CHUNKS
+    assert merged.bounds == tuple(range(1, queue.CLAIM_MAX_CHUNKS + 2))
 
 
 def test_slow_samples_are_claimed_a_chunk_at_a_time(db: Database) -> None:
