@@ -7,6 +7,8 @@ imports to the standard library so ``specklab --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 from pathlib import Path
 from types import FrameType
 
@@ -85,6 +87,8 @@ def _serve(args: argparse.Namespace) -> int:
         virtual=args.virtual,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: where a stuck daemon waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

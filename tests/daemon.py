@@ -70,8 +70,20 @@ def run_daemon(
     try:
         _wait_healthy(daemon, startup_timeout)
         yield daemon
+    except BaseException:
+        _show_stacks(daemon)
+        raise
     finally:
         daemon.stop()
+
+
+def _show_stacks(daemon: Daemon) -> None:
+    """Print where a daemon's threads are, and its log, for a test that failed with it running
+    (pytest shows what a failed test printed): a hang then says where it waits."""
+    if daemon.process.poll() is None:
+        daemon.process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+    print(f"--- the daemon's log, last 30,000 characters:\n{daemon.log()[-30_000:]}")
 
 
 def _wait_healthy(daemon: Daemon, timeout: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,19 @@ def test_unknown_route_gets_a_json_error(tmp_path: Path) -> None:
         response = httpx.get(f"{daemon.url}/v1/nothing-here")
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_daemon_goes_on(
+    tmp_path: Path,
+) -> None:
+    with run_daemon(tmp_path / "data") as daemon:
+        daemon.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "most recent call first" not in daemon.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "(most recent call first)" in daemon.log()
+        assert "uvicorn" in daemon.log()  # the event loop's thread, where requests are served
+        assert httpx.get(f"{daemon.url}/v1/health").status_code == 200
 
 
 def test_config_file_and_environment_reach_the_daemon(tmp_path: Path) -> None:
