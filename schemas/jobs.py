@@ -94,8 +94,9 @@ class JobOptions(BaseModel):
     #: (``device``, one id or ``virtual``, is read as the one-device form of this list.)
     devices: list[DeviceRef] | None = Field(default=None, min_length=1, max_length=MAX_JOB_DEVICES)
     #: Samples per chunk: the unit of work a worker claims, and what a restart repeats;
-    #: None: a sixteenth of the dataset (1 to 500), so workers share the work and each
-    #: chunk's database round trips cost little next to its samples.
+    #: None: a sixteenth of the dataset (1 to 500 samples), so workers share the work and
+    #: each chunk's database round trips cost little next to its samples. A job has at most
+    #: 10,000 chunks (422 ``too_many_chunks``).
     chunk_size: int | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="before")

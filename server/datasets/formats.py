@@ -22,6 +22,9 @@ from specklab.schemas.events import DVS_DTYPE
 _COLUMNS = ("x", "y", "p", "t")
 #: Bytes one event may take in an upload's arrays (four int64 columns), for the size checks.
 _EVENT_BYTES = 4 * 8
+#: Samples a dataset may hold: every sample is a row of every job's results, so the count
+#: bounds what one job stores (the largest event test sets hold about 10 k).
+MAX_SAMPLES = 1_000_000
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _TAR_MAGIC_OFFSET = 257
 
@@ -169,6 +172,8 @@ def canonical_events(events: np.ndarray, offsets: np.ndarray, labels: np.ndarray
     if events.dtype != DVS_DTYPE or events.ndim != 1:
         raise DatasetError(f"events must be a 1-D array of {DVS_DTYPE}, got {events.dtype}")
     labels = _integers("labels", labels)
+    if len(labels) > MAX_SAMPLES:
+        raise DatasetError(f"the dataset holds {len(labels)} samples, more than {MAX_SAMPLES}")
     offsets = _offsets(_integers("offsets", offsets), len(labels), len(events))
     if len(labels) == 0:
         raise DatasetError("the dataset has no samples")

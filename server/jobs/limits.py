@@ -1,7 +1,10 @@
-"""What one sample of a job may cost, checked at submit: no sample holds a worker (or a
-booked device) for more than about a minute and a half on this machine class."""
+"""What a job may cost, checked at submit: no sample holds a worker (or a booked device) for
+more than about a minute and a half on this machine class, and no job is cut into more chunks
+than its submit can write in a moment (a chunk is a row, written with the job)."""
 
 from __future__ import annotations
+
+import math
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.errors import DomainError
@@ -16,6 +19,12 @@ MAX_SAMPLE_EVENTS = 1_000_000
 #: Slow-clock ticks of one sample (its duration times the slow clock): the simulator's cost of
 #: leaks and readouts, about 10 us a tick.
 MAX_SAMPLE_TICKS = 10_000_000
+#: Chunks of one job: its submit writes them all in one transaction, which on SQLite holds the
+#: lab's only write lock.
+MAX_CHUNKS = 10_000
+#: The default chunk: a sixteenth of the dataset, so workers share the work and each chunk's
+#: database round trips cost little next to its samples; at most this many samples.
+DEFAULT_CHUNK_SAMPLES = 500
 
 
 def _too_much(message: str, limit: int) -> DomainError:
@@ -46,3 +55,23 @@ def check_sample_limits(options: JobOptions, config: ChipConfig, dataset: Datase
                 "options.duration_us or lower options.slow_clock_hz",
                 MAX_SAMPLE_TICKS,
             )
+
+
+def chunk_size(options: JobOptions, samples: int) -> int:
+    """Samples per chunk of a job over ``samples`` samples: ``options.chunk_size`` (a 422
+    ``too_many_chunks`` when it cuts the dataset into more than :data:`MAX_CHUNKS`), by default
+    a sixteenth of the dataset (1 to 500 samples; a dataset holds at most 1 M samples, so
+    that stays within the chunks)."""
+    fewest = math.ceil(samples / MAX_CHUNKS)
+    if options.chunk_size is None:
+        return min(math.ceil(samples / 16), DEFAULT_CHUNK_SAMPLES)
+    if options.chunk_size < fewest:
+        raise DomainError(
+            422,
+            "too_many_chunks",
+            f"options.chunk_size {options.chunk_size} cuts the dataset's {samples} samples into "
+            f"{math.ceil(samples / options.chunk_size)} chunks, more than the {MAX_CHUNKS} a job "
+            f"may have: use at least {fewest}",
+            detail={"limit": MAX_CHUNKS, "smallest_chunk_size": fewest},
+        )
+    return options.chunk_size

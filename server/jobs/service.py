@@ -43,7 +43,7 @@ from ..storage.types import utcnow
 from . import queue
 from .booked import BookedDevices
 from .evaluate import counted_layers, job_config
-from .limits import check_sample_limits
+from .limits import check_sample_limits, chunk_size
 from .results import columns, npz_bytes
 from .runner import JobRunner
 
@@ -122,6 +122,7 @@ class JobService:
             options = options.model_copy(update={"devices": device_ids})
         dataset = await self.datasets.with_figures(dataset)
         check_sample_limits(options, run_config, dataset)
+        size = chunk_size(options, dataset.samples)
         config_sha = await anyio.to_thread.run_sync(
             lambda: self.store.put(run_config.model_dump_json().encode())
         )
@@ -165,7 +166,6 @@ class JobService:
             session.add(job)
             session.flush()
             devices = options.devices
-            size = options.chunk_size or min(max(math.ceil(dataset.samples / 16), 1), 500)
             session.add_all(
                 JobChunk(
                     job_id=job.id,

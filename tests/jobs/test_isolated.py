@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specklab.server.datasets.formats import DatasetError
+from specklab.server.datasets.formats import MAX_SAMPLES, DatasetError
 from specklab.server.datasets.isolated import ParseLimits, read_isolated
 
 
@@ -35,3 +35,25 @@ def test_a_parser_out_of_wall_clock_time_is_killed(upload: Path) -> None:
     limits = ParseLimits(max_events=100, max_unpacked_bytes=10**6, timeout_seconds=0.01)
     with pytest.raises(DatasetError, match="took longer than"):
         read_isolated(upload, limits)
+
+
+def test_a_dataset_of_more_samples_than_a_job_may_store_is_refused(tmp_path: Path) -> None:
+    # Empty samples cost the upload nearly nothing and every job a result row each.
+    path = tmp_path / "many.npz"
+    events = np.zeros(0, [("x", "<i4"), ("y", "<i4"), ("p", "<i4"), ("t", "<i8")])
+    np.savez_compressed(
+        path,
+        events=events,
+        offsets=np.zeros(MAX_SAMPLES + 2, np.int64),
+        labels=np.zeros(MAX_SAMPLES + 1, np.int8),
+    )
+    limits = ParseLimits(max_events=50_000_000, max_unpacked_bytes=10**9)
+    with pytest.raises(DatasetError, match=f"1000001 samples, more than {MAX_SAMPLES}"):
+        read_isolated(path, limits)
+    np.savez_compressed(
+        path,
+        events=events,
+        offsets=np.zeros(MAX_SAMPLES + 1, np.int64),
+        labels=np.zeros(MAX_SAMPLES, np.int8),
+    )
+    assert len(read_isolated(path, limits)[1].labels) == MAX_SAMPLES

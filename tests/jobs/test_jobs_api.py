@@ -210,6 +210,27 @@ def test_a_dataset_of_samples_longer_than_a_minute_needs_a_duration(
     assert job["state"] == "done", job
 
 
+def test_a_chunk_size_that_cuts_a_dataset_into_over_10000_chunks_is_refused(
+    shared_lab: Lab, owner: dict
+) -> None:
+    events = np.zeros(0, [("x", "<u2"), ("y", "<u2"), ("p", "u1"), ("t", "<u8")])
+    data = io.BytesIO()
+    np.savez_compressed(
+        data, events=events, offsets=np.zeros(10_002, int), labels=np.zeros(10_001, int)
+    )
+    dataset = shared_lab.client.post(
+        "/v1/datasets",
+        files={"file": ("empty.npz", data.getvalue())},
+        headers=bearer(owner["token"]),
+    ).json()
+    body = {"model_id": owner["model"], "dataset_id": dataset["id"], "options": {"chunk_size": 1}}
+    before = shared_lab.client.get("/v1/jobs", headers=bearer(owner["token"])).json()
+    response = shared_lab.client.post("/v1/jobs", json=body, headers=bearer(owner["token"]))
+    assert response.status_code == 422 and response.json()["code"] == "too_many_chunks"
+    assert "use at least 2" in response.json()["message"]
+    assert shared_lab.client.get("/v1/jobs", headers=bearer(owner["token"])).json() == before
+
+
 def test_others_do_not_see_a_users_jobs(shared_lab: Lab, owner: dict[str, Any]) -> None:
     job = submit(shared_lab, owner, chunk_size=24).json()
     _, stranger = shared_lab.add_user("kim")

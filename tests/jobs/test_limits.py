@@ -7,7 +7,12 @@ import pytest
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.errors import DomainError
 from specklab.schemas.jobs import JobOptions
-from specklab.server.jobs.limits import MAX_SAMPLE_EVENTS, check_sample_limits
+from specklab.server.jobs.limits import (
+    MAX_CHUNKS,
+    MAX_SAMPLE_EVENTS,
+    check_sample_limits,
+    chunk_size,
+)
 from specklab.server.storage.tables import DatasetRecord
 
 
@@ -33,3 +38,21 @@ def test_slow_clock_ticks_count_only_with_a_slow_clock() -> None:
     check_sample_limits(
         JobOptions(duration_us=1_000_000), ChipConfig(chip="speck2f", slow_clock_hz=1e6), long
     )
+
+
+@pytest.mark.parametrize(
+    ("samples", "size"), [(1, 1), (16, 1), (17, 2), (1000, 63), (8000, 500), (1_000_000, 500)]
+)
+def test_the_default_chunk_is_a_sixteenth_of_the_dataset_up_to_500_samples(
+    samples: int, size: int
+) -> None:
+    assert chunk_size(JobOptions(), samples) == size
+
+
+def test_a_chunk_size_cutting_a_dataset_into_too_many_chunks_is_refused() -> None:
+    assert chunk_size(JobOptions(chunk_size=1), MAX_CHUNKS) == 1
+    assert chunk_size(JobOptions(chunk_size=7), 70_000) == 7
+    with pytest.raises(DomainError, match="10001 chunks, more than the 10000") as caught:
+        chunk_size(JobOptions(chunk_size=1), MAX_CHUNKS + 1)
+    assert (caught.value.status, caught.value.code) == (422, "too_many_chunks")
+    assert caught.value.body.detail == {"limit": MAX_CHUNKS, "smallest_chunk_size": 2}
