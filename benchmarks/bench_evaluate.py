@@ -218,6 +218,10 @@ def main() -> None:
         # The last 1-worker job's summed sample time against its wall time: what the job
         # adds around the samples (the rest of the overhead is in the samples themselves).
         "job_1_worker_busy": one_summary["sample_time_s"] / one_summary["wall_time_s"],
+        # The same for the last all-workers job, per worker: below 1 by the time workers
+        # waited (for a claim, at the job's tail for the slowest worker).
+        "job_all_workers_busy": every_summary["sample_time_s"]
+        / (workers * every_summary["wall_time_s"]),
         "seconds_per_round": {name: [round(t, 4) for t in ts] for name, ts in times.items()},
         "load_average": os.getloadavg()[0],
     }
