@@ -28,6 +28,8 @@ class DatasetInfo(BaseModel):
     longest_sample_us: int = 0
     #: The most events one sample holds.
     largest_sample_events: int = 0
+    #: What it takes on the daemon's disk, and counts against your dataset quota: the upload
+    #: and its canonical form (uncompressed), or the canonical form of recordings.
     size_bytes: int
     created_at: datetime
 

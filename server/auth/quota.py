@@ -35,7 +35,7 @@ def check_quota(
         raise DomainError(
             413,
             "quota_exceeded",
-            f"{user.name}'s {what} hold {used} bytes of a quota of {quota}; this upload of "
-            f"{size} bytes does not fit (delete {what} to make room)",
+            f"{user.name}'s {what} hold {used} bytes of a quota of {quota}; this upload, "
+            f"{size} bytes as stored, does not fit (delete {what} to make room)",
             detail={"quota_bytes": quota, "used_bytes": used, "upload_bytes": size},
         )

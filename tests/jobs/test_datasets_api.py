@@ -206,18 +206,34 @@ def test_a_zip_bomb_is_refused_from_its_directory(shared_lab: Lab) -> None:
 
 def test_datasets_count_against_their_own_quota(shared_lab: Lab) -> None:
     _, token = shared_lab.add_user("ivy")
-    sizes = []
-    for seed in range(4):
-        ev = events(3000, seed)
-        data = npz(events=ev, offsets=np.array([0, 3000]), labels=np.array([0]))
-        sizes.append(len(data))
+    used = 0
+    for seed in range(8):
+        ev = events(1000, seed)
+        data = npz(events=ev, offsets=np.array([0, 1000]), labels=np.array([0]))
         response = upload(shared_lab, token, data)
-        if sum(sizes) > 150_000:
-            assert response.status_code == 413 and response.json()["code"] == "quota_exceeded"
+        if response.status_code == 413:
+            error = response.json()
+            assert error["code"] == "quota_exceeded"
+            assert error["detail"]["used_bytes"] == used
+            assert used + error["detail"]["upload_bytes"] > 150_000
             break
         assert response.status_code == 201, response.text
+        # The upload and the canonical form jobs read: both are kept.
+        assert response.json()["size_bytes"] > len(data) + 1000 * DVS_DTYPE.itemsize
+        used += response.json()["size_bytes"]
     else:
         pytest.fail("the quota never filled")
+
+
+def test_a_small_compressed_upload_counts_at_what_it_takes_on_disk(shared_lab: Lab) -> None:
+    _, token = shared_lab.add_user("zip")
+    buffer = io.BytesIO()
+    many = np.zeros(4000, EVENT)  # compresses to almost nothing
+    np.savez_compressed(buffer, events=many, offsets=np.array([0, 4000]), labels=np.array([0]))
+    assert len(buffer.getvalue()) < 2000
+    response = upload(shared_lab, token, buffer.getvalue())
+    assert response.status_code == 201, response.text
+    assert response.json()["size_bytes"] >= 4000 * DVS_DTYPE.itemsize
 
 
 def test_observers_cannot_upload(shared_lab: Lab) -> None:
