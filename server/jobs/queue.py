@@ -166,13 +166,23 @@ _UNDONE = select(func.count()).where(JobChunk.job_id == bindparam("job_id"), Job
 
 
 def claim(
-    session: Session, host: str, lease_s: float, device: str | None = None, workers: int = 1
+    session: Session,
+    host: str,
+    lease_s: float,
+    device: str | None = None,
+    workers: int = 1,
+    *,
+    ahead: bool = False,
 ) -> Claim | None:
     """Take the fairest queued chunk for ``host``'s ``workers`` (or ``device``), or None when
     nothing is queued for them. For the workers, when the job's samples so far say the chunk
     is quick, the job's next queued chunks come with it: up to ``CLAIM_TARGET_S`` of work, and
     at most a share of what is left, so that the job's last chunks still spread: each worker
-    holds two claims (the one it runs and the one sent ahead), so 1/(2 ``workers``)."""
+    holds two claims (the one it runs and the one sent ahead), so 1/(2 ``workers``).
+
+    ``ahead``: a claim to send to a worker ahead of its running one, which the workers decline
+    (None) for a job's last ``workers`` chunks: those go to whichever worker is free first, so
+    that no worker waits at the job's end for another's queue of two."""
     if device is None:
         query, params = _FAIREST_FOR_WORKERS, {}
     else:
@@ -184,18 +194,23 @@ def claim(
         return None
     chunk_id, job_id, user_id, start, stop, config, dataset, options, done, time_s = row
     chunk_ids, bounds = [chunk_id], [start, stop]
-    if device is None and done and time_s > 0:
+    quick = done and time_s > 0
+    if device is None and (quick or ahead):
         following = db.execute(_NEXT_OF_JOB, {"job_id": job_id, "after": stop}).all()
-        wanted = min(
-            math.ceil(CLAIM_TARGET_S / (time_s / done * (stop - start))),
-            math.ceil((len(following) + 1) / (2 * max(workers, 1))),
-            CLAIM_MAX_CHUNKS,
-        )
-        for next_id, next_start, next_stop in following[: wanted - 1]:
-            if next_start != bounds[-1]:
-                break
-            chunk_ids.append(next_id)
-            bounds.append(next_stop)
+        if ahead and len(following) < min(workers, CLAIM_MAX_CHUNKS * 2):
+            session.commit()
+            return None
+        if quick:
+            wanted = min(
+                math.ceil(CLAIM_TARGET_S / (time_s / done * (stop - start))),
+                math.ceil((len(following) + 1) / (2 * max(workers, 1))),
+                CLAIM_MAX_CHUNKS,
+            )
+            for next_id, next_start, next_stop in following[: wanted - 1]:
+                if next_start != bounds[-1]:
+                    break
+                chunk_ids.append(next_id)
+                bounds.append(next_stop)
     now = utcnow()
     taken = {"chunk_ids": chunk_ids, "host": host, "lease_end": now + timedelta(seconds=lease_s)}
     db.execute(_TAKE, taken)

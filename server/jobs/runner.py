@@ -175,7 +175,7 @@ class JobRunner:
                     anyio.to_thread.run_sync(self.pool.run, slot, task, abandon_on_cancel=False)
                 )
                 if not self._stopping:
-                    running.following = await self._claim_quietly()
+                    running.following = await self._claim_ahead()
                     self._send_ahead(slot, running)
                 try:
                     outcome: list[dict[str, Any]] | Exception = await work
@@ -215,8 +215,10 @@ class JobRunner:
         if task is not None and isinstance(self.pool, Pipelined):
             self.pool.withdraw(slot, task)
 
-    def _claim(self, session: Session) -> queue.Claim | None:
-        return queue.claim(session, self.host, self.lease_s, self.device, self.pool.size)
+    def _claim(self, session: Session, *, ahead: bool = False) -> queue.Claim | None:
+        return queue.claim(
+            session, self.host, self.lease_s, self.device, self.pool.size, ahead=ahead
+        )
 
     def _task(self, claim: queue.Claim) -> ChunkTask:
         return ChunkTask(
@@ -228,9 +230,9 @@ class JobRunner:
             user_id=claim.user_id,
         )
 
-    async def _claim_quietly(self) -> queue.Claim | None:
+    async def _claim_ahead(self) -> queue.Claim | None:
         try:
-            return await self.db.run(self._claim, write=True)
+            return await self.db.run(lambda s: self._claim(s, ahead=True), write=True)
         except Exception:  # the database briefly away: the loop claims again later
             log.exception("claiming a job chunk failed")
             return None

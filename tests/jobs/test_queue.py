@@ -174,9 +174,11 @@ def test_a_chunk_finishing_after_its_job_ended_stores_nothing(db: Database) -> N
         assert queue.rows_of(session, job_id) == []
 
 
-def workers_claim(db: Database, workers: int, host: str = "a") -> queue.Claim | None:
+def workers_claim(
+    db: Database, workers: int, host: str = "a", *, ahead: bool = False
+) -> queue.Claim | None:
     with db.write_session() as session:
-        return queue.claim(session, host, LEASE_S, workers=workers)
+        return queue.claim(session, host, LEASE_S, workers=workers, ahead=ahead)
 
 
 def finish_rows(db: Database, taken: queue.Claim, time_s: float, host: str = "a") -> None:
@@ -210,6 +212,28 @@ def test_quick_samples_are_claimed_many_chunks_at_a_time_and_stored_per_chunk(
             select(func.count()).where(JobChunk.job_id == job_id, JobChunk.state == queue.DONE)
         )
         assert done == 6  # every chunk keeps its own rows: a restart resumes per chunk
+
+
+def test_a_jobs_last_chunks_are_not_claimed_ahead_but_left_to_the_first_free_worker(
+    db: Database,
+) -> None:
+    job_id = add_job(db, "ann", 5)
+    # Three workers: a claim ahead of a running chunk must leave three chunks behind it.
+    for start in (0, 1):
+        ahead = workers_claim(db, workers=3, ahead=True)
+        assert ahead is not None and ahead.bounds == (start, start + 1)
+    assert workers_claim(db, workers=3, ahead=True) is None  # chunk 2: two follow it
+    with db.session() as session:
+        states = session.scalars(
+            select(JobChunk.state).where(JobChunk.job_id == job_id).order_by(JobChunk.start)
+        ).all()
+        assert states == [queue.RUNNING] * 2 + [queue.QUEUED] * 3  # the declined one waits
+    taken = [workers_claim(db, workers=3) for _ in range(3)]
+    assert [t.bounds if t else None for t in taken] == [(2, 3), (3, 4), (4, 5)]
+    # One worker: its job's last chunk is not claimed ahead either.
+    add_job(db, "bob", 1)
+    assert workers_claim(db, workers=1, ahead=True) is None
+    assert workers_claim(db, workers=1) is not None
 
 
 def test_a_claim_holds_at_most_claim_max_chunks(db: Database) -> None:
