@@ -144,6 +144,7 @@ class DatasetService:
                 if upload is not None:
                     upload.commit()
                 self.store.put(canonical, SAMPLES, digest=digest)
+                self.store.share(session, digest, SAMPLES)
                 session.add(record)
                 session.commit()
 
@@ -224,6 +225,8 @@ class DatasetService:
                 )
             )
             if still_used is None:
+                self.store.unshare(session, digest, SAMPLES)
+                session.commit()
                 self.store.delete(digest)
                 self.store.delete(digest, SAMPLES)
 

@@ -15,6 +15,7 @@ from ..datasets.service import SAMPLES, DatasetLimits, DatasetService
 from ..settings import Settings
 from ..storage import Database
 from ..storage.blobs import BlobStore
+from ..storage.lab_blobs import LabBlobs
 from .booked import BookedDevices
 from .pool import EvaluationPool
 from .runner import JobRunner
@@ -29,8 +30,9 @@ def worker_count(setting: int) -> int:
 @asynccontextmanager
 async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     db: Database = app.state.db
+    # Any host of a lab may run a job's chunks: both stores have the lab's copy.
     datasets = DatasetService(
-        BlobStore(settings.data_dir / "datasets"),
+        BlobStore(settings.data_dir / "datasets", LabBlobs.for_lab(db, "datasets")),
         db,
         DatasetLimits(
             max_upload_bytes=settings.max_dataset_bytes,
@@ -38,12 +40,12 @@ async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             quota_bytes=settings.dataset_quota_bytes,
         ),
     )
-    configs = BlobStore(settings.data_dir / "jobs")
+    configs = BlobStore(settings.data_dir / "jobs", LabBlobs.for_lab(db, "jobs"))
     pool = EvaluationPool(worker_count(settings.job_workers))
     paths: dict[str, Any] = {
         "host": settings.host_name,
-        "config_path": configs.path,
-        "dataset_path": lambda digest: datasets.store.path(digest, SAMPLES),
+        "config_path": configs.local_path,
+        "dataset_path": lambda digest: datasets.store.local_path(digest, SAMPLES),
         "lease_s": settings.job_lease_s,
     }
     runner = JobRunner(db, pool, **paths)

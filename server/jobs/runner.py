@@ -73,6 +73,8 @@ class JobRunner:
     pool: Executor
     _: KW_ONLY
     host: str
+    #: Where a job's configuration and dataset are on this host, by their sha256: fetched
+    #: from the lab's copy when they are not (blocking).
     config_path: Callable[[str], Path]
     dataset_path: Callable[[str], Path]
     lease_s: float
@@ -216,9 +218,15 @@ class JobRunner:
             self.pool.withdraw(slot, task)
 
     def _claim(self, session: Session, *, ahead: bool = False) -> queue.Claim | None:
-        return queue.claim(
+        claim = queue.claim(
             session, self.host, self.lease_s, self.device, self.pool.size, ahead=ahead
         )
+        if claim is not None:
+            # A job submitted through another host of the lab: its files come from the lab's
+            # copy, here in the claim's thread rather than on the event loop.
+            self.config_path(claim.config_sha256)
+            self.dataset_path(claim.dataset_sha256)
+        return claim
 
     def _task(self, claim: queue.Claim) -> ChunkTask:
         return ChunkTask(

@@ -165,6 +165,7 @@ class JobService:
             )
             session.add(job)
             session.flush()
+            self.store.share(session, config_sha)
             devices = options.devices
             session.add_all(
                 JobChunk(
