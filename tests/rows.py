@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, TypeVar
 
+from sqlalchemy.orm import Session
+
+from specklab.server.jobs import queue
 from specklab.server.storage.tables import DatasetRecord, JobRecord, ModelRecord, RecordingRecord
 
 T = TypeVar("T", ModelRecord, RecordingRecord, DatasetRecord, JobRecord)
@@ -68,3 +72,8 @@ def queued_job_row(user_id: int, samples: int, **columns: Any) -> JobRecord:
         sample_time_s=0.0,
         **columns,
     )
+
+
+def stored_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """A job's per-sample rows stored so far, in sample order."""
+    return list(chain.from_iterable(queue.chunk_rows(session, job_id)))

@@ -13,6 +13,7 @@ chunks. Every function takes a write session and commits.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -384,11 +385,12 @@ def end_job(session: Session, job: JobRecord, state: JobState, error: str | None
     )
 
 
-def rows_of(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """The job's per-sample rows, in sample order."""
+def chunk_rows(session: Session, job_id: int) -> Iterator[list[dict[str, Any]]]:
+    """The job's per-sample rows, a finished chunk's at a time, in sample order."""
     results = session.scalars(
         select(JobChunk.result)
         .where(JobChunk.job_id == job_id, JobChunk.state == DONE)
         .order_by(JobChunk.start)
+        .execution_options(yield_per=16)
     )
-    return [row for result in results for row in result["rows"]]
+    return (result["rows"] for result in results)

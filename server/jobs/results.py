@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,14 +14,26 @@ from .evaluate import NONE
 COLUMNS = ("index", "label", "prediction", "latency_us", "counts", "spikes", "synops", "time_s")
 
 
-def columns(rows: list[dict[str, Any]], layers: int) -> dict[str, np.ndarray]:
-    """The rows as arrays, one per column."""
+def columns(chunks: Iterable[list[dict[str, Any]]], layers: int) -> dict[str, np.ndarray]:
+    """Rows, given chunk by chunk in sample order, as arrays, one per column. A chunk's rows
+    become arrays before the next is read: a large job's rows as Python objects would take
+    gigabytes."""
+    parts = [_chunk_columns(rows, layers) for rows in chunks]
+    if not parts:
+        parts = [_chunk_columns([], layers)]
+    width = max(part["counts"].shape[1] for part in parts)
+    for part in parts:
+        part["counts"] = np.pad(part["counts"], ((0, 0), (0, width - part["counts"].shape[1])))
+    table = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return {"index": np.arange(len(table["label"]), dtype=np.int64), **table}
+
+
+def _chunk_columns(rows: list[dict[str, Any]], layers: int) -> dict[str, np.ndarray]:
     width = max((len(row["counts"]) for row in rows), default=0)
     counts = np.zeros((len(rows), width), np.int64)
     for i, row in enumerate(rows):
         counts[i, : len(row["counts"])] = row["counts"]
     return {
-        "index": np.arange(len(rows), dtype=np.int64),
         "label": np.array([row["label"] for row in rows], np.int64),
         "prediction": np.array([row["prediction"] for row in rows], np.int64),
         "latency_us": np.array([row["latency_us"] for row in rows], np.int64),

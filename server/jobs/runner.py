@@ -25,7 +25,7 @@ from ..storage import Database
 from ..storage.types import utcnow
 from . import queue
 from .pool import ChunkCancelled, ChunkFailed, ChunkTask
-from .results import columns, summarize
+from .results import columns, npz_bytes, summarize
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,8 @@ def _finish(
     job = queue.finish(session, claim, host, rows)
     if job is None:
         return
-    table = columns(queue.rows_of(session, job.id), len(job.layers))
+    table = columns(queue.chunk_rows(session, job.id), len(job.layers))
+    job.samples_npz = npz_bytes(table)
     summary = summarize(table, 0)
     started = job.started_at or job.created_at
     summary["wall_time_s"] = (ended - started) / timedelta(seconds=1)

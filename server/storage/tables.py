@@ -254,6 +254,10 @@ class JobRecord(_UsersRow, Base):
     #: Seconds of sample runs summed over finished chunks.
     sample_time_s: Mapped[float] = mapped_column(Float, default=0.0)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The per-sample columns as the ``.npz`` users download, made once with the summary
+    #: (building it from a large job's rows costs seconds and a gigabyte); loaded only when
+    #: read. None: a job finished before migration 0010, or not done.
+    samples_npz: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -14,7 +14,7 @@ from specklab.server.storage import Database
 from specklab.server.storage.tables import Booking, BookingState, JobChunk, JobRecord, User
 from specklab.server.storage.types import utcnow
 
-from ..rows import queued_job_row
+from ..rows import queued_job_row, stored_rows
 
 LEASE_S = 30.0
 DEVICES = ["virtual-speck2fdevkit:0@h", "virtual-speck2fdevkit:1@h", "virtual-speck2fdevkit:2@h"]
@@ -127,7 +127,7 @@ def test_a_running_chunk_and_the_queued_ones_go_to_the_next_device_still_booked(
     job = job_row(db, job_id)
     assert (job.state, job.samples_done) == (JobState.DONE, 6)
     with db.session() as session:
-        assert [row["label"] for row in queue.rows_of(session, job_id)] == [0] * 6
+        assert [row["label"] for row in stored_rows(session, job_id)] == [0] * 6
 
 
 def test_the_hand_over_wraps_around_the_job_s_devices(db: Database) -> None:

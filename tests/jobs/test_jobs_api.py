@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from specklab.schemas.jobs import JobOptions
 from specklab.server.jobs.evaluate import Plan, job_config, run_samples
 from specklab.server.simulator import ChipSimulator
+from specklab.server.storage.tables import JobChunk
 
 from ..lab_client import Lab, bearer, running_lab
 from .digits import Digits, digits_job_inputs, leaky, npz_upload, upload_bytes
@@ -103,6 +105,12 @@ def test_a_job_finds_what_running_the_samples_directly_finds(
     columns = np.load(io.BytesIO(download.content), allow_pickle=False)
     for name in ("label", "prediction", "latency_us", "counts", "spikes", "synops"):
         assert columns[name].tolist() == [row[name] for row in expected], name
+    # Made once, when the job finished: downloads do not build it from the rows again.
+    with shared_lab.db.write_session() as session:
+        session.execute(update(JobChunk).where(JobChunk.job_id == job["id"]).values(result=None))
+        session.commit()
+    again = shared_lab.client.get(f"/v1/jobs/{job['id']}/samples", headers=bearer(owner["token"]))
+    assert again.status_code == 200 and again.content == download.content
 
     summary = shared_lab.client.get(
         f"/v1/jobs/{job['id']}/summary", headers=bearer(owner["token"])

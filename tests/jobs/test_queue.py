@@ -13,7 +13,7 @@ from specklab.server.storage import Database
 from specklab.server.storage.tables import JobChunk, JobRecord, User
 from specklab.server.storage.types import utcnow
 
-from ..rows import queued_job_row
+from ..rows import queued_job_row, stored_rows
 
 LEASE_S = 30.0
 
@@ -107,7 +107,10 @@ def test_the_last_finished_chunk_completes_the_job(db: Database) -> None:
         assert (job.samples_done, job.sample_time_s) == (2, pytest.approx(0.75))
         session.commit()
     with db.session() as session:
-        assert [r["time_s"] for r in queue.rows_of(session, job_id)] == [0.25, 0.5]
+        assert [r["time_s"] for r in stored_rows(session, job_id)] == [
+            0.25,
+            0.5,
+        ]
 
 
 def test_cancelling_a_job_stops_its_running_chunks_and_queues_nothing_more(db: Database) -> None:
@@ -171,7 +174,7 @@ def test_a_chunk_finishing_after_its_job_ended_stores_nothing(db: Database) -> N
         assert chunk is not None and job is not None
         assert (chunk.state, chunk.result, chunk.host_name) == (queue.CANCELLED, None, None)
         assert (job.samples_done, job.sample_time_s) == (0, 0.0)
-        assert queue.rows_of(session, job_id) == []
+        assert stored_rows(session, job_id) == []
 
 
 def workers_claim(
@@ -205,7 +208,7 @@ def test_quick_samples_are_claimed_many_chunks_at_a_time_and_stored_per_chunk(
     finish_rows(db, third, time_s=0.01)
     finish_rows(db, second, time_s=0.01)
     with db.session() as session:
-        assert [r["label"] for r in queue.rows_of(session, job_id)] == list(range(6))
+        assert [r["label"] for r in stored_rows(session, job_id)] == list(range(6))
         job = session.get(JobRecord, job_id)
         assert job is not None and job.samples_done == 6
         done = session.scalar(
@@ -298,7 +301,13 @@ def test_a_merged_claim_is_released_renewed_and_finished_chunk_by_chunk(db: Data
         assert lost == {again.chunk_ids[1]}
     finish_rows(db, again, time_s=0.001)
     with db.session() as session:
-        assert [r["label"] for r in queue.rows_of(session, job_id)] == [0, 1, 3, 4, 5]
+        assert [r["label"] for r in stored_rows(session, job_id)] == [
+            0,
+            1,
+            3,
+            4,
+            5,
+        ]
         job = session.get(JobRecord, job_id)
         assert job is not None and (job.samples_done, job.state) == (5, JobState.RUNNING)
         states = session.scalars(
