@@ -14,9 +14,11 @@ window; window k - 1's outputs are then merged in the single loop's order. Nothi
 the threads' timing.
 
 Where to cut (how many of the cores, in topological order, make the upstream stage) starts
-from ``stages.estimated_cut`` and moves by measurement: after a step the stage that took more
-CPU time per input event gives a core to the other, until the balance tips, and the best cut
-measured is kept for the simulator's later runs. Moving the cut drains the pipeline first.
+from ``stages.estimated_cut`` and moves by measurement: the stage that took more CPU time per
+input event in a step gives a core to the other, until the balance tips, and the best cut
+measured is kept for later runs of the same chip in this process (``_LEARNED_CUTS``). Moving
+the cut drains the pipeline first; the first step with both stages after a (re)start, slowed
+by fresh buffers and caches, is not measured.
 
 The runaway guard counts an input event's whole cascade, across both stages: each stage counts
 its share and the downstream stage resumes the upstream count, so a stage reaching the limit
@@ -28,6 +30,7 @@ would have left it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +52,11 @@ Part = tuple[np.ndarray, np.ndarray, np.ndarray]
 _MIN_BUFFER = 1024
 #: Stages whose CPU times per input event are within this ratio are balanced enough.
 BALANCED = 1.1
+#: The cut settled on for a chip (by the digest of its packed arrays), for the next simulator
+#: of the same chip: the daemon makes one per job or device session, and each would otherwise
+#: explore again. Bounded: oldest entries go first.
+_LEARNED_CUTS: dict[bytes, int] = {}
+_MAX_LEARNED_CUTS = 256
 
 
 class Snapshot:
@@ -123,8 +131,12 @@ class TwoStages:
         self._downstream_cost: float | None = None
         #: The slower stage's seconds per input event at each cut tried.
         self._measured: dict[int, float] = {}
-        self._settled = False
-        self._set_cut(estimated_cut(packed, order))
+        #: Steps with both stages since the last (re)start.
+        self._steps_since_start = 0
+        self._chip_digest = _digest(packed)
+        learned = _LEARNED_CUTS.get(self._chip_digest)
+        self._settled = learned is not None
+        self._set_cut(learned if learned is not None else estimated_cut(packed, order))
 
     @property
     def cut(self) -> int:
@@ -181,6 +193,9 @@ class TwoStages:
         self._upstream_cost = self._downstream_cost = None
         if self._settled or up is None or down is None:
             return None
+        self._steps_since_start += 1
+        if self._steps_since_start == 1:
+            return None  # warming up
         self._measured[self._cut] = max(up, down)
         toward = self._cut - 1 if up > down else self._cut + 1
         unbalanced = max(up, down) > BALANCED * min(up, down)
@@ -188,6 +203,9 @@ class TwoStages:
             return toward
         self._settled = True
         best = min(self._measured, key=self._measured.__getitem__)
+        if len(_LEARNED_CUTS) >= _MAX_LEARNED_CUTS:
+            del _LEARNED_CUTS[next(iter(_LEARNED_CUTS))]
+        _LEARNED_CUTS[self._chip_digest] = best
         return best if best != self._cut else None
 
     def _step(
@@ -302,6 +320,7 @@ class TwoStages:
 
     def _start(self) -> None:
         """The downstream stage's state from the whole chip's."""
+        self._steps_since_start = 0
         Snapshot(self._state).restore(self._downstream)
         self._downstream.dyn[kernel.DROPPED_RANGE] = 0
         self._downstream.dyn[kernel.DROPPED_OVERFLOW] = 0
@@ -330,3 +349,12 @@ def _overflowed(before: Snapshot, state: kernel.State) -> bool:
 def _per_event(seconds: float, window: Window) -> float | None:
     events = window[0].size + window[1].size
     return seconds / events if events else None
+
+
+def _digest(packed: PackedChip) -> bytes:
+    """What identifies a chip's configuration (its packed arrays and clock)."""
+    digest = hashlib.sha256(repr(packed.tick_period_us).encode())
+    for array in (packed.cores, packed.dvs, packed.readout, packed.weights, packed.biases):
+        digest.update(array.tobytes())
+    digest.update(packed.initial_states.tobytes())
+    return digest.digest()
