@@ -57,6 +57,11 @@ BALANCED = 1.1
 #: explore again. Bounded: oldest entries go first.
 _LEARNED_CUTS: dict[bytes, int] = {}
 _MAX_LEARNED_CUTS = 256
+#: A step that took at least this share of its two stages' CPU seconds in wall time ran them
+#: one after the other: the second CPU was busy with other work. After SERIAL_STEPS such steps
+#: in a row the run goes on on one thread, which then wastes nothing on the pipeline.
+SERIAL = 0.9
+SERIAL_STEPS = 3
 
 
 class Snapshot:
@@ -126,9 +131,12 @@ class TwoStages:
         self._order = order
         self._downstream = kernel.State(*(array.copy() for array in state))
         self._queue_size = _MIN_BUFFER
-        #: CPU seconds per input event of each stage in the last step (None: not measured).
+        #: CPU seconds of each stage in the last step, and per input event (None: not measured).
+        self._upstream_seconds = self._downstream_seconds = 0.0
         self._upstream_cost: float | None = None
         self._downstream_cost: float | None = None
+        #: Steps in a row whose two stages did not overlap (see SERIAL).
+        self._serial_steps = 0
         #: The slower stage's seconds per input event at each cut tried.
         self._measured: dict[int, float] = {}
         #: Steps with both stages since the last (re)start.
@@ -164,9 +172,12 @@ class TwoStages:
 
         ``single`` runs a window on one thread; ``fit`` gets each step's seconds; ``stopped``
         is asked before each window: when it says so, the windows begun are finished and this
-        returns True (False: all windows ran).
+        returns True. Else it returns False, all windows run or, when the two stages did not
+        run at the same time (no second CPU free, see SERIAL), the rest of ``windows`` left to
+        the caller to run on one thread.
         """
         self._start()
+        self._serial_steps = 0
         pending: _Upstream | None = None
         halted = False
         try:
@@ -182,6 +193,8 @@ class TwoStages:
                     self._fold()
                     self._set_cut(better)
                     self._start()
+                if self._serial_steps == SERIAL_STEPS:
+                    break
             self._step(None, pending, single, take, fit)
         finally:
             self._fold()
@@ -221,8 +234,12 @@ class TwoStages:
         downstream_before = Snapshot(self._downstream)
         started = time.perf_counter()
         upstream, downstream = self._concurrently(window, pending, upstream_before)
+        elapsed = time.perf_counter() - started
         if window is not None:
-            fit(time.perf_counter() - started)
+            fit(elapsed)
+        if upstream is not None and downstream is not None:
+            both = self._upstream_seconds + self._downstream_seconds
+            self._serial_steps = self._serial_steps + 1 if elapsed >= SERIAL * both else 0
         if pending is not None and downstream is not None:
             if _overflowed(downstream_before, self._downstream):
                 pending.before.restore(self._state)
@@ -293,7 +310,8 @@ class TwoStages:
             np.empty(self._queue_size, kernel.QUEUE_DTYPE),
         )
         self._queue_size = max(self._queue_size, int(queue.size))
-        self._upstream_cost = _per_event(time.thread_time() - started, window)
+        self._upstream_seconds = time.thread_time() - started
+        self._upstream_cost = _per_event(self._upstream_seconds, window)
         return _Upstream(window, before, out[:nout], dvs_out[:ndvs], ro_out[:nro], queue[:queued])
 
     def _run_downstream(self, upstream: _Upstream) -> _Downstream:
@@ -306,7 +324,8 @@ class TwoStages:
             np.empty(_MIN_BUFFER, SPIKE_DTYPE),
             np.empty(_MIN_BUFFER, READOUT_DTYPE),
         )
-        self._downstream_cost = _per_event(time.thread_time() - started, upstream.window)
+        self._downstream_seconds = time.thread_time() - started
+        self._downstream_cost = _per_event(self._downstream_seconds, upstream.window)
         return _Downstream(out[:nout], ro_out[:nro])
 
     def _merged(self, upstream: _Upstream, downstream: _Downstream) -> Part:

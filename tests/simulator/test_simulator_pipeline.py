@@ -4,13 +4,14 @@ membrane and counter equal, whatever the cut and the windows (compiled calls) ar
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
 
 from specklab.schemas import chipconfig
 from specklab.schemas.events import DVS_DTYPE, SPIKE_DTYPE, spikes
-from specklab.server.simulator import ChipSimulator, SimOutput, engine
+from specklab.server.simulator import ChipSimulator, SimOutput, engine, pipeline
 from specklab.server.simulator.engine import Cancelled, OutputLimit
 from specklab.server.simulator.pipeline import interleaved
 from specklab.server.simulator.stages import topological_order
@@ -242,6 +243,25 @@ def test_a_cancelled_run_on_two_threads_leaves_a_whole_chip(small_windows: None)
     one_thread = ChipSimulator(config, pipelined=False)
     one_thread.run(done)
     _assert_same(_chip_now(sim), _chip_now(one_thread))
+
+
+def test_a_run_whose_stages_cannot_overlap_goes_on_on_one_thread(
+    small_windows: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "SERIAL", 0.0)  # every step counts as run one after the other
+    config = _monitor_all(GUIDE_REGIMES["moderate"])
+    inputs = _guide_inputs(config, seed=5, n=400, span_us=4_000)
+    steps = []
+    real_step = pipeline.TwoStages._step
+
+    def counted_step(self: pipeline.TwoStages, *args: Any) -> Any:
+        steps.append(args[0])
+        return real_step(self, *args)
+
+    monkeypatch.setattr(pipeline.TwoStages, "_step", counted_step)
+    _both_paths(config, [(inputs, np.zeros(0, DVS_DTYPE))], end_us=None, cut=2)  # not moving
+    windows = [window for window in steps if window is not None]
+    assert len(windows) == pipeline.SERIAL_STEPS + 1  # then the rest on one thread
 
 
 def test_outputs_interleave_in_queue_order() -> None:
