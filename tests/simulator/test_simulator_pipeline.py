@@ -102,6 +102,37 @@ def test_random_chips_run_the_same_on_two_threads(seed: int, small_windows: None
     _both_paths(config, _halves(spike_in, dvs_in))
 
 
+def _spikes_into(config: chipconfig.ChipConfig, core: int, seed: int, n: int) -> np.ndarray:
+    """Random input spikes straight into ``core`` (a downstream one, for the cut chips)."""
+    rng = np.random.default_rng(seed)
+    shape = config.cnn_layers[core].dimensions.input_shape
+    into = np.zeros(n, SPIKE_DTYPE)
+    into["t"] = np.sort(rng.integers(0, 10_000, n))
+    into["core"] = core
+    into["feature"] = rng.integers(0, shape.feature_count, n)
+    into["y"] = rng.integers(0, shape.size.y, n)
+    into["x"] = rng.integers(0, shape.size.x, n)
+    return into
+
+
+@pytest.mark.parametrize("seed", [s for s in range(60) if len(random_chip(s).cnn_layers) > 1])
+def test_inputs_straight_into_downstream_cores_and_a_reset_run_the_same(
+    seed: int, small_windows: None
+) -> None:
+    config = random_chip(seed)
+    spike_in, dvs_in = random_inputs(config, seed, n=100)
+    for core in config.cnn_layers:
+        spike_in = np.concatenate([spike_in, _spikes_into(config, core, seed + core, 50)])
+    spike_in = spike_in[np.argsort(spike_in["t"], kind="stable")]
+    outcomes = []
+    for pipelined in (False, True):
+        sim = ChipSimulator(config, pipelined=pipelined)
+        first = sim.run(spike_in[::2], dvs_in)
+        sim.reset_states()
+        outcomes.append(_outcome(sim, [first, sim.run(spike_in[1::2]), sim.advance_to(END_US)]))
+    _assert_same(*outcomes)
+
+
 def test_the_random_chips_take_the_two_thread_path(small_windows: None) -> None:
     two_threads = 0
     for seed in range(150):
