@@ -57,10 +57,11 @@ BALANCED = 1.1
 #: explore again. Bounded: oldest entries go first.
 _LEARNED_CUTS: dict[bytes, int] = {}
 _MAX_LEARNED_CUTS = 256
-#: A step that took at least this share of its two stages' CPU seconds in wall time ran them
-#: one after the other: the second CPU was busy with other work. After SERIAL_STEPS such steps
-#: in a row the run goes on on one thread, which then wastes nothing on the pipeline.
-SERIAL = 0.9
+#: A step in which the stages overlapped (their CPU seconds added, less the step's wall time)
+#: for at most this share of the lighter stage's CPU seconds ran them one after the other: the
+#: second CPU was busy with other work. After SERIAL_STEPS such steps in a row the run goes on
+#: on one thread, which then wastes nothing on the pipeline.
+SERIAL_OVERLAP = 0.5
 SERIAL_STEPS = 3
 
 
@@ -121,8 +122,8 @@ class TwoStages:
     """Runs windows of one chip on two threads; see the module's docstring.
 
     ``state`` is the engine's: between runs it holds the whole chip. During a run it holds the
-    upstream cores, the clock and the drop counts so far, and a state of this object's own
-    the downstream cores; :meth:`_fold` puts the latter back.
+    upstream cores, the clock and their drop counts, and this object's own state holds the
+    downstream cores; :meth:`_fold` puts those back.
     """
 
     def __init__(self, packed: PackedChip, state: kernel.State, order: list[int]) -> None:
@@ -135,7 +136,7 @@ class TwoStages:
         self._upstream_seconds = self._downstream_seconds = 0.0
         self._upstream_cost: float | None = None
         self._downstream_cost: float | None = None
-        #: Steps in a row whose two stages did not overlap (see SERIAL).
+        #: Steps in a row whose two stages did not overlap (see SERIAL_OVERLAP).
         self._serial_steps = 0
         #: The slower stage's seconds per input event at each cut tried.
         self._measured: dict[int, float] = {}
@@ -173,8 +174,8 @@ class TwoStages:
         ``single`` runs a window on one thread; ``fit`` gets each step's seconds; ``stopped``
         is asked before each window: when it says so, the windows begun are finished and this
         returns True. Else it returns False, all windows run or, when the two stages did not
-        run at the same time (no second CPU free, see SERIAL), the rest of ``windows`` left to
-        the caller to run on one thread.
+        run at the same time (no second CPU free, see SERIAL_OVERLAP), the rest of ``windows``
+        left to the caller to run on one thread.
         """
         self._start()
         self._serial_steps = 0
@@ -238,8 +239,9 @@ class TwoStages:
         if window is not None:
             fit(elapsed)
         if upstream is not None and downstream is not None:
-            both = self._upstream_seconds + self._downstream_seconds
-            self._serial_steps = self._serial_steps + 1 if elapsed >= SERIAL * both else 0
+            up, down = self._upstream_seconds, self._downstream_seconds
+            serial = up + down - elapsed <= SERIAL_OVERLAP * min(up, down)
+            self._serial_steps = self._serial_steps + 1 if serial else 0
         if pending is not None and downstream is not None:
             if _overflowed(downstream_before, self._downstream):
                 pending.before.restore(self._state)
