@@ -127,7 +127,7 @@ class ChipSimulator:
             if order is not None and len(order) > 1
             else None
         )
-        #: Whether the last call ran on two threads.
+        #: Whether the last call ran on two threads to its end (see ``pipeline``).
         self.last_run_pipelined = False
 
     @property
@@ -276,6 +276,7 @@ class ChipSimulator:
             ):
                 raise Cancelled("the run was cancelled")
             for window in windows:  # what the stages did not run (all, on one thread)
+                self.last_run_pipelined = False
                 if stopped():
                     raise Cancelled("the run was cancelled")
                 started = time.perf_counter()

@@ -30,6 +30,13 @@ def small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "CHUNK_EVENTS", 8)
 
 
+@pytest.fixture
+def no_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs stay on two threads even where the machine's second CPU is busy (see SERIAL_OVERLAP),
+    for the tests that check the path taken, which must not depend on the machine's load."""
+    monkeypatch.setattr(pipeline, "SERIAL_OVERLAP", float("-inf"))
+
+
 def _outcome(sim: ChipSimulator, outputs: list[SimOutput]) -> dict[str, object]:
     """What left the chip in ``outputs``, joined, and the chip as it is now."""
     return {
@@ -133,7 +140,7 @@ def test_inputs_straight_into_downstream_cores_and_a_reset_run_the_same(
     _assert_same(*outcomes)
 
 
-def test_the_random_chips_take_the_two_thread_path(small_windows: None) -> None:
+def test_the_random_chips_take_the_two_thread_path(small_windows: None, no_fall_back: None) -> None:
     two_threads = 0
     for seed in range(150):
         config = random_chip(seed)
@@ -229,7 +236,7 @@ def _fan_out_chain() -> chipconfig.ChipConfig:
 
 @pytest.mark.parametrize("cut", [1, 2, 3])
 def test_a_cascade_past_the_runaway_guard_is_cut_off_as_on_one_thread(
-    cut: int, monkeypatch: pytest.MonkeyPatch
+    cut: int, monkeypatch: pytest.MonkeyPatch, no_fall_back: None
 ) -> None:
     monkeypatch.setattr(engine, "CHUNK_EVENTS", 1)
     inputs = spikes(t=[10, 20, 30], layer=0, feature=0, x=0, y=0)
