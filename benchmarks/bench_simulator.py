@@ -5,9 +5,8 @@ Conv2d(20,32,5)-ReLU-AvgPool2 / Conv2d(32,128,3)-ReLU-AvgPool2 / Flatten / Linea
 Linear(500,10), no bias, input 1x28x28), placed {0:0, 1:3, 2:5, 3:6, 4:1}, last core monitored.
 
 A trained network's activity depends on its data, which random weights do not have, so the
-activity is set on purpose and reported. Two regimes are quantized here by hand the way the
-vendor does (docs/chip.md §5-6: threshold 1, min_v_mem -1, AvgPool -> sum pooling with the
-destination's weights scaled by 1/k^2, one scale per core) from float weights
+activity is set on purpose and reported. Two regimes are quantized by hand the way the
+vendor does (tests/guide_regimes.py) from float weights
 ``N(mean, 1) / sqrt(fan_in)``, the means setting the activity: "moderate" (each layer emits
 about one spike or fewer per input event) and "busy" (about three times as many spikes in the
 first layers). A third, "compiled", is what the daemon would run: specklab's compiler on the
@@ -20,9 +19,11 @@ torch conv per layer per step with multi-spike integrate-and-fire (v += input; n
 where v > 0; v -= n*thr; v = max(v, low)), one thread. Its cost grows with simulated time, the
 engine's with events, so the ratio depends on the input's event rate: two stream rates are
 measured. Rates are wall-clock, best of five runs from a fresh state (the machines are shared:
-the best run is the least disturbed one), numba compile excluded.
-Goals (issue 19): >= 2 M input events/s in every regime and >= 5 M at moderate activity, on one
-core (stretch 10 M).
+the best run is the least disturbed one), numba compile excluded. The engine runs as the daemon
+runs it (on two threads when the input is long enough, ``engine_threads``), alternating with
+runs kept on one thread (``engine_one_thread_events_per_s``), the baseline of the same run.
+Goals (issue 19): >= 2 M input events/s in every regime and >= 5 M at moderate activity
+(stretch 10 M).
 """
 
 from __future__ import annotations
@@ -37,86 +38,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specklab.schemas.chipconfig import (
-    XY,
-    ChipConfig,
-    CNNLayer,
-    Destination,
-    Dimensions,
-    LayerPlacement,
-    Shape,
-)
-from specklab.schemas.compile import CompileOptions
+from specklab.schemas.chipconfig import ChipConfig, CNNLayer
 from specklab.schemas.events import SPIKE_DTYPE
-from specklab.server.compiler import ArchiveLimits
-from specklab.server.compiler.pipeline import compile_graph, import_model
 from specklab.server.simulator import ChipSimulator
 
-# The guide's network, from the tests' fixtures (run from a checkout).
+# The guide's network and its regimes, from the tests' fixtures (run from a checkout).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.chip_configs import GUIDE_LAYERS, GUIDE_PLACEMENT
-from tests.fixtures_models import guide_network, torchscript_bytes
+from tests.guide_regimes import REGIMES, compiled, hand_quantized
 
-REGIMES = {"moderate": (-0.25, 0.1, 0.2, 0.1, 0.3), "busy": (-0.1, 0.15, 0.15, 0.15, 0.15)}
 STREAM_RATES_HZ = (100_000, 1_000_000)
 GOALS = {"moderate": 5_000_000, "busy": 2_000_000, "compiled": 2_000_000}
 STRETCH = 10_000_000
-
-
-def _scale(x: np.ndarray, bits: int) -> float:
-    """The vendor's per-tensor scale (docs/chip.md §6)."""
-    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    lo, hi = float(x.min()), float(x.max())
-    if abs(lo) <= abs(hi) * abs(low / high):
-        return abs(high / hi)
-    return abs(low / lo)
-
-
-def hand_quantized(seed: int, means: tuple[float, ...]) -> ChipConfig:
-    """The guide's network with random weights of the given means, quantized by hand."""
-    rng = np.random.default_rng(seed)
-    cnn = {}
-    rescale = 1.0
-    cores = GUIDE_PLACEMENT
-    shapes = zip(GUIDE_LAYERS, means, strict=True)
-    for i, ((c_in, size, k, c_out, pooling), mean) in enumerate(shapes):
-        w = rng.normal(mean, 1.0, size=(c_out, c_in, k, k)) / np.sqrt(c_in * k * k)
-        w = (w * rescale).astype(np.float32)  # the previous AvgPool's 1/k^2
-        s = min(_scale(w, 8), _scale(np.array([-1.0, 1.0]), 16))
-        threshold = round(s)
-        last = i == len(GUIDE_LAYERS) - 1
-        cnn[cores[i]] = CNNLayer(
-            dimensions=Dimensions(
-                input_shape=Shape(size=XY(x=size, y=size), feature_count=c_in),
-                output_shape=Shape(size=XY(x=size - k + 1, y=size - k + 1), feature_count=c_out),
-                padding=XY(x=0, y=0),
-                stride=XY(x=1, y=1),
-                kernel_size=k,
-            ),
-            destinations=[] if last else [Destination(layer=cores[i + 1], pooling=pooling)],
-            weights=np.round(w * s).astype(np.int64).tolist(),
-            biases=[0] * c_out,
-            threshold_high=threshold,
-            threshold_low=-threshold,
-            monitor_enable=last,
-        )
-        rescale = 1.0 / pooling**2
-    return ChipConfig(
-        cnn_layers=cnn,
-        layers=[LayerPlacement(layer=i, core=c) for i, c in GUIDE_PLACEMENT.items()],
-        inputs=[0],
-    )
-
-
-def compiled(seed: int) -> ChipConfig:
-    """The guide's network through specklab's compiler, as an uploaded TorchScript model."""
-    network = guide_network(seed)
-    # Our own model: importing it in this process is fine (the daemon uses worker processes).
-    graph = import_model(torchscript_bytes(network), ArchiveLimits())
-    config = compile_graph(graph, CompileOptions(input_shape=(1, 28, 28))).config
-    if config.core_of_layer != GUIDE_PLACEMENT:
-        raise RuntimeError(f"the compiler placed the network as {config.core_of_layer}")
-    return config
 
 
 def _cores_in_order(config: ChipConfig) -> list[CNNLayer]:
@@ -136,16 +68,35 @@ def input_events(n: int, rate_hz: float, seed: int) -> np.ndarray:
     return events
 
 
-def engine_rate(config: ChipConfig, events: np.ndarray) -> tuple[float, int]:
-    """Input events/s (best of five fresh runs) and spikes out of the monitored last core."""
-    ChipSimulator(config).run(events[:10])  # compile, or load the compiled code
-    best = float("inf")
+def engine_rates(config: ChipConfig, events: np.ndarray) -> dict[str, object]:
+    """Wall-clock input events/s of the engine as the daemon runs it (two threads when the
+    input is long enough and the chip can be cut, see docs/simulator.md) and of the engine kept
+    on one thread, best of five fresh runs each, the two alternating; spikes out of the
+    monitored last core (the same on both paths, or this raises)."""
+    for pipelined in (None, False):  # compile, or load the compiled code
+        ChipSimulator(config, pipelined=pipelined).run(events[:10])
+    best = {None: float("inf"), False: float("inf")}
+    spikes_out: dict[bool | None, np.ndarray] = {}
+    best_on_two_threads = False
     for _ in range(5):
-        sim = ChipSimulator(config)
-        start = time.perf_counter()
-        out = sim.run(events)
-        best = min(best, time.perf_counter() - start)
-    return events.size / best, int(out.spikes.size)
+        for pipelined in (None, False):
+            sim = ChipSimulator(config, pipelined=pipelined)
+            start = time.perf_counter()
+            out = sim.run(events)
+            took = time.perf_counter() - start
+            if took < best[pipelined]:
+                best[pipelined] = took
+                if pipelined is None:
+                    best_on_two_threads = sim.last_run_pipelined
+            spikes_out[pipelined] = out.spikes
+    if not np.array_equal(spikes_out[None], spikes_out[False]):
+        raise RuntimeError("the two-thread engine's spikes differ from the one-thread engine's")
+    return {
+        "engine_events_per_s": round(events.size / best[None]),
+        "engine_threads": 2 if best_on_two_threads else 1,
+        "engine_one_thread_events_per_s": round(events.size / best[False]),
+        "engine_spikes_out": int(spikes_out[None].size),
+    }
 
 
 def _touched(coordinate: np.ndarray, size_out: int, k: int) -> np.ndarray:
@@ -230,17 +181,17 @@ def main() -> None:
         slowest = float("inf")
         for rate in STREAM_RATES_HZ:
             events = input_events(n, rate, seed=1)
-            engine, engine_spikes = engine_rate(config, events)
+            engine = engine_rates(config, events)
             dense, dense_spikes, steps = dense_rate(config, events)
-            slowest = min(slowest, engine)
+            engine_rate = float(engine["engine_events_per_s"])  # type: ignore[arg-type]
+            slowest = min(slowest, engine_rate)
             entry[f"stream_{rate}_events_per_s"] = {
                 "simulated_s": round(float(events["t"][-1]) / 1e6, 2),
-                "engine_events_per_s": round(engine),
-                "engine_spikes_out": engine_spikes,
+                **engine,
                 "dense_1ms_steps": steps,
                 "dense_events_per_s": round(dense),
                 "dense_spikes_out": dense_spikes,
-                "engine_over_dense": round(engine / dense, 2),
+                "engine_over_dense": round(engine_rate / dense, 2),
             }
         entry.update(activity(config, events))
         entry["goal_events_per_s"] = GOALS[regime]

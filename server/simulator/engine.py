@@ -8,6 +8,7 @@ half-run batch. See ``docs/simulator.md`` for the semantics.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from .packing import (
     pack,
     state_view,
 )
+from .pipeline import Part, TwoStages, Window
+from .stages import topological_order
 
 #: Output buffers start this large; the compiled loop doubles them when needed.
 _MIN_BUFFER = 1024
@@ -42,6 +45,12 @@ _KEEP_BUFFER = 1 << 20
 CHUNK_EVENTS = 1 << 16
 MAX_CHUNK_TICKS = 1 << 12
 CHUNK_S = 0.05
+#: Runs with at least this many input events use two threads (``pipeline``) when the chip
+#: can be cut in two stages and a second CPU is there: below it, the first and last windows,
+#: which one stage runs alone, cost more than the overlap saves.
+PIPELINE_MIN_EVENTS = 4 * CHUNK_EVENTS
+#: Set to 0 to keep every run on one thread (the ``pipelined`` argument overrides it).
+PIPELINE_ENV = "SPECKLAB_SIM_PIPELINE"
 
 
 class Cancelled(SimulatorError):
@@ -79,12 +88,21 @@ class ChipSimulator:
     """One virtual chip running ``config``.
 
     ``slow_clock_hz`` overrides ``config.slow_clock_hz`` (the devkit sets the slow clock on its
-    IO module, outside the chip configuration).
+    IO module, outside the chip configuration). ``pipelined``: True runs every call on two
+    threads where the chip can be cut in two stages, False never; None (the default) decides
+    per call (see PIPELINE_MIN_EVENTS and PIPELINE_ENV). Outputs and states are the same.
     """
 
-    def __init__(self, config: ChipConfig, *, slow_clock_hz: float | None = None) -> None:
+    def __init__(
+        self,
+        config: ChipConfig,
+        *,
+        slow_clock_hz: float | None = None,
+        pipelined: bool | None = None,
+    ) -> None:
         self.config = config
         self._packed: PackedChip = pack(config, slow_clock_hz)
+        self._pipelined = pipelined
         self._lock = threading.Lock()
         total_neurons = int(self._packed.initial_states.size)
         # Deep enough for any feed-forward cascade (each core at most once on a path, each
@@ -102,6 +120,15 @@ class ChipSimulator:
         self._dvs_out = np.empty(_MIN_BUFFER, dtype=DVS_DTYPE)
         #: Slow-clock ticks per compiled call (see CHUNK_S).
         self._chunk_ticks = 1
+        self._no_queue = np.empty(0, dtype=kernel.QUEUE_DTYPE)
+        order = topological_order(self._packed)
+        self._stages = (
+            TwoStages(self._packed, self._state, order)
+            if order is not None and len(order) > 1
+            else None
+        )
+        #: Whether the last call ran on two threads to its end (see ``pipeline``).
+        self.last_run_pipelined = False
 
     @property
     def time_us(self) -> int:
@@ -227,18 +254,35 @@ class ChipSimulator:
         cancel: threading.Event | None,
         max_events: int | None,
     ) -> SimOutput:
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        parts: list[Part] = []
         made = 0
+
+        def take(part: Part) -> None:
+            nonlocal made
+            parts.append(part)
+            made += sum(len(out) for out in part)
+            if max_events is not None and made > max_events:
+                raise OutputLimit(f"the run made more than {max_events} output events")
+
+        def stopped() -> bool:
+            return cancel is not None and cancel.is_set()
+
         with self._lock:
-            for spike_part, dvs_part, part_end in self._chunks(spikes, dvs, t_end):
-                if cancel is not None and cancel.is_set():
+            windows = self._chunks(spikes, dvs, t_end)
+            stages = self._stages if self._use_stages(spikes.size + dvs.size) else None
+            self.last_run_pipelined = stages is not None
+            if stages is not None and stages.run(
+                windows, self._run_window, take, self._fit_chunk, stopped
+            ):
+                raise Cancelled("the run was cancelled")
+            for window in windows:  # what the stages did not run (all, on one thread)
+                self.last_run_pipelined = False
+                if stopped():
                     raise Cancelled("the run was cancelled")
                 started = time.perf_counter()
-                parts.append(self._run_compiled(spike_part, dvs_part, part_end))
+                part = self._run_window(window)
                 self._fit_chunk(time.perf_counter() - started)
-                made += sum(len(out) for out in parts[-1])
-                if max_events is not None and made > max_events:
-                    raise OutputLimit(f"the run made more than {max_events} output events")
+                take(part)
         spikes_out, dvs_out, readout_out = (
             _joined([part[k] for part in parts], dtype)
             for k, dtype in enumerate((SPIKE_DTYPE, DVS_DTYPE, READOUT_DTYPE))
@@ -288,6 +332,15 @@ class ChipSimulator:
         if t_end >= 0:
             yield spikes[:0], dvs[:0], t_end
 
+    def _use_stages(self, input_events: int) -> bool:
+        if self._pipelined is not None:
+            return self._pipelined
+        return (
+            os.environ.get(PIPELINE_ENV, "1") != "0"
+            and (os.cpu_count() or 1) > 1
+            and input_events >= PIPELINE_MIN_EVENTS
+        )
+
     def _fit_chunk(self, seconds: float) -> None:
         """More ticks in the next compiled call when this one was quick, fewer when slow."""
         if seconds < CHUNK_S / 2:
@@ -295,11 +348,20 @@ class ChipSimulator:
         elif seconds > CHUNK_S:
             self._chunk_ticks = max(self._chunk_ticks // 2, 1)
 
-    def _run_compiled(
-        self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out, nout, ro_out, nro, dvs_out, ndvs = kernel.run(
-            self._packed, self._state, spikes, dvs, t_end, self._out, self._ro_out, self._dvs_out
+    def _run_window(self, window: Window) -> Part:
+        """One compiled call on this thread."""
+        spikes, dvs, t_end = window
+        out, nout, ro_out, nro, dvs_out, ndvs, _, _ = kernel.run(
+            self._packed,
+            self._state,
+            spikes,
+            dvs,
+            t_end,
+            self._out,
+            self._ro_out,
+            self._dvs_out,
+            0,
+            self._no_queue,
         )
         spikes_out, self._out = _keep(out, nout)
         dvs_out, self._dvs_out = _keep(dvs_out, ndvs)

@@ -11,6 +11,11 @@ packed into one int64 (16 bits a field), so a push, a pop and a swap are one mem
 The spikes one scan emits are pushed in emission order and the pushed segment is then
 reversed, so popping processes them in emission order, each with its whole downstream
 cascade before the next (depth first).
+
+Split into two stages (``split``, a mask of downstream cores; see ``pipeline``), ``run`` is
+the upstream stage: where it would pop an event for a downstream core it appends it to a
+queue instead, and a slow-clock tick's work on downstream cores becomes a queue marker;
+``run_downstream`` then runs the queue's cascades, in queue order, on a state of its own.
 """
 
 from __future__ import annotations
@@ -97,6 +102,19 @@ NEVER = np.iinfo(np.int64).max
 #: networks, which would otherwise stall the device thread forever, as they stall the chip).
 MAX_CASCADE = 1 << 20
 
+#: One entry of the two stages' queue: an event for a downstream core (``event`` >= 0) or a
+#: tick's marker (see LEAK_MARK, READOUT_MARK), at time ``t``, when the upstream stage had
+#: made ``position`` output spikes. ``root`` is the index of the first entry its input
+#: event's (or leak scan's) cascade queued; ``arg`` is that cascade's upstream pops for an
+#: event (pops of queued events included) and the tick number for a readout marker.
+#: ``b_start``: the downstream stage's output spikes before this entry's.
+QUEUE_DTYPE = np.dtype(
+    [(name, np.int64) for name in ("event", "t", "position", "root", "arg", "b_start")]
+)
+#: Queue marker for a tick's leak of core c: ``LEAK_MARK - c``.
+LEAK_MARK = -1
+READOUT_MARK = -100
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _grown(events: np.ndarray, filled: int, needed: int) -> np.ndarray:
@@ -158,6 +176,9 @@ class Chip(NamedTuple):
     ro_counts: np.ndarray
     ro_ring: np.ndarray
     stack: np.ndarray
+    #: Bit c set: core c belongs to the downstream stage, its events are queued (0: one stage).
+    split: int
+    queued: np.ndarray  # int64 [1]: entries in the queue
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -298,13 +319,19 @@ def _integrate(
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _drain(
-    chip: Chip, sp: int, out: np.ndarray, nout: int, t: int, processed: int
+    chip: Chip,
+    sp: int,
+    out: np.ndarray,
+    queue: np.ndarray,
+    nout: int,
+    t: int,
+    processed: int,
 ) -> tuple[int, int, int]:
     """Process pending events until the stack is empty (one input event's whole cascade).
 
-    Stops early when ``out`` might not hold the next event's spikes: the caller grows it and
-    calls again. Growing here would reassign the array in the hot loop, and numba then
-    reference-counts it on every event.
+    Stops early when ``out`` might not hold the next event's spikes, or ``queue`` is full:
+    the caller grows it and calls again. Growing here would reassign the array in the hot
+    loop, and numba then reference-counts it on every event.
     """
     stack = chip.stack
     while sp > 0:
@@ -315,6 +342,18 @@ def _drain(
         if processed == MAX_CASCADE:
             chip.dyn[DROPPED_OVERFLOW] += sp
             return nout, 0, processed
+        if (chip.split >> c) & 1:  # the downstream stage's: queued, popped there
+            queued = chip.queued[0]
+            if queued == queue.shape[0]:
+                return nout, sp, processed
+            entry = queue[queued]
+            entry["event"] = event
+            entry["t"] = t
+            entry["position"] = nout
+            chip.queued[0] = queued + 1
+            processed += 1
+            sp -= 1
+            continue
         processed += 1
         sp -= 1
         first = sp
@@ -327,75 +366,140 @@ def _drain(
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _cascade(chip: Chip, sp: int, out: np.ndarray, nout: int, t: int) -> tuple[np.ndarray, int]:
-    """Drain the stack (one event's whole cascade), growing ``out`` as needed."""
+def _cascade(
+    chip: Chip, sp: int, out: np.ndarray, queue: np.ndarray, nout: int, t: int, processed: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Drain the stack (one event's whole cascade), growing ``out`` and ``queue`` as needed.
+
+    ``processed``: events this cascade already counts (the runaway guard's count). Returns
+    the buffers, the spikes in ``out`` and the count at the end. The entries this cascade
+    queued learn its first entry (``root``) and its upstream count (``arg``).
+    """
     sink = borrowed(out)
-    processed = 0
+    queue_sink = borrowed(queue)
+    first_queued = chip.queued[0]
     while True:
-        nout, sp, processed = _drain(chip, sp, sink, nout, t, processed)
+        nout, sp, processed = _drain(chip, sp, sink, queue_sink, nout, t, processed)
         if sp == 0:
-            return out, nout
-        out = _grown(out, nout, nout + chip.cores[_event_core(chip.stack[sp - 1]), RF_NEURONS])
-        sink = borrowed(out)
+            for e in range(first_queued, chip.queued[0]):
+                queue[e]["root"] = first_queued
+                queue[e]["arg"] = processed
+            return out, queue, nout, processed
+        needed = nout + chip.cores[_event_core(chip.stack[sp - 1]), RF_NEURONS]
+        if needed > out.shape[0]:
+            out = _grown(out, nout, needed)
+            sink = borrowed(out)
+        if chip.queued[0] == queue.shape[0]:
+            queue = _grown(queue, chip.queued[0], chip.queued[0] + 1)
+            queue_sink = borrowed(queue)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _enqueue(
+    chip: Chip, queue: np.ndarray, event: int, t: int, position: int, arg: int
+) -> np.ndarray:
+    """Append a tick's marker for the downstream stage (a root of its own)."""
+    queued = chip.queued[0]
+    if queued == queue.shape[0]:
+        queue = _grown(queue, queued, queued + 1)
+    entry = queue[queued]
+    entry["event"] = event
+    entry["t"] = t
+    entry["position"] = position
+    entry["root"] = queued
+    entry["arg"] = arg
+    chip.queued[0] = queued + 1
+    return queue
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _leak(
+    chip: Chip, out: np.ndarray, queue: np.ndarray, nout: int, c: int, t: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Core ``c``'s leak at a tick at ``t``: its scan, then the cascade of what it fired."""
+    cores = chip.cores
+    if nout + cores[c, NEURONS] > out.shape[0]:
+        out = _grown(out, nout, nout + cores[c, NEURONS])
+    sink = borrowed(out)
+    cout = cores[c, COUT]
+    wout = cores[c, WOUT]
+    s_off = cores[c, S_OFF]
+    b_off = cores[c, B_OFF]
+    sp = 0
+    for y in range(cores[c, HOUT]):
+        for x in range(wout):
+            s_at = s_off + (y * wout + x) * cout
+            nout, sp = _add_and_fire(
+                chip, sp, sink, nout, chip.biases, b_off, s_at, cout, c, y, x, t
+            )
+    _reverse(chip.stack, 0, sp)
+    out, queue, nout, _ = _cascade(chip, sp, out, queue, nout, t, 0)
+    return out, queue, nout
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _readout_tick(chip: Chip, ro_out: np.ndarray, nro: int, t: int) -> tuple[np.ndarray, int]:
+    """The readout at tick number ``dyn[TICKS]``, at time ``t``."""
+    readout = chip.readout
+    dyn = chip.dyn
+    ro_counts = chip.ro_counts
+    ro_ring = chip.ro_ring
+    window = readout[RO_WINDOW]
+    classes = readout[RO_CLASSES]
+    row = dyn[TICKS] % window
+    best = 0
+    best_sum = -1
+    for k in range(classes):
+        ro_ring[row, k] = ro_counts[k]
+        ro_counts[k] = 0
+    for k in range(classes):
+        total = 0
+        for r in range(window):
+            total += ro_ring[r, k]
+        if total > best_sum:
+            best = k
+            best_sum = total
+    value = min(best_sum // window, 2**16 - 1)
+    if readout[RO_MONITOR] and value >= readout[RO_THRESHOLD]:
+        if nro == ro_out.shape[0]:
+            ro_out = _grown(ro_out, nro, nro + 1)
+        ro_out[nro]["t"] = t
+        ro_out[nro]["class_id"] = best
+        ro_out[nro]["value"] = value
+        nro += 1
+    return ro_out, nro
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _tick(
-    chip: Chip, out: np.ndarray, nout: int, ro_out: np.ndarray, nro: int, t: int
-) -> tuple[np.ndarray, int, np.ndarray, int]:
-    """One slow-clock tick at time ``t``: leak every leaky core, then update the readout."""
+    chip: Chip,
+    out: np.ndarray,
+    queue: np.ndarray,
+    nout: int,
+    ro_out: np.ndarray,
+    nro: int,
+    t: int,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int]:
+    """One slow-clock tick at time ``t``: leak every leaky core, then update the readout.
+
+    A downstream core's part becomes a marker in the queue, in its place in the order.
+    """
     cores = chip.cores
     readout = chip.readout
-    sink = borrowed(out)
     for c in range(NUM_CORES):
         if not (cores[c, ACTIVE] and cores[c, LEAK]):
             continue
-        if nout + cores[c, NEURONS] > out.shape[0]:
-            out = _grown(out, nout, nout + cores[c, NEURONS])
-            sink = borrowed(out)
-        cout = cores[c, COUT]
-        wout = cores[c, WOUT]
-        s_off = cores[c, S_OFF]
-        b_off = cores[c, B_OFF]
-        sp = 0
-        for y in range(cores[c, HOUT]):
-            for x in range(wout):
-                s_at = s_off + (y * wout + x) * cout
-                nout, sp = _add_and_fire(
-                    chip, sp, sink, nout, chip.biases, b_off, s_at, cout, c, y, x, t
-                )
-        _reverse(chip.stack, 0, sp)
-        out, nout = _cascade(chip, sp, out, nout, t)
-        sink = borrowed(out)
+        if (chip.split >> c) & 1:
+            queue = _enqueue(chip, queue, LEAK_MARK - c, t, nout, 0)
+        else:
+            out, queue, nout = _leak(chip, out, queue, nout, c, t)
     if readout[RO_ENABLE]:
-        dyn = chip.dyn
-        ro_counts = chip.ro_counts
-        ro_ring = chip.ro_ring
-        window = readout[RO_WINDOW]
-        classes = readout[RO_CLASSES]
-        row = dyn[TICKS] % window
-        best = 0
-        best_sum = -1
-        for k in range(classes):
-            ro_ring[row, k] = ro_counts[k]
-            ro_counts[k] = 0
-        for k in range(classes):
-            total = 0
-            for r in range(window):
-                total += ro_ring[r, k]
-            if total > best_sum:
-                best = k
-                best_sum = total
-        value = min(best_sum // window, 2**16 - 1)
-        if readout[RO_MONITOR] and value >= readout[RO_THRESHOLD]:
-            if nro == ro_out.shape[0]:
-                ro_out = _grown(ro_out, nro, nro + 1)
-            ro_out[nro]["t"] = t
-            ro_out[nro]["class_id"] = best
-            ro_out[nro]["value"] = value
-            nro += 1
+        if (chip.split >> readout[RO_CORE]) & 1:
+            queue = _enqueue(chip, queue, READOUT_MARK, t, nout, chip.dyn[TICKS])
+        else:
+            ro_out, nro = _readout_tick(chip, ro_out, nro, t)
     chip.dyn[TICKS] += 1
-    return out, nout, ro_out, nro
+    return out, queue, nout, ro_out, nro
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -409,14 +513,20 @@ def _next_tick(chip: Chip) -> int:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _ticks_until(
-    chip: Chip, out: np.ndarray, nout: int, ro_out: np.ndarray, nro: int, t: int
-) -> tuple[np.ndarray, int, np.ndarray, int]:
+    chip: Chip,
+    out: np.ndarray,
+    queue: np.ndarray,
+    nout: int,
+    ro_out: np.ndarray,
+    nro: int,
+    t: int,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int]:
     """Run every slow-clock tick due at or before ``t``."""
     while True:
         due = _next_tick(chip)
         if due > t:
-            return out, nout, ro_out, nro
-        out, nout, ro_out, nro = _tick(chip, out, nout, ro_out, nro, due)
+            return out, queue, nout, ro_out, nro
+        out, queue, nout, ro_out, nro = _tick(chip, out, queue, nout, ro_out, nro, due)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -442,23 +552,11 @@ def _dvs_layer(dvs_params: np.ndarray, x: int, y: int, p: int) -> tuple[int, int
     return f, yy, xx
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def run(
-    packed: PackedChip,
-    state: State,
-    spikes: np.ndarray,
-    dvs: np.ndarray,
-    t_end: int,
-    out: np.ndarray,
-    ro_out: np.ndarray,
-    dvs_out: np.ndarray,
-) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray, int]:
-    """Process input spikes and DVS events (each sorted by t) merged by t, spikes first on ties.
-
-    Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
-    (possibly reallocated) and how many rows of each are filled.
-    """
-    chip = Chip(
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _chip(packed: PackedChip, state: State, split: int, queued: np.ndarray) -> Chip:
+    """Borrowed views of the chip's arrays, valid while the caller holds ``packed``, ``state``
+    and ``queued``."""
+    return Chip(
         borrowed(packed.cores),
         borrowed(packed.dvs),
         borrowed(packed.readout),
@@ -470,7 +568,32 @@ def run(
         borrowed(state.ro_counts),
         borrowed(state.ro_ring),
         borrowed(state.stack),
+        split,
+        borrowed(queued),
     )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run(
+    packed: PackedChip,
+    state: State,
+    spikes: np.ndarray,
+    dvs: np.ndarray,
+    t_end: int,
+    out: np.ndarray,
+    ro_out: np.ndarray,
+    dvs_out: np.ndarray,
+    split: int,
+    queue: np.ndarray,
+) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray, int, np.ndarray, int]:
+    """Process input spikes and DVS events (each sorted by t) merged by t, spikes first on ties.
+
+    Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
+    (possibly reallocated) and how many rows of each are filled, then the queue for the
+    downstream stage (cores in the mask ``split``; 0: none) and its length.
+    """
+    queued = np.zeros(1, dtype=np.int64)
+    chip = _chip(packed, state, split, queued)
     dvs_params = chip.dvs
     dyn = chip.dyn
     stack = chip.stack
@@ -496,12 +619,12 @@ def run(
             t = np.int64(t_end)  # after the last event: the ticks due by t_end
         if t > dyn[CLOCK]:
             if t >= next_tick:
-                out, nout, ro_out, nro = _ticks_until(chip, out, nout, ro_out, nro, t)
+                out, queue, nout, ro_out, nro = _ticks_until(chip, out, queue, nout, ro_out, nro, t)
                 sink = borrowed(out)
                 next_tick = _next_tick(chip)
             dyn[CLOCK] = t
         if not more:
-            return out, nout, ro_out, nro, dvs_out, ndvs
+            return out, nout, ro_out, nro, dvs_out, ndvs, queue, queued[0]
         now = dyn[CLOCK]
         sp = 0
         if take_spike:
@@ -531,8 +654,46 @@ def run(
                         sink = borrowed(out)
                     nout, sp = _emit(chip, 0, sink, nout, DVS_CORE, f, y, x, now)
                     _reverse(stack, 0, sp)
-        out, nout = _cascade(chip, sp, out, nout, now)
+        out, queue, nout, _ = _cascade(chip, sp, out, queue, nout, now, 0)
         sink = borrowed(out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_downstream(
+    packed: PackedChip,
+    state: State,
+    queue: np.ndarray,
+    queued: int,
+    out: np.ndarray,
+    ro_out: np.ndarray,
+) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """The downstream stage: the cascades and tick markers ``run`` queued, in queue order.
+
+    Fills each entry's ``b_start``. Each event's cascade resumes its input event's runaway
+    count where the upstream stage left it: the upstream count of its cascade, which already
+    counts this event's pop, plus the downstream events of the entries before it.
+    """
+    no_queue = np.empty(0, dtype=QUEUE_DTYPE)
+    unused = np.zeros(1, dtype=np.int64)  # this stage queues nothing
+    chip = _chip(packed, state, 0, unused)
+    nout = 0
+    nro = 0
+    processed = 0
+    for e in range(queued):
+        entry = queue[e]
+        entry["b_start"] = nout
+        event = entry["event"]
+        t = entry["t"]
+        if event >= 0:
+            processed = entry["arg"] - 1 if entry["root"] == e else processed - 1
+            chip.stack[0] = event
+            out, _, nout, processed = _cascade(chip, 1, out, no_queue, nout, t, processed)
+        elif event == READOUT_MARK:
+            chip.dyn[TICKS] = entry["arg"]
+            ro_out, nro = _readout_tick(chip, ro_out, nro, t)
+        else:
+            out, _, nout = _leak(chip, out, no_queue, nout, LEAK_MARK - event, t)
+    return out, nout, ro_out, nro
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -16,7 +16,8 @@ from .engine import ChipSimulator
 
 
 def _every_feature_config() -> chipconfig.ChipConfig:
-    """One core fed by the DVS layer, with leak, monitors and a readout on a slow clock."""
+    """Two cores fed by the DVS layer, with leak, monitors and a readout on a slow clock; two,
+    so that the pipeline's stages (``kernel.run`` with a split, ``run_downstream``) compile."""
     core = chipconfig.CNNLayer(
         dimensions=chipconfig.Dimensions.convolution(c_in=2, size=(2, 2), c_out=1, kernel=1),
         weights=np.ones((1, 2, 1, 1), np.int16),
@@ -26,9 +27,17 @@ def _every_feature_config() -> chipconfig.ChipConfig:
         threshold_low=-1,
         monitor_enable=True,
         output_decimator_enable=True,
+        destinations=[chipconfig.Destination(layer=1)],
+    )
+    downstream = core.model_copy(
+        update={
+            "dimensions": chipconfig.Dimensions.convolution(c_in=1, size=(2, 2), c_out=1, kernel=1),
+            "weights": np.ones((1, 1, 1, 1), np.int16),
+            "destinations": [],
+        }
     )
     return chipconfig.ChipConfig(
-        cnn_layers={0: core},
+        cnn_layers={0: core, 1: downstream},
         dvs_layer=chipconfig.DVSLayer(
             input_size=chipconfig.XY(x=2, y=2),
             cut=chipconfig.XY(x=1, y=1),
@@ -37,17 +46,21 @@ def _every_feature_config() -> chipconfig.ChipConfig:
             raw_monitor_enable=True,
         ),
         readout=chipconfig.Readout(enable=True, input_core=0, num_classes=1),
-        layers=[chipconfig.LayerPlacement(layer=0, core=0)],
+        layers=[
+            chipconfig.LayerPlacement(layer=0, core=0),
+            chipconfig.LayerPlacement(layer=1, core=1),
+        ],
         inputs=[0],
         slow_clock_hz=1000.0,
     )
 
 
 def warm_up() -> None:
-    simulator = ChipSimulator(_every_feature_config())
-    simulator.run(
-        spikes=spikes(t=[0, 1], layer=0, core=0, feature=[0, 1], x=[0, 1], y=[1, 0]),
-        dvs=dvs_events(t=[2, 3], x=[0, 1], y=[1, 1], p=[0, 1]),
-    )
-    simulator.advance_to(5_000)
-    simulator.reset_states()
+    for pipelined in (False, True):
+        simulator = ChipSimulator(_every_feature_config(), pipelined=pipelined)
+        simulator.run(
+            spikes=spikes(t=[0, 1], layer=0, core=0, feature=[0, 1], x=[0, 1], y=[1, 0]),
+            dvs=dvs_events(t=[2, 3], x=[0, 1], y=[1, 1], p=[0, 1]),
+        )
+        simulator.advance_to(5_000)
+        simulator.reset_states()
