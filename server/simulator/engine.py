@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE, concat_events
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    READOUT_DTYPE,
+    SPIKE_DTYPE,
+    copy_events,
+    take_events,
+)
+from specklab.schemas.inputs import Checked
 
 from . import kernel
 from .errors import SimulatorError
@@ -63,15 +70,24 @@ class SimOutput:
     readout: np.ndarray
 
 
-def _sorted_by_t(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+def _given(*arrays: np.ndarray | None) -> list[np.ndarray]:
+    return [array for array in arrays if array is not None]
+
+
+def _as_given(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+    """``events`` of ``dtype`` (empty for None), contiguous as the compiled loop takes them."""
     if events is None:
         return np.zeros(0, dtype=dtype)
     if events.dtype != dtype:
         raise SimulatorError(f"{name} must have dtype {dtype}, got {events.dtype}")
-    events = np.ascontiguousarray(events)
+    return np.ascontiguousarray(events)
+
+
+def _sorted_by_t(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+    events = _as_given(events, dtype, name)
     t = events["t"]
     if not np.all(t[1:] >= t[:-1]):
-        events = events[np.argsort(events["t"], kind="stable")]
+        events = take_events(events, np.argsort(events["t"], kind="stable"))
     return events
 
 
@@ -79,11 +95,20 @@ class ChipSimulator:
     """One virtual chip running ``config``.
 
     ``slow_clock_hz`` overrides ``config.slow_clock_hz`` (the devkit sets the slow clock on its
-    IO module, outside the chip configuration).
+    IO module, outside the chip configuration). ``input_config``: the configuration whose
+    input check's proofs (``Checked``) :meth:`run` trusts, ``config`` unless the caller made
+    ``config`` from it without changing what it takes as input.
     """
 
-    def __init__(self, config: ChipConfig, *, slow_clock_hz: float | None = None) -> None:
+    def __init__(
+        self,
+        config: ChipConfig,
+        *,
+        slow_clock_hz: float | None = None,
+        input_config: ChipConfig | None = None,
+    ) -> None:
         self.config = config
+        self._input_config = config if input_config is None else input_config
         self._packed: PackedChip = pack(config, slow_clock_hz)
         self._lock = threading.Lock()
         total_neurons = int(self._packed.initial_states.size)
@@ -123,6 +148,7 @@ class ChipSimulator:
         *,
         cancel: threading.Event | None = None,
         max_events: int | None = None,
+        checked: Checked | None = None,
     ) -> SimOutput:
         """Process input spikes (``core`` set) and DVS events, merged in t order.
 
@@ -132,7 +158,18 @@ class ChipSimulator:
         an event run before it; ticks after the last event wait for :meth:`advance_to`.
         Setting ``cancel`` (from another thread) stops the run with :class:`Cancelled`; more
         than ``max_events`` output events stop it with :class:`OutputLimit`.
+
+        Inputs are checked (SimulatorError) unless ``checked`` covers them: the input check
+        (``schemas/inputs.py``) passed these very arrays for this simulator's inputs.
         """
+        if checked is not None and checked.covers(self._input_config, *_given(spikes, dvs)):
+            return self._run(
+                _as_given(spikes, SPIKE_DTYPE, "spikes"),
+                _as_given(dvs, DVS_DTYPE, "dvs"),
+                -1,
+                cancel,
+                max_events,
+            )
         spike_in = _sorted_by_t(spikes, SPIKE_DTYPE, "spikes")
         dvs_in = _sorted_by_t(dvs, DVS_DTYPE, "dvs")
         bad = kernel.first_bad_spike(self._packed.cores, spike_in)
@@ -227,25 +264,41 @@ class ChipSimulator:
         cancel: threading.Event | None,
         max_events: int | None,
     ) -> SimOutput:
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        made = 0
+        # Every compiled call appends to the same three buffers: the run's outputs are written
+        # once, where they are returned from (no chunks to join), ``layer`` filled in by the loop.
+        nout = nro = ndvs = 0
         with self._lock:
-            for spike_part, dvs_part, part_end in self._chunks(spikes, dvs, t_end):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("the run was cancelled")
-                started = time.perf_counter()
-                parts.append(self._run_compiled(spike_part, dvs_part, part_end))
-                self._fit_chunk(time.perf_counter() - started)
-                made += sum(len(out) for out in parts[-1])
-                if max_events is not None and made > max_events:
-                    raise OutputLimit(f"the run made more than {max_events} output events")
-        spikes_out, dvs_out, readout_out = (
-            _joined([part[k] for part in parts], dtype)
-            for k, dtype in enumerate((SPIKE_DTYPE, DVS_DTYPE, READOUT_DTYPE))
-        )
-        return SimOutput(
-            spikes=self.config.spikes_to_layers(spikes_out), dvs=dvs_out, readout=readout_out
-        )
+            try:
+                for spike_part, dvs_part, part_end in self._chunks(spikes, dvs, t_end):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("the run was cancelled")
+                    started = time.perf_counter()
+                    self._out, nout, self._ro_out, nro, self._dvs_out, ndvs = kernel.run(
+                        self._packed,
+                        self._state,
+                        spike_part,
+                        dvs_part,
+                        part_end,
+                        self._out,
+                        nout,
+                        self._ro_out,
+                        nro,
+                        self._dvs_out,
+                        ndvs,
+                    )
+                    self._fit_chunk(time.perf_counter() - started)
+                    if max_events is not None and nout + nro + ndvs > max_events:
+                        raise OutputLimit(f"the run made more than {max_events} output events")
+            except BaseException:
+                # A stopped run keeps no buffer larger than a finished one would.
+                self._out, self._dvs_out, self._ro_out = (
+                    _keep(buffer, 0)[1] for buffer in (self._out, self._dvs_out, self._ro_out)
+                )
+                raise
+            spikes_out, self._out = _keep(self._out, nout)
+            dvs_out, self._dvs_out = _keep(self._dvs_out, ndvs)
+            readout_out, self._ro_out = _keep(self._ro_out, nro)
+        return SimOutput(spikes=spikes_out, dvs=dvs_out, readout=readout_out)
 
     def _chunks(
         self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
@@ -295,17 +348,6 @@ class ChipSimulator:
         elif seconds > CHUNK_S:
             self._chunk_ticks = max(self._chunk_ticks // 2, 1)
 
-    def _run_compiled(
-        self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out, nout, ro_out, nro, dvs_out, ndvs = kernel.run(
-            self._packed, self._state, spikes, dvs, t_end, self._out, self._ro_out, self._dvs_out
-        )
-        spikes_out, self._out = _keep(out, nout)
-        dvs_out, self._dvs_out = _keep(dvs_out, ndvs)
-        readout_out, self._ro_out = _keep(ro_out, nro)
-        return spikes_out, dvs_out, readout_out
-
 
 def _before(times: np.ndarray, t: int) -> int:
     """How many of the sorted ``times`` are before ``t``."""
@@ -322,13 +364,6 @@ def _chunk_end(times: np.ndarray, start: int, cut: int) -> int:
     return start + _before(times[start : start + CHUNK_EVENTS + 1], cut)
 
 
-def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    filled = [part for part in parts if len(part)]
-    if len(filled) == 1:
-        return filled[0]
-    return concat_events(filled, dtype)
-
-
 def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:
     """The filled part of an output buffer, and the buffer to use next time.
 
@@ -339,5 +374,5 @@ def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:
     if 2 * filled >= buffer.size:
         return buffer[:filled], np.empty(min(buffer.size, _KEEP_BUFFER), dtype=buffer.dtype)
     if buffer.size > _KEEP_BUFFER:
-        return buffer[:filled].copy(), np.empty(_MIN_BUFFER, dtype=buffer.dtype)
-    return buffer[:filled].copy(), buffer
+        return copy_events(buffer[:filled]), np.empty(_MIN_BUFFER, dtype=buffer.dtype)
+    return copy_events(buffer[:filled]), buffer

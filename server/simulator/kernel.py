@@ -53,6 +53,7 @@ from .packing import (
     HIN,
     HOUT,
     KERNEL,
+    LAYER,
     LEAK,
     MONITOR,
     N_DEST,
@@ -178,6 +179,7 @@ def _emit(
     if cores[c, MONITOR]:
         spike = out[nout]
         spike["t"] = t
+        spike["layer"] = cores[c, LAYER]
         spike["core"] = c
         spike["feature"] = f
         spike["x"] = x
@@ -450,13 +452,18 @@ def run(
     dvs: np.ndarray,
     t_end: int,
     out: np.ndarray,
+    nout: int,
     ro_out: np.ndarray,
+    nro: int,
     dvs_out: np.ndarray,
+    ndvs: int,
 ) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray, int]:
     """Process input spikes and DVS events (each sorted by t) merged by t, spikes first on ties.
 
-    Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
-    (possibly reallocated) and how many rows of each are filled.
+    Then run the ticks due by ``t_end`` (ignored when negative). Outputs are written after the
+    ``nout``, ``nro`` and ``ndvs`` rows already filled (the calls of one run fill one buffer
+    each). Returns the output buffers (possibly reallocated) and how many rows of each are
+    filled. Output spikes carry their ``core`` and model ``layer``.
     """
     chip = Chip(
         borrowed(packed.cores),
@@ -478,9 +485,6 @@ def run(
     dvs = borrowed(dvs)
     # ``out`` owns the spike buffer returned to Python; ``sink`` is what the hot path writes.
     sink = borrowed(out)
-    nout = 0
-    nro = 0
-    ndvs = 0
     i = 0
     j = 0
     n_spikes = spikes.shape[0]
