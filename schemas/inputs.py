@@ -159,6 +159,9 @@ def _refuse_outside(
 
 
 def _check_times(times: np.ndarray) -> None:
+    # The field is strided (every 13 or 14 bytes): numpy compares a contiguous copy of it
+    # faster, copy included (200k DVS times, in process: 0.29 -> 0.12 ms).
+    times = np.ascontiguousarray(times)
     # One pass for sorted times (the usual batch): their largest is the last.
     back = np.flatnonzero(times[1:] < times[:-1]) if times.size > 1 else times[:0]
     if times.size and int(times.max() if back.size else times[-1]) > MAX_TIMESTAMP_US:
