@@ -12,6 +12,9 @@ from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import EventKind, spikes
 from specklab.schemas.inputs import Checked, InputCheck
 from specklab.server.devices.errors import InvalidEvents
+from specklab.server.devices.manager import DeviceManager
+from specklab.server.devices.samna_loader import SamnaLoader
+from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from specklab.server.simulator import ChipSimulator, SimulatorError, kernel
 
 from .test_virtual import _devkit, _known_weights
@@ -97,3 +100,23 @@ def test_the_simulator_trusts_proofs_for_the_configuration_it_was_given(
     assert guard_calls == []
     ChipSimulator(derived).run(proof.events, checked=proof)
     assert guard_calls == [1]
+
+
+async def test_a_proof_crosses_the_manager_to_the_device_thread(guard_calls: list[int]) -> None:
+    """The stream's path: the configuration the check used is the one the device applied."""
+    manager = DeviceManager(
+        host="h",
+        virtual=["speck2fdevkit=1"],
+        samna=SamnaLoader(timeout_s=1, probe=lambda: SamnaStatus(SamnaState.NOT_INSTALLED)),
+    )
+    await manager.start()
+    try:
+        hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
+        config = _known_weights()
+        await hold.apply(config)
+        proof = _checked(config)
+        trusted = await hold.forward(proof.events, checked=proof)
+        assert guard_calls == [] and len(trusted.spikes) == 3
+        await hold.close()
+    finally:
+        await manager.stop()
