@@ -1,9 +1,12 @@
 """The one check of input events against a deployment: every input reaches a device through it.
 
 Streams (``stream.ServerStream``) and replays run it once per batch; the devices trust what it
-passed and do not check again. A fault is a :class:`~.frames.FrameError` with the code
-``bad_input`` and a message naming the first offending event and how many such events the
-batch holds.
+passed and do not check again: :meth:`InputCheck.checked` hands out a :class:`Checked` proof
+naming the very arrays it passed and the configuration it checked them against, and a device
+skips its own guard (the simulator's) only for those arrays on that configuration.
+
+A fault is a :class:`~.frames.FrameError` with the code ``bad_input`` and a message naming the
+first offending event and how many such events the batch holds.
 
 Spikes are addressed by *model* layer (what users speak); :meth:`InputCheck.spikes` fills in
 ``core`` in the same pass, from lookup tables built once per deployment.
@@ -12,6 +15,7 @@ Spikes are addressed by *model* layer (what users speak); :meth:`InputCheck.spik
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -27,10 +31,30 @@ MAX_TIMESTAMP_US: Final = (1 << 62) - 1
 _NO_INPUT: Final = -1
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Checked:
+    """Proof that :class:`InputCheck` passed ``events`` (this very array, made read-only: in
+    range for ``config``'s inputs, sorted by t) against ``config`` (this very object).
+
+    Only the array itself is vouched for: a slice, a copy or a merge of it is not, and another
+    configuration is not, so whatever was not checked is still checked by the device.
+    """
+
+    config: ChipConfig
+    events: np.ndarray
+
+    def covers(self, config: object, *arrays: np.ndarray) -> bool:
+        """Whether every one of ``arrays`` is empty or the checked array, for ``config``."""
+        if config is not self.config:
+            return False
+        return all(array is self.events or not len(array) for array in arrays)
+
+
 class InputCheck:
     """Input events checked against one configuration."""
 
     def __init__(self, config: ChipConfig) -> None:
+        self.config = config
         self.inputs = list(config.inputs)
         # Per model layer (the spike field is a u1): its core and input shape, -1 when none.
         self._core = np.full(256, _NO_INPUT, dtype=np.int64)
@@ -63,6 +87,12 @@ class InputCheck:
             raise FrameError("bad_input", f"{kind.value} events cannot be sent to a device")
         _check_times(events["t"])
         return checked
+
+    def checked(self, kind: EventKind, events: np.ndarray) -> Checked:
+        """:meth:`events`, as a proof the devices trust (the array is made read-only)."""
+        passed = self.events(kind, events)
+        passed.flags.writeable = False
+        return Checked(self.config, passed)
 
     def spikes(self, spikes: np.ndarray) -> np.ndarray:
         """Model-layer spikes in range, as a copy with ``core`` filled in."""
@@ -129,6 +159,9 @@ def _refuse_outside(
 
 
 def _check_times(times: np.ndarray) -> None:
+    # The field is strided (every 13 or 14 bytes): numpy compares a contiguous copy of it
+    # faster, copy included (200k DVS times, in process: 0.29 -> 0.12 ms).
+    times = np.ascontiguousarray(times)
     # One pass for sorted times (the usual batch): their largest is the last.
     back = np.flatnonzero(times[1:] < times[:-1]) if times.size > 1 else times[:0]
     if times.size and int(times.max() if back.size else times[-1]) > MAX_TIMESTAMP_US:

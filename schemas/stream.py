@@ -43,7 +43,7 @@ from .frames import (
     decode,
     encode,
 )
-from .inputs import InputCheck
+from .inputs import Checked, InputCheck
 
 
 class StreamMode(StrEnum):
@@ -203,11 +203,13 @@ def _describe(frame: Frame | None) -> str:
 # What the server side hands its adapter.
 @dataclass(frozen=True, slots=True)
 class InputBatch:
-    """Input events for the device, checked: spikes with ``core`` filled in, or DVS events."""
+    """Input events for the device, checked: spikes with ``core`` filled in, or DVS events;
+    ``checked`` is the check's proof, for the device (which then does not check again)."""
 
     kind: EventKind
     events: np.ndarray
     seq: int | None
+    checked: Checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,12 +303,12 @@ class ServerStream(_Endpoint):
             return [ControlRequest(frame.op, frame.args)]
         assert isinstance(frame, EventsFrame)
         try:
-            events = self._check.events(frame.kind, frame.events)
+            checked = self._check.checked(frame.kind, frame.events)
         except FrameError as exc:
             self.send_error(exc.code, exc.message)
             return []
-        self.counters.events_in += len(events)
-        return [InputBatch(frame.kind, events, frame.seq)]
+        self.counters.events_in += len(checked.events)
+        return [InputBatch(frame.kind, checked.events, frame.seq, checked)]
 
     def send_events(self, kind: EventKind, events: np.ndarray, seq: int | None = None) -> None:
         """Queue output events, split into frames of at most ``max_events_per_frame``."""

@@ -177,7 +177,7 @@ class StuckDevkit(VirtualDevkit):
 
     release = threading.Event()
 
-    def forward(self, spikes=None, dvs=None, *, timeout: float) -> DeviceOutput:
+    def forward(self, spikes=None, dvs=None, *, timeout: float, checked=None) -> DeviceOutput:
         self.release.wait(60)
         return DeviceOutput()
 

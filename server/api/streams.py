@@ -350,7 +350,7 @@ async def _stream_events(
     async def forward(batch: InputBatch) -> None:
         spikes = batch.events if batch.kind is EventKind.SPIKE else None
         dvs = batch.events if batch.kind is EventKind.DVS else None
-        output = await hub.forward(spikes, dvs)
+        output = await hub.forward(spikes, dvs, batch.checked)
         counts: dict[str, int] = {}
         for kind, events in _monitored_outputs(output):
             await conn.send_events(kind, events, batch.seq)

@@ -27,6 +27,7 @@ import numpy as np
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.deploy import Deployment, NeuronStates
 from specklab.schemas.errors import DomainError
+from specklab.schemas.inputs import Checked
 
 from ..devices.base import DeviceOutput
 from ..devices.errors import DeviceError, OutputTooLarge
@@ -57,10 +58,14 @@ class BatchLimits:
     ticks: int
     output_events: int
 
-    def check(self, config: ChipConfig, *batches: np.ndarray | None) -> float:
+    def check(
+        self, config: ChipConfig, *batches: np.ndarray | None, checked: Checked | None = None
+    ) -> float:
         """Refuse a batch over the limits (422 ``batch_too_long``); returns the device-call
-        timeout it deserves."""
-        span_s = batch_span_s(*batches)
+        timeout it deserves. Batches that ``checked`` covers are sorted: their ends are read."""
+        arrays = [b for b in batches if b is not None]
+        sorted_by_t = checked is not None and checked.covers(config, *arrays)
+        span_s = batch_span_s(*arrays, sorted_by_t=sorted_by_t)
         if span_s > self.span_s:
             raise DomainError(
                 422,
@@ -147,11 +152,14 @@ class DeviceHub:
 
     # ----- device calls -----
 
-    async def forward(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> DeviceOutput:
-        """Run a batch within :attr:`limits`; DomainError 422 for one over them."""
-        timeout = self.limits.check(self.config, spikes, dvs)
+    async def forward(
+        self, spikes: np.ndarray | None, dvs: np.ndarray | None, checked: Checked | None = None
+    ) -> DeviceOutput:
+        """Run a batch within :attr:`limits`; DomainError 422 for one over them. ``checked``:
+        the input check's proof, passed on to the device (see ``Device.forward``)."""
+        timeout = self.limits.check(self.config, spikes, dvs, checked=checked)
         async with self._device_lock:
-            output = await self.hold.forward(spikes, dvs, timeout=timeout)
+            output = await self.hold.forward(spikes, dvs, timeout=timeout, checked=checked)
         self.limits.check_output(output)
         return output
 

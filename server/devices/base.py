@@ -29,6 +29,7 @@ import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE
+from specklab.schemas.inputs import Checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +108,18 @@ class Device(Protocol):
         """Queue input events (continuous mode), timed by the stopwatch."""
 
     def forward(
-        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        timeout: float,
+        checked: Checked | None = None,
     ) -> DeviceOutput:
         """Run a batch and return every output it causes (see the module docstring).
 
         ``timeout`` bounds the wait for outputs after the last input is due, in seconds.
+        ``checked``: the input check's proof for one of the arrays; a device that checks its
+        inputs itself skips that for what the proof covers.
         """
 
     def read(self, timeout: float) -> DeviceOutput:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
+from specklab.schemas.inputs import Checked
 
 from ..chips import SUPPORTED_DEVICES
 from ..metrics import EVENTS_IN, EVENTS_OUT
@@ -176,8 +177,9 @@ class DeviceHold:
         *,
         settle_s: float = 1.0,
         timeout: float | None = None,
+        checked: Checked | None = None,
     ) -> DeviceOutput:
-        """A batch (see :meth:`Device.forward`).
+        """A batch (see :meth:`Device.forward`, also for ``checked``).
 
         ``settle_s`` bounds the hardware's wait for outputs after the last input is due; the
         call's timeout defaults to the batch's duration plus ``settle_s`` plus 30 s.
@@ -185,7 +187,9 @@ class DeviceHold:
         if timeout is None:
             timeout = batch_span_s(spikes, dvs) + settle_s + 30.0
         output = await self.call(
-            lambda d: d.forward(spikes, dvs, timeout=settle_s), timeout=timeout, what="forward"
+            lambda d: d.forward(spikes, dvs, timeout=settle_s, checked=checked),
+            timeout=timeout,
+            what="forward",
         )
         EVENTS_IN.inc(_count(spikes, dvs))
         EVENTS_OUT.inc(output.count)

@@ -29,6 +29,7 @@ import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import DVS_LAYER
+from specklab.schemas.inputs import Checked
 
 from . import shared as ev
 from .base import DeviceDescription, DeviceHealth, DeviceOutput
@@ -219,8 +220,14 @@ class SamnaDevkit:
             self._io_call("write", self._source.write, to_samna(self._chip, spikes, dvs))
 
     def forward(
-        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        timeout: float,
+        checked: Checked | None = None,
     ) -> DeviceOutput:
+        """``checked`` changes nothing here: the driver does not check inputs again."""
         self._require_open()
         spikes = ev.input_spikes(self._config, spikes)
         dvs = ev.input_dvs(self._config, dvs)

@@ -135,27 +135,36 @@ class InputQueue:
         self._count = 0
 
 
-def batch_origin(spikes: np.ndarray, dvs: np.ndarray) -> int:
-    """The earliest timestamp of a batch: forward shifts inputs so that it becomes 0."""
-    starts = [int(a["t"].min()) for a in (spikes, dvs) if len(a)]
+def batch_origin(spikes: np.ndarray, dvs: np.ndarray, *, sorted_by_t: bool = False) -> int:
+    """The earliest timestamp of a batch: forward shifts inputs so that it becomes 0.
+    ``sorted_by_t``: the arrays are known sorted (checked), so their ends are read."""
+    starts = [_bounds(a, sorted_by_t)[0] for a in (spikes, dvs) if len(a)]
     return min(starts) if starts else 0
 
 
-def batch_span_s(*batches: np.ndarray | None) -> float:
+def batch_span_s(*batches: np.ndarray | None, sorted_by_t: bool = False) -> float:
     """Seconds from a batch's first to its last event (0 for what is not an event array)."""
-    times = [
-        b["t"]
+    bounds = [
+        _bounds(b, sorted_by_t)
         for b in batches
         if b is not None and len(b) and b.dtype.names and "t" in b.dtype.names
     ]
-    if not times:
+    if not bounds:
         return 0.0
-    return (max(int(t.max()) for t in times) - min(int(t.min()) for t in times)) / 1e6
+    return (max(last for _, last in bounds) - min(first for first, _ in bounds)) / 1e6
 
 
-def batch_end(spikes: np.ndarray, dvs: np.ndarray) -> int:
-    ends = [int(a["t"].max()) for a in (spikes, dvs) if len(a)]
+def batch_end(spikes: np.ndarray, dvs: np.ndarray, *, sorted_by_t: bool = False) -> int:
+    ends = [_bounds(a, sorted_by_t)[1] for a in (spikes, dvs) if len(a)]
     return max(ends) if ends else 0
+
+
+def _bounds(events: np.ndarray, sorted_by_t: bool) -> tuple[int, int]:
+    """The first and last timestamps of non-empty ``events``."""
+    times = events["t"]
+    if sorted_by_t:
+        return int(times[0]), int(times[-1])
+    return int(times.min()), int(times.max())
 
 
 def summary(is_open: bool, config: ChipConfig | None, sensor: bool) -> str:

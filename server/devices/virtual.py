@@ -30,6 +30,7 @@ from specklab.schemas.events import (
     concat_events,
     take_events,
 )
+from specklab.schemas.inputs import Checked
 
 from ..simulator import ChipSimulator, SimulatorError, SyntheticSensor
 from ..simulator.engine import Cancelled, OutputLimit
@@ -145,7 +146,9 @@ class VirtualDevkit:
         self._require_open()
         ev.check_chip(self._description, config)
         try:
-            simulator = ChipSimulator(_as_simulated(config), slow_clock_hz=config.slow_clock_hz)
+            simulator = ChipSimulator(
+                _as_simulated(config), slow_clock_hz=config.slow_clock_hz, input_config=config
+            )
         except SimulatorError as exc:
             raise ConfigRejected(f"the virtual chip refused the configuration: {exc}") from None
         self._unload()
@@ -181,22 +184,31 @@ class VirtualDevkit:
         self._queued_dvs.add(dvs, now)
 
     def forward(
-        self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None, *, timeout: float
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        timeout: float,
+        checked: Checked | None = None,
     ) -> DeviceOutput:
-        """Exact: ``timeout`` is not needed (the simulator knows when the batch is done)."""
+        """Exact: ``timeout`` is not needed (the simulator knows when the batch is done).
+        What ``checked`` covers for this configuration is not checked again."""
         self._require_open()
         spikes = ev.input_spikes(self._config, spikes)
         dvs = ev.input_dvs(self._config, dvs)
         simulator = self._loaded()
-        origin = ev.batch_origin(spikes, dvs)
-        end = ev.batch_end(spikes, dvs)
+        sorted_by_t = checked is not None and checked.covers(self._config, spikes, dvs)
+        origin = ev.batch_origin(spikes, dvs, sorted_by_t=sorted_by_t)
+        end = ev.batch_end(spikes, dvs, sorted_by_t=sorted_by_t)
         # As on the devkit: queued input and unread output are dropped, the stopwatch restarts.
         # The chip runs in the inputs' own time base from the batch's first event, so neither
         # inputs nor outputs need their timestamps rewritten.
         self._drop_io()
         simulator.reset_clock(origin)
         try:
-            spikes_out, dvs_out, readout = self._run(spikes, dvs, origin, end + 1, origin_us=origin)
+            spikes_out, dvs_out, readout = self._run(
+                spikes, dvs, origin, end + 1, origin_us=origin, checked=checked
+            )
         finally:
             # Back to the stopwatch's time base, which stands just past the batch and runs on
             # (also after an interrupted batch, which leaves the chip where it stopped).
@@ -273,12 +285,21 @@ class VirtualDevkit:
         self._keep(*self._run(spikes, dvs, start, self._done_us))
 
     def _run(
-        self, spikes: np.ndarray, dvs: np.ndarray, t0_us: int, t1_us: int, *, origin_us: int = 0
+        self,
+        spikes: np.ndarray,
+        dvs: np.ndarray,
+        t0_us: int,
+        t1_us: int,
+        *,
+        origin_us: int = 0,
+        checked: Checked | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Host inputs plus the sensor's events in [t0, t1) (simulator time), then ticks to t1.
 
         The simulator's time is the stopwatch's plus ``origin_us``; the sensor keeps the
-        stopwatch's, so its events are moved into the simulator's time base.
+        stopwatch's, so its events are moved into the simulator's time base. ``checked`` goes
+        to the simulator, which trusts it only for the arrays it covers (not a merge with the
+        sensor's events).
         """
         simulator = self._loaded()
         sensed = np.zeros(0, dtype=DVS_DTYPE)
@@ -294,7 +315,7 @@ class VirtualDevkit:
             dvs = _merged(dvs, sensed)
         limit = self._max_output_events
         try:
-            out = simulator.run(spikes, dvs, cancel=self._cancel, max_events=limit)
+            out = simulator.run(spikes, dvs, cancel=self._cancel, max_events=limit, checked=checked)
             if limit is not None:
                 limit -= out.spikes.size + out.dvs.size + out.readout.size
             ticks = simulator.advance_to(max(t1_us - 1, 0), cancel=self._cancel, max_events=limit)

@@ -10,6 +10,8 @@ is then stuck, and the device manager gives the device a new thread and driver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +24,10 @@ T = TypeVar("T")
 
 #: Seconds an interrupted call has to stop before its thread counts as stuck.
 INTERRUPT_GRACE_S = 2.0
+#: How much lower than the daemon's other threads a device thread runs (``nice`` steps): when
+#: the cores are all busy, the event loop, which serves every stream (a 10-spike batch as much
+#: as a frame of 2.8 MB), goes before the devices' bulk work (the simulator's compiled loop).
+DEVICE_NICE = 5
 
 _STOP = object()
 
@@ -91,6 +97,7 @@ class DeviceThread:
             self._queue.put(_STOP)
 
     def _run(self) -> None:
+        _lower_priority(DEVICE_NICE)
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -104,6 +111,14 @@ class DeviceThread:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+
+
+def _lower_priority(steps: int) -> None:
+    """Run the calling thread ``steps`` nice levels lower (Linux schedules threads one by one;
+    elsewhere, or where it is not allowed, the thread keeps its priority)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + steps)
 
 
 def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from specklab.schemas.chipconfig import ChipConfig
-from specklab.schemas.events import DVS_DTYPE, READOUT_DTYPE, SPIKE_DTYPE, concat_events
+from specklab.schemas.events import (
+    DVS_DTYPE,
+    READOUT_DTYPE,
+    SPIKE_DTYPE,
+    concat_events,
+    copy_events,
+    take_events,
+)
+from specklab.schemas.inputs import Checked
 
 from . import kernel
 from .errors import SimulatorError
@@ -72,15 +80,24 @@ class SimOutput:
     readout: np.ndarray
 
 
-def _sorted_by_t(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+def _given(*arrays: np.ndarray | None) -> list[np.ndarray]:
+    return [array for array in arrays if array is not None]
+
+
+def _as_given(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+    """``events`` of ``dtype`` (empty for None), contiguous as the compiled loop takes them."""
     if events is None:
         return np.zeros(0, dtype=dtype)
     if events.dtype != dtype:
         raise SimulatorError(f"{name} must have dtype {dtype}, got {events.dtype}")
-    events = np.ascontiguousarray(events)
+    return np.ascontiguousarray(events)
+
+
+def _sorted_by_t(events: np.ndarray | None, dtype: np.dtype, name: str) -> np.ndarray:
+    events = _as_given(events, dtype, name)
     t = events["t"]
     if not np.all(t[1:] >= t[:-1]):
-        events = events[np.argsort(events["t"], kind="stable")]
+        events = take_events(events, np.argsort(events["t"], kind="stable"))
     return events
 
 
@@ -91,6 +108,9 @@ class ChipSimulator:
     IO module, outside the chip configuration). ``pipelined``: True runs every call on two
     threads where the chip can be cut in two stages, False never; None (the default) decides
     per call (see PIPELINE_MIN_EVENTS and PIPELINE_ENV). Outputs and states are the same.
+    ``input_config``: the configuration whose input check's proofs (``Checked``) :meth:`run`
+    trusts, ``config`` unless the caller made ``config`` from it without changing what it
+    takes as input.
     """
 
     def __init__(
@@ -99,8 +119,10 @@ class ChipSimulator:
         *,
         slow_clock_hz: float | None = None,
         pipelined: bool | None = None,
+        input_config: ChipConfig | None = None,
     ) -> None:
         self.config = config
+        self._input_config = config if input_config is None else input_config
         self._packed: PackedChip = pack(config, slow_clock_hz)
         self._pipelined = pipelined
         self._lock = threading.Lock()
@@ -150,6 +172,7 @@ class ChipSimulator:
         *,
         cancel: threading.Event | None = None,
         max_events: int | None = None,
+        checked: Checked | None = None,
     ) -> SimOutput:
         """Process input spikes (``core`` set) and DVS events, merged in t order.
 
@@ -159,7 +182,18 @@ class ChipSimulator:
         an event run before it; ticks after the last event wait for :meth:`advance_to`.
         Setting ``cancel`` (from another thread) stops the run with :class:`Cancelled`; more
         than ``max_events`` output events stop it with :class:`OutputLimit`.
+
+        Inputs are checked (SimulatorError) unless ``checked`` covers them: the input check
+        (``schemas/inputs.py``) passed these very arrays for this simulator's inputs.
         """
+        if checked is not None and checked.covers(self._input_config, *_given(spikes, dvs)):
+            return self._run(
+                _as_given(spikes, SPIKE_DTYPE, "spikes"),
+                _as_given(dvs, DVS_DTYPE, "dvs"),
+                -1,
+                cancel,
+                max_events,
+            )
         spike_in = _sorted_by_t(spikes, SPIKE_DTYPE, "spikes")
         dvs_in = _sorted_by_t(dvs, DVS_DTYPE, "dvs")
         bad = kernel.first_bad_spike(self._packed.cores, spike_in)
@@ -287,9 +321,7 @@ class ChipSimulator:
             _joined([part[k] for part in parts], dtype)
             for k, dtype in enumerate((SPIKE_DTYPE, DVS_DTYPE, READOUT_DTYPE))
         )
-        return SimOutput(
-            spikes=self.config.spikes_to_layers(spikes_out), dvs=dvs_out, readout=readout_out
-        )
+        return SimOutput(spikes=spikes_out, dvs=dvs_out, readout=readout_out)
 
     def _chunks(
         self, spikes: np.ndarray, dvs: np.ndarray, t_end: int
@@ -401,5 +433,5 @@ def _keep(buffer: np.ndarray, filled: int) -> tuple[np.ndarray, np.ndarray]:
     if 2 * filled >= buffer.size:
         return buffer[:filled], np.empty(min(buffer.size, _KEEP_BUFFER), dtype=buffer.dtype)
     if buffer.size > _KEEP_BUFFER:
-        return buffer[:filled].copy(), np.empty(_MIN_BUFFER, dtype=buffer.dtype)
-    return buffer[:filled].copy(), buffer
+        return copy_events(buffer[:filled]), np.empty(_MIN_BUFFER, dtype=buffer.dtype)
+    return copy_events(buffer[:filled]), buffer

@@ -58,6 +58,7 @@ from .packing import (
     HIN,
     HOUT,
     KERNEL,
+    LAYER,
     LEAK,
     MONITOR,
     N_DEST,
@@ -199,6 +200,7 @@ def _emit(
     if cores[c, MONITOR]:
         spike = out[nout]
         spike["t"] = t
+        spike["layer"] = cores[c, LAYER]
         spike["core"] = c
         spike["feature"] = f
         spike["x"] = x

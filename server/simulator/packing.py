@@ -21,7 +21,7 @@ from typing import NamedTuple, get_args
 import numpy as np
 
 from specklab.schemas.chipconfig import NUM_CORES, ChipConfig, CNNLayer, Destination, Pooling
-from specklab.schemas.events import DVS_CORE
+from specklab.schemas.events import DVS_CORE, DVS_LAYER
 
 from .errors import SimulatorError
 from .intrinsics import LANES
@@ -45,7 +45,9 @@ RF_NEURONS = 23
 N_DEST = 24
 #: Destination d occupies DEST + 3 * d + (0: core, 1: log2 of its pooling, 2: feature_shift).
 DEST = 25
-CORE_COLUMNS = DEST + 6
+#: The model layer of the core's output spikes (DVS_LAYER for the DVS layer's and unplaced cores).
+LAYER = DEST + 6
+CORE_COLUMNS = LAYER + 1
 
 # Entries of the DVS-layer vector.
 DVS_ENABLED, DVS_IN_W, DVS_IN_H, DVS_MERGE = 0, 1, 2, 3
@@ -227,6 +229,9 @@ def pack(config: ChipConfig, slow_clock_hz: float | None = None) -> PackedChip:
         w_off += w.size
         s_off += s.size
         b_off += cout
+    cores[:, LAYER] = DVS_LAYER
+    for core, model_layer in config.layer_of_core.items():
+        cores[core, LAYER] = model_layer
     dvs = _pack_dvs(config, cores)
     readout = _pack_readout(config)
     hz = config.slow_clock_hz if slow_clock_hz is None else slow_clock_hz
