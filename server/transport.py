@@ -25,7 +25,6 @@ from collections.abc import Generator
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 from websockets.streams import StreamReader
@@ -76,10 +75,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             await super().send(message)
             return
         await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
         if not self._sends_data():
-            await super().send(message)  # the library's path says what is wrong
+            # The library's path says what is wrong (a client gone: ClientDisconnected).
+            await super().send(message)
             return
         self.transport.write(binary_frame_header(len(data)))
         self.transport.write(memoryview(data))
@@ -87,7 +85,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def _sends_data(self) -> bool:
         """Whether the library would send a data frame now (the checks of its ``send_binary``)."""
         return (
-            self.handshake_complete
+            not self.transport.is_closing()
+            and self.handshake_complete
             and not self.close_sent
             and self.initial_response is None
             and self.conn.state is State.OPEN

@@ -155,6 +155,7 @@ class BookedDevices:
         host: str,
         config_path: Callable[[str], Path],
         dataset_path: Callable[[str], Path],
+        fetch: Callable[[str, str], None],
         lease_s: float,
         poll_s: float = 0.25,
     ) -> None:
@@ -165,6 +166,7 @@ class BookedDevices:
             "host": host,
             "config_path": config_path,
             "dataset_path": dataset_path,
+            "fetch": fetch,
             "lease_s": lease_s,
             "poll_s": poll_s,
         }

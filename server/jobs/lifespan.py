@@ -42,10 +42,16 @@ async def job_service(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     )
     configs = BlobStore(settings.data_dir / "jobs", LabBlobs.for_lab(db, "jobs"))
     pool = EvaluationPool(worker_count(settings.job_workers))
+
+    def fetch(config: str, dataset: str) -> None:
+        configs.fetch_missing(config)
+        datasets.store.fetch_missing(dataset, SAMPLES)
+
     paths: dict[str, Any] = {
         "host": settings.host_name,
-        "config_path": configs.local_path,
-        "dataset_path": lambda digest: datasets.store.local_path(digest, SAMPLES),
+        "config_path": configs.path,
+        "dataset_path": lambda digest: datasets.store.path(digest, SAMPLES),
+        "fetch": fetch,
         "lease_s": settings.job_lease_s,
     }
     runner = JobRunner(db, pool, **paths)

@@ -73,10 +73,12 @@ class JobRunner:
     pool: Executor
     _: KW_ONLY
     host: str
-    #: Where a job's configuration and dataset are on this host, by their sha256: fetched
-    #: from the lab's copy when they are not (blocking).
+    #: Where a job's configuration and dataset are on this host, by their sha256.
     config_path: Callable[[str], Path]
     dataset_path: Callable[[str], Path]
+    #: Makes a job's configuration and dataset (by their sha256) present on this host,
+    #: fetching them from the lab's copy if they are not (blocking).
+    fetch: Callable[[str, str], None]
     lease_s: float
     poll_s: float = 0.25
     #: The booked device whose chunks this runner runs; None: the evaluation workers'.
@@ -224,8 +226,7 @@ class JobRunner:
         if claim is not None:
             # A job submitted through another host of the lab: its files come from the lab's
             # copy, here in the claim's thread rather than on the event loop.
-            self.config_path(claim.config_sha256)
-            self.dataset_path(claim.dataset_sha256)
+            self.fetch(claim.config_sha256, claim.dataset_sha256)
         return claim
 
     def _task(self, claim: queue.Claim) -> ChunkTask:

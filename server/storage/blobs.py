@@ -107,14 +107,12 @@ class BlobStore:
             self.put(data, suffix, digest=digest)
         return data
 
-    def local_path(self, digest: str, suffix: str = "") -> Path:
-        """The blob's path here, fetched from the lab's copy first if it is not here (blocking:
-        call it from a thread). A blob in neither place: the path of a file that does not
-        exist, which its reader finds out."""
-        path = self.path(digest, suffix)
-        if not path.exists():
+    def fetch_missing(self, digest: str, suffix: str = "") -> None:
+        """Fetch the blob from the lab's copy and keep it here, unless it is here already
+        (blocking: call it from a thread). A blob in neither place stays missing, which its
+        reader finds out."""
+        if not self.path(digest, suffix).exists():
             self.get(digest, suffix)
-        return path
 
     def delete(self, digest: str, suffix: str = "") -> None:
         self.path(digest, suffix).unlink(missing_ok=True)

@@ -48,6 +48,7 @@ def runner(db: Any, pool: FakePool) -> JobRunner:
         host="h",
         config_path=lambda d: Path(d),
         dataset_path=lambda d: Path(d),
+        fetch=lambda config, dataset: None,
         lease_s=30,
     )
 
