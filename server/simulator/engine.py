@@ -8,6 +8,7 @@ half-run batch. See ``docs/simulator.md`` for the semantics.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -143,14 +144,18 @@ class ChipSimulator:
         #: Slow-clock ticks per compiled call (see CHUNK_S).
         self._chunk_ticks = 1
         self._no_queue = np.empty(0, dtype=kernel.QUEUE_DTYPE)
-        order = topological_order(self._packed)
-        self._stages = (
-            TwoStages(self._packed, self._state, order)
-            if order is not None and len(order) > 1
-            else None
-        )
         #: Whether the last call ran on two threads to its end (see ``pipeline``).
         self.last_run_pipelined = False
+
+    @functools.cached_property
+    def _stages(self) -> TwoStages | None:
+        """The two-thread pipeline, made by the first run that uses it: most simulators
+        (a job's samples, small batches) never do, and it copies the chip's state and hashes
+        its weights."""
+        order = topological_order(self._packed)
+        if order is None or len(order) < 2:
+            return None
+        return TwoStages(self._packed, self._state, order)
 
     @property
     def time_us(self) -> int:
