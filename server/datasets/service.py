@@ -144,7 +144,7 @@ class DatasetService:
                 if upload is not None:
                     upload.commit()
                 self.store.put(canonical, SAMPLES, digest=digest)
-                self.store.share(session, digest, SAMPLES)
+                self.store.share(session, digest, SAMPLES, canonical)
                 session.add(record)
                 session.commit()
 

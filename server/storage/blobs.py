@@ -117,11 +117,14 @@ class BlobStore:
     def delete(self, digest: str, suffix: str = "") -> None:
         self.path(digest, suffix).unlink(missing_ok=True)
 
-    def share(self, session: Session, digest: str, suffix: str = "") -> None:
-        """Add the stored blob to the lab's copy in ``session`` (committed with its row)."""
+    def share(
+        self, session: Session, digest: str, suffix: str = "", data: bytes | None = None
+    ) -> None:
+        """Add the stored blob to the lab's copy in ``session`` (committed with its row);
+        ``data``: its bytes, when the caller holds them (else they are read back)."""
         if self.lab is not None:
             path = self.path(digest, suffix)
-            self.lab.put(session, path.name, path.read_bytes())
+            self.lab.put(session, path.name, path.read_bytes() if data is None else data)
 
     def unshare(self, session: Session, digest: str, suffix: str = "") -> None:
         """Remove the blob from the lab's copy in ``session``."""
