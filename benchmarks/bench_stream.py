@@ -10,10 +10,17 @@ the goal is met:
   >= 50 % of the echo;
 - guide network: input spikes/s end to end through the daemon; baseline: the same batch on a
   virtual devkit in this process (no daemon, no transport). Goal >= 2 M;
-- concurrent: 4 streams on 4 devices at once, aggregate events/s; baseline: one stream
-  (the transport figure). Goal >= 1.6x;
-- latency: p99 of a 10-spike forward batch while the 4 streams run; baseline: p99 with nothing
-  else running. Goal <= 10 ms.
+- concurrent: 4 streams on 4 devices at once, aggregate events/s; baseline: one stream from
+  the same client process, measured the same way (events over the rounds' wall time), in
+  rounds alternating with the 4 streams', each the best of its rounds. Goal >= 1.6x. (This
+  used to be against the transport figure, the best single batch of a stream in this process,
+  while the 4 streams counted all their batches: a baseline measured another way (in three
+  runs the two ratios differed by 0.17-0.25, either way); the ratio to it is still printed,
+  ``ratio_to_transport``);
+- latency: p99 of 300 round trips of a 10-spike forward batch while the 4 streams run without
+  pause; baseline: the p99 with nothing else running. Goal <= 10 ms. (The probe used to run
+  only while the 4 streams sent their 4 batches each, about 40 round trips, whose "p99" was
+  their maximum.)
 
 Beside the goals, ``cpu_ms_per_batch``: the CPU time the daemon spends on a transport batch
 and the echo on one message. Events/s on this shared 2-core machine move by a factor of two
@@ -75,6 +82,8 @@ BATCH_EVENTS = int(os.environ.get("BENCH_STREAM_EVENTS", 200_000))
 ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", 8))
 TRIALS = int(os.environ.get("BENCH_STREAM_TRIALS", 300))
 WARM_UP = 20
+#: Alternating rounds of one load stream and of all four (each figure is its best round).
+CONCURRENT_ROUNDS = 3
 #: Four devices pass DVS events through; the fifth runs the guide's network.
 DEVICES = [f"virtual-speck2fdevkit:{i}" for i in range(5)]
 PASSTHROUGH, GUIDE = DEVICES[:4], DEVICES[4]
@@ -103,15 +112,27 @@ def random_dvs(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def forward_rate(
-    url: str, headers: dict[str, str], kind: str, events: np.ndarray, rounds: int
+    url: str,
+    headers: dict[str, str],
+    kind: str,
+    events: np.ndarray,
+    rounds: int,
+    *,
+    connected: Callable[[], object] | None = None,
+    until: Any = None,
 ) -> tuple[float, int]:
-    """Input events/s of forward batches, and the outputs of the last batch."""
+    """Input events/s of forward batches (the best round), and the outputs of the last batch:
+    ``rounds`` batches, or with ``until`` (an event), batches until it is set. ``connected``
+    is called once the stream is open, before the first batch."""
     with connect(url, additional_headers=headers, **WS_OPTIONS) as websocket:
         client = ClientStream()
         client.receive_data(websocket.recv())
+        if connected is not None:
+            connected()
         best = 0.0
         outputs = 0
-        for _ in range(rounds):
+        done = 0
+        while (done < rounds) if until is None else not until.is_set():
             start = time.perf_counter()
             client.send_events(kind, events)
             for message in client.data_to_send():
@@ -126,6 +147,7 @@ def forward_rate(
                 elif isinstance(event, StreamError):
                     raise RuntimeError(event)
             best = max(best, len(events) / (time.perf_counter() - start))
+            done += 1
         return best, outputs
 
 
@@ -141,67 +163,79 @@ def echo_rate(url: str, events: np.ndarray, rounds: int) -> float:
         return best
 
 
-def latency_ms(
-    url: str, headers: dict[str, str], trials: int, during: threading.Event | None = None
-) -> list[float]:
-    """Round trips of a 10-spike forward batch after a warm-up: ``trials`` of them, or, with
-    ``during``, as many as fit before it is set (at least one)."""
+def latency_ms(url: str, headers: dict[str, str], trials: int) -> list[float]:
+    """Round trips of a 10-spike forward batch, ``trials`` of them after a warm-up."""
     small = spikes(t=np.arange(10), layer=0, feature=0, x=np.arange(10), y=3)
     with connect(url, additional_headers=headers, **WS_OPTIONS) as websocket:
         client = ClientStream()
         client.receive_data(websocket.recv())
         samples: list[float] = []
-        for trial in range(1_000_000):
-            if during is None and len(samples) >= trials:
-                break
-            if during is not None and during.is_set() and samples:
-                break
+        for trial in range(WARM_UP + trials):
             start = time.perf_counter()
             client.send_events("spike", small)
             for message in client.data_to_send():
                 websocket.send(message)
             while not isinstance(client.receive_data(websocket.recv()), BatchEnd):
                 pass
-            if trial >= WARM_UP or during is not None:
+            if trial >= WARM_UP:
                 samples.append((time.perf_counter() - start) * 1e3)
         return samples
 
 
 def _load_process(
-    urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int, go: Any, report: Any
+    urls: list[str],
+    headers: dict[str, str],
+    batch: np.ndarray,
+    rounds: int | None,
+    go: Any,
+    stop: Any,
+    report: Any,
 ) -> None:
-    """The load streams, one thread each, in a client process of their own: ``rounds`` forward
-    batches each once ``go`` is set; reports when it is ready and when every batch is done
-    (``perf_counter`` is the system's monotonic clock, the same in every process)."""
+    """The load streams, one thread each, in a client process of their own: once every stream
+    is open it reports, and when ``go`` is set they send ``rounds`` forward batches each (None:
+    until ``stop`` is set); it reports again when every batch is done (``perf_counter`` is the
+    system's monotonic clock, the same in every process)."""
+    opened = threading.Barrier(len(urls) + 1)
+
+    def connected() -> None:
+        opened.wait()
+        go.wait()
+
     threads = [
-        threading.Thread(target=forward_rate, args=(url, headers, "dvs", batch, rounds))
+        threading.Thread(
+            target=forward_rate,
+            args=(url, headers, "dvs", batch, rounds or 0),
+            kwargs={"connected": connected, "until": stop if rounds is None else None},
+        )
         for url in urls
     ]
-    report.put(None)
-    go.wait()
     for thread in threads:
         thread.start()
+    opened.wait()
+    report.put(None)
     for thread in threads:
         thread.join()
     report.put(time.perf_counter())
 
 
 class LoadStreams:
-    """One forward stream per url, as threads of one client process other than this one."""
+    """One forward stream per url, as threads of one client process other than this one:
+    ``rounds`` batches each, or with None, batches until :meth:`stop`."""
 
     def __init__(
-        self, urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int
+        self, urls: list[str], headers: dict[str, str], batch: np.ndarray, rounds: int | None
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._go = context.Event()
+        self._stop = context.Event()
         self._report = context.Queue()
         self._process = context.Process(
             target=_load_process,
-            args=(urls, headers, batch, rounds, self._go, self._report),
+            args=(urls, headers, batch, rounds, self._go, self._stop, self._report),
             daemon=True,
         )
         self._process.start()
-        self._next_report()  # starting the interpreter and importing is not measured
+        self._next_report()  # starting the interpreter, importing, connecting: not measured
         #: Set once every stream's batches are done.
         self.done = threading.Event()
         self._finished = 0.0
@@ -213,6 +247,9 @@ class LoadStreams:
         started = time.perf_counter()
         self._go.set()
         return started
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def finish(self) -> float:
         """Wait for every stream; returns when the last one's batches were done."""
@@ -408,12 +445,21 @@ def main() -> None:
             urls = [stream_url(d) for d in PASSTHROUGH]
             for url in urls[1:]:  # each device's first batch sets it up: not measured
                 forward_rate(url, headers, "dvs", batch[:10], 1)
-            load = LoadStreams(urls, headers, batch, rounds)
-            start = load.start()
-            aggregate = len(urls) * rounds * len(batch) / (load.finish() - start)
-            load = LoadStreams(urls, headers, batch, rounds)
+
+            def streamed(urls: list[str]) -> float:
+                """Events/s of ``urls``' streams together, ``rounds`` batches each."""
+                load = LoadStreams(urls, headers, batch, rounds)
+                start = load.start()
+                return len(urls) * rounds * len(batch) / (load.finish() - start)
+
+            one_rounds, all_rounds = [], []
+            for _ in range(CONCURRENT_ROUNDS):
+                one_rounds.append(streamed(urls[:1]))
+                all_rounds.append(streamed(urls))
+            load = LoadStreams(urls, headers, batch, None)
             load.start()
-            loaded = latency_ms(stream_url(GUIDE), headers, TRIALS, during=load.done)
+            loaded = latency_ms(stream_url(GUIDE), headers, TRIALS)
+            load.stop()
             load.finish()
 
     p99, loaded_p99 = (float(np.percentile(x, 99)) for x in (latencies, loaded))
@@ -437,14 +483,17 @@ def main() -> None:
         baseline_is="the same batch on a virtual devkit in process",
         outputs_per_batch=guide_out,
     )
+    aggregate, one_stream = max(all_rounds), max(one_rounds)
     result["concurrent_aggregate_events_per_s"] = figure(
         aggregate,
-        transport,
-        round(1.6 * transport),
-        aggregate >= 1.6 * transport,
-        baseline_is="one stream (transport); the goal is 1.6x it",
+        one_stream,
+        round(1.6 * one_stream),
+        aggregate >= 1.6 * one_stream,
+        baseline_is="one stream of the same client process, rounds alternating; goal 1.6x it",
         streams=len(PASSTHROUGH),
-        ratio=round(aggregate / transport, 3),
+        ratio=round(aggregate / one_stream, 3),
+        ratio_to_transport=round(aggregate / transport, 3),
+        rounds_events_per_s={"one": [*map(round, one_rounds)], "all": [*map(round, all_rounds)]},
     )
     result["small_batch_p99_ms_under_load"] = figure(
         loaded_p99,
