@@ -12,8 +12,9 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,14 +33,17 @@ from . import kernel
 from .errors import SimulatorError
 from .packing import (
     DVS_ENABLED,
+    RF_NEURONS,
     RO_MAX_CLASSES,
     RO_MAX_WINDOW,
     PackedChip,
     pack,
     state_view,
 )
-from .pipeline import Part, TwoStages, Window
+from .pipeline import Part, Snapshot, TwoStages, Window
 from .stages import topological_order
+
+T = TypeVar("T")
 
 #: Output buffers start this large; the compiled loop doubles them when needed.
 _MIN_BUFFER = 1024
@@ -144,6 +148,10 @@ class ChipSimulator:
         #: Slow-clock ticks per compiled call (see CHUNK_S).
         self._chunk_ticks = 1
         self._no_queue = np.empty(0, dtype=kernel.QUEUE_DTYPE)
+        #: Most events one input event's cascade may process (see :meth:`run_within`).
+        self._cascade_cap = kernel.MAX_CASCADE
+        #: Neurons one event into the widest core touches: the most work a processed event does.
+        self._widest_field = max(int(self._packed.cores[:, RF_NEURONS].max(initial=1)), 1)
         #: Whether the last call ran on two threads to its end (see ``pipeline``).
         self.last_run_pipelined = False
 
@@ -156,6 +164,39 @@ class ChipSimulator:
         if order is None or len(order) < 2:
             return None
         return TwoStages(self._packed, self._state, order)
+
+    @property
+    def tick_period_us(self) -> float:
+        """Microseconds between slow-clock ticks (0 or less: no slow clock)."""
+        return float(self._packed.tick_period_us)
+
+    def run_within(self, work: int, input_events: int, calls: Callable[[], T]) -> T | None:
+        """``calls()`` (runs of this simulator over ``input_events`` input events in all)
+        bounded to about ``work`` neuron updates: each input event's cascade may process at
+        most ``work / (input_events x the widest core's receptive field)`` events.
+
+        None, with the chip put back as it was, when a cascade reached that bound (the rest of
+        it would have been dropped), ``calls`` raised, or not even one event fits: the caller
+        then runs them unbounded. Bounded, they change nothing: for a caller that must not be
+        held up long (a small batch on the event loop), whatever its inputs make the chip do.
+        """
+        cap = work // (max(input_events, 1) * self._widest_field)
+        if cap < 1:
+            return None
+        before = Snapshot(self._state)
+        dropped = int(self._dyn[kernel.DROPPED_OVERFLOW])
+        self._cascade_cap = cap
+        try:
+            result = calls()
+        except Exception:
+            before.restore(self._state)
+            return None
+        finally:
+            self._cascade_cap = kernel.MAX_CASCADE
+        if int(self._dyn[kernel.DROPPED_OVERFLOW]) != dropped:
+            before.restore(self._state)
+            return None
+        return result
 
     @property
     def time_us(self) -> int:
@@ -308,7 +349,10 @@ class ChipSimulator:
 
         with self._lock:
             windows = self._chunks(spikes, dvs, t_end)
-            stages = self._stages if self._use_stages(spikes.size + dvs.size) else None
+            unbounded = self._cascade_cap == kernel.MAX_CASCADE
+            stages = (
+                self._stages if unbounded and self._use_stages(spikes.size + dvs.size) else None
+            )
             self.last_run_pipelined = stages is not None
             if stages is not None and stages.run(
                 windows, self._run_window, take, self._fit_chunk, stopped
@@ -399,6 +443,7 @@ class ChipSimulator:
             self._dvs_out,
             0,
             self._no_queue,
+            self._cascade_cap,
         )
         spikes_out, self._out = _keep(out, nout)
         dvs_out, self._dvs_out = _keep(dvs_out, ndvs)

@@ -180,6 +180,9 @@ class Chip(NamedTuple):
     #: Bit c set: core c belongs to the downstream stage, its events are queued (0: one stage).
     split: int
     queued: np.ndarray  # int64 [1]: entries in the queue
+    #: Most events one input event's cascade may process: MAX_CASCADE, or less for a run that
+    #: must stay within a work budget (the rest is dropped, as by the guard).
+    cascade_cap: int
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -341,7 +344,7 @@ def _drain(
         c = _event_core(event)
         if nout + chip.cores[c, RF_NEURONS] > out.shape[0]:
             return nout, sp, processed
-        if processed == MAX_CASCADE:
+        if processed == chip.cascade_cap:
             chip.dyn[DROPPED_OVERFLOW] += sp
             return nout, 0, processed
         if (chip.split >> c) & 1:  # the downstream stage's: queued, popped there
@@ -555,7 +558,9 @@ def _dvs_layer(dvs_params: np.ndarray, x: int, y: int, p: int) -> tuple[int, int
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _chip(packed: PackedChip, state: State, split: int, queued: np.ndarray) -> Chip:
+def _chip(
+    packed: PackedChip, state: State, split: int, queued: np.ndarray, cascade_cap: int
+) -> Chip:
     """Borrowed views of the chip's arrays, valid while the caller holds ``packed``, ``state``
     and ``queued``."""
     return Chip(
@@ -572,6 +577,7 @@ def _chip(packed: PackedChip, state: State, split: int, queued: np.ndarray) -> C
         borrowed(state.stack),
         split,
         borrowed(queued),
+        cascade_cap,
     )
 
 
@@ -587,15 +593,17 @@ def run(
     dvs_out: np.ndarray,
     split: int,
     queue: np.ndarray,
+    cascade_cap: int,
 ) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray, int, np.ndarray, int]:
     """Process input spikes and DVS events (each sorted by t) merged by t, spikes first on ties.
 
     Then run the ticks due by ``t_end`` (ignored when negative). Returns the output buffers
     (possibly reallocated) and how many rows of each are filled, then the queue for the
-    downstream stage (cores in the mask ``split``; 0: none) and its length.
+    downstream stage (cores in the mask ``split``; 0: none) and its length. ``cascade_cap``:
+    see ``Chip``.
     """
     queued = np.zeros(1, dtype=np.int64)
-    chip = _chip(packed, state, split, queued)
+    chip = _chip(packed, state, split, queued, cascade_cap)
     dvs_params = chip.dvs
     dyn = chip.dyn
     stack = chip.stack
@@ -677,7 +685,7 @@ def run_downstream(
     """
     no_queue = np.empty(0, dtype=QUEUE_DTYPE)
     unused = np.zeros(1, dtype=np.int64)  # this stage queues nothing
-    chip = _chip(packed, state, 0, unused)
+    chip = _chip(packed, state, 0, unused, MAX_CASCADE)
     nout = 0
     nro = 0
     processed = 0

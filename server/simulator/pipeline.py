@@ -310,6 +310,7 @@ class TwoStages:
             np.empty(_MIN_BUFFER, DVS_DTYPE),
             self._split,
             np.empty(self._queue_size, kernel.QUEUE_DTYPE),
+            kernel.MAX_CASCADE,
         )
         self._queue_size = max(self._queue_size, int(queue.size))
         self._upstream_seconds = time.thread_time() - started

@@ -19,6 +19,7 @@ from specklab.server.simulator.stages import topological_order
 from ..chip_configs import chip, layer, to
 from ..guide_inputs import guide_spikes
 from ..guide_regimes import REGIMES, compiled, hand_quantized
+from .outcomes import assert_same, chip_now
 from .random_chips import random_chip, random_inputs
 
 END_US = 40_000
@@ -43,25 +44,8 @@ def _outcome(sim: ChipSimulator, outputs: list[SimOutput]) -> dict[str, object]:
         "spikes": np.concatenate([out.spikes for out in outputs]),
         "dvs": np.concatenate([out.dvs for out in outputs]),
         "readout": np.concatenate([out.readout for out in outputs]),
-        **_chip_now(sim),
+        **chip_now(sim),
     }
-
-
-def _chip_now(sim: ChipSimulator) -> dict[str, object]:
-    return {
-        **{f"states of core {core}": sim.states(core) for core in sim.config.cnn_layers},
-        "counters": sim.counters,
-        "clock": sim.time_us,
-    }
-
-
-def _assert_same(one: dict[str, object], two: dict[str, object]) -> None:
-    assert one.keys() == two.keys()
-    for key, value in one.items():
-        if isinstance(value, np.ndarray):
-            assert np.array_equal(value, two[key]), key  # type: ignore[arg-type]
-        else:
-            assert value == two[key], key
 
 
 def _both_paths(
@@ -83,7 +67,7 @@ def _both_paths(
         if end_us is not None:
             outputs.append(sim.advance_to(end_us))
         outcomes.append(_outcome(sim, outputs))
-    _assert_same(*outcomes)
+    assert_same(*outcomes)
     return outcomes[1], sim
 
 
@@ -137,7 +121,7 @@ def test_inputs_straight_into_downstream_cores_and_a_reset_run_the_same(
         first = sim.run(spike_in[::2], dvs_in)
         sim.reset_states()
         outcomes.append(_outcome(sim, [first, sim.run(spike_in[1::2]), sim.advance_to(END_US)]))
-    _assert_same(*outcomes)
+    assert_same(*outcomes)
 
 
 def test_the_random_chips_take_the_two_thread_path(small_windows: None, no_fall_back: None) -> None:
@@ -253,8 +237,8 @@ def test_an_output_limit_stops_both_paths_after_the_same_window(small_windows: N
         sim = ChipSimulator(config, pipelined=pipelined)
         with pytest.raises(OutputLimit):
             sim.run(inputs, max_events=500)
-        outcomes.append(_chip_now(sim))
-    _assert_same(*outcomes)
+        outcomes.append(chip_now(sim))
+    assert_same(*outcomes)
 
 
 def test_a_cancelled_run_on_two_threads_leaves_a_whole_chip(small_windows: None) -> None:
@@ -280,7 +264,7 @@ def test_a_cancelled_run_on_two_threads_leaves_a_whole_chip(small_windows: None)
     assert 0 < done.size < inputs.size
     one_thread = ChipSimulator(config, pipelined=False)
     one_thread.run(done)
-    _assert_same(_chip_now(sim), _chip_now(one_thread))
+    assert_same(chip_now(sim), chip_now(one_thread))
 
 
 def test_a_run_whose_stages_cannot_overlap_goes_on_on_one_thread(
