@@ -64,6 +64,9 @@ CHUNK_S = 0.05
 PIPELINE_MIN_EVENTS = 4 * CHUNK_EVENTS
 #: Set to 0 to keep every run on one thread (the ``pipelined`` argument overrides it).
 PIPELINE_ENV = "SPECKLAB_SIM_PIPELINE"
+#: What processing one event costs at least, in neuron updates (its pop, its spikes' monitor
+#: rows and pushes): a 1x1 core's events cost about 25 ns each, a neuron update a few ns.
+EVENT_WORK = 16
 
 
 class Cancelled(SimulatorError):
@@ -150,8 +153,8 @@ class ChipSimulator:
         self._no_queue = np.empty(0, dtype=kernel.QUEUE_DTYPE)
         #: Most events one input event's cascade may process (see :meth:`run_within`).
         self._cascade_cap = kernel.MAX_CASCADE
-        #: Neurons one event into the widest core touches: the most work a processed event does.
-        self._widest_field = max(int(self._packed.cores[:, RF_NEURONS].max(initial=1)), 1)
+        #: The most work one processed event does, in neuron updates (see :meth:`run_within`).
+        self._event_work = max(int(self._packed.cores[:, RF_NEURONS].max(initial=0)), EVENT_WORK)
         #: Whether the last call ran on two threads to its end (see ``pipeline``).
         self.last_run_pipelined = False
 
@@ -173,14 +176,15 @@ class ChipSimulator:
     def run_within(self, work: int, input_events: int, calls: Callable[[], T]) -> T | None:
         """``calls()`` (runs of this simulator over ``input_events`` input events in all)
         bounded to about ``work`` neuron updates: each input event's cascade may process at
-        most ``work / (input_events x the widest core's receptive field)`` events.
+        most ``work / (input_events x an event's work)`` events, an event's work being the
+        widest core's receptive field, or :data:`EVENT_WORK` for narrower ones.
 
         None, with the chip put back as it was, when a cascade reached that bound (the rest of
         it would have been dropped), ``calls`` raised, or not even one event fits: the caller
         then runs them unbounded. Bounded, they change nothing: for a caller that must not be
         held up long (a small batch on the event loop), whatever its inputs make the chip do.
         """
-        cap = work // (max(input_events, 1) * self._widest_field)
+        cap = work // (max(input_events, 1) * self._event_work)
         if cap < 1:
             return None
         before = Snapshot(self._state)
