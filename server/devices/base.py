@@ -148,3 +148,20 @@ class Interruptible(Protocol):
 
     def interrupt(self) -> None:
         """Make the running call stop soon and raise; called from another thread."""
+
+
+@runtime_checkable
+class QuickForward(Protocol):
+    """A device that answers some small batches on the caller's thread (the virtual devkit):
+    the manager offers it each batch first, on the event loop, when the device's thread is
+    idle; a batch it declines goes to the thread."""
+
+    def forward_quick(
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        checked: Checked | None = None,
+    ) -> DeviceOutput | None:
+        """:meth:`Device.forward` within a small bound of work, or None (declined, nothing
+        changed): never more than a fraction of a millisecond, whatever the inputs."""

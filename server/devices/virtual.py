@@ -16,6 +16,8 @@ vendor documents), and only sensor events appear on the raw monitor.
 
 from __future__ import annotations
 
+import copy
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +49,11 @@ from .errors import (
 
 #: Events per second of the virtual DVS sensor when it is on.
 DEFAULT_SENSOR_RATE_HZ = 20_000.0
+#: A forward batch of at most this many input events may run on the caller's thread
+#: (:meth:`VirtualDevkit.forward_quick`)...
+QUICK_EVENTS = 256
+#: ...within this many neuron updates (a fraction of a millisecond).
+QUICK_WORK = 1 << 18
 
 
 class _Stopwatch:
@@ -217,6 +224,47 @@ class VirtualDevkit:
             self._watch.set(self._done_us)
             self._watch.start()
         return DeviceOutput(spikes=spikes_out, dvs=dvs_out, readout=readout)
+
+    def forward_quick(
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        checked: Checked | None = None,
+    ) -> DeviceOutput | None:
+        """:meth:`forward` of a batch that costs at most :data:`QUICK_WORK` neuron updates,
+        whatever the chip makes of it: at most :data:`QUICK_EVENTS` input events, no
+        slow-clock tick in its span, the sensor off, nothing queued, and cascades within the
+        bound of ``ChipSimulator.run_within``. None, with nothing changed, for any other batch:
+        it then goes to :meth:`forward`. For the event loop, which answers a 10-spike batch
+        this way without waking the device's thread and being woken by it.
+        """
+        simulator = self._sim
+        events = (0 if spikes is None else len(spikes)) + (0 if dvs is None else len(dvs))
+        if (
+            simulator is None
+            or not self._open
+            or self._sensor_on
+            or not 0 < events <= QUICK_EVENTS
+            or self._queued_count()
+            or self._out_spikes
+            or self._out_dvs
+            or self._out_readout
+        ):
+            return None
+        spikes_in = ev.input_spikes(self._config, spikes)
+        dvs_in = ev.input_dvs(self._config, dvs)
+        period = simulator.tick_period_us
+        span_us = ev.batch_end(spikes_in, dvs_in) - ev.batch_origin(spikes_in, dvs_in)
+        if period > 0 and span_us >= math.floor(period):
+            return None
+        watch, done_us, events_out = copy.copy(self._watch), self._done_us, self._events_out
+        output = simulator.run_within(
+            QUICK_WORK, events, lambda: self.forward(spikes, dvs, timeout=0.0, checked=checked)
+        )
+        if output is None:
+            self._watch, self._done_us, self._events_out = watch, done_us, events_out
+        return output
 
     def read(self, timeout: float) -> DeviceOutput:
         self._require_open()

@@ -38,6 +38,8 @@ class DeviceThread:
     def __init__(self, name: str) -> None:
         self.name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Held while a call runs, here or on the caller's thread (:meth:`run_here`).
+        self._running = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -86,6 +88,17 @@ class DeviceThread:
             raise DeviceTimeout(f"{label} on {self.name} took over {timeout:g} s")
         raise DeviceUnresponsive(f"{label} on {self.name} took over {timeout:g} s and did not stop")
 
+    def run_here(self, fn: Callable[[], T | None]) -> T | None:
+        """``fn()`` on the calling thread if this thread is idle (no call running or queued),
+        as one of its calls; None when it is not. For calls known to be short: nothing bounds
+        or interrupts them here."""
+        if self._closed or not self._queue.empty() or not self._running.acquire(blocking=False):
+            return None
+        try:
+            return fn()
+        finally:
+            self._running.release()
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -106,7 +119,8 @@ class DeviceThread:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                result = fn(*args)
+                with self._running:
+                    result = fn(*args)
             except BaseException as exc:
                 future.set_exception(exc)
             else:
