@@ -54,6 +54,9 @@ DEFAULT_SENSOR_RATE_HZ = 20_000.0
 QUICK_EVENTS = 256
 #: ...within this many neuron updates (a fraction of a millisecond).
 QUICK_WORK = 1 << 18
+#: After a batch that did not fit, this many batches go to the device's thread without a try:
+#: a try that does not fit costs the event loop up to QUICK_WORK for nothing.
+QUICK_PAUSE = 16
 
 
 class _Stopwatch:
@@ -126,6 +129,8 @@ class VirtualDevkit:
         self._out_dvs: list[np.ndarray] = []
         self._out_readout: list[np.ndarray] = []
         self._events_out = 0
+        #: Batches :meth:`forward_quick` still declines without a try (see QUICK_PAUSE).
+        self._quick_pause = 0
         #: Set by :meth:`interrupt` (another thread); the simulator stops between its chunks.
         self._cancel = threading.Event()
 
@@ -237,8 +242,12 @@ class VirtualDevkit:
         slow-clock tick in its span, the sensor off, nothing queued, and cascades within the
         bound of ``ChipSimulator.run_within``. None, with nothing changed, for any other batch:
         it then goes to :meth:`forward`. For the event loop, which answers a 10-spike batch
-        this way without waking the device's thread and being woken by it.
+        this way without waking the device's thread and being woken by it. After a batch
+        whose cascades did not fit, the next :data:`QUICK_PAUSE` batches are declined at once.
         """
+        if self._quick_pause:
+            self._quick_pause -= 1
+            return None
         simulator = self._sim
         events = (0 if spikes is None else len(spikes)) + (0 if dvs is None else len(dvs))
         if (
@@ -264,6 +273,7 @@ class VirtualDevkit:
         )
         if output is None:
             self._watch, self._done_us, self._events_out = watch, done_us, events_out
+            self._quick_pause = QUICK_PAUSE
         return output
 
     def read(self, timeout: float) -> DeviceOutput:

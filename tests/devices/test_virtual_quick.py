@@ -64,7 +64,8 @@ def _small_batches(rng: np.random.Generator) -> list[np.ndarray]:
     ]
 
 
-def test_quick_batches_are_forward_batches() -> None:
+def test_quick_batches_are_forward_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(virtual, "QUICK_PAUSE", 0)  # every batch is tried
     config = _moderate_guide()
     quick, quick_time = _devkit(config)
     plain, plain_time = _devkit(config)
@@ -142,6 +143,22 @@ def test_a_batch_over_the_work_bound_is_declined(monkeypatch: pytest.MonkeyPatch
     before = _device_now(devkit, config)
     assert devkit.forward_quick(batch) is None
     assert_same(_device_now(devkit, config), before)
+
+
+def test_after_a_batch_that_did_not_fit_the_next_ones_are_not_tried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config, _, batch = _declining("a runaway cascade")
+    devkit, _ = _devkit(config)
+    assert devkit._sim is not None
+    tries: list[int] = []
+    run_within = devkit._sim.run_within
+    monkeypatch.setattr(
+        devkit._sim, "run_within", lambda *args: tries.append(1) or run_within(*args)
+    )
+    answers = [devkit.forward_quick(batch) for _ in range(2 + 2 * virtual.QUICK_PAUSE)]
+    assert answers == [None] * len(answers)
+    assert len(tries) == 2  # the first batch, then the one after the pause, then a pause again
 
 
 def test_a_closed_or_empty_device_declines() -> None:
