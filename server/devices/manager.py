@@ -112,6 +112,28 @@ class _Entry:
         )
 
 
+class QuickTurns:
+    """Batches answered on the event loop (``QuickForward``): at most one per turn of the
+    loop. A caller whose next batch is already there (a client sending many at once, a job)
+    lets the loop's other tasks go between its batches, as a call on a device's thread does."""
+
+    def __init__(self) -> None:
+        self._taken = False
+
+    async def wait(self) -> None:
+        """Let the loop's other tasks go first if this turn's batch was answered already."""
+        if self._taken:
+            await asyncio.sleep(0)  # after ``_end``, which call_soon queued before it
+
+    def take(self) -> None:
+        if not self._taken:
+            self._taken = True
+            asyncio.get_running_loop().call_soon(self._end)
+
+    def _end(self) -> None:
+        self._taken = False
+
+
 class DeviceHold:
     """Exclusive use of one device. Every call runs on the device's thread, with a timeout."""
 
@@ -191,7 +213,7 @@ class DeviceHold:
         ``settle_s`` bounds the hardware's wait for outputs after the last input is due; the
         call's timeout defaults to the batch's duration plus ``settle_s`` plus 30 s.
         """
-        output = self._forward_quick(spikes, dvs, checked)
+        output = await self._forward_quick(spikes, dvs, checked)
         if output is None:
             if timeout is None:
                 timeout = batch_span_s(spikes, dvs) + settle_s + 30.0
@@ -204,17 +226,23 @@ class DeviceHold:
         EVENTS_OUT.inc(output.count)
         return output
 
-    def _forward_quick(
+    async def _forward_quick(
         self, spikes: np.ndarray | None, dvs: np.ndarray | None, checked: Checked | None
     ) -> DeviceOutput | None:
         """The batch answered here, on the event loop, if the device can (:class:`QuickForward`)
         and its thread is idle: under load, waking the thread and being woken by it took
         longer than a small batch's work."""
-        entry = self._check_open()
+        if not isinstance(self._check_open().driver, QuickForward):
+            return None
+        await self._manager.quick_turns.wait()
+        entry = self._check_open()  # again: the hold may have ended, the driver been replaced
         driver, thread = entry.driver, entry.thread
         if not isinstance(driver, QuickForward) or thread is None:
             return None
-        return thread.run_here(lambda: driver.forward_quick(spikes, dvs, checked=checked))
+        output = thread.run_here(lambda: driver.forward_quick(spikes, dvs, checked=checked))
+        if output is not None:
+            self._manager.quick_turns.take()
+        return output
 
     async def read(self, wait_s: float = 0.1, *, timeout: float | None = None) -> DeviceOutput:
         output = await self.call(
@@ -307,6 +335,7 @@ class DeviceManager:
         device is found at start, [] = none. ``max_output_events``: the most events one call
         of a virtual devkit may answer with."""
         self.host = host
+        self.quick_turns = QuickTurns()
         self._virtual_specs = (
             None if virtual is None else [parse_virtual_spec(spec) for spec in virtual]
         )

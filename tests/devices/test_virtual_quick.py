@@ -220,3 +220,33 @@ async def test_the_manager_answers_small_batches_on_the_event_loop_when_the_devi
         assert threads[2] != loop_thread
     finally:
         await manager.stop()
+
+
+async def test_quick_batches_one_after_another_let_the_loops_other_tasks_run_between(
+    samna: ModuleType,
+) -> None:
+    """A client sending many small batches at once, or a job, gets its next batch at once: it
+    must not keep the event loop from everyone else for all of them."""
+    loader = SamnaLoader(timeout_s=5.0, probe=lambda: SamnaStatus(SamnaState.INSTALLED, "double"))
+    manager = DeviceManager(host="lab-1", samna=loader, virtual=["speck2fdevkit=1"])
+    await manager.start()
+    try:
+        hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
+        await hold.apply(tiny_network())
+        one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
+        turns: list[int] = []
+
+        async def another_task() -> None:
+            for _ in range(3):
+                turns.append(len(answered))
+                await asyncio.sleep(0)
+
+        answered: list[DeviceOutput] = []
+        other = asyncio.ensure_future(another_task())
+        for _ in range(3):
+            answered.append(await hold.forward(one))
+        await other
+        # The first batch at once (nothing ran this turn), then the other task before each.
+        assert turns == [1, 2, 3]
+    finally:
+        await manager.stop()
