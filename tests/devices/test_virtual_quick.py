@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +17,7 @@ from specklab.schemas.chipconfig import ChipConfig
 from specklab.schemas.events import spikes
 from specklab.server.devices import virtual
 from specklab.server.devices.base import DeviceOutput
-from specklab.server.devices.manager import DeviceManager
+from specklab.server.devices.manager import DeviceHold, DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from specklab.server.devices.virtual import QUICK_EVENTS, VirtualDevkit
@@ -185,68 +185,66 @@ def _threads_of_forward(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return names
 
 
-async def test_the_manager_answers_small_batches_on_the_event_loop_when_the_device_is_idle(
-    samna: ModuleType, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def hold(samna: ModuleType) -> AsyncIterator[DeviceHold]:
+    """A hold of a virtual devkit of a started manager, with ``tiny_network`` applied."""
     loader = SamnaLoader(timeout_s=5.0, probe=lambda: SamnaStatus(SamnaState.INSTALLED, "double"))
     manager = DeviceManager(host="lab-1", samna=loader, virtual=["speck2fdevkit=1"])
     await manager.start()
     try:
         hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
         await hold.apply(tiny_network())
-        threads = _threads_of_forward(monkeypatch)
-        one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
-        many = spikes(t=np.arange(QUICK_EVENTS + 1), layer=0, core=2, feature=0, x=1, y=1)
-        loop_thread = threading.current_thread().name
-
-        await hold.forward(one)
-        await hold.forward(many)
-        assert threads[0] == loop_thread and threads[1] != loop_thread
-
-        started, release = threading.Event(), threading.Event()
-
-        def blocking(device: object) -> None:
-            started.set()
-            release.wait(10)
-
-        busy = asyncio.ensure_future(hold.call(blocking, timeout=10))
-        assert await asyncio.to_thread(started.wait, 10)
-        waiting = asyncio.ensure_future(hold.forward(one))
-        await asyncio.sleep(0.05)
-        assert not waiting.done()  # behind the running call, not answered here
-        release.set()
-        await busy
-        await waiting
-        assert threads[2] != loop_thread
+        yield hold
     finally:
         await manager.stop()
+
+
+async def test_the_manager_answers_small_batches_on_the_event_loop_when_the_device_is_idle(
+    hold: DeviceHold, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _threads_of_forward(monkeypatch)
+    one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
+    many = spikes(t=np.arange(QUICK_EVENTS + 1), layer=0, core=2, feature=0, x=1, y=1)
+    loop_thread = threading.current_thread().name
+
+    await hold.forward(one)
+    await hold.forward(many)
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(device: object) -> None:
+        started.set()
+        release.wait(10)
+
+    busy = asyncio.ensure_future(hold.call(blocking, timeout=10))
+    assert await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.ensure_future(hold.forward(one))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # behind the running call, not answered here
+    release.set()
+    await busy
+    await waiting
+    assert threads[2] != loop_thread
 
 
 async def test_quick_batches_one_after_another_let_the_loops_other_tasks_run_between(
-    samna: ModuleType,
+    hold: DeviceHold,
 ) -> None:
     """A client sending many small batches at once, or a job, gets its next batch at once: it
     must not keep the event loop from everyone else for all of them."""
-    loader = SamnaLoader(timeout_s=5.0, probe=lambda: SamnaStatus(SamnaState.INSTALLED, "double"))
-    manager = DeviceManager(host="lab-1", samna=loader, virtual=["speck2fdevkit=1"])
-    await manager.start()
-    try:
-        hold = await manager.open_hold("virtual-speck2fdevkit:0", owner="alice")
-        await hold.apply(tiny_network())
-        one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
-        turns: list[int] = []
+    one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
+    turns: list[int] = []
+    answered: list[DeviceOutput] = []
 
-        async def another_task() -> None:
-            for _ in range(3):
-                turns.append(len(answered))
-                await asyncio.sleep(0)
-
-        answered: list[DeviceOutput] = []
-        other = asyncio.ensure_future(another_task())
+    async def another_task() -> None:
         for _ in range(3):
-            answered.append(await hold.forward(one))
-        await other
-        # The first batch at once (nothing ran this turn), then the other task before each.
-        assert turns == [1, 2, 3]
-    finally:
-        await manager.stop()
+            turns.append(len(answered))
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(another_task())
+    for _ in range(3):
+        answered.append(await hold.forward(one))
+    await other
+    # The first batch at once (nothing ran this turn), then the other task before each.
+    assert turns == [1, 2, 3]
