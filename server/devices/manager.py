@@ -135,7 +135,8 @@ class QuickTurns:
 
 
 class DeviceHold:
-    """Exclusive use of one device. Every call runs on the device's thread, with a timeout."""
+    """Exclusive use of one device. Every call runs on the device's thread, with a timeout,
+    except a small forward batch that the device answers on the event loop (``forward``)."""
 
     def __init__(self, manager: DeviceManager, entry: _Entry, owner: str) -> None:
         self._manager = manager
