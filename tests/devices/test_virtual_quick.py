@@ -21,6 +21,7 @@ from specklab.server.devices.manager import DeviceHold, DeviceManager
 from specklab.server.devices.samna_loader import SamnaLoader
 from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from specklab.server.devices.virtual import QUICK_EVENTS, VirtualDevkit
+from specklab.server.simulator import ChipSimulator, SimOutput
 
 from ..chip_configs import chip, layer, to
 from ..guide_inputs import guide_spikes
@@ -172,17 +173,41 @@ def test_a_closed_or_empty_device_declines() -> None:
     assert devkit.forward_quick(one) is not None
 
 
-def _threads_of_forward(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the threads VirtualDevkit.forward runs on, from now on."""
+def _threads_of_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads the simulator runs batches on, from now on."""
     names: list[str] = []
-    forward = VirtualDevkit.forward
+    run = ChipSimulator.run
 
-    def recorded(self: VirtualDevkit, *args: Any, **kwargs: Any) -> DeviceOutput:
+    def recorded(self: ChipSimulator, *args: Any, **kwargs: Any) -> SimOutput:
         names.append(threading.current_thread().name)
-        return forward(self, *args, **kwargs)
+        return run(self, *args, **kwargs)
 
-    monkeypatch.setattr(VirtualDevkit, "forward", recorded)
+    monkeypatch.setattr(ChipSimulator, "run", recorded)
     return names
+
+
+class HangingDevkit(VirtualDevkit):
+    """A test double whose forward would hang (here it only counts its calls): nothing bounds
+    it on the event loop."""
+
+    calls = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> DeviceOutput:
+        HangingDevkit.calls += 1
+        return DeviceOutput()
+
+
+def test_another_forward_is_never_run_quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
+    double = HangingDevkit(DESCRIPTION)
+    double.open()
+    double.apply(tiny_network())
+    assert double.forward_quick(one) is None
+    devkit, _ = _devkit(tiny_network())
+    assert devkit.forward_quick(one) is not None
+    monkeypatch.setattr(VirtualDevkit, "forward", HangingDevkit.forward)
+    assert devkit.forward_quick(one) is None
+    assert HangingDevkit.calls == 0
 
 
 @pytest.fixture
@@ -202,7 +227,7 @@ async def hold(samna: ModuleType) -> AsyncIterator[DeviceHold]:
 async def test_the_manager_answers_small_batches_on_the_event_loop_when_the_device_is_idle(
     hold: DeviceHold, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads = _threads_of_forward(monkeypatch)
+    threads = _threads_of_runs(monkeypatch)
     one = spikes(t=[0], layer=0, core=2, feature=0, x=1, y=1)
     many = spikes(t=np.arange(QUICK_EVENTS + 1), layer=0, core=2, feature=0, x=1, y=1)
     loop_thread = threading.current_thread().name
