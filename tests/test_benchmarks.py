@@ -27,8 +27,9 @@ def run_benchmark(
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=True,
     )
+    # The end of its stderr (the traceback) in the failure, which a CalledProcessError cuts.
+    assert result.returncode == 0, f"{script} exited {result.returncode}:\n{result.stderr[-6000:]}"
     return json.loads(result.stdout)
 
 
