@@ -181,8 +181,9 @@ class ChipSimulator:
 
         None, with the chip put back as it was, when a cascade reached that bound (the rest of
         it would have been dropped), ``calls`` raised, or not even one event fits: the caller
-        then runs them unbounded. Bounded, they change nothing: for a caller that must not be
-        held up long (a small batch on the event loop), whatever its inputs make the chip do.
+        then runs them unbounded. Otherwise their result is the unbounded run's. For a caller
+        that must not be held up long (a small batch on the event loop), whatever its inputs
+        make the chip do.
         """
         cap = work // (max(input_events, 1) * self._event_work)
         if cap < 1:
