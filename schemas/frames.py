@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgpack
 import numpy as np
@@ -85,10 +85,20 @@ class StatsFrame:
 
 
 Frame = EventsFrame | EndFrame | ControlFrame | ErrorFrame | StatsFrame
+#: One message as the buffers it is made of, in order (:func:`encode_parts`).
+MessageParts: TypeAlias = tuple[bytes] | tuple[bytes, memoryview]
 
 
 def encode(frame: Frame) -> bytes:
     """Encode one frame to the bytes of one binary WebSocket message."""
+    return b"".join(encode_parts(frame))
+
+
+def encode_parts(frame: Frame) -> MessageParts:
+    """One frame's message in the parts it is made of: the msgpack head and, for an events
+    frame, the events' bytes as a view of their array (not copied). Joined, the parts are
+    :func:`encode`'s message; a transport that writes them one after the other sends it
+    without copying the events (``server/transport.py``)."""
     if isinstance(frame, EventsFrame):
         body = _events_body(frame)
     elif isinstance(frame, EndFrame):
@@ -112,26 +122,26 @@ def encode(frame: Frame) -> bytes:
     except (TypeError, ValueError) as exc:
         raise FrameError("malformed", f"frame holds a value msgpack cannot encode: {exc}") from exc
     if payload is None:
-        return head
-    return _append_bin(head, len(body), payload)
+        return (head,)
+    return _with_bin_entry(head, len(body), len(payload)), payload
 
 
-def _append_bin(head: bytes, entries: int, payload: memoryview) -> bytes:
-    """Add a ``bin`` entry to a packed fixmap, copying the payload once.
+def _with_bin_entry(head: bytes, entries: int, size: int) -> bytes:
+    """A packed fixmap with one more entry, ``bin``, whose ``size`` bytes are to follow.
 
     msgpack's packer grows its buffer while copying large ``bin`` values, which made it the
-    slowest step of encoding an event batch; writing the header ourselves avoids that.
+    slowest step of encoding an event batch; writing the header ourselves avoids that, and
+    leaves the payload where it is.
     """
     if head[0] != 0x80 | entries or entries >= 15:
         raise AssertionError("events frames are small fixmaps")
-    size = len(payload)
     if size < 1 << 8:
         bin_header = bytes((0xC4, size))
     elif size < 1 << 16:
         bin_header = b"\xc5" + size.to_bytes(2, "big")
     else:
         bin_header = b"\xc6" + size.to_bytes(4, "big")
-    return b"".join((bytes((0x80 | (entries + 1),)), head[1:], b"\xa3bin", bin_header, payload))
+    return b"".join((bytes((0x80 | (entries + 1),)), head[1:], b"\xa3bin", bin_header))
 
 
 def _events_body(frame: EventsFrame) -> dict[str, Any]:

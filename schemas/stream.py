@@ -39,9 +39,11 @@ from .frames import (
     EventsFrame,
     Frame,
     FrameError,
+    MessageParts,
     StatsFrame,
     decode,
     encode,
+    encode_parts,
 )
 from .inputs import Checked, InputCheck
 
@@ -312,18 +314,19 @@ class ServerStream(_Endpoint):
 
     def send_events(self, kind: EventKind, events: np.ndarray, seq: int | None = None) -> None:
         """Queue output events, split into frames of at most ``max_events_per_frame``."""
-        self._outgoing.extend(self.events_messages(kind, events, seq))
+        self._outgoing.extend(map(b"".join, self.events_messages(kind, events, seq)))
 
     def events_messages(
         self, kind: EventKind, events: np.ndarray, seq: int | None = None
-    ) -> Iterator[bytes]:
+    ) -> Iterator[MessageParts]:
         """Output events as messages of at most ``max_events_per_frame`` events, each encoded
-        only when asked for: an adapter that sends one before taking the next holds one frame
-        at a time, whatever the number of events."""
+        only when asked for and in its parts (the events stay in ``events``): an adapter that
+        sends one before taking the next holds one frame's head at a time, whatever the number
+        of events."""
         step = self.max_events_per_frame
         for start in range(0, len(events), step):
             part = events[start : start + step]
-            message = encode(EventsFrame(kind, part, seq))
+            message = encode_parts(EventsFrame(kind, part, seq))
             self.counters.frames_out += 1
             self.counters.events_out += len(part)
             yield message

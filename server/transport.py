@@ -12,7 +12,9 @@ event loop's time per batch (py-spy, ``docs/streams.md``). Here:
   the unmasking then makes the one copy the message needs;
 - out: a large binary message is written to the transport as the frame's few header bytes and
   then the message itself, without the library's serialising copy; asyncio copies only what
-  the socket does not take at once.
+  the socket does not take at once. An application may also hand a message over in its parts
+  (the :data:`SEND_PARTS` extension): an events frame's msgpack head and its events, which
+  then go from the simulator's output array to the socket without being joined first.
 
 The WebSocket protocol itself (handshake, parsing, control frames, closing) is the library's,
 unchanged; small messages take its usual path.
@@ -21,16 +23,22 @@ unchanged; small messages take its usual path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, cast
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.streams import StreamReader
 
 #: Messages from this size on take the paths above; below it, copies cost less than the calls.
 LARGE_MESSAGE_BYTES = 64 * 1024
+#: The ASGI extension, in a WebSocket scope's ``extensions``, by which this transport takes a
+#: binary message as the buffers it is made of, written in order and never joined:
+#: ``{"type": "websocket.send", "bytes": None, SEND_PARTS: (head, payload)}``.
+SEND_PARTS = "specklab.websocket.send_parts"
+_Buffers = Sequence[bytes | bytearray | memoryview]
 #: First byte of an unfragmented binary frame (FIN, opcode 2).
 _FIN_BINARY = 0x82
 
@@ -69,18 +77,36 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # handshake's), so the reader is changed in place rather than replaced.
         self.conn.reader.__class__ = _HandingReader
 
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            self.scope["extensions"][SEND_PARTS] = {}
+
     async def send(self, message: ASGISendEvent) -> None:
-        data = message.get("bytes") if message["type"] == "websocket.send" else None
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < LARGE_MESSAGE_BYTES:
+        parts = _binary_parts(message)
+        if parts is None:
             await super().send(message)
+            return
+        size = sum(map(len, parts))
+        if size < LARGE_MESSAGE_BYTES:
+            await super().send(_joined(message, parts))
             return
         await self.writable.wait()
         if not self._sends_data():
             # The library's path says what is wrong (a client gone: ClientDisconnected).
-            await super().send(message)
+            await super().send(_joined(message, parts))
             return
-        self.transport.write(binary_frame_header(len(data)))
-        self.transport.write(memoryview(data))
+        # Small parts go with the header in one write; large ones as they are.
+        pending: list[bytes | bytearray | memoryview] = [binary_frame_header(size)]
+        for part in parts:
+            if len(part) < LARGE_MESSAGE_BYTES:
+                pending.append(part)
+                continue
+            self.transport.write(b"".join(pending))
+            self.transport.write(memoryview(part))
+            pending = []
+        if pending:
+            self.transport.write(b"".join(pending))
 
     def _sends_data(self) -> bool:
         """Whether the library would send a data frame now (the checks of its ``send_binary``)."""
@@ -92,3 +118,22 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and self.conn.state is State.OPEN
             and not self.conn.expect_continuation_frame
         )
+
+
+def _binary_parts(message: ASGISendEvent) -> _Buffers | None:
+    """A binary data message's buffers, or None for any other message."""
+    if message["type"] != "websocket.send":
+        return None
+    fields = cast(Mapping[str, Any], message)
+    parts = fields.get(SEND_PARTS)
+    if parts is not None:
+        return cast(_Buffers, parts)
+    data = fields.get("bytes")
+    return (data,) if isinstance(data, bytes | bytearray | memoryview) else None
+
+
+def _joined(message: ASGISendEvent, parts: _Buffers) -> ASGISendEvent:
+    """``message`` as the library takes it: its bytes in one object."""
+    if SEND_PARTS not in cast(Mapping[str, Any], message):
+        return message
+    return {"type": "websocket.send", "bytes": b"".join(parts)}

@@ -31,6 +31,7 @@ from specklab.schemas.frames import (
     StatsFrame,
     decode,
     encode,
+    encode_parts,
 )
 
 
@@ -63,6 +64,15 @@ def test_decoding_events_does_not_copy_the_payload() -> None:
     )
     events = decode(data).events
     assert not events.flags.owndata  # a view over the bytes msgpack handed out
+
+
+@pytest.mark.parametrize("count", [0, 3, 20_000])
+def test_an_events_frame_in_parts_is_its_head_then_a_view_of_its_events(count: int) -> None:
+    events = spikes(t=np.arange(count), layer=0, feature=1, x=2, y=3)
+    frame = EventsFrame(EventKind.SPIKE, events, seq=4)
+    head, payload = encode_parts(frame)
+    assert head + bytes(payload) == encode(frame)
+    assert np.shares_memory(np.asarray(payload), events) or count == 0
 
 
 def test_non_contiguous_events_are_encoded_correctly() -> None:

@@ -46,6 +46,7 @@ from specklab.server.devices.samna_probe import SamnaState, SamnaStatus
 from specklab.server.devices.shared import InputQueue
 from specklab.server.devices.virtual import VirtualDevkit
 from specklab.server.simulator import ChipSimulator, engine
+from specklab.server.transport import SEND_PARTS
 
 from .chip_configs import guide_network
 from .guide_inputs import guide_spikes
@@ -332,9 +333,11 @@ def test_bad_timestamps_and_oversized_messages_get_error_frames(
 
 class UnreadSocket:
     """A WebSocket whose client never reads: the first send waits forever (the transport's
-    backpressure), the ones before it are counted."""
+    backpressure), the ones before it are counted. ``sends_parts``: whether its server takes
+    messages in their parts (the daemon's transport does, Starlette's test client does not)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sends_parts: bool) -> None:
+        self.scope = {"extensions": {SEND_PARTS: {}} if sends_parts else {}}
         self.sent: list[bytes] = []
         self.blocked = asyncio.Event()
 
@@ -344,10 +347,17 @@ class UnreadSocket:
             await asyncio.Event().wait()
         self.sent.append(message)
 
+    async def send(self, message: dict) -> None:
+        assert message["type"] == "websocket.send" and message["bytes"] is None
+        await self.send_bytes(b"".join(message[SEND_PARTS]))
 
-async def test_a_client_that_does_not_read_holds_one_frame_of_the_daemons_memory() -> None:
+
+@pytest.mark.parametrize("sends_parts", [True, False])
+async def test_a_client_that_does_not_read_holds_one_frame_of_the_daemons_memory(
+    sends_parts: bool,
+) -> None:
     stream = ServerStream(guide_network(), StreamMode.FORWARD)
-    socket = UnreadSocket()
+    socket = UnreadSocket(sends_parts)
     conn = _Connection(socket, stream, hub=None)  # type: ignore[arg-type]
     answer = np.zeros(5_400_000, dtype=SPIKE_DTYPE)  # the issue's 5.4 M output spikes
     sending = asyncio.create_task(conn.send_events(EventKind.SPIKE, answer, 0))

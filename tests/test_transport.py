@@ -3,9 +3,11 @@ library's own path would deliver them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +15,20 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.sync.client import connect
 
+from specklab.schemas.events import DTYPES, EventKind
+from specklab.schemas.frames import EventsFrame, encode_parts
 from specklab.server import transport
-from specklab.server.transport import LARGE_MESSAGE_BYTES, WebSocketProtocol, binary_frame_header
+from specklab.server.transport import (
+    LARGE_MESSAGE_BYTES,
+    SEND_PARTS,
+    WebSocketProtocol,
+    binary_frame_header,
+)
 
 from .daemon import free_port
 
@@ -91,3 +101,77 @@ def test_the_reader_hands_over_a_buffer_it_fills_exactly() -> None:
     with pytest.raises(StopIteration) as done:
         next(read)
     assert done.value.value is buffer and reader.buffer == b""
+
+
+class RecordingTransport(asyncio.Transport):
+    """A socket transport that keeps what is written to it, as it was handed over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+
+_HANDSHAKE = (
+    b"GET /stream HTTP/1.1\r\nHost: lab\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def _sent_in_parts(parts: tuple[bytes, memoryview]) -> tuple[dict, RecordingTransport]:
+    """Runs an app that sends one message in ``parts`` through the transport; the app's
+    scope extensions, and the transport's writes after the handshake."""
+    seen: dict = {}
+    sent = asyncio.Event()
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        seen.update(scope["extensions"])
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": None, SEND_PARTS: parts})
+        sent.set()
+        await receive()
+
+    config = uvicorn.Config(app, ws=WebSocketProtocol, log_level="warning")
+    config.load()
+    protocol = WebSocketProtocol(config, ServerState(), {})
+    recording = RecordingTransport()
+    protocol.connection_made(recording)
+    protocol.data_received(_HANDSHAKE)
+    await asyncio.wait_for(sent.wait(), 5)
+    handshake = recording.writes.pop(0)
+    assert bytes(handshake).startswith(b"HTTP/1.1 101")
+    protocol.connection_lost(None)
+    return seen, recording
+
+
+async def test_a_large_events_frame_in_parts_is_written_without_joining_them() -> None:
+    events = np.arange(100_000 * DTYPES[EventKind.DVS].itemsize, dtype=np.uint8)
+    head, payload = encode_parts(EventsFrame(EventKind.DVS, events.view(DTYPES[EventKind.DVS])))
+    seen, recording = await _sent_in_parts((head, payload))
+    assert SEND_PARTS in seen
+    size = len(head) + events.nbytes
+    assert len(recording.writes) == 2
+    assert bytes(recording.writes[0]) == binary_frame_header(size) + head
+    assert np.shares_memory(np.asarray(recording.writes[1]), events)
+    wire = b"".join(map(bytes, recording.writes))
+    assert wire == Frame(Opcode.BINARY, head + events.tobytes()).serialize(mask=False)
+
+
+async def test_a_small_message_in_parts_takes_the_librarys_path() -> None:
+    _, recording = await _sent_in_parts((b"\x81\xa1a", memoryview(b"bcdef")))
+    expected = Frame(Opcode.BINARY, b"\x81\xa1abcdef").serialize(mask=False)
+    assert b"".join(map(bytes, recording.writes)) == expected

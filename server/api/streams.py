@@ -30,7 +30,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 
 from specklab.schemas.errors import DomainError
 from specklab.schemas.events import DVS_CORE, SPIKE_DTYPE, EventKind, take_events
-from specklab.schemas.frames import ErrorFrame, encode
+from specklab.schemas.frames import ErrorFrame, MessageParts, encode
 from specklab.schemas.stream import (
     CLOSE_ENDED,
     CLOSE_TOKEN_INVALID,
@@ -45,6 +45,7 @@ from ..auth.accounts import Authenticator
 from ..auth.principal import Principal
 from ..deployments import Deployments, DeviceHub, EndReason, OutputSubscription
 from ..devices.base import DeviceOutput
+from ..transport import SEND_PARTS
 from .deps import CurrentUser, DeploymentsDep
 from .errors import stream_error
 from .tasks import Ending, run_until_first_done
@@ -91,6 +92,7 @@ class _Connection:
         #: transport (reported in stats frames as ``buffered_bytes_peak``).
         self.buffered_bytes_peak = 0
         self._lock = asyncio.Lock()
+        self._sends_parts = SEND_PARTS in websocket.scope.get("extensions", {})
 
         self._sensor: contextlib.AsyncExitStack | None = None
 
@@ -105,22 +107,31 @@ class _Connection:
             await sensor.aclose()
 
     async def flush(self) -> None:
-        messages = self.stream.data_to_send()
-        await self._write(messages, sum(map(len, messages)))
+        messages = [(message,) for message in self.stream.data_to_send()]
+        await self._write(messages, sum(len(message) for (message,) in messages))
 
     async def send_events(self, kind: EventKind, events: np.ndarray, seq: int | None) -> None:
         """Output events, one frame encoded at a time (the transport's backpressure)."""
         await self.flush()
         await self._write(self.stream.events_messages(kind, events, seq), 0)
 
-    async def _write(self, messages: Iterable[bytes], held: int) -> None:
+    async def _write(self, messages: Iterable[MessageParts], held: int) -> None:
         """Send ``messages`` in order; ``held`` bytes of them are encoded already."""
         async with self._lock:
-            for message in messages:
-                held = max(held, len(message))
+            for parts in messages:
+                size = sum(map(len, parts))
+                held = max(held, size)
                 self.buffered_bytes_peak = max(self.buffered_bytes_peak, held)
-                await self.websocket.send_bytes(message)
-                held -= len(message)
+                await self._send(parts)
+                held -= size
+
+    async def _send(self, parts: MessageParts) -> None:
+        """One message; in its parts where the server takes them so (the events not joined
+        to their frame's head: ``server/transport.py``)."""
+        if len(parts) > 1 and self._sends_parts:
+            await self.websocket.send({"type": "websocket.send", "bytes": None, SEND_PARTS: parts})
+        else:
+            await self.websocket.send_bytes(b"".join(parts))
 
     async def send_stats(self) -> None:
         extra: dict[str, int | float] = dict(self.hub.stats())
