@@ -37,7 +37,9 @@ class Checked:
     range for ``config``'s inputs, sorted by t) against ``config`` (this very object).
 
     Only the array itself is vouched for: a slice, a copy or a merge of it is not, and another
-    configuration is not, so whatever was not checked is still checked by the device.
+    configuration is not, so whatever was not checked is still checked by the device. The one
+    other maker is a device's continuous-mode input queue, for what it hands out of checked
+    arrays only (their slices and t-ordered merges: in range and sorted as they were).
     """
 
     config: ChipConfig

@@ -4,6 +4,7 @@ make users and tokens through the API."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,25 @@ class Lab:
         )
         assert response.status_code == 201, response.text
         return user_id, response.json()["token"]
+
+    def deploy(
+        self, token: str, device: str, model: bytes, input_shape: list[int], name: str
+    ) -> None:
+        """Upload ``model`` (TorchScript, file ``name``) as the token's user and deploy it on
+        ``device`` (booked by them), every layer monitored."""
+        uploaded = self.client.post(
+            "/v1/models",
+            files={"file": (name, model)},
+            data={"options": json.dumps({"input_shape": input_shape})},
+            headers=bearer(token),
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        deployed = self.client.post(
+            f"/v1/devices/{device}/deployment",
+            json={"model_id": uploaded.json()["id"], "monitor_layers": "all"},
+            headers=bearer(token),
+        )
+        assert deployed.status_code == 201, deployed.text
 
 
 @contextmanager

@@ -245,19 +245,7 @@ def test_the_holder_sees_the_sensor_and_spectators_see_it_read_only(lab: Lab) ->
 
 def test_spectators_let_go_when_the_holders_stream_ends_and_the_deployment_stays(lab: Lab) -> None:
     ada, bob, olga, _ = ada_holds_the_device(lab)
-    uploaded = lab.client.post(
-        "/v1/models",
-        files={"file": ("lenet.pt", torchscript_bytes(guide_network()))},
-        data={"options": json.dumps({"input_shape": [1, 28, 28]})},
-        headers=bearer(ada),
-    )
-    assert uploaded.status_code == 201, uploaded.text
-    deployed = lab.client.post(
-        f"/v1/devices/{DEVICE}/deployment",
-        json={"model_id": uploaded.json()["id"], "monitor_layers": "all"},
-        headers=bearer(ada),
-    )
-    assert deployed.status_code == 201, deployed.text
+    lab.deploy(ada, DEVICE, torchscript_bytes(guide_network()), [1, 28, 28], "lenet.pt")
     hub = lab.app.state.deployments.live_hub(DEVICE)
     rng = np.random.default_rng(0)
     n = 5000

@@ -144,17 +144,40 @@ def test_the_input_queue_keeps_time_order_without_resorting_in_order_writes() ->
     assert len(queue) == 25
     everything = np.concatenate([first, second, late])
     expected = everything[np.argsort(everything["t"], kind="stable")]
-    due = queue.pop_due(int(first["t"].max()))
+    due, _ = queue.pop_due(int(first["t"].max()))
     assert len(due) and int(due["t"].max()) <= int(first["t"].max())
-    rest = queue.pop_due(10_000)
+    rest, _ = queue.pop_due(10_000)
     np.testing.assert_array_equal(np.concatenate([due, rest]), expected)
-    assert len(queue) == 0 and len(queue.pop_due(10**9)) == 0
+    assert len(queue) == 0 and len(queue.pop_due(10**9)[0]) == 0
 
 
 def test_an_in_order_write_is_queued_as_it_is() -> None:
     queue, first, second = two_runs_in_order()
-    assert np.shares_memory(queue.pop_due(99), first)
-    assert np.shares_memory(queue.pop_due(199), second)
+    assert np.shares_memory(queue.pop_due(99)[0], first)
+    assert np.shares_memory(queue.pop_due(199)[0], second)
+
+
+def test_what_the_queue_hands_out_is_checked_only_if_every_part_of_it_was() -> None:
+    queue = InputQueue(SPIKE_DTYPE, max_events=100, horizon_us=10_000)
+
+    def run(first_us: int) -> np.ndarray:
+        events = guide_input(10, 100)
+        events["t"] = first_us + 10 * np.arange(10)
+        return events
+
+    queue.add(run(0), now_us=0, checked=True)
+    queue.add(run(1_000), now_us=0)
+    assert queue.pop_due(50)[1]  # a slice of the checked run
+    assert not queue.pop_due(1_050)[1]  # the rest of it and a part of the unchecked one
+    assert not queue.pop_due(10_000)[1]
+    queue.add(run(2_000), now_us=0, checked=True)
+    queue.add(run(2_005), now_us=0, checked=True)  # merged with the run it overlaps
+    due, checked = queue.pop_due(10_000)
+    assert checked and len(due) == 20 and bool((np.diff(due["t"].astype(np.int64)) >= 0).all())
+    for first_checked in (True, False):  # merged: not all of it was checked
+        queue.add(run(3_000), now_us=0, checked=first_checked)
+        queue.add(run(3_005), now_us=0, checked=not first_checked)
+        assert not queue.pop_due(10_000)[1]
 
 
 def test_the_input_queue_refuses_far_future_and_too_many_events() -> None:

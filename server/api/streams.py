@@ -371,9 +371,9 @@ async def _stream_events(
 
     async def write(batch: InputBatch) -> None:
         if batch.kind is EventKind.SPIKE:
-            await hub.write(batch.events, None)
+            await hub.write(batch.events, None, batch.checked)
         else:
-            await hub.write(None, batch.events)
+            await hub.write(None, batch.events, batch.checked)
 
     try:
         in_use = deployments.keep_in_use(user, hub)

@@ -163,8 +163,10 @@ class DeviceHub:
         self.limits.check_output(output)
         return output
 
-    async def write(self, spikes: np.ndarray | None, dvs: np.ndarray | None) -> None:
-        await self.hold.write(spikes, dvs)
+    async def write(
+        self, spikes: np.ndarray | None, dvs: np.ndarray | None, checked: Checked | None = None
+    ) -> None:
+        await self.hold.write(spikes, dvs, checked=checked)
 
     async def reset_states(self) -> None:
         async with self._device_lock:

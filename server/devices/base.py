@@ -104,8 +104,15 @@ class Device(Protocol):
     def reset_states(self) -> None:
         """Set every neuron back to the configuration's initial value."""
 
-    def write(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> None:
-        """Queue input events (continuous mode), timed by the stopwatch."""
+    def write(
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        checked: Checked | None = None,
+    ) -> None:
+        """Queue input events (continuous mode), timed by the stopwatch (``checked`` as for
+        :meth:`forward`)."""
 
     def forward(
         self,

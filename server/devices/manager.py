@@ -196,8 +196,11 @@ class DeviceHold:
         dvs: np.ndarray | None = None,
         *,
         timeout: float = 10.0,
+        checked: Checked | None = None,
     ) -> None:
-        await self.call(lambda d: d.write(spikes, dvs), timeout=timeout, what="write")
+        await self.call(
+            lambda d: d.write(spikes, dvs, checked=checked), timeout=timeout, what="write"
+        )
         EVENTS_IN.inc(_count(spikes, dvs))
 
     async def forward(

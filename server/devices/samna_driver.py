@@ -212,7 +212,14 @@ class SamnaDevkit:
 
     # ----- events -----
 
-    def write(self, spikes: np.ndarray | None = None, dvs: np.ndarray | None = None) -> None:
+    def write(
+        self,
+        spikes: np.ndarray | None = None,
+        dvs: np.ndarray | None = None,
+        *,
+        checked: Checked | None = None,
+    ) -> None:
+        """``checked`` changes nothing here, as for :meth:`forward`."""
         self._require_open()
         spikes = ev.input_spikes(self._config, spikes)
         dvs = ev.input_dvs(self._config, dvs)

@@ -68,6 +68,10 @@ class InputQueue:
     Kept as runs of t-sorted arrays: a write that comes after everything queued (a client
     streaming in time order) is appended without copying the queue; one that goes back in
     time is merged with the runs it overlaps only. At equal t, earlier writes go first.
+
+    Each run knows whether all its events passed the input check (``checked`` of
+    :meth:`add`): slices and t-ordered merges of checked events are in range and sorted, so
+    what :meth:`pop_due` hands out from checked runs only needs no check again.
     """
 
     def __init__(
@@ -80,14 +84,15 @@ class InputQueue:
         self._dtype = dtype
         self._max_events = max_events
         self._horizon_us = horizon_us
-        self._runs: deque[np.ndarray] = deque()
+        self._runs: deque[tuple[np.ndarray, bool]] = deque()
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def add(self, events: np.ndarray, now_us: int) -> None:
-        """Queue ``events``; all or none (InvalidEvents, InputQueueFull)."""
+    def add(self, events: np.ndarray, now_us: int, *, checked: bool = False) -> None:
+        """Queue ``events``; all or none (InvalidEvents, InputQueueFull). ``checked``: they
+        passed the input check for the configuration the queue serves."""
         if not len(events):
             return
         times = events["t"]
@@ -105,30 +110,36 @@ class InputQueue:
                 f"pass the {self._max_events} a device holds: send them closer to their time"
             )
         self._count += len(events)
-        overlapping: list[np.ndarray] = []
-        while self._runs and int(self._runs[-1]["t"][-1]) > int(times[0]):
+        overlapping: list[tuple[np.ndarray, bool]] = []
+        while self._runs and int(self._runs[-1][0]["t"][-1]) > int(times[0]):
             overlapping.append(self._runs.pop())
         if overlapping:
-            merged = concat_events([*reversed(overlapping), events], self._dtype)
+            parts = [run for run, _ in reversed(overlapping)]
+            merged = concat_events([*parts, events], self._dtype)
             events = take_events(merged, np.argsort(merged["t"], kind="stable"))
-        self._runs.append(events)
+            checked = checked and all(run_checked for _, run_checked in overlapping)
+        self._runs.append((events, checked))
 
-    def pop_due(self, now_us: int) -> np.ndarray:
-        """Remove and return the queued events with ``t <= now_us``, in order."""
+    def pop_due(self, now_us: int) -> tuple[np.ndarray, bool]:
+        """Remove and return the queued events with ``t <= now_us``, in order, and whether
+        they were all checked."""
         due: list[np.ndarray] = []
+        checked = True
         while self._runs:
-            run = self._runs[0]
+            run, run_checked = self._runs[0]
             split = int(np.searchsorted(run["t"], np.uint64(now_us), side="right"))
             if split < len(run):
                 if split:
                     due.append(run[:split])
-                    self._runs[0] = run[split:]
+                    checked = checked and run_checked
+                    self._runs[0] = (run[split:], run_checked)
                 break
-            due.append(self._runs.popleft())
+            due.append(self._runs.popleft()[0])
+            checked = checked and run_checked
         self._count -= sum(len(part) for part in due)
         if len(due) == 1:
-            return due[0]
-        return concat_events(due, self._dtype)
+            return due[0], checked
+        return concat_events(due, self._dtype), checked
 
     def clear(self) -> None:
         self._runs.clear()
