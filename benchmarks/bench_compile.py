@@ -5,7 +5,7 @@ the time from handing over the bytes to holding the report and the configuration
 ``cold``: ``compile_model`` without a pool, so a worker process is started, imports what the
 format needs, compiles and exits (what ``specklab compile`` costs). ``validate_config``: turning
 the configuration's JSON into a validated ``ChipConfig`` (done lazily, on first use of
-``result.config``). Goal: warm <= 0.5 s.
+``result.config``). Goal: warm <= 0.5 s. ``BENCH_COMPILE_ROUNDS=warm,cold`` sets the rounds.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from tests.fixtures_models import (
     torchscript_bytes,
 )
 
-WARM_ROUNDS = 15
-COLD_ROUNDS = 2
+#: Compiles per format with the warm pool and without one (``BENCH_COMPILE_ROUNDS``:
+#: "warm,cold", for a smoke run).
+WARM_ROUNDS, COLD_ROUNDS = map(int, os.environ.get("BENCH_COMPILE_ROUNDS", "15,2").split(","))
 
 
 def _summary(samples: list[float]) -> dict[str, float]:

@@ -124,6 +124,23 @@ def test_the_evaluate_benchmark_prints_its_figures() -> None:
         assert figures[f"{key}_samples_per_s"] > 0
 
 
+def test_the_codec_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("bench_codec.py")
+    assert figures["benchmark"] == "codec" and set(figures["sizes"]) == {"1000", "10000", "100000"}
+    for size in figures["sizes"].values():
+        assert size["events_per_s"] > 0 and size["baseline_per_event_msgpack_events_per_s"] > 0
+        assert size["bytes_per_event"] >= 14
+
+
+def test_the_compile_benchmark_prints_its_figures() -> None:
+    figures = run_benchmark("bench_compile.py", env={"BENCH_COMPILE_ROUNDS": "1,1"})
+    formats = {"torchscript_script", "torchscript_trace", "torch_export", "nir"}
+    for when in ("warm", "cold"):
+        assert set(figures[when]) == formats
+        for format_ in formats:
+            assert figures[when][format_]["min"] > 0, (when, format_)
+
+
 def test_the_lab_benchmark_prints_its_figures() -> None:
     if not os.environ.get(POSTGRES_ENV):
         pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (see .ci/postgres.sh)")
