@@ -5,7 +5,7 @@ over its test split, repeated ``BENCH_EVAL_REPEAT`` times (default 16: 7,184 sam
 2.3 s of one worker's time, a small real test set's size), as jobs on two in-process daemons
 (SQLite), one with one evaluation worker and one with every core's worth. A job's start and
 end cost its workers the same whatever its size (the second worker starts a few milliseconds
-after the first; at the end one worker waits for the other's last chunk, 0-90 ms in
+after the first; at the end one worker waits for the other's last chunk, 0-93 ms in
 ``docs/jobs.md``'s traces), so a job of 0.3 s (4 repeats) measured those more than the
 throughput. Throughput is samples over the job's own wall time (first chunk claimed to last
 finished). The direct figure runs the same samples through the simulator in a process of its

@@ -171,7 +171,7 @@ async def test_a_large_events_frame_in_parts_is_written_without_joining_them() -
     assert wire == Frame(Opcode.BINARY, head + events.tobytes()).serialize(mask=False)
 
 
-async def test_a_small_message_in_parts_takes_the_librarys_path() -> None:
+async def test_a_small_message_in_parts_is_sent_whole() -> None:
     _, recording = await _sent_in_parts((b"\x81\xa1a", memoryview(b"bcdef")))
     expected = Frame(Opcode.BINARY, b"\x81\xa1abcdef").serialize(mask=False)
     assert b"".join(map(bytes, recording.writes)) == expected
